@@ -1,0 +1,1 @@
+"""svclab package."""

@@ -1,0 +1,166 @@
+"""The `svclab` command line: parse, dispatch, and the one error boundary.
+
+Every command is a small function returning an exit code; library errors
+(SvclabError) become a one-line message on stderr and their exit code
+(1 failure, 2 bad usage or input) here and nowhere else.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from svclab import labctl
+from svclab.errors import SvclabError, UsageError
+
+DEFAULT_NAME = os.environ.get("SVCLAB_NAME", "default")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="svclab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def named(cmd: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(cmd, help=help, description=help)
+        p.add_argument("--name", default=DEFAULT_NAME, help="lab name (default: %(default)s)")
+        return p
+
+    p = named("up", "start a lab and return when it is ready")
+    p.add_argument("-f", "--file", help="cluster spec YAML (default: the seed's 3-node cluster)")
+    p.add_argument("--proxy-mode", choices=("iptables", "nftables"))
+    p.add_argument("--dry-run", action="store_true", help="print the plan, start nothing")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_up)
+
+    p = named("down", "stop a lab")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(func=cmd_down)
+
+    p = named("status", "show a lab's hosts and addresses")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = named("exec", "run a command inside a lab host")
+    p.add_argument("-n", "--namespace", help="Kubernetes namespace of a pod (default: default)")
+    p.add_argument("host", help="node name, pod name, client, igw")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    p.set_defaults(func=cmd_exec)
+
+    p = named("clean", "remove what a crashed lab left behind (only what it recorded)")
+    p.add_argument("--all", action="store_true", help="every lab with a state folder")
+    p.set_defaults(func=cmd_clean)
+
+    p = named("probe", "scapy probes from inside a lab host")
+    probe_sub = p.add_subparsers(dest="probe", required=True, parser_class=_Parser)
+    reach = probe_sub.add_parser("reach", help="is TARGET reachable from HOST?")
+    reach.add_argument("--name", default=DEFAULT_NAME)
+    reach.add_argument("--from", dest="source", required=True, help="source host")
+    reach.add_argument("-n", "--namespace", help="namespace of a source pod")
+    reach.add_argument("--to", dest="target", required=True, help="ADDRESS[:PORT]")
+    reach.add_argument("--proto", choices=("tcp", "udp", "icmp"), default="tcp")
+    reach.add_argument("--timeout", type=float, default=1.0)
+    reach.add_argument("--json", action="store_true")
+    reach.set_defaults(func=cmd_probe_reach)
+    return parser
+
+
+# --- commands ----------------------------------------------------------------
+
+def cmd_up(args) -> int:
+    if args.dry_run:
+        print(labctl.dry_run(args.file, args.proxy_mode), end="")
+        return 0
+    result = labctl.up(args.name, args.file, args.proxy_mode, args.timeout)
+    if args.json:
+        print(json.dumps({"name": result.name, "seconds": round(result.seconds, 3),
+                          "hosts": len(result.state.hosts)}))
+    else:
+        print(f"lab {result.name!r} ready in {result.seconds:.2f} s "
+              f"({len(result.state.hosts)} hosts)")
+        print(_status_table(*labctl.status(args.name)))
+    return 0
+
+
+def cmd_down(args) -> int:
+    seconds = labctl.down(args.name, args.timeout)
+    print(f"lab {args.name!r} stopped in {seconds:.2f} s")
+    return 0
+
+
+def cmd_status(args) -> int:
+    state, spec = labctl.status(args.name)
+    if args.json:
+        print(json.dumps(state.to_json(), indent=1))
+    else:
+        print(_status_table(state, spec))
+    return 0
+
+
+def cmd_exec(args) -> int:
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    argv = labctl.exec_argv(args.name, args.host, args.namespace, command)
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)   # stdin, stdout, stderr and exit code pass through
+
+
+def cmd_clean(args) -> int:
+    names = labctl.running_labs() if args.all else [args.name]
+    for report in labctl.clean(names):
+        print(f"lab {report.name!r}: daemon stopped: {report.daemon_stopped}, "
+              f"processes stopped: {report.processes_stopped}, "
+              f"state removed: {report.state_removed}")
+    return 0
+
+
+def cmd_probe_reach(args) -> int:
+    from probes.runner import parse_target, probe_from
+    target = parse_target(args.target, args.proto)
+    result = probe_from(args.name, args.source, [target], namespace=args.namespace,
+                        timeout=args.timeout)[0]
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(result.describe())
+    return 0 if result.outcome == "open" else 1
+
+
+def _status_table(state, spec) -> str:
+    public = {n.name: str(n.public_ip) for n in spec.nodes}
+    rows = [("HOST", "KIND", "ADDRESS", "PUBLIC-IP", "NODE", "PID")]
+    order = {"node": 0, "pod": 1, "router": 2, "client": 3, "bridge": 4}
+    for r in sorted(state.hosts.values(), key=lambda r: (order.get(r.kind, 9), r.host)):
+        name = f"{r.namespace}/{r.name}" if r.kind == "pod" else r.name
+        rows.append((name, r.kind, ",".join(r.addresses) or "-",
+                     public.get(r.name, "-"), r.node or "-", str(r.pid)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    head = (f"lab {state.name}  proxy-mode {state.proxy_mode}  "
+            f"daemon pid {state.daemon_pid}  {'ready' if state.ready else 'starting'}")
+    lines = ["   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join([head] + lines)
+
+
+# --- entry point ---------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except SvclabError as err:
+        print(f"svclab: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("svclab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

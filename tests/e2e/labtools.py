@@ -1,0 +1,63 @@
+"""Helpers for end-to-end tests: drive labs through the real CLI."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+
+from probes.reach import Probe
+from probes.runner import probe_from
+
+
+def svclab(*args, check=True, input=None, timeout=180):
+    """Run the svclab CLI as a user would; returns the CompletedProcess."""
+    argv = [sys.executable, "-m", "svclab.cli", *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, input=input,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+class RunningLab:
+    def __init__(self, name: str):
+        self.name = name
+
+    def exec(self, host, *cmd, namespace=None, **kwargs):
+        ns = ["-n", namespace] if namespace else []
+        return svclab("exec", "--name", self.name, *ns, host, "--", *cmd, **kwargs)
+
+
+def workload(name: str, ip: str, *ports: str) -> list[str]:
+    """argv of the built-in workload server for a pod or host."""
+    argv = [sys.executable, "-m", "agents.workload", "--pod-name", name, "--pod-ip", ip]
+    for port in ports or ("80/TCP",):
+        argv += ["--port", port]
+    return argv
+
+
+def http_get(lab, host: str, url: str, namespace: str | None = None) -> str:
+    code = ("import sys, urllib.request; "
+            "print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())")
+    return lab.exec(host, sys.executable, "-c", code, url, namespace=namespace).stdout.strip()
+
+
+def wait_open(lab_name: str, source: str, probe: Probe, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe_from(lab_name, source, [probe], timeout=0.5)[0]
+        if result.outcome == "open":
+            return
+        assert time.monotonic() < deadline, f"{probe.label()} from {source}: {result}"
+        time.sleep(0.1)
+
+
+def outcomes(lab_name: str, source: str, probes: list[Probe], namespace=None) -> dict:
+    results = probe_from(lab_name, source, probes, namespace=namespace, timeout=1.0)
+    return {r.probe.label(): r.outcome for r in results}

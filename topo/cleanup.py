@@ -1,0 +1,105 @@
+"""Scoped cleanup: remove what a lab left behind, and nothing else.
+
+Never `mn -c`, Mininet's cleanup(), `pkill -f` or `killall`: they match broad
+patterns and hit what is not ours.  A lab is identified only by what it
+recorded in its state folder: process (pid, start time) pairs and the inodes
+of its network namespaces.  A namespace dies with the last process in it, and
+takes its veths and bridges along, so killing exactly those processes and
+removing the state folder leaves nothing of the lab.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+
+from topo.netns import ProcRef, netns_inode, own_netns_inode, start_time
+from topo.state import LabPaths, read_state
+from svclab.errors import LabError
+
+STOP_TIMEOUT = 3.0
+
+
+def processes_in_netns(inodes: set[int], exclude: set[int] = frozenset()) -> list[ProcRef]:
+    """Every process whose network namespace is one of `inodes`."""
+    if own_netns_inode() in inodes:
+        raise LabError("refusing to match processes of the host network namespace")
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude or int(entry) == os.getpid():
+            continue
+        try:
+            if netns_inode(entry) in inodes:
+                start = start_time(int(entry))
+                if start is not None:
+                    found.append(ProcRef(int(entry), start))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def stop_processes(procs: list[ProcRef], timeout: float = STOP_TIMEOUT) -> list[ProcRef]:
+    """SIGTERM, wait up to timeout, then SIGKILL; returns those that survived."""
+    procs = [p for p in dict.fromkeys(procs) if p.alive()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            if proc.alive():
+                try:
+                    os.kill(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(p.alive() for p in procs):
+            _reap_children()
+            time.sleep(0.02)
+        procs = [p for p in procs if p.alive()]
+        if not procs:
+            break
+    return procs
+
+
+def _reap_children() -> None:
+    """Collect exited children of ours so they stop counting as alive."""
+    try:
+        while True:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+    except ChildProcessError:
+        pass
+
+
+@dataclass
+class CleanReport:
+    name: str
+    daemon_stopped: bool = False
+    processes_stopped: int = 0
+    survivors: list[int] = field(default_factory=list)
+    state_removed: bool = False
+
+
+def clean_lab(name: str) -> CleanReport:
+    """Stop a lab's daemon and every process in its namespaces; drop its state."""
+    paths = LabPaths(name)
+    report = CleanReport(name)
+    if not paths.root.exists():
+        return report
+    if paths.state.exists():
+        state = read_state(paths)
+        if state.daemon.alive():
+            report.daemon_stopped = True
+            stop_processes([state.daemon], timeout=10.0)
+        recorded = [p.proc for p in state.processes] + [h.proc for h in state.hosts.values()]
+        inodes = set(state.netns_seen) | {h.netns for h in state.hosts.values()}
+        victims = list(dict.fromkeys(recorded + processes_in_netns(inodes)))
+        alive = [p for p in victims if p.alive()]
+        report.processes_stopped = len(alive)
+        report.survivors = [p.pid for p in stop_processes(alive)]
+    if report.survivors:
+        raise LabError(f"lab {name!r}: processes {report.survivors} did not stop; "
+                       f"state kept in {paths.root}")
+    shutil.rmtree(paths.root, ignore_errors=True)
+    report.state_removed = True
+    return report

@@ -1,0 +1,78 @@
+"""The lab daemon: owns one lab's Mininet network for its whole life.
+
+`svclab up` validates the spec, writes it into the state folder and starts
+`python -m topo.daemon NAME` detached.  The daemon builds the lab, marks the
+state ready, serves the control socket, and on SIGTERM (or a `stop` request)
+tears everything down and removes its state folder.  If it is killed, what it
+recorded lets `svclab clean` finish the job.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+
+from mininet.log import setLogLevel
+
+from topo.control import ControlServer, record_to_json
+from topo.lab import Lab
+from topo.netns import ProcRef
+from topo.spec import load_spec
+from topo.state import LabPaths, LabState, write_state
+
+log = logging.getLogger("svclab.daemon")
+
+
+def run(name: str) -> int:
+    paths = LabPaths(name)
+    spec = load_spec(paths.spec)
+    me = ProcRef.of(os.getpid())
+    state = LabState(name=name, daemon_pid=me.pid, daemon_start=me.start,
+                     proxy_mode=spec.proxy_mode)
+    write_state(paths, state)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stopping.set())
+
+    with Lab(spec, paths, state) as lab:
+        handlers = {
+            "status": lambda: state.to_json(),
+            "add_pod": lambda name, namespace, node, ip=None, command=None:
+                record_to_json(lab.add_pod(name, namespace, node, ip, command)),
+            "remove_pod": lambda name, namespace: lab.remove_pod(name, namespace),
+            "stop": stopping.set,
+        }
+        with ControlServer(paths.control, handlers):
+            state.ready = True
+            write_state(paths, state)
+            log.info("lab %s ready: %d hosts", name, len(state.hosts))
+            while not stopping.wait(0.05):
+                pass
+            log.info("lab %s stopping", name)
+            state.ready = False
+            write_state(paths, state)
+    shutil.rmtree(paths.root, ignore_errors=True)
+    return 0
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Mininet warns about the host's br_netfilter; our bridges live in their
+    # own namespaces, where the plan turns bridge-nf-call-* off.
+    setLogLevel("error")
+    if len(sys.argv) != 2:
+        print("usage: python -m topo.daemon NAME", file=sys.stderr)
+        return 2
+    try:
+        return run(sys.argv[1])
+    except Exception:
+        log.exception("lab daemon failed")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Run commands inside a lab host's namespaces, and identify processes safely.
+
+Every kernel-touching command of the lab goes through `run_in`, which refuses
+to run in the host's own network namespace: a lab must never change the
+host's routes, rules or sysctls.  Processes are identified by (pid, start
+time) so a recycled PID is never mistaken for one of ours.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+
+from svclab.errors import CommandError, LabError
+
+MNEXEC = "mnexec"
+
+
+def netns_inode(pid: int | str) -> int:
+    """Inode of a process's network namespace (identifies the namespace)."""
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+def own_netns_inode() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def start_time(pid: int) -> int | None:
+    """Kernel start time of a process (clock ticks since boot), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm may hold spaces or parentheses: split after the last ')'.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):      # exited, waiting to be reaped: gone for us
+        return None
+    return int(fields[19])
+
+
+@dataclass(frozen=True)
+class ProcRef:
+    """A process we started or own, identified beyond its PID."""
+
+    pid: int
+    start: int
+
+    @classmethod
+    def of(cls, pid: int) -> "ProcRef":
+        start = start_time(pid)
+        if start is None:
+            raise LabError(f"process {pid} is gone")
+        return cls(pid, start)
+
+    def alive(self) -> bool:
+        return start_time(self.pid) == self.start
+
+    def to_json(self) -> dict:
+        return {"pid": self.pid, "start": self.start}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ProcRef":
+        return cls(int(data["pid"]), int(data["start"]))
+
+
+def ensure_lab_namespace(pid: int) -> None:
+    """Refuse to act on a process that lives in our own (the host's) netns."""
+    try:
+        inode = netns_inode(pid)
+    except FileNotFoundError as err:
+        raise LabError(f"lab host process {pid} is gone") from err
+    if inode == own_netns_inode():
+        raise LabError(f"refusing to touch the host network namespace (pid {pid})")
+
+
+def run_in(pid: int, argv: list[str], *, input: str | None = None,
+           timeout: float = 15.0, where: str = "") -> str:
+    """Run argv in the network and mount namespaces of pid; return stdout."""
+    ensure_lab_namespace(pid)
+    full = [MNEXEC, "-a", str(pid), *argv]
+    try:
+        proc = subprocess.run(full, input=input, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as err:
+        raise CommandError(full, -1, "", f"timed out after {timeout} s", where) from err
+    if proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr, where)
+    return proc.stdout

@@ -1,0 +1,240 @@
+"""Pure lab planning: from a ClusterSpec to the hosts, links and per-host config.
+
+Config-as-data, then render, then apply (IPMininet's way): nothing here touches
+the kernel.  `plan_lab` describes the static lab; `plan_pod` describes one pod
+joined to its node.  The topology code (topo/lab.py) applies these plans, and
+`svclab up --dry-run` prints them.
+
+Naming lives here too, in one place: Mininet host names are short (n0, p7,
+igw); users address hosts by their Kubernetes or spec names.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+
+from topo.spec import ClusterSpec, NodeSpec
+
+POD_GATEWAY = "169.254.1.1"     # Calico's fake next hop, answered by proxy ARP
+MASQ_CHAIN = "cali-nat-outgoing"
+DEFAULT_NAMESPACE = "default"
+CLUSTER_DOMAIN = "cluster.local"
+KUBE_DNS_IP_OFFSET = 10          # 10.96.0.10
+# The lab is IPv4; IPv6 autoconfiguration would only add noise to captures.
+IPV4_ONLY = (("net.ipv6.conf.all.disable_ipv6", "1"),
+             ("net.ipv6.conf.default.disable_ipv6", "1"))
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Everything applied inside one host once its interfaces exist."""
+
+    host: str                       # Mininet host name (short, unique in the lab)
+    kind: str                       # node | pod | router | client | bridge
+    name: str                       # what users call it (k8s name, client name)
+    namespace: str | None = None    # Kubernetes namespace (pods only)
+    node: str | None = None         # the node a pod runs on
+    addresses: tuple[str, ...] = ()
+    ip_batch: tuple[str, ...] = ()  # `ip -batch` lines
+    sysctls: tuple[tuple[str, str], ...] = ()
+    iptables: str = ""              # iptables-restore --noflush input
+    resolv_conf: str | None = None  # private /etc/resolv.conf content
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    host1: str
+    intf1: str
+    host2: str
+    intf2: str
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    hosts: tuple[HostConfig, ...]
+    links: tuple[LinkPlan, ...]
+    bridges: tuple[str, ...] = ("vpc", "inet")
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    """A pod host, its veth to the node, and what the node adds for it."""
+
+    pod: HostConfig
+    link: LinkPlan
+    node_batch: tuple[str, ...]
+    node_sysctls: tuple[tuple[str, str], ...] = field(default=())
+
+
+def node_host_name(index: int) -> str:
+    return f"n{index}"
+
+
+def pod_host_name(seq: int) -> str:
+    return f"p{seq}"
+
+
+def cali_name(namespace: str, pod: str) -> str:
+    """Calico-style host-side veth name: cali + 11 hex chars of a hash."""
+    digest = hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()
+    return "cali" + digest[:11]
+
+
+def static_pod_name(index: int, node: NodeSpec) -> str:
+    """Static pods are named like kubelet mirror pods: <name>-<node>."""
+    return f"static-{index}-{node.name}"
+
+
+def resolv_conf_for_pod(namespace: str, spec: ClusterSpec) -> str:
+    dns_ip = spec.network.service_cidr.network_address + KUBE_DNS_IP_OFFSET
+    search = f"{namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
+    return f"nameserver {dns_ip}\nsearch {search}\noptions ndots:5\n"
+
+
+def plan_lab(spec: ClusterSpec) -> LabPlan:
+    net = spec.network
+    vpc_len = net.vpc_subnet.prefixlen
+    inet_len = net.internet.prefixlen
+    vpc_resolv = f"nameserver {net.vpc_resolver}\nsearch ec2.internal\n"
+    hosts: list[HostConfig] = []
+    links: list[LinkPlan] = []
+    bridge_ports = {"vpc": 0, "inet": 0}
+
+    def attach(bridge: str, host: str, intf: str) -> None:
+        bridge_ports[bridge] += 1
+        links.append(LinkPlan(host, intf, bridge, f"{bridge}-eth{bridge_ports[bridge]}"))
+
+    for bridge in ("vpc", "inet"):
+        hosts.append(HostConfig(
+            host=bridge, kind="bridge", name=bridge,
+            ip_batch=("link set dev lo up",),
+            sysctls=IPV4_ONLY + (("net.bridge.bridge-nf-call-iptables", "0"),
+                                 ("net.bridge.bridge-nf-call-arptables", "0"))))
+
+    hosts.append(HostConfig(
+        host="igw", kind="router", name="igw",
+        addresses=(str(net.vpc_router), str(net.internet_gateway)),
+        ip_batch=("link set dev lo up",
+                  f"addr add {net.vpc_router}/{vpc_len} dev eth0", "link set dev eth0 up",
+                  f"addr add {net.internet_gateway}/{inet_len} dev eth1",
+                  "link set dev eth1 up"),
+        sysctls=IPV4_ONLY + (("net.ipv4.ip_forward", "1"),),
+        iptables=render_igw_rules(spec),
+        resolv_conf=vpc_resolv))
+    attach("vpc", "igw", "eth0")
+    attach("inet", "igw", "eth1")
+
+    for index, node in enumerate(spec.nodes):
+        host = node_host_name(index)
+        batch = ["link set dev lo up",
+                 f"addr add {node.address}/{vpc_len} dev eth0", "link set dev eth0 up",
+                 f"route add default via {net.vpc_router}",
+                 f"route add blackhole {node.pod_block}"]
+        batch += [f"route add {peer.pod_block} via {peer.address}"
+                  for peer in spec.nodes if peer is not node]
+        hosts.append(HostConfig(
+            host=host, kind="node", name=node.name, addresses=(str(node.address),),
+            ip_batch=tuple(batch),
+            sysctls=IPV4_ONLY + (("net.ipv4.ip_forward", "1"),
+                                 ("net.ipv4.conf.all.rp_filter", "0"),
+                                 ("net.ipv4.conf.default.rp_filter", "0")),
+            iptables=render_node_rules(spec),
+            resolv_conf=vpc_resolv))
+        attach("vpc", host, "eth0")
+
+    for client in spec.clients:
+        hosts.append(HostConfig(
+            host=client.name, kind="client", name=client.name,
+            addresses=(str(client.address),),
+            ip_batch=("link set dev lo up",
+                      f"addr add {client.address}/{inet_len} dev eth0",
+                      "link set dev eth0 up",
+                      f"route add default via {net.internet_gateway}"),
+            sysctls=IPV4_ONLY,
+            resolv_conf=f"nameserver {net.internet_resolver}\n"))
+        attach("inet", client.name, "eth0")
+    return LabPlan(tuple(hosts), tuple(links))
+
+
+def plan_pod(spec: ClusterSpec, node_index: int, host: str, name: str,
+             namespace: str, ip: ipaddress.IPv4Address) -> PodPlan:
+    node = spec.nodes[node_index]
+    if ip not in node.pod_block:
+        raise ValueError(f"pod IP {ip} is outside {node.name}'s block {node.pod_block}")
+    veth = cali_name(namespace, name)
+    pod = HostConfig(
+        host=host, kind="pod", name=name, namespace=namespace, node=node.name,
+        addresses=(str(ip),),
+        ip_batch=("link set dev lo up",
+                  f"addr add {ip}/32 dev eth0", "link set dev eth0 up",
+                  f"route add {POD_GATEWAY} dev eth0 scope link",
+                  f"route add default via {POD_GATEWAY} dev eth0"),
+        sysctls=IPV4_ONLY,
+        resolv_conf=resolv_conf_for_pod(namespace, spec))
+    return PodPlan(
+        pod=pod,
+        link=LinkPlan(node_host_name(node_index), veth, host, "eth0"),
+        node_batch=(f"link set dev {veth} up", f"route add {ip}/32 dev {veth} scope link"),
+        node_sysctls=((f"net.ipv4.conf.{veth}.proxy_arp", "1"),
+                      (f"net.ipv4.neigh.{veth}.proxy_delay", "0"),
+                      (f"net.ipv4.conf.{veth}.forwarding", "1")))
+
+
+def render_node_rules(spec: ClusterSpec) -> str:
+    """Calico's natOutgoing: pods reaching beyond the pod CIDR leave as the node."""
+    pods = spec.network.pod_cidr
+    return "\n".join((
+        "*nat",
+        ":cali-POSTROUTING - [0:0]",
+        f":{MASQ_CHAIN} - [0:0]",
+        '-A POSTROUTING -m comment --comment "cali:O3lYWMrLQYEMJtB5" -j cali-POSTROUTING',
+        f"-A cali-POSTROUTING -j {MASQ_CHAIN}",
+        f'-A {MASQ_CHAIN} -s {pods} ! -d {pods} -m comment --comment "pod egress: natOutgoing"'
+        " -j MASQUERADE --random-fully",
+        "COMMIT", ""))
+
+
+def render_igw_rules(spec: ClusterSpec) -> str:
+    """The igw: 1:1 NAT between EC2 public IPs and node private IPs.
+
+    Like an AWS internet gateway it forwards only translated traffic: packets
+    from the internet to anything but a public IP (a pod IP, say) are dropped,
+    and so is VPC traffic from an address without a public IP.
+    """
+    raw = ["*raw", ":IGW-INBOUND - [0:0]", "-A PREROUTING -i eth1 -j IGW-INBOUND",
+           "-A IGW-INBOUND -m addrtype --dst-type LOCAL -j RETURN",
+           f"-A IGW-INBOUND -d {spec.network.public_ips} -j RETURN",
+           '-A IGW-INBOUND -m comment --comment "no public IP: dropped" -j DROP', "COMMIT"]
+    nat = ["*nat", ":IGW-PREROUTING - [0:0]", ":IGW-POSTROUTING - [0:0]",
+           "-A PREROUTING -j IGW-PREROUTING", "-A POSTROUTING -j IGW-POSTROUTING"]
+    filt = ["*filter", ":IGW-FORWARD - [0:0]", "-A FORWARD -j IGW-FORWARD",
+            "-A IGW-FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            "-A IGW-FORWARD -m conntrack --ctstate DNAT -j ACCEPT"]
+    vpc = spec.network.vpc_subnet
+    for node in spec.nodes:
+        nat.append(f"-A IGW-PREROUTING -d {node.public_ip}/32 "
+                   f"-j DNAT --to-destination {node.address}")
+        nat.append(f"-A IGW-POSTROUTING -o eth1 -s {node.address}/32 "
+                   f"-j SNAT --to-source {node.public_ip}")
+        # Hairpin: VPC -> public IP -> VPC leaves and comes back as a public IP.
+        nat.append(f"-A IGW-POSTROUTING -o eth0 -s {node.address}/32 -d {vpc} "
+                   f"-m conntrack --ctstate DNAT -j SNAT --to-source {node.public_ip}")
+        filt.append(f"-A IGW-FORWARD -i eth0 -o eth1 -s {node.address}/32 -j ACCEPT")
+    filt += ['-A IGW-FORWARD -m comment --comment "not translated: dropped" -j DROP']
+    return "\n".join(raw + nat + ["COMMIT"] + filt + ["COMMIT", ""])
+
+
+def render_plan(plan: LabPlan) -> str:
+    """Human-readable dry run of a plan."""
+    out = []
+    for host in plan.hosts:
+        title = f"{host.host} ({host.kind} {host.name})"
+        out.append(title)
+        out += [f"  ip {line}" for line in host.ip_batch]
+        out += [f"  sysctl {k}={v}" for k, v in host.sysctls]
+        out += [f"  iptables-restore: {line}" for line in host.iptables.splitlines()
+                if line.startswith("-A")]
+    out.append("links")
+    out += [f"  {l.host1}:{l.intf1} <-> {l.host2}:{l.intf2}" for l in plan.links]
+    return "\n".join(out) + "\n"

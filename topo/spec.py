@@ -1,0 +1,352 @@
+"""The cluster spec: what a lab is made of, parsed and validated as data.
+
+A spec is YAML a user writes (see topo/clusters/default.yaml).  `load_spec`
+turns it into frozen dataclasses or raises SpecError naming the failing field
+and the allowed values, before anything is started.  Every address the lab
+uses is derived here, in one place, so the topology code never invents one.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from svclab.errors import SpecError
+
+API_VERSION = "svclab/v1alpha1"
+PROXY_MODES = ("iptables", "nftables")
+SWITCHES = ("linuxbridge", "ovs")
+ROLES = ("control-plane", "worker")
+# Host names the lab uses for its own infrastructure.
+RESERVED_HOST_NAMES = ("igw", "elb", "vpc", "inet")
+# Safety: public-looking addresses only from documentation ranges.
+DOCUMENTATION_RANGES = tuple(ipaddress.ip_network(n) for n in (
+    "198.51.100.0/24", "203.0.113.0/24"))
+PRIVATE_RANGES = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+LINK_LOCAL = ipaddress.ip_network("169.254.0.0/16")
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+Net = ipaddress.IPv4Network
+Addr = ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    vpc_subnet: Net
+    pod_cidr: Net
+    pod_block_prefix: int
+    service_cidr: Net
+    node_port_range: tuple[int, int]
+    public_ips: Net
+    internet: Net
+
+    @property
+    def vpc_router(self) -> Addr:
+        """The VPC router (the igw's VPC side): base + 1, as in AWS."""
+        return self.vpc_subnet.network_address + 1
+
+    @property
+    def vpc_resolver(self) -> Addr:
+        """The VPC DNS resolver: base + 2, as in AWS."""
+        return self.vpc_subnet.network_address + 2
+
+    @property
+    def internet_gateway(self) -> Addr:
+        """The igw's address on the internet segment."""
+        return self.internet.network_address + 1
+
+    @property
+    def internet_resolver(self) -> Addr:
+        """Public DNS on the internet segment (served by the DNS issue)."""
+        return self.internet.network_address + 53
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str          # the Kubernetes node name, e.g. ip-172-31-0-10
+    role: str          # control-plane | worker
+    address: Addr      # VPC (private) address
+    public_ip: Addr    # EC2-style public IP the igw maps 1:1
+    pod_block: Net     # this node's pod block
+    static_pods: int   # pods the lab starts with on this node
+
+    @property
+    def is_control_plane(self) -> bool:
+        return self.role == "control-plane"
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    name: str
+    address: Addr
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    network: NetworkSpec
+    nodes: tuple[NodeSpec, ...]
+    clients: tuple[ClientSpec, ...]
+    proxy_mode: str
+    switch: str
+
+    def node(self, name: str) -> NodeSpec:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+
+def default_spec_path() -> Path:
+    return Path(str(resources.files("topo") / "clusters" / "default.yaml"))
+
+
+def load_spec(path: str | Path | None = None, *,
+              proxy_mode: str | None = None) -> ClusterSpec:
+    """Read and validate a spec file (the default cluster when path is None)."""
+    path = Path(path) if path else default_spec_path()
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError("file", f"cannot read {path}: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError("file", f"{path} is not valid YAML: {err}") from err
+    if proxy_mode is not None:
+        if not isinstance(data, dict):
+            data = {}
+        data = {**data, "proxyMode": proxy_mode}
+    return parse_spec(data)
+
+
+def parse_spec(data: Any) -> ClusterSpec:
+    """Validate a spec given as plain data (what YAML produced)."""
+    top = _mapping(data, "spec", ("apiVersion", "kind", "network", "nodes",
+                                  "clients", "proxyMode", "switch"))
+    if top.get("apiVersion", API_VERSION) != API_VERSION:
+        raise SpecError("apiVersion", f"unsupported value {top['apiVersion']!r}; "
+                        f"allowed: {API_VERSION}")
+    if top.get("kind", "Cluster") != "Cluster":
+        raise SpecError("kind", f"unsupported value {top['kind']!r}; allowed: Cluster")
+    network = _parse_network(top.get("network") or {})
+    proxy_mode = _choice(top.get("proxyMode", "iptables"), "proxyMode", PROXY_MODES)
+    switch = _choice(top.get("switch", "linuxbridge"), "switch", SWITCHES)
+    nodes = _parse_nodes(top.get("nodes"), network)
+    clients = _parse_clients(top.get("clients", [{"name": "client"}]), network,
+                             {n.name for n in nodes})
+    return ClusterSpec(network, nodes, clients, proxy_mode, switch)
+
+
+# --- network ---------------------------------------------------------------
+
+_NETWORK_DEFAULTS = {
+    "vpcSubnet": "172.31.0.0/20",
+    "podCIDR": "192.168.0.0/16",
+    "podBlockPrefix": 24,
+    "serviceCIDR": "10.96.0.0/12",
+    "nodePortRange": "30000-32767",
+    "publicIPs": "198.51.100.0/24",
+    "internet": "203.0.113.0/24",
+}
+
+
+def _parse_network(raw: Any) -> NetworkSpec:
+    net = {**_NETWORK_DEFAULTS,
+           **_mapping(raw, "network", tuple(_NETWORK_DEFAULTS))}
+    cidrs = {key: _cidr(net[key], f"network.{key}")
+             for key in ("vpcSubnet", "podCIDR", "serviceCIDR", "publicIPs", "internet")}
+    for key in ("vpcSubnet", "podCIDR", "serviceCIDR"):
+        if not any(cidrs[key].subnet_of(r) for r in PRIVATE_RANGES):
+            raise SpecError(f"network.{key}", f"{cidrs[key]} is not a private range; "
+                            "allowed: inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16")
+    for key in ("publicIPs", "internet"):
+        if not any(cidrs[key].subnet_of(r) for r in DOCUMENTATION_RANGES):
+            raise SpecError(f"network.{key}", f"{cidrs[key]} is not a documentation "
+                            "range; allowed: inside 198.51.100.0/24 or 203.0.113.0/24")
+    names = list(cidrs)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if cidrs[a].overlaps(cidrs[b]):
+                raise SpecError(f"network.{b}",
+                                f"{cidrs[b]} overlaps network.{a} {cidrs[a]}")
+    if cidrs["vpcSubnet"].prefixlen > 28:
+        raise SpecError("network.vpcSubnet", "must be /28 or larger (AWS's limit)")
+    if cidrs["serviceCIDR"].prefixlen > 27:
+        raise SpecError("network.serviceCIDR",
+                        "must be /27 or larger (it holds .1 kubernetes and .10 kube-dns)")
+    for key in ("publicIPs", "internet"):
+        if cidrs[key].prefixlen > 26:
+            raise SpecError(f"network.{key}", "must be /26 or larger")
+    block = net["podBlockPrefix"]
+    pod_prefix = cidrs["podCIDR"].prefixlen
+    if not isinstance(block, int) or isinstance(block, bool) or not pod_prefix <= block <= 28:
+        raise SpecError("network.podBlockPrefix",
+                        f"invalid value {block!r}; allowed: an integer from "
+                        f"{pod_prefix} (the podCIDR's prefix) to 28")
+    return NetworkSpec(
+        vpc_subnet=cidrs["vpcSubnet"], pod_cidr=cidrs["podCIDR"],
+        pod_block_prefix=block, service_cidr=cidrs["serviceCIDR"],
+        node_port_range=_port_range(net["nodePortRange"]),
+        public_ips=cidrs["publicIPs"], internet=cidrs["internet"])
+
+
+def _port_range(raw: Any) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(raw))
+    if not match:
+        raise SpecError("network.nodePortRange",
+                        f"invalid value {raw!r}; allowed: LOW-HIGH, e.g. 30000-32767")
+    low, high = int(match[1]), int(match[2])
+    if not 1024 <= low < high <= 65535:
+        raise SpecError("network.nodePortRange",
+                        f"invalid range {low}-{high}; allowed: 1024 <= LOW < HIGH <= 65535")
+    return low, high
+
+
+# --- nodes and clients -----------------------------------------------------
+
+_NODE_FIELDS = ("name", "role", "address", "publicIP", "staticPods")
+
+
+def _parse_nodes(raw: Any, network: NetworkSpec) -> tuple[NodeSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise SpecError("nodes", "must be a non-empty list of nodes")
+    blocks = network.pod_cidr.subnets(new_prefix=network.pod_block_prefix)
+    block_count = 2 ** (network.pod_block_prefix - network.pod_cidr.prefixlen)
+    if len(raw) > block_count:
+        raise SpecError("nodes", f"{len(raw)} nodes but network.podCIDR has only "
+                        f"{block_count} blocks of /{network.pod_block_prefix}")
+    usable = 2 ** (32 - network.pod_block_prefix) - 2
+    nodes, seen_names, seen_addrs, seen_public = [], set(), set(), set()
+    for i, item in enumerate(raw):
+        path = f"nodes[{i}]"
+        node = _mapping(item, path, _NODE_FIELDS)
+        name = _name(node.get("name"), f"{path}.name", subdomain=True)
+        if name in seen_names:
+            raise SpecError(f"{path}.name", f"duplicate node name {name!r}")
+        role = _choice(node.get("role", "worker"), f"{path}.role", ROLES)
+        address = _address(node.get("address", network.vpc_subnet.network_address + 10 + i),
+                           f"{path}.address", network.vpc_subnet,
+                           reserved=_aws_reserved(network.vpc_subnet))
+        public = _address(node.get("publicIP", network.public_ips.network_address + 10 + i),
+                          f"{path}.publicIP", network.public_ips,
+                          reserved=_edge_reserved(network.public_ips))
+        if address in seen_addrs:
+            raise SpecError(f"{path}.address", f"{address} is already used by another node")
+        if public in seen_public:
+            raise SpecError(f"{path}.publicIP", f"{public} is already used by another node")
+        static_pods = node.get("staticPods", 0)
+        if not isinstance(static_pods, int) or isinstance(static_pods, bool) or static_pods < 0:
+            raise SpecError(f"{path}.staticPods",
+                            f"invalid value {static_pods!r}; allowed: an integer >= 0")
+        if static_pods > usable:
+            raise SpecError(f"{path}.staticPods",
+                            f"{static_pods} pods do not fit in a /{network.pod_block_prefix} "
+                            f"pod block; allowed: at most {usable}")
+        seen_names.add(name)
+        seen_addrs.add(address)
+        seen_public.add(public)
+        nodes.append(NodeSpec(name, role, address, public, next(blocks), static_pods))
+    if not any(n.is_control_plane for n in nodes):
+        raise SpecError("nodes", "needs at least one node with role: control-plane")
+    return tuple(nodes)
+
+
+def _parse_clients(raw: Any, network: NetworkSpec,
+                   node_names: set[str]) -> tuple[ClientSpec, ...]:
+    if not isinstance(raw, list):
+        raise SpecError("clients", "must be a list of clients")
+    clients, seen_names, seen_addrs = [], set(), set()
+    reserved = _edge_reserved(network.internet) | {
+        network.internet_gateway, network.internet_resolver}
+    for i, item in enumerate(raw):
+        path = f"clients[{i}]"
+        client = _mapping(item, path, ("name", "address"))
+        name = _name(client.get("name"), f"{path}.name", subdomain=False)
+        if name in seen_names or name in node_names or name in RESERVED_HOST_NAMES:
+            raise SpecError(f"{path}.name", f"name {name!r} is already taken "
+                            f"(reserved: {', '.join(RESERVED_HOST_NAMES)})")
+        address = _address(client.get("address", network.internet.network_address + 100 + i),
+                           f"{path}.address", network.internet, reserved=reserved)
+        if address in seen_addrs:
+            raise SpecError(f"{path}.address", f"{address} is already used by another client")
+        seen_names.add(name)
+        seen_addrs.add(address)
+        clients.append(ClientSpec(name, address))
+    return tuple(clients)
+
+
+# --- field helpers -----------------------------------------------------------
+
+def _mapping(raw: Any, path: str, allowed: tuple[str, ...]) -> dict:
+    if not isinstance(raw, dict):
+        raise SpecError(path, f"must be a mapping with fields {', '.join(allowed)}")
+    for key in raw:
+        if key not in allowed:
+            field = key if path == "spec" else f"{path}.{key}"
+            raise SpecError(field, f"unknown field; allowed: {', '.join(allowed)}")
+    return raw
+
+
+def _choice(raw: Any, path: str, allowed: tuple[str, ...]) -> str:
+    if raw not in allowed:
+        raise SpecError(path, f"unsupported value {raw!r}; allowed: {', '.join(allowed)}")
+    return raw
+
+
+def _name(raw: Any, path: str, *, subdomain: bool) -> str:
+    kind = "DNS-1123 subdomain" if subdomain else "DNS-1123 label"
+    pattern = _DNS1123_SUBDOMAIN if subdomain else _DNS1123_LABEL
+    if not isinstance(raw, str) or not raw:
+        raise SpecError(path, f"required: a {kind} (lowercase letters, digits, '-')")
+    if len(raw) > 63 or not pattern.match(raw):
+        raise SpecError(path, f"invalid value {raw!r}: a {kind} must consist of lowercase "
+                        "alphanumeric characters or '-', start and end with an "
+                        "alphanumeric character, and be at most 63 characters")
+    return raw
+
+
+def _cidr(raw: Any, path: str) -> Net:
+    try:
+        net = ipaddress.ip_network(str(raw), strict=True)
+    except ValueError as err:
+        raise SpecError(path, f"invalid value {raw!r}: {err}; allowed: an IPv4 CIDR "
+                        "with no host bits, e.g. 10.0.0.0/16") from err
+    if net.version != 4:
+        raise SpecError(path, f"invalid value {raw!r}; allowed: an IPv4 CIDR")
+    if net.overlaps(LINK_LOCAL) or net.overlaps(LOOPBACK):
+        raise SpecError(path, f"{net} overlaps link-local or loopback space")
+    return net
+
+
+def _address(raw: Any, path: str, within: Net, reserved: set) -> Addr:
+    try:
+        addr = ipaddress.IPv4Address(str(raw))
+    except ValueError as err:
+        raise SpecError(path, f"invalid value {raw!r}; allowed: an IPv4 address "
+                        f"in {within}") from err
+    if addr not in within:
+        raise SpecError(path, f"{addr} is outside {within}")
+    if addr in reserved:
+        raise SpecError(path, f"{addr} is reserved "
+                        f"({', '.join(sorted(str(r) for r in reserved))})")
+    return addr
+
+
+def _aws_reserved(subnet: Net) -> set:
+    """AWS reserves the first four addresses and the last of every subnet."""
+    base = subnet.network_address
+    return {base, base + 1, base + 2, base + 3, subnet.broadcast_address}
+
+
+def _edge_reserved(net: Net) -> set:
+    return {net.network_address, net.network_address + 1, net.broadcast_address}

@@ -1,0 +1,161 @@
+"""A lab's state folder: what it owns, recorded so it can always be cleaned up.
+
+/run/svclab/NAME/ holds the spec the lab runs, state.json (the daemon's
+process, every host's shell PID and namespace inode, every process started in
+a host), the control socket and the log.  `svclab clean` trusts only what is
+written here.  Writes are atomic (write, then rename).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from svclab.errors import LabError, UsageError
+from topo.netns import ProcRef
+
+DEFAULT_RUN_DIR = "/run/svclab"
+LAB_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,18}[a-z0-9])?$")
+
+
+def run_dir() -> Path:
+    return Path(os.environ.get("SVCLAB_RUN_DIR", DEFAULT_RUN_DIR))
+
+
+def check_lab_name(name: str) -> str:
+    if not LAB_NAME.match(name or ""):
+        raise UsageError(f"--name: invalid lab name {name!r}; allowed: 1-20 lowercase "
+                         "letters, digits or '-', starting and ending with a letter or digit")
+    return name
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    name: str
+
+    @property
+    def root(self) -> Path:
+        return run_dir() / self.name
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "cluster.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "lab.log"
+
+    @property
+    def control(self) -> Path:
+        return self.root / "control.sock"
+
+    @property
+    def files(self) -> Path:
+        """Per-host files (resolv.conf, rendered rules)."""
+        return self.root / "hosts"
+
+
+@dataclass
+class HostRecord:
+    host: str
+    kind: str
+    name: str
+    pid: int
+    start: int
+    netns: int
+    namespace: str | None = None
+    node: str | None = None
+    addresses: list[str] = field(default_factory=list)
+
+    @property
+    def proc(self) -> ProcRef:
+        return ProcRef(self.pid, self.start)
+
+
+@dataclass
+class ProcessRecord:
+    host: str
+    pid: int
+    start: int
+    argv: list[str]
+    role: str = ""
+
+    @property
+    def proc(self) -> ProcRef:
+        return ProcRef(self.pid, self.start)
+
+
+@dataclass
+class LabState:
+    name: str
+    daemon_pid: int
+    daemon_start: int
+    proxy_mode: str = "iptables"
+    ready: bool = False
+    hosts: dict[str, HostRecord] = field(default_factory=dict)
+    processes: list[ProcessRecord] = field(default_factory=list)
+    # Namespace inodes ever used by the lab (hosts removed since included), so
+    # cleanup finds processes left inside them.
+    netns_seen: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LabState":
+        hosts = {k: HostRecord(**v) for k, v in data.get("hosts", {}).items()}
+        procs = [ProcessRecord(**p) for p in data.get("processes", [])]
+        rest = {k: v for k, v in data.items() if k not in ("hosts", "processes")}
+        return cls(hosts=hosts, processes=procs, **rest)
+
+    @property
+    def daemon(self) -> ProcRef:
+        return ProcRef(self.daemon_pid, self.daemon_start)
+
+    def find_host(self, name: str, namespace: str | None = None) -> HostRecord:
+        """Resolve a user-facing host name: node, pod (with namespace), client, igw..."""
+        matches = []
+        for record in self.hosts.values():
+            if record.kind == "pod":
+                if record.name == name and record.namespace == (namespace or "default"):
+                    matches.append(record)
+            elif record.name == name or record.host == name:
+                matches.append(record)
+        if not matches:
+            known = sorted({r.name for r in self.hosts.values() if r.kind != "pod"})
+            raise UsageError(f"HOST: no host {name!r} in lab {self.name!r}"
+                             + (f" (namespace {namespace})" if namespace else "")
+                             + f"; nodes and others: {', '.join(known)}; "
+                             "pods by name with -n NAMESPACE")
+        return matches[0]
+
+
+def write_state(paths: LabPaths, state: LabState) -> None:
+    tmp = paths.state.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state.to_json(), indent=1))
+    os.replace(tmp, paths.state)
+
+
+def read_state(paths: LabPaths) -> LabState:
+    try:
+        return LabState.from_json(json.loads(paths.state.read_text()))
+    except FileNotFoundError as err:
+        raise LabError(f"lab {paths.name!r} is not running "
+                       f"(no {paths.state}); start it with `svclab up`") from err
+    except (ValueError, TypeError) as err:
+        raise LabError(f"lab {paths.name!r} has an unreadable state file "
+                       f"{paths.state}: {err}; `svclab clean --name {paths.name}` "
+                       "removes what it left") from err
+
+
+def list_labs() -> list[str]:
+    root = run_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "state.json").exists())
