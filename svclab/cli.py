@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_exec)
 
+    p = named("kubectl", "run the bundled kubectl against the lab")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="kubectl arguments")
+    p.set_defaults(func=cmd_kubectl)
+
+    p = named("kubeconfig", "print the path of the lab's kubeconfig")
+    p.set_defaults(func=cmd_kubeconfig)
+
     p = named("clean", "remove what a crashed lab left behind (only what it recorded)")
     p.add_argument("--all", action="store_true", help="every lab with a state folder")
     p.set_defaults(func=cmd_clean)
@@ -110,6 +117,17 @@ def cmd_exec(args) -> int:
     argv = labctl.exec_argv(args.name, args.host, args.namespace, command)
     sys.stdout.flush()
     os.execvp(argv[0], argv)   # stdin, stdout, stderr and exit code pass through
+
+
+def cmd_kubectl(args) -> int:
+    argv = labctl.kubectl_argv(args.name, args.args)
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+def cmd_kubeconfig(args) -> int:
+    print(labctl.kubeconfig(args.name))
+    return 0
 
 
 def cmd_clean(args) -> int:

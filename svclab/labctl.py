@@ -119,6 +119,20 @@ def exec_argv(name: str, host: str, namespace: str | None, command: list[str]) -
     return [MNEXEC, "-a", str(record.pid), *command]
 
 
+def kubeconfig(name: str) -> str:
+    check_lab_name(name)
+    state = read_state(LabPaths(name))
+    if not state.kubeconfig or not state.daemon.alive():
+        raise LabError(f"lab {name!r} has no API server running")
+    return state.kubeconfig
+
+
+def kubectl_argv(name: str, args: list[str]) -> list[str]:
+    """The bundled kubectl, pointed at the lab's kubeconfig."""
+    from topo.apihost import kubectl_path
+    return [str(kubectl_path()), "--kubeconfig", kubeconfig(name), *args]
+
+
 def clean(names: list[str]) -> list[CleanReport]:
     require_root()
     return [clean_lab(check_lab_name(n)) for n in names]

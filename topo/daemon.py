@@ -17,6 +17,8 @@ import threading
 
 from mininet.log import setLogLevel
 
+from svclab.api.server import ApiServer
+from topo.apihost import cluster_info, listener_in_netns, loopback_listener
 from topo.control import ControlServer, record_to_json
 from topo.lab import Lab
 from topo.netns import ProcRef
@@ -37,7 +39,14 @@ def run(name: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
 
-    with Lab(spec, paths, state) as lab:
+    with Lab(spec, paths, state) as lab, ApiServer(paths.api, cluster_info(spec)) as api:
+        control_node = next(lab.nodes[r.host] for r in state.hosts.values()
+                            if r.kind == "node" and spec.node(r.name).is_control_plane)
+        local = api.add_listener(loopback_listener())
+        api.add_listener(listener_in_netns(control_node.pid))
+        api.start()
+        state.api_url = f"https://{local}"
+        state.kubeconfig = str(api.write_kubeconfig(paths.kubeconfig, state.api_url))
         handlers = {
             "status": lambda: state.to_json(),
             "add_pod": lambda name, namespace, node, ip=None, command=None:

@@ -56,6 +56,15 @@ class LabPaths:
         return self.root / "control.sock"
 
     @property
+    def api(self) -> Path:
+        """The API server's PKI (root-only)."""
+        return self.root / "api"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
     def files(self) -> Path:
         """Per-host files (resolv.conf, rendered rules)."""
         return self.root / "hosts"
@@ -98,6 +107,8 @@ class LabState:
     daemon_start: int
     proxy_mode: str = "iptables"
     ready: bool = False
+    api_url: str = ""
+    kubeconfig: str = ""
     hosts: dict[str, HostRecord] = field(default_factory=dict)
     processes: list[ProcessRecord] = field(default_factory=list)
     # Namespace inodes ever used by the lab (hosts removed since included), so

@@ -1,0 +1,1 @@
+"""Kubernetes API access for svclab's controllers and agents."""
