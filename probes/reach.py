@@ -1,10 +1,13 @@
-"""Reachability probes with scapy, run inside a lab host's namespaces.
+"""Reachability probes, run inside a lab host's namespaces.
 
-One probe = one crafted packet (TCP SYN, UDP datagram or ICMP echo) and the
-first reply that *answers* it by scapy's strict matching (addresses, ports,
-sequence numbers, or the quoted header inside an ICMP error).  Matching is
-never loosened: a reply from an address we did not send to means a broken
-translation, and it stays unanswered.
+One probe = one new flow and the first reply that answers it.  ICMP echo is
+crafted and matched with scapy (addresses, identifiers, or the header quoted
+in an ICMP error).  TCP and UDP go through the kernel's own sockets
+(probes/sockprobe.py), which see replies after conntrack has undone the
+translation — also for traffic NATed on the sending host itself, which a
+raw-socket receiver sees untranslated.  Matching is never loosened: a reply
+from an address we did not send to is a broken translation and stays
+unanswered.
 
 Outcomes:
   open      SYN-ACK, a UDP reply, or an ICMP echo reply
@@ -125,6 +128,24 @@ def build_packet(probe: Probe, rng: random.Random):
 
 def run_probes(probes: list[Probe], timeout: float) -> list[ProbeResult]:
     """Send every probe at once and wait up to `timeout` for the answers."""
+    from probes.sockprobe import run_socket_probes
+    results: dict[int, ProbeResult] = {}
+    flows = [(i, p) for i, p in enumerate(probes) if p.proto in ("tcp", "udp")]
+    echoes = [(i, p) for i, p in enumerate(probes) if p.proto == "icmp"]
+    unknown = [p for p in probes if p.proto not in ("tcp", "udp", "icmp")]
+    if unknown:
+        raise ValueError(f"proto: unsupported {unknown[0].proto!r}; allowed: tcp, udp, icmp")
+    if flows:
+        found = run_socket_probes([p for _, p in flows], timeout, PAYLOAD)
+        for (index, probe), info in zip(flows, found):
+            results[index] = ProbeResult(probe, **info)
+    if echoes:
+        for (index, _), result in zip(echoes, _scapy_probes([p for _, p in echoes], timeout)):
+            results[index] = result
+    return [results[i] for i in range(len(probes))]
+
+
+def _scapy_probes(probes: list[Probe], timeout: float) -> list[ProbeResult]:
     from scapy.config import conf
     from scapy.layers.inet import IP
     from scapy.supersocket import L3RawSocket

@@ -178,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("svclab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`svclab status | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

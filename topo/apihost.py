@@ -4,25 +4,19 @@ The daemon embeds one API server and gives it two listening sockets: one on
 the host's 127.0.0.1 (a free port) for the bundled kubectl, and one inside
 the control-plane node's network namespace on :6443 — the endpoint of
 `default/kubernetes` (10.96.0.1:443), as on a kubeadm cluster.  A socket
-belongs to the namespace it was created in, so the second one is created by
-a short-lived thread that first enters the node's namespace (setns).
+belongs to the namespace it was created in, so the second one is created in
+the node's namespace (topo.netns.call_in_netns).
 """
 from __future__ import annotations
 
-import ctypes
-import errno
-import os
 import socket
-import threading
 from pathlib import Path
 
 from svclab.errors import LabError
-from topo.netns import ensure_lab_namespace
+from topo.netns import call_in_netns
 from topo.spec import ClusterSpec
 
-CLONE_NEWNET = 0x40000000
 API_PORT = 6443
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def cluster_info(spec: ClusterSpec) -> dict:
@@ -51,34 +45,16 @@ def loopback_listener() -> socket.socket:
 
 def listener_in_netns(pid: int, port: int = API_PORT, timeout: float = 5.0) -> socket.socket:
     """A listening socket on 0.0.0.0:port inside the network namespace of pid."""
-    ensure_lab_namespace(pid)
-    result: dict = {}
-
-    def enter_and_bind() -> None:
-        try:
-            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns: {os.strerror(code)}")
-            finally:
-                os.close(fd)
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("0.0.0.0", port))
-            sock.listen(128)
-            result["sock"] = sock
-        except OSError as err:
-            result["error"] = err
-
-    # This thread ends inside the lab namespace; it is never reused.
-    thread = threading.Thread(target=enter_and_bind, name="netns-listener")
-    thread.start()
-    thread.join(timeout)
-    if "sock" not in result:
-        err = result.get("error", OSError(errno.ETIMEDOUT, "timed out"))
-        raise LabError(f"cannot listen on :{port} in the control-plane namespace: {err}")
-    return result["sock"]
+    def bind() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))
+        sock.listen(128)
+        return sock
+    try:
+        return call_in_netns(pid, bind, timeout)
+    except OSError as err:
+        raise LabError(f"cannot listen on :{port} in the control-plane namespace: {err}") from err
 
 
 def kubectl_path() -> Path:

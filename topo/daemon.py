@@ -19,11 +19,13 @@ from mininet.log import setLogLevel
 
 from svclab.api.server import ApiServer
 from topo.apihost import cluster_info, listener_in_netns, loopback_listener
+from topo.components import start_proxy_agents, wait_for_proxy_agents
 from topo.control import ControlServer, record_to_json
 from topo.lab import Lab
 from topo.netns import ProcRef
 from topo.spec import load_spec
 from topo.state import LabPaths, LabState, write_state
+from topo.supervisor import Supervisor
 
 log = logging.getLogger("svclab.daemon")
 
@@ -39,14 +41,13 @@ def run(name: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
 
-    with Lab(spec, paths, state) as lab, ApiServer(paths.api, cluster_info(spec)) as api:
-        control_node = next(lab.nodes[r.host] for r in state.hosts.values()
-                            if r.kind == "node" and spec.node(r.name).is_control_plane)
-        local = api.add_listener(loopback_listener())
-        api.add_listener(listener_in_netns(control_node.pid))
-        api.start()
-        state.api_url = f"https://{local}"
-        state.kubeconfig = str(api.write_kubeconfig(paths.kubeconfig, state.api_url))
+    with Lab(spec, paths, state) as lab, \
+            ApiServer(paths.api, cluster_info(spec)) as api, \
+            Supervisor(lab) as supervisor:
+        supervisor.on_change = lambda: _save_agents(state, paths, supervisor)
+        serve_api(api, lab, spec, state, paths)
+        start_proxy_agents(spec, lab, api, supervisor)
+        wait_for_proxy_agents(lab)
         handlers = {
             "status": lambda: state.to_json(),
             "add_pod": lambda name, namespace, node, ip=None, command=None:
@@ -65,6 +66,22 @@ def run(name: str) -> int:
             write_state(paths, state)
     shutil.rmtree(paths.root, ignore_errors=True)
     return 0
+
+
+def serve_api(api: ApiServer, lab: Lab, spec, state: LabState, paths: LabPaths) -> None:
+    """Listen on the host's loopback (kubectl) and on the control plane's :6443."""
+    control_node = next(lab.nodes[r.host] for r in state.hosts.values()
+                        if r.kind == "node" and spec.node(r.name).is_control_plane)
+    local = api.add_listener(loopback_listener())
+    api.add_listener(listener_in_netns(control_node.pid))
+    api.start()
+    state.api_url = f"https://{local}"
+    state.kubeconfig = str(api.write_kubeconfig(paths.kubeconfig, state.api_url))
+
+
+def _save_agents(state: LabState, paths: LabPaths, supervisor: Supervisor) -> None:
+    state.agents = supervisor.summary()
+    write_state(paths, state)
 
 
 def main() -> int:

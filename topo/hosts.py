@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import logging
+
 from mininet.link import Link
 from mininet.node import Host
 from mininet.nodelib import LinuxBridge
@@ -23,6 +25,9 @@ from topo.netns import netns_inode, run_in, start_time
 from topo.plan import HostConfig, LinkPlan
 
 
+# Importing mininet makes every logger created afterwards a MininetLogger with
+# a handler of its own (so each of our log lines would print twice); undo that.
+logging.setLoggerClass(logging.Logger)
 LINK_TIMEOUT = 5.0
 
 

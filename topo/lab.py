@@ -149,6 +149,12 @@ class Lab:
             self._save()
         return record
 
+    def forget_process(self, record: ProcessRecord) -> None:
+        """Drop a process that has exited from the records."""
+        with self._lock:
+            self.state.processes = [p for p in self.state.processes if p is not record]
+            self._save()
+
     # --- internals -----------------------------------------------------------
 
     def _record_host(self, config: HostConfig, node) -> HostRecord:

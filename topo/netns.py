@@ -7,13 +7,20 @@ time) so a recycled PID is never mistaken for one of ours.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import subprocess
+import threading
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from svclab.errors import CommandError, LabError
 
 MNEXEC = "mnexec"
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
 
 
 def netns_inode(pid: int | str) -> int:
@@ -87,3 +94,35 @@ def run_in(pid: int, argv: list[str], *, input: str | None = None,
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr, where)
     return proc.stdout
+
+
+def call_in_netns(pid: int, fn: Callable[[], T], timeout: float = 5.0) -> T:
+    """Run fn in a throwaway thread that has entered pid's network namespace.
+
+    Sockets fn creates belong to that namespace and stay usable from any
+    thread afterwards; the thread itself ends and is never reused.
+    """
+    ensure_lab_namespace(pid)
+    result: dict = {}
+
+    def enter_and_call() -> None:
+        try:
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, f"setns: {os.strerror(code)}")
+            finally:
+                os.close(fd)
+            result["value"] = fn()
+        except Exception as err:   # handed to the caller's thread below
+            result["error"] = err
+
+    thread = threading.Thread(target=enter_and_call, name=f"netns-{pid}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "error" in result:
+        raise result["error"]
+    if "value" not in result:
+        raise OSError(errno.ETIMEDOUT, f"no answer from namespace of {pid} in {timeout} s")
+    return result["value"]

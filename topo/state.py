@@ -109,6 +109,8 @@ class LabState:
     ready: bool = False
     api_url: str = ""
     kubeconfig: str = ""
+    # Supervised agents: key (e.g. proxy/NODE) -> {"pid": ..., "restarts": ...}
+    agents: dict = field(default_factory=dict)
     hosts: dict[str, HostRecord] = field(default_factory=dict)
     processes: list[ProcessRecord] = field(default_factory=list)
     # Namespace inodes ever used by the lab (hosts removed since included), so

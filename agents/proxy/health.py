@@ -1,0 +1,164 @@
+"""The agent's HTTP faces: kube-proxy's healthz, its metrics, and the
+per-service health-check NodePorts that cloud load balancers poll.
+
+- :10256 `/healthz` and `/livez`: 200 while the last successful sync is
+  recent (kube-proxy's JSON: lastUpdated, currentTime), 503 otherwise.
+- :10249 `/metrics`: Prometheus text (sync duration histogram, last sync
+  timestamp, rule and service counts, sync errors).
+- every `healthCheckNodePort` of an externalTrafficPolicy=Local service:
+  200 when this node has local ready endpoints, else 503, with kube-proxy's
+  body {"service": {...}, "localEndpoints": N, "serviceProxyHealthy": true}.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BUCKETS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512,
+           1.024, 2.048, 4.096, 8.192, 16.384)
+
+
+@dataclass
+class SyncMetrics:
+    """What /metrics reports; updated by the agent after every sync."""
+
+    durations: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    duration_sum: float = 0.0
+    syncs: int = 0
+    errors: int = 0
+    last_success: float = 0.0
+    rules: dict[str, int] = field(default_factory=dict)    # table -> rule lines
+    services: int = 0
+    endpoints: int = 0
+    changes_ignored: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.syncs += 1
+        self.duration_sum += seconds
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                self.durations[i] += 1
+                return
+        self.durations[-1] += 1
+
+    def render(self) -> str:
+        name = "kubeproxy_sync_proxy_rules_duration_seconds"
+        lines = [f"# TYPE {name} histogram"]
+        total = 0
+        for bound, count in zip(BUCKETS, self.durations):
+            total += count
+            lines.append(f'{name}_bucket{{le="{bound}"}} {total}')
+        lines += [f'{name}_bucket{{le="+Inf"}} {self.syncs}', f"{name}_sum {self.duration_sum:.6f}",
+                  f"{name}_count {self.syncs}",
+                  "# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge",
+                  f"kubeproxy_sync_proxy_rules_last_timestamp_seconds {self.last_success:.3f}",
+                  "# TYPE kubeproxy_sync_proxy_rules_iptables_total gauge"]
+        lines += [f'kubeproxy_sync_proxy_rules_iptables_total{{table="{t}"}} {n}'
+                  for t, n in sorted(self.rules.items())]
+        lines += ["# TYPE kubeproxy_sync_proxy_rules_errors_total counter",
+                  f"kubeproxy_sync_proxy_rules_errors_total {self.errors}",
+                  "# TYPE svclab_proxy_services gauge", f"svclab_proxy_services {self.services}",
+                  "# TYPE svclab_proxy_endpoints gauge", f"svclab_proxy_endpoints {self.endpoints}",
+                  "# TYPE svclab_proxy_noop_changes_total counter",
+                  f"svclab_proxy_noop_changes_total {self.changes_ignored}"]
+        return "\n".join(lines) + "\n"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, respond):
+        self.respond = respond      # (path) -> (status, content type, body)
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:   # noqa: N802 (http.server's naming)
+        status, ctype, body = self.server.respond(self.path.split("?")[0])
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class HttpFaces:
+    """Owns every HTTP server of the agent and their threads."""
+
+    def __init__(self, metrics: SyncMetrics, healthy_within: float):
+        self.metrics = metrics
+        self.healthy_within = healthy_within
+        self._servers: dict[object, _Server] = {}
+        self._local_endpoints: dict[int, tuple[str, str, int]] = {}  # port -> ns, name, n
+        self._lock = threading.Lock()
+
+    def start(self, healthz: tuple[str, int] | None, metrics: tuple[str, int] | None) -> None:
+        if healthz:
+            self._serve("healthz", healthz, self._healthz)
+        if metrics:
+            self._serve("metrics", metrics, self._metrics)
+
+    def stop(self) -> None:
+        with self._lock:
+            servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+    def set_health_check_ports(self, ports: dict[int, tuple[str, str, int]],
+                               bind_ip: str = "0.0.0.0") -> None:
+        """Serve exactly these health-check NodePorts: port -> (ns, name, local eps)."""
+        with self._lock:
+            self._local_endpoints = dict(ports)
+            current = {k for k in self._servers if isinstance(k, int)}
+        for port in current - set(ports):
+            with self._lock:
+                server = self._servers.pop(port)
+            server.shutdown()
+            server.server_close()
+        for port in set(ports) - current:
+            self._serve(port, (bind_ip, port), lambda path, p=port: self._service_health(p))
+
+    def _serve(self, key, address: tuple[str, int], respond) -> None:
+        server = _Server(address, respond)
+        with self._lock:
+            self._servers[key] = server
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                         daemon=True, name=f"http-{key}").start()
+
+    def _healthz(self, path: str):
+        if path not in ("/healthz", "/livez"):
+            return 404, "text/plain", "not found\n"
+        now = time.time()
+        last = self.metrics.last_success
+        healthy = last > 0 and now - last <= self.healthy_within
+        body = json.dumps({"lastUpdated": _rfc3339(last) if last else "",
+                           "currentTime": _rfc3339(now)})
+        return (200 if healthy else 503), "application/json", body
+
+    def _metrics(self, path: str):
+        if path != "/metrics":
+            return 404, "text/plain", "not found\n"
+        return 200, "text/plain; version=0.0.4", self.metrics.render()
+
+    def _service_health(self, port: int):
+        with self._lock:
+            namespace, name, local = self._local_endpoints.get(port, ("", "", 0))
+        body = json.dumps({"service": {"namespace": namespace, "name": name},
+                           "localEndpoints": local, "serviceProxyHealthy": True})
+        return (200 if local > 0 else 503), "application/json", body
+
+
+def _rfc3339(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + \
+        f".{int(epoch % 1 * 1e9):09d}Z"
