@@ -163,6 +163,10 @@ def _status_table(state, spec) -> str:
     head = (f"lab {state.name}  proxy-mode {state.proxy_mode}  "
             f"daemon pid {state.daemon_pid}  {'ready' if state.ready else 'starting'}")
     lines = ["   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    if state.agents:
+        lines.append("")
+        lines += [f"agent {key}: pid {info['pid']}, restarts {info['restarts']}"
+                  for key, info in sorted(state.agents.items())]
     return "\n".join([head] + lines)
 
 

@@ -61,3 +61,30 @@ def wait_open(lab_name: str, source: str, probe: Probe, timeout: float = 10.0) -
 def outcomes(lab_name: str, source: str, probes: list[Probe], namespace=None) -> dict:
     results = probe_from(lab_name, source, probes, namespace=namespace, timeout=1.0)
     return {r.probe.label(): r.outcome for r in results}
+
+
+FETCH = """
+import json, sys, urllib.request
+url, count = sys.argv[1], int(sys.argv[2])
+out = []
+for _ in range(count):
+    try:
+        out.append(urllib.request.urlopen(url, timeout=2).read().decode())
+    except Exception as err:
+        out.append("ERROR " + type(err).__name__)
+print(json.dumps(out))
+"""
+
+
+def fetch_many(lab, host: str, url: str, count: int, namespace: str | None = None) -> list[str]:
+    """`count` new HTTP connections from inside a host; the bodies in order."""
+    import json
+    out = lab.exec(host, sys.executable, "-c", FETCH, url, str(count), namespace=namespace)
+    return json.loads(out.stdout)
+
+
+def admin_client(lab_name: str):
+    """A KubeClient with the lab's admin kubeconfig."""
+    from svclab.kube.client import KubeClient
+    from topo.state import LabPaths
+    return KubeClient.from_kubeconfig(str(LabPaths(lab_name).kubeconfig))

@@ -1,0 +1,62 @@
+"""The resource types the API server serves, as data.
+
+Discovery, routing, tables and storage all read this one table, so adding a
+type is one line here plus its strategy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    plural: str
+    singular: str
+    kind: str
+    group: str          # "" for the core group
+    version: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()   # "status", "scale"
+    categories: tuple[str, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def group_version(self) -> str:
+        return self.api_version
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+
+VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+
+RESOURCES: tuple[ResourceType, ...] = (
+    ResourceType("namespaces", "namespace", "Namespace", "", "v1", False, ("ns",), ("status",)),
+    ResourceType("nodes", "node", "Node", "", "v1", False, ("no",), ("status",)),
+    ResourceType("pods", "pod", "Pod", "", "v1", True, ("po",), ("status",), ("all",)),
+    ResourceType("services", "service", "Service", "", "v1", True, ("svc",), ("status",), ("all",)),
+    ResourceType("endpoints", "endpoints", "Endpoints", "", "v1", True, ("ep",)),
+    ResourceType("events", "event", "Event", "", "v1", True, ("ev",)),
+    ResourceType("deployments", "deployment", "Deployment", "apps", "v1", True, ("deploy",),
+                 ("status", "scale"), ("all",)),
+    ResourceType("replicasets", "replicaset", "ReplicaSet", "apps", "v1", True, ("rs",),
+                 ("status", "scale"), ("all",)),
+    ResourceType("endpointslices", "endpointslice", "EndpointSlice", "discovery.k8s.io", "v1", True),
+)
+
+BY_GROUP_VERSION: dict[tuple[str, str], dict[str, ResourceType]] = {}
+for _rt in RESOURCES:
+    BY_GROUP_VERSION.setdefault((_rt.group, _rt.version), {})[_rt.plural] = _rt
+
+BY_KIND: dict[tuple[str, str], ResourceType] = {(rt.api_version, rt.kind): rt for rt in RESOURCES}
+BY_PLURAL: dict[str, ResourceType] = {rt.plural: rt for rt in RESOURCES}
+
+
+def lookup(group: str, version: str, plural: str) -> ResourceType | None:
+    return BY_GROUP_VERSION.get((group, version), {}).get(plural)

@@ -1,0 +1,116 @@
+"""Thread-safe in-memory object store with one global resourceVersion.
+
+Objects are plain JSON dicts keyed by (resource, namespace, name). Every
+change appends a watch event to a bounded history; watchers wait on the
+store's condition and read the history from their own resourceVersion, so a
+slow watcher never blocks writers and one that falls too far behind gets
+410 Expired, as with etcd compaction.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+HISTORY_LENGTH = 10000
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    rv: int
+    resource: str
+    type: str        # ADDED, MODIFIED, DELETED
+    object: dict     # never mutated after the event is recorded
+
+
+class Store:
+    """The single source of truth; callers hold ``lock`` for read-modify-write."""
+
+    def __init__(self, history_length: int = HISTORY_LENGTH) -> None:
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self._objects: dict[str, dict[tuple[str, str], dict]] = {}
+        self._rv = 0
+        self._history: deque[WatchEvent] = deque(maxlen=history_length)
+        self.closed = False
+
+    @property
+    def resource_version(self) -> int:
+        with self.lock:
+            return self._rv
+
+    def oldest_watchable_rv(self) -> int:
+        """Smallest rv a watch may start from without missing events."""
+        with self.lock:
+            if len(self._history) < (self._history.maxlen or 0):
+                return 0
+            return self._history[0].rv - 1
+
+    def get(self, resource: str, namespace: str, name: str) -> dict | None:
+        with self.lock:
+            obj = self._objects.get(resource, {}).get((namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def list(self, resource: str, namespace: str | None = None, *,
+             read_only: bool = False) -> tuple[list[dict], int]:
+        """Objects sorted by namespace/name, and the rv the list is consistent at.
+
+        ``read_only=True`` returns the stored dicts themselves (no copy): the
+        caller promises not to mutate them (serialisation, filtering).
+        """
+        with self.lock:
+            objs = self._objects.get(resource, {})
+            keys = sorted(k for k in objs if namespace is None or k[0] == namespace)
+            if read_only:
+                return [objs[k] for k in keys], self._rv
+            return [copy.deepcopy(objs[k]) for k in keys], self._rv
+
+    def put(self, resource: str, obj: dict, event_type: str) -> dict:
+        """Store ``obj`` (create or replace) under a new resourceVersion."""
+        with self.lock:
+            self._rv += 1
+            meta = obj["metadata"]
+            meta["resourceVersion"] = str(self._rv)
+            stored = copy.deepcopy(obj)
+            self._objects.setdefault(resource, {})[(meta.get("namespace", ""), meta["name"])] = stored
+            self._record(resource, event_type, stored)
+            return copy.deepcopy(stored)
+
+    def remove(self, resource: str, namespace: str, name: str) -> dict | None:
+        with self.lock:
+            obj = self._objects.get(resource, {}).pop((namespace, name), None)
+            if obj is None:
+                return None
+            self._rv += 1
+            gone = copy.deepcopy(obj)
+            gone["metadata"]["resourceVersion"] = str(self._rv)
+            self._record(resource, "DELETED", gone)
+            return copy.deepcopy(gone)
+
+    def _record(self, resource: str, event_type: str, obj: dict) -> None:
+        self._history.append(WatchEvent(self._rv, resource, event_type, obj))
+        self.changed.notify_all()
+
+    def events_after(self, rv: int, resource: str) -> tuple[list[WatchEvent], int]:
+        """Events for ``resource`` newer than rv, and the newest rv seen. Caller holds lock."""
+        out = []
+        for event in reversed(self._history):
+            if event.rv <= rv:
+                break
+            if event.resource == resource:
+                out.append(event)
+        out.reverse()
+        return out, self._rv
+
+    def wait_for_change(self, rv: int, timeout: float) -> None:
+        """Block until the global rv passes ``rv``, the store closes, or timeout. Caller holds lock."""
+        if self._rv <= rv and not self.closed:
+            self.changed.wait(timeout)
+
+    def close(self) -> None:
+        """Wake every watcher so that it ends (server shutdown)."""
+        with self.lock:
+            self.closed = True
+            self.changed.notify_all()
