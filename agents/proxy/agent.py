@@ -1,11 +1,13 @@
 """The node proxy agent process: kube-proxy's loop around the pure rule set.
 
 Informers list and watch Services, EndpointSlices and this Node through the
-API; a change that matters (no-op updates are dropped) asks the
-bounded-frequency runner for a sync; a sync computes the whole rule set
-(pure), renders and applies it in one transaction through the backend, then
-updates the health-check ports, metrics and stale UDP conntrack entries.
-A failed apply keeps the old rules and is retried as a full sync.
+API; the change tracker drops no-op updates and remembers which services
+changed; a change asks the bounded-frequency runner for a sync.  A sync
+computes the whole rule set (pure), then the backend applies it in one
+transaction — only the changed services' chains (partial), or everything
+(full: the first sync, every sync period, after an error) — and the agent
+updates health-check ports, metrics and stale UDP conntrack entries.  A
+failed apply keeps the old rules and is retried as a full sync.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from agents.proxy.changes import ChangeTracker, stale_udp_flows
+from agents.proxy.errors import ModelError
 from agents.proxy.health import HttpFaces, SyncMetrics
 from agents.proxy.iptables_backend import IptablesBackend
 from agents.proxy.model import (NodeInfo, ProxyOptions, endpoint_slice_from_k8s,
@@ -37,18 +41,7 @@ class AgentConfig:
     sync_period: float = 30.0
     healthz: tuple[str, int] | None = ("0.0.0.0", 10256)
     metrics: tuple[str, int] | None = ("0.0.0.0", 10249)
-
-
-def relevant(resource: str, obj: dict) -> tuple:
-    """The parts of an object the data plane depends on (for no-op detection)."""
-    meta = obj.get("metadata", {})
-    labels = tuple(sorted((meta.get("labels") or {}).items()))
-    if resource == "services":
-        return (labels, repr(obj.get("spec")), repr(obj.get("status", {}).get("loadBalancer")))
-    if resource == "endpointslices":
-        return (labels, repr(obj.get("endpoints")), repr(obj.get("ports")),
-                obj.get("addressType"))
-    return (repr(obj.get("status", {}).get("addresses")),)
+    health_check_bind: str = "0.0.0.0"      # where healthCheckNodePorts listen
 
 
 class ProxyAgent:
@@ -62,8 +55,13 @@ class ProxyAgent:
         self.faces = HttpFaces(self.metrics, healthy_within=2 * config.sync_period + 5)
         self.runner = BoundedFrequencyRunner(self.sync, config.min_sync_period,
                                              config.sync_period)
-        self.informers = {r: Informer(client, r, self._on_change(r))
-                          for r in ("services", "endpointslices", "nodes")}
+        self.tracker = ChangeTracker()
+        self._tracker_lock = threading.Lock()
+        self.informers = {
+            "services": Informer(client, "services", self._on_service),
+            "endpointslices": Informer(client, "endpointslices", self._on_slice),
+            "nodes": Informer(client, "nodes", self._on_node),
+        }
         self.last_ruleset: RuleSet | None = None
         self.synced = threading.Event()
 
@@ -83,16 +81,30 @@ class ProxyAgent:
             informer.stop()
         self.faces.stop()
 
-    def _on_change(self, resource: str):
-        def handle(kind: str, obj: dict, old: dict | None) -> None:
-            if resource == "nodes" and obj["metadata"]["name"] != self.config.node:
-                return
-            if kind == "MODIFIED" and old is not None and \
-                    relevant(resource, old) == relevant(resource, obj):
-                self.metrics.changes_ignored += 1
-                return
+    def _on_service(self, kind: str, obj: dict, old: dict | None) -> None:
+        self._track(kind, obj, service_from_k8s, self.tracker.on_service)
+
+    def _on_slice(self, kind: str, obj: dict, old: dict | None) -> None:
+        self._track(kind, obj, endpoint_slice_from_k8s, self.tracker.on_endpoint_slice)
+
+    def _track(self, kind: str, obj: dict, parse, record) -> None:
+        try:
+            parsed = parse(obj)
+        except ModelError as err:     # not ours to proxy (e.g. IPv6): say so, skip it
+            log.warning("ignoring %s: %s", obj["metadata"].get("name"), err)
+            return
+        with self._tracker_lock:
+            changed = record(kind, parsed)
+        if changed:
             self.runner.request()
-        return handle
+        else:
+            self.metrics.changes_ignored += 1
+
+    def _on_node(self, kind: str, obj: dict, old: dict | None) -> None:
+        if obj["metadata"]["name"] == self.config.node and (
+                old is None or old.get("status", {}).get("addresses")
+                != obj.get("status", {}).get("addresses")):
+            self.runner.request(full=True)
 
     def node_info(self) -> NodeInfo:
         node = self.informers["nodes"].get(self.config.node) or {}
@@ -102,19 +114,21 @@ class ProxyAgent:
 
     def sync(self, full: bool) -> None:
         started = time.monotonic()
-        services = [service_from_k8s(s) for s in self.informers["services"].items()]
-        slices = [endpoint_slice_from_k8s(s) for s in self.informers["endpointslices"].items()]
+        with self._tracker_lock:
+            services, slices = self.tracker.services, self.tracker.slices
+            changed = self.tracker.take()
         ruleset = compute_ruleset(services, slices, self.node_info(), ProxyOptions())
         try:
-            report = self.backend.sync(ruleset)
+            report = self.backend.sync(ruleset, None if full else changed)
         except Exception:
             self.metrics.errors += 1
             raise
         previous, self.last_ruleset = self.last_ruleset, ruleset
         self.faces.set_health_check_ports({
             hc.node_port: (hc.namespace, hc.service, hc.local_endpoints)
-            for hc in ruleset.health_checks})
-        flush_stale_udp(previous, ruleset)
+            for hc in ruleset.health_checks}, self.config.health_check_bind)
+        if previous is not None:
+            flush_stale_udp(stale_udp_flows(previous, ruleset))
         elapsed = time.monotonic() - started
         self.metrics.observe(elapsed)
         self.metrics.last_success = time.time()
@@ -124,27 +138,16 @@ class ProxyAgent:
         self.metrics.endpoints = ruleset.total_endpoints
         self.synced.set()
         log.info("synced %d service ports in %.3f s (%s, %d lines, %d stale chains)",
-                 len(ruleset.service_ports), elapsed, "full" if full else "change",
-                 report.lines, len(report.stale_chains))
+                 len(ruleset.service_ports), elapsed,
+                 "partial" if report.partial else "full", report.lines,
+                 len(report.stale_chains))
 
 
-def stale_udp_endpoints(previous: RuleSet | None, current: RuleSet) -> list[tuple[str, str]]:
-    """(service IP, endpoint IP) pairs whose UDP endpoint went away (pure)."""
-    if previous is None:
-        return []
-    now = {(sp.cluster_ip, ep.ip) for sp in current.service_ports if sp.protocol == "UDP"
-           for ep in sp.endpoints.reachable}
-    before = {(sp.cluster_ip, ep.ip) for sp in previous.service_ports if sp.protocol == "UDP"
-              for ep in sp.endpoints.reachable}
-    return sorted(before - now)
-
-
-def flush_stale_udp(previous: RuleSet | None, current: RuleSet) -> None:
+def flush_stale_udp(flows) -> None:
     """UDP has no connection end: drop conntrack entries to removed endpoints."""
-    for vip, endpoint in stale_udp_endpoints(previous, current):
-        proc = subprocess.run(["conntrack", "-D", "-p", "udp", "--orig-dst", vip,
-                               "--dst-nat", endpoint], capture_output=True, text=True,
-                              timeout=10, check=False)
+    for flow in flows:
+        argv = flow.conntrack_argv()
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
         # conntrack exits 1 when nothing matched: that is not an error here.
         if proc.returncode not in (0, 1):
-            log.warning("conntrack flush %s -> %s failed: %s", vip, endpoint, proc.stderr)
+            log.warning("%s failed: %s", " ".join(argv), proc.stderr.strip())

@@ -69,7 +69,7 @@ url, count = sys.argv[1], int(sys.argv[2])
 out = []
 for _ in range(count):
     try:
-        out.append(urllib.request.urlopen(url, timeout=2).read().decode())
+        out.append(urllib.request.urlopen(url, timeout=5).read().decode())
     except Exception as err:
         out.append("ERROR " + type(err).__name__)
 print(json.dumps(out))

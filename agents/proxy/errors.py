@@ -1,0 +1,74 @@
+"""Typed errors of the node proxy agent.
+
+Every failure the proxy library can raise derives from ProxyError, so the
+agent (and only the agent or the CLI) decides how to report it.  Errors that
+come from running a command carry the command, exit code and stderr; errors
+from iptables-restore also carry the failing line of the rule file with
+context, which is what an operator needs to fix a broken rule set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ProxyError(Exception):
+    """Base class of every error raised by agents.proxy."""
+
+
+class ModelError(ProxyError):
+    """A Kubernetes object could not be turned into the proxy's input model."""
+
+
+class TracerError(ProxyError):
+    """The packet tracer met a rule it does not understand (it never skips)."""
+
+
+@dataclass(frozen=True)
+class ContextLine:
+    """One line of a rule file shown around a failure (1-based number)."""
+
+    number: int
+    text: str
+
+
+class CommandError(ProxyError):
+    """A command the backend ran failed (non-zero exit or timeout)."""
+
+    def __init__(self, command: tuple[str, ...], exit_code: int | None,
+                 stderr: str, message: str = "") -> None:
+        self.command = tuple(command)
+        self.exit_code = exit_code
+        self.stderr = stderr
+        text = message or "command failed"
+        super().__init__(
+            f"{text}: {' '.join(self.command)} (exit code {exit_code}): "
+            f"{stderr.strip()}")
+
+
+class IptablesRestoreError(CommandError):
+    """iptables-restore refused the rendered rule set.
+
+    ``line`` is the 1-based number of the failing line of the input (None
+    when iptables-restore did not say), ``line_text`` its text and
+    ``context`` a few lines around it.  ``rolled_back`` names the tables that
+    iptables-restore had already committed before failing and that were put
+    back to their previous content (empty when nothing had been committed).
+    """
+
+    def __init__(self, command: tuple[str, ...], exit_code: int | None,
+                 stderr: str, line: int | None,
+                 context: tuple[ContextLine, ...],
+                 rolled_back: tuple[str, ...] = ()) -> None:
+        self.line = line
+        self.context = context
+        self.rolled_back = rolled_back
+        self.line_text = next(
+            (c.text for c in context if c.number == line), None)
+        shown = "\n".join(
+            f"{'>' if c.number == line else ' '} {c.number:6d}  {c.text}"
+            for c in context)
+        where = f"line {line}" if line is not None else "unknown line"
+        super().__init__(command, exit_code, stderr,
+                         f"iptables-restore failed at {where}"
+                         + (f"\n{shown}\n" if shown else ""))

@@ -1,0 +1,160 @@
+"""The proxy agent's loop against a real (in-process) API server, with a
+recording backend instead of iptables: what it syncs, when, and what its
+healthz, metrics and health-check ports say.  No root needed."""
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+
+import pytest
+
+from agents.proxy.agent import AgentConfig, ProxyAgent
+from agents.proxy.fixtures import service_dict, slice_dict, endpoint
+from agents.proxy.iptables_backend import SyncReport
+from agents.proxy.runner import BoundedFrequencyRunner
+from svclab.api import ApiServer
+from svclab.kube.client import KubeClient
+
+INFO = {"serviceCIDR": "10.96.0.0/12", "nodePortRange": "30000-32767",
+        "podCIDR": "192.168.0.0/16", "clusterDomain": "cluster.local",
+        "controlPlaneEndpoint": {"ip": "172.31.0.10", "port": 6443},
+        "nodes": [{"name": "n1", "role": "control-plane", "internalIP": "172.31.0.11",
+                   "externalIP": "198.51.100.11", "podCIDR": "192.168.1.0/24"}]}
+
+
+class RecordingBackend:
+    def __init__(self):
+        self.calls = []
+
+    def sync(self, ruleset, changed_services=None):
+        self.calls.append((ruleset, changed_services))
+        return SyncReport(lines=1, partial=changed_services is not None,
+                          stale_chains=(), inserted_jumps=0)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_in(low: int, high: int) -> int:
+    for port in range(high, low, -1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    return response.status, response.read().decode()
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def api(tmp_path):
+    server = ApiServer(tmp_path / "api", INFO, node_grace_period=None, seed=1)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    server.add_listener(sock)
+    with server.start():
+        yield KubeClient.from_kubeconfig(str(server.kubeconfig_path))
+
+
+@pytest.fixture
+def agent(api):
+    backend = RecordingBackend()
+    healthz, metrics = free_port(), free_port()
+    config = AgentConfig(node="n1", min_sync_period=0.05, sync_period=30,
+                         healthz=("127.0.0.1", healthz), metrics=("127.0.0.1", metrics),
+                         health_check_bind="127.0.0.1")
+    with ProxyAgent(api, config, backend=backend) as running:
+        running.ports = (healthz, metrics)
+        running.recorder = backend
+        yield running
+
+
+def test_first_sync_is_full_and_healthz_turns_200(agent):
+    wait_for(lambda: agent.recorder.calls)
+    ruleset, changed = agent.recorder.calls[0]
+    assert changed is None                                  # full sync
+    assert [sp.name.service for sp in ruleset.service_ports] == ["kubernetes"]
+    assert ruleset.node.node_ips == ("172.31.0.11",)
+    wait_for(lambda: get(agent.ports[0], "/healthz")[0] == 200)
+    status, body = get(agent.ports[0], "/healthz")
+    assert set(json.loads(body)) == {"lastUpdated", "currentTime"}
+
+
+def test_changes_sync_only_what_changed_and_noop_updates_are_dropped(agent, api):
+    wait_for(lambda: agent.recorder.calls)
+    before = len(agent.recorder.calls)
+    api.create("services", service_dict("web", cluster_ip="10.96.5.5"), namespace="default")
+    api.create("endpointslices", slice_dict("web", endpoints=[endpoint("192.168.1.5", "n1")]),
+               namespace="default")
+    wait_for(lambda: any(c == frozenset({("default", "web")})
+                         for _, c in agent.recorder.calls[before:]))
+    synced = len(agent.recorder.calls)
+    ignored = agent.metrics.changes_ignored
+    api.patch("services", "web", {"metadata": {"annotations": {"note": "no-op"}}},
+              namespace="default")
+    wait_for(lambda: agent.metrics.changes_ignored > ignored)
+    time.sleep(0.2)
+    assert len(agent.recorder.calls) == synced              # nothing re-synced
+    ruleset = agent.recorder.calls[-1][0]
+    web = next(sp for sp in ruleset.service_ports if sp.name.service == "web")
+    assert [e.address for e in web.endpoints.cluster] == ["192.168.1.5:8080"]
+
+
+def test_metrics_and_service_health_check_port(agent, api):
+    hc_port = free_port_in(30000, 32767)
+    svc = service_dict("lb", cluster_ip="10.96.6.6", type="LoadBalancer", etp="Local",
+                       health_check_node_port=hc_port)
+    api.create("services", svc, namespace="default")
+    wait_for(lambda: hc_port in agent.faces._servers)
+    status, body = get(hc_port, "/healthz")
+    assert status == 503
+    assert json.loads(body) == {"service": {"namespace": "default", "name": "lb"},
+                                "localEndpoints": 0, "serviceProxyHealthy": True}
+    status, text = get(agent.ports[1], "/metrics")
+    assert status == 200
+    assert 'kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="+Inf"}' in text
+    assert "kubeproxy_sync_proxy_rules_last_timestamp_seconds" in text
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_bounded_frequency_runner_batches_changes_and_resyncs_periodically():
+    clock = FakeClock()
+    runner = BoundedFrequencyRunner(lambda full: None, min_interval=1.0, max_interval=30.0,
+                                    clock=clock)
+    assert runner.next_delay(clock()) == 0                  # first sync at once
+    runner._pending = False
+    runner._last_run = clock()
+    assert runner.next_delay(clock()) == 30.0               # idle: periodic resync
+    runner.request()
+    assert runner.next_delay(clock()) == 1.0                # change: not before min
+    clock.now += 0.4
+    assert runner.next_delay(clock()) == pytest.approx(0.6)
+    with pytest.raises(ValueError):
+        BoundedFrequencyRunner(lambda full: None, min_interval=5, max_interval=1)
