@@ -76,7 +76,8 @@ def _errno_name(code: int) -> str:
 
 
 class _Conn:
-    __slots__ = ("seq", "target", "sock", "started", "deadline", "buffer", "local", "done")
+    __slots__ = ("seq", "target", "sock", "started", "deadline", "buffer", "local", "done",
+                 "last_data")
 
     def __init__(self, seq, target, sock, started, deadline):
         self.seq, self.target, self.sock = seq, target, sock
@@ -84,6 +85,7 @@ class _Conn:
         self.buffer = bytearray()
         self.local = None
         self.done = False
+        self.last_data = None
 
 
 class SpreadEngine:
@@ -198,6 +200,7 @@ class SpreadEngine:
             return
         if chunk and len(conn.buffer) + len(chunk) <= MAX_REPLY:
             conn.buffer += chunk
+            conn.last_data = now
             return
         self._finish_with_reply(conn, bytes(conn.buffer), parse_http_reply, now)
 
@@ -214,8 +217,23 @@ class SpreadEngine:
     def _expire(self, now: float) -> None:
         while self.in_flight and (self.in_flight[0].done or self.in_flight[0].deadline <= now):
             conn = self.in_flight.popleft()
-            if not conn.done:
+            if conn.done:
+                continue
+            # A server that answered but keeps the connection open (keep-alive)
+            # still answered: a complete reply counts, timed at its last byte.
+            if conn.buffer and self._complete_http(conn):
+                self._finish_with_reply(conn, bytes(conn.buffer), parse_http_reply,
+                                        conn.last_data)
+            else:
                 self._finish(conn, TIMEOUT, now)
+
+    @staticmethod
+    def _complete_http(conn: _Conn) -> bool:
+        try:
+            parse_http_reply(bytes(conn.buffer))
+        except ValueError:
+            return False
+        return True
 
     def _finish(self, conn: _Conn, outcome: str, now: float, **info) -> None:
         conn.done = True

@@ -26,7 +26,7 @@ from typing import Sequence
 from probes._capture_meta import (HostCapture, PacketStats, host_label, lab_links,
                                   parse_ip_addr, parse_link_type, parse_tcpdump_stats,
                                   pcap_name, peers_of, render_capture_json)
-from svclab.errors import LabError, LabTimeout, UsageError
+from svclab.errors import CommandError, LabError, LabTimeout, UsageError
 from topo.netns import MNEXEC, ensure_lab_namespace, netns_inode, run_in
 from topo.plan import plan_lab
 from topo.spec import load_spec
@@ -35,7 +35,15 @@ from topo.state import HostRecord, LabPaths, LabState, read_state
 TCPDUMP = "tcpdump"
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-BUFFER_KIB = 8192          # kernel ring per tcpdump: bursts of thousands of packets fit
+BUFFER_KIB = 16384         # kernel ring per tcpdump: bursts of ~100k small packets fit
+# tcpdump (without --immediate-mode, so libpcap uses TPACKET_V3 blocks that pack
+# packets tightly) sees a packet at the latest when the kernel retires its
+# block: tcpdump's 1000 ms timeout.  Stopping waits that long after the
+# traffic, then until no pcap grows, so SIGINT never cuts off queued packets.
+# (--immediate-mode would use TPACKET_V2, whose frames are sized by the 256 KiB
+# snap length on `any`: a few dozen frames, and bursts are dropped.)
+BLOCK_RETIRE_S = 1.0
+QUIET_S = 0.15
 CAPTURE_JSON = "capture.json"
 
 
@@ -53,6 +61,10 @@ class CaptureError(LabError):
 
 class CaptureFilterError(CaptureError, UsageError):
     """tcpdump rejected the --filter expression (exit code 2)."""
+
+
+class CaptureInterfaceError(CaptureError, UsageError):
+    """The --interface does not exist in a chosen host (exit code 2)."""
 
 
 class _Tcpdump:
@@ -111,12 +123,14 @@ class Capture:
                  ready_timeout: float = READY_TIMEOUT, stop_timeout: float = STOP_TIMEOUT):
         if not hosts:
             raise UsageError("--on: at least one host to capture on")
-        if not interfaces or any(c.isspace() for c in interfaces):
+        if not interfaces or interfaces.startswith("-") or any(c.isspace() for c in interfaces):
             raise UsageError(f"--interface: {interfaces!r} is not an interface name or 'any'")
         self.lab = lab
         self.wanted = list(hosts)
         self.out_dir = Path(out_dir)
         self.filter = filter.strip() if filter and filter.strip() else None
+        if self.filter and self.filter.startswith("-"):
+            raise UsageError(f"--filter: {self.filter!r} is not a pcap filter expression")
         self.interface = interfaces
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
@@ -135,6 +149,8 @@ class Capture:
     def __enter__(self) -> "Capture":
         state = read_state(LabPaths(self.lab))
         records = self._resolve(state)
+        if self.filter:
+            self._check_filter(records[0])
         self.out_dir.mkdir(parents=True, exist_ok=True)
         described = self._describe_hosts(state, records)
         self._started = _now()
@@ -165,6 +181,19 @@ class Capture:
                 records.append(record)
         return records
 
+    def _check_filter(self, record: HostRecord) -> None:
+        """Compile the filter once (`tcpdump -d`, nothing captured) so a typo is a usage error."""
+        argv = [TCPDUMP, "-i", self.interface, "-d", "--", self.filter]
+        try:
+            run_in(record.pid, argv, timeout=10, where=record.name)
+        except CommandError as err:
+            if "No such device" in err.stderr:
+                raise CaptureInterfaceError(
+                    f"--interface: {self.interface!r} does not exist in {record.name}", argv,
+                    err.returncode, err.stderr) from err
+            raise CaptureFilterError(f"--filter: tcpdump rejected {self.filter!r}", argv,
+                                     err.returncode, err.stderr) from err
+
     def _describe_hosts(self, state: LabState, records: list[HostRecord]) -> list[HostCapture]:
         links = lab_links(plan_lab(load_spec(LabPaths(self.lab).spec)).links, state)
         described = []
@@ -179,10 +208,9 @@ class Capture:
 
     def _start(self, record: HostRecord, host: HostCapture) -> None:
         ensure_lab_namespace(record.pid)
-        argv = [TCPDUMP, "-i", self.interface, "-n", "-U", "--immediate-mode",
-                "-B", str(BUFFER_KIB), "-w", "-"]
+        argv = [TCPDUMP, "-i", self.interface, "-n", "-U", "-B", str(BUFFER_KIB), "-w", "-"]
         if self.filter:
-            argv.append(self.filter)
+            argv += ["--", self.filter]
         self._running.append((_Tcpdump(record, argv, self.out_dir / host.pcap), host))
 
     def _wait_listening(self) -> None:
@@ -201,12 +229,25 @@ class Capture:
                 raise CaptureError(f"tcpdump for {dump.record.name} runs outside the host's "
                                    "network namespace; stopped", dump.argv)
 
+    def _settle(self) -> None:
+        """Let every tcpdump write out what the kernel still holds (bounded wait)."""
+        time.sleep(BLOCK_RETIRE_S + QUIET_S)
+        deadline = time.monotonic() + self.stop_timeout
+        sizes = None
+        while time.monotonic() < deadline:
+            now_sizes = [_size(dump.pcap) for dump, _ in self._running]
+            if now_sizes == sizes:
+                return
+            sizes = now_sizes
+            time.sleep(QUIET_S)
+
     def _raise_start_failure(self, dump: _Tcpdump) -> None:
         stderr = dump.stderr
         returncode = dump.proc.wait(timeout=self.stop_timeout)
-        if "syntax error" in stderr or "parse filter" in stderr:
-            raise CaptureFilterError(f"--filter: tcpdump rejected {self.filter!r}",
-                                     dump.argv, returncode, stderr)
+        if "No such device" in stderr:
+            raise CaptureInterfaceError(
+                f"--interface: {self.interface!r} does not exist in {dump.record.name}",
+                dump.argv, returncode, stderr)
         raise CaptureError(f"tcpdump in {dump.record.name} exited with {returncode} "
                            "before it listened", dump.argv, returncode, stderr)
 
@@ -214,6 +255,8 @@ class Capture:
         """Stop every tcpdump; write capture.json, or on a failed start remove the pcaps."""
         if not self._running:
             return
+        if not failed:
+            self._settle()
         for dump, _ in self._running:
             if dump.proc.poll() is None:
                 dump.proc.send_signal(signal.SIGINT)
@@ -249,8 +292,15 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
-__all__ = ["Capture", "CaptureError", "CaptureFilterError", "HostCapture", "PacketStats",
-           "capture_for", "CAPTURE_JSON"]
+__all__ = ["Capture", "CaptureError", "CaptureFilterError", "CaptureInterfaceError",
+           "HostCapture", "PacketStats", "capture_for", "CAPTURE_JSON"]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
 
 
 def _node_of(record: HostRecord) -> str | None:

@@ -37,7 +37,7 @@ class ConnRecord:
     """One connection: what was asked, what happened, who answered."""
 
     target: str                    # ip:port connected to
-    outcome: str                   # ok | refused | timeout | reset | unreachable | bad-reply | error
+    outcome: str                   # ok refused timeout reset unreachable bad-reply error
     latency_ms: float
     local: str | None = None       # ip:port this host sent from
     pod: str | None = None         # the answering pod's name (workload reply)

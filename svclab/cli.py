@@ -12,6 +12,7 @@ import os
 import sys
 
 from svclab import labctl
+from svclab.probecmds import add_probe_commands
 from svclab.errors import SvclabError, UsageError
 
 DEFAULT_NAME = os.environ.get("SVCLAB_NAME", "default")
@@ -66,17 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every lab with a state folder")
     p.set_defaults(func=cmd_clean)
 
-    p = named("probe", "scapy probes from inside a lab host")
-    probe_sub = p.add_subparsers(dest="probe", required=True, parser_class=_Parser)
-    reach = probe_sub.add_parser("reach", help="is TARGET reachable from HOST?")
-    reach.add_argument("--name", default=DEFAULT_NAME)
-    reach.add_argument("--from", dest="source", required=True, help="source host")
-    reach.add_argument("-n", "--namespace", help="namespace of a source pod")
-    reach.add_argument("--to", dest="target", required=True, help="ADDRESS[:PORT]")
-    reach.add_argument("--proto", choices=("tcp", "udp", "icmp"), default="tcp")
-    reach.add_argument("--timeout", type=float, default=1.0)
-    reach.add_argument("--json", action="store_true")
-    reach.set_defaults(func=cmd_probe_reach)
+    add_probe_commands(sub, named)
     return parser
 
 
@@ -139,22 +130,10 @@ def cmd_clean(args) -> int:
     return 0
 
 
-def cmd_probe_reach(args) -> int:
-    from probes.runner import parse_target, probe_from
-    target = parse_target(args.target, args.proto)
-    result = probe_from(args.name, args.source, [target], namespace=args.namespace,
-                        timeout=args.timeout)[0]
-    if args.json:
-        print(json.dumps(result.to_json()))
-    else:
-        print(result.describe())
-    return 0 if result.outcome == "open" else 1
-
-
 def _status_table(state, spec) -> str:
     public = {n.name: str(n.public_ip) for n in spec.nodes}
     rows = [("HOST", "KIND", "ADDRESS", "PUBLIC-IP", "NODE", "PID")]
-    order = {"node": 0, "pod": 1, "router": 2, "client": 3, "bridge": 4}
+    order = {"node": 0, "pod": 1, "router": 2, "client": 3, "outside": 4, "bridge": 5}
     for r in sorted(state.hosts.values(), key=lambda r: (order.get(r.kind, 9), r.host)):
         name = f"{r.namespace}/{r.name}" if r.kind == "pod" else r.name
         rows.append((name, r.kind, ",".join(r.addresses) or "-",

@@ -1,20 +1,28 @@
-"""The cluster's own components inside the lab: per-node proxy agents.
+"""The lab's own programs inside its hosts: per-node proxy agents and the
+emulated outside world (public DNS on the igw, outside services).
 
 The daemon gives every node an agent (the kube-proxy equivalent) with its own
 API credentials, started inside the node and supervised; the lab is ready
-once every agent has programmed its first rule set (its healthz answers 200).
+once every agent has programmed its first rule set (its healthz answers 200)
+and the outside resolver answers.
 """
 from __future__ import annotations
 
 import http.client
+import json
+import os
+import socket
 import sys
 import time
 from pathlib import Path
+
+from dnslib import DNSRecord
 
 from svclab.errors import LabTimeout
 from topo.apihost import API_PORT
 from topo.lab import Lab
 from topo.netns import call_in_netns
+from topo.plan import outside_dns_records, outside_host_name
 from topo.spec import ClusterSpec, NodeSpec
 from topo.supervisor import Supervisor
 
@@ -73,3 +81,48 @@ def _healthy(pid: int) -> bool:
 def _node_records(lab: Lab):
     return sorted((r for r in lab.state.hosts.values() if r.kind == "node"),
                   key=lambda r: r.host)
+
+
+def write_outside_records(path: Path, records: dict[str, list[str]]) -> None:
+    """Atomically replace the outside resolver's records (it reloads on change)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def start_outside_world(spec: ClusterSpec, lab: Lab, supervisor: Supervisor) -> None:
+    """Public DNS on the igw, and a workload server on every outside host."""
+    net = spec.network
+    records = lab.paths.outside_dns
+    write_outside_records(records, outside_dns_records(spec))
+    supervisor.add("dns/outside", "igw", [
+        sys.executable, "-m", "agents.dns.outside", "--records", str(records),
+        "--listen", f"{net.vpc_resolver}:53", "--listen", f"{net.internet_resolver}:53"])
+    for index, service in enumerate(spec.outside):
+        argv = [sys.executable, "-m", "agents.workload", "--pod-name", service.name,
+                "--pod-ip", str(service.address)]
+        for port, proto in service.ports:
+            argv += ["--port", f"{port}/{proto}"]
+        supervisor.add(f"outside/{service.name}", outside_host_name(index), argv)
+
+
+def wait_for_outside_dns(spec: ClusterSpec, lab: Lab, timeout: float = AGENT_READY_TIMEOUT) -> None:
+    igw = lab.nodes["igw"]
+    resolver = str(spec.network.vpc_resolver)
+    question = DNSRecord.question(f"{spec.nodes[0].name}.ec2.internal").pack()
+
+    def ask() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.5)
+            sock.sendto(question, (resolver, 53))
+            return bool(DNSRecord.parse(sock.recv(4096)).rr)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if call_in_netns(igw.pid, ask, timeout=3):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise LabTimeout(f"outside DNS on {resolver} not answering after {timeout:.0f} s")
+        time.sleep(0.05)

@@ -19,7 +19,8 @@ from mininet.log import setLogLevel
 
 from svclab.api.server import ApiServer
 from topo.apihost import cluster_info, listener_in_netns, loopback_listener
-from topo.components import start_proxy_agents, wait_for_proxy_agents
+from topo.components import (start_outside_world, start_proxy_agents, wait_for_outside_dns,
+                             wait_for_proxy_agents)
 from topo.control import ControlServer, record_to_json
 from topo.lab import Lab
 from topo.netns import ProcRef
@@ -47,7 +48,9 @@ def run(name: str) -> int:
         supervisor.on_change = lambda: _save_agents(state, paths, supervisor)
         serve_api(api, lab, spec, state, paths)
         start_proxy_agents(spec, lab, api, supervisor)
+        start_outside_world(spec, lab, supervisor)
         wait_for_proxy_agents(lab)
+        wait_for_outside_dns(spec, lab)
         handlers = {
             "status": lambda: state.to_json(),
             "add_pod": lambda name, namespace, node, ip=None, command=None:

@@ -71,6 +71,10 @@ def node_host_name(index: int) -> str:
     return f"n{index}"
 
 
+def outside_host_name(index: int) -> str:
+    return f"o{index}"
+
+
 def pod_host_name(seq: int) -> str:
     return f"p{seq}"
 
@@ -116,8 +120,12 @@ def plan_lab(spec: ClusterSpec) -> LabPlan:
         host="igw", kind="router", name="igw",
         addresses=(str(net.vpc_router), str(net.internet_gateway)),
         ip_batch=("link set dev lo up",
-                  f"addr add {net.vpc_router}/{vpc_len} dev eth0", "link set dev eth0 up",
+                  f"addr add {net.vpc_router}/{vpc_len} dev eth0",
+                  # The resolvers run on the igw: AmazonProvidedDNS at the VPC's
+                  # .2, and public DNS for the internet segment.
+                  f"addr add {net.vpc_resolver}/{vpc_len} dev eth0", "link set dev eth0 up",
                   f"addr add {net.internet_gateway}/{inet_len} dev eth1",
+                  f"addr add {net.internet_resolver}/{inet_len} dev eth1",
                   "link set dev eth1 up"),
         sysctls=IPV4_ONLY + (("net.ipv4.ip_forward", "1"),),
         iptables=render_igw_rules(spec),
@@ -154,7 +162,30 @@ def plan_lab(spec: ClusterSpec) -> LabPlan:
             sysctls=IPV4_ONLY,
             resolv_conf=f"nameserver {net.internet_resolver}\n"))
         attach("inet", client.name, "eth0")
+
+    for index, service in enumerate(spec.outside):
+        host = outside_host_name(index)
+        hosts.append(HostConfig(
+            host=host, kind="outside", name=service.name,
+            addresses=(str(service.address),),
+            ip_batch=("link set dev lo up",
+                      f"addr add {service.address}/{inet_len} dev eth0",
+                      "link set dev eth0 up",
+                      f"route add default via {net.internet_gateway}"),
+            sysctls=IPV4_ONLY,
+            resolv_conf=f"nameserver {net.internet_resolver}\n"))
+        attach("inet", host, "eth0")
     return LabPlan(tuple(hosts), tuple(links))
+
+
+def outside_dns_records(spec: ClusterSpec) -> dict[str, list[str]]:
+    """What the emulated public DNS knows: outside services and EC2 host names."""
+    records = {s.name: [str(s.address)] for s in spec.outside}
+    for node in spec.nodes:
+        records[f"{node.name}.ec2.internal"] = [str(node.address)]
+        dashed = str(node.public_ip).replace(".", "-")
+        records[f"ec2-{dashed}.compute-1.amazonaws.com"] = [str(node.public_ip)]
+    return records
 
 
 def plan_pod(spec: ClusterSpec, node_index: int, host: str, name: str,

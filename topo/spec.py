@@ -92,12 +92,22 @@ class ClientSpec:
 
 
 @dataclass(frozen=True)
+class OutsideSpec:
+    """A service on the internet (an ExternalName target): a host with a name."""
+
+    name: str                       # its public DNS name, e.g. db.example.com
+    address: Addr
+    ports: tuple[tuple[int, str], ...]   # (port, TCP|UDP)
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     network: NetworkSpec
     nodes: tuple[NodeSpec, ...]
     clients: tuple[ClientSpec, ...]
     proxy_mode: str
     switch: str
+    outside: tuple[OutsideSpec, ...] = ()
 
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -132,7 +142,7 @@ def load_spec(path: str | Path | None = None, *,
 def parse_spec(data: Any) -> ClusterSpec:
     """Validate a spec given as plain data (what YAML produced)."""
     top = _mapping(data, "spec", ("apiVersion", "kind", "network", "nodes",
-                                  "clients", "proxyMode", "switch"))
+                                  "clients", "outside", "proxyMode", "switch"))
     if top.get("apiVersion", API_VERSION) != API_VERSION:
         raise SpecError("apiVersion", f"unsupported value {top['apiVersion']!r}; "
                         f"allowed: {API_VERSION}")
@@ -144,7 +154,9 @@ def parse_spec(data: Any) -> ClusterSpec:
     nodes = _parse_nodes(top.get("nodes"), network)
     clients = _parse_clients(top.get("clients", [{"name": "client"}]), network,
                              {n.name for n in nodes})
-    return ClusterSpec(network, nodes, clients, proxy_mode, switch)
+    outside = _parse_outside(top.get("outside", []), network,
+                             {c.address for c in clients})
+    return ClusterSpec(network, nodes, clients, proxy_mode, switch, outside)
 
 
 # --- network ---------------------------------------------------------------
@@ -283,6 +295,41 @@ def _parse_clients(raw: Any, network: NetworkSpec,
         seen_addrs.add(address)
         clients.append(ClientSpec(name, address))
     return tuple(clients)
+
+
+def _parse_outside(raw: Any, network: NetworkSpec, taken: set) -> tuple[OutsideSpec, ...]:
+    if not isinstance(raw, list):
+        raise SpecError("outside", "must be a list of outside services")
+    found, seen_names, seen_addrs = [], set(), set(taken)
+    reserved = _edge_reserved(network.internet) | {
+        network.internet_gateway, network.internet_resolver}
+    for i, item in enumerate(raw):
+        path = f"outside[{i}]"
+        entry = _mapping(item, path, ("name", "address", "ports"))
+        name = _name(entry.get("name"), f"{path}.name", subdomain=True)
+        if "." not in name or name.endswith("cluster.local"):
+            raise SpecError(f"{path}.name", f"{name!r} must be a public DNS name with a "
+                            "domain, e.g. db.example.com (not under cluster.local)")
+        if name in seen_names:
+            raise SpecError(f"{path}.name", f"duplicate outside service {name!r}")
+        address = _address(entry.get("address", network.internet.network_address + 50 + i),
+                           f"{path}.address", network.internet, reserved=reserved)
+        if address in seen_addrs:
+            raise SpecError(f"{path}.address", f"{address} is already used by another host")
+        ports = tuple(_port_spec(p, f"{path}.ports[{j}]")
+                      for j, p in enumerate(entry.get("ports", ["80/TCP"])))
+        seen_names.add(name)
+        seen_addrs.add(address)
+        found.append(OutsideSpec(name, address, ports))
+    return tuple(found)
+
+
+def _port_spec(raw: Any, path: str) -> tuple[int, str]:
+    match = re.fullmatch(r"(\d+)(?:/(TCP|UDP))?", str(raw))
+    if not match or not 1 <= int(match[1]) <= 65535:
+        raise SpecError(path, f"invalid value {raw!r}; allowed: PORT[/TCP|/UDP], "
+                        "e.g. 5432/TCP, with 1 <= PORT <= 65535")
+    return int(match[1]), match[2] or "TCP"
 
 
 # --- field helpers -----------------------------------------------------------

@@ -65,6 +65,11 @@ class LabPaths:
         return self.root / "kubeconfig"
 
     @property
+    def outside_dns(self) -> Path:
+        """Records of the emulated public DNS (name -> addresses)."""
+        return self.root / "outside-dns.json"
+
+    @property
     def files(self) -> Path:
         """Per-host files (resolv.conf, rendered rules)."""
         return self.root / "hosts"

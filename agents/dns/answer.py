@@ -43,16 +43,21 @@ def _rr(owner, record: Record, ttl: int) -> RR:
     return RR(owner, getattr(QTYPE, record.rtype), rdata=_rdata(record), ttl=ttl)
 
 
+def _under(domain: str) -> str:
+    """`domain` as a suffix for names below it ("" + "." is the root)."""
+    return "" if domain == "." else domain
+
+
 def _soa(zone: Zone, authority: Authority) -> RR:
     owner = zone.domain if authority is Authority.CLUSTER else REVERSE_V4
-    rdata = SOA(f"ns.dns.{zone.domain}", f"hostmaster.{zone.domain}",
+    rdata = SOA(f"ns.dns.{_under(zone.domain)}", f"hostmaster.{_under(zone.domain)}",
                 (zone.serial, *SOA_TIMES, zone.ttl))
     return RR(owner, QTYPE.SOA, rdata=rdata, ttl=zone.ttl)
 
 
 def _apex_records(zone: Zone, name: str) -> tuple[Record, ...]:
     if name == zone.domain:
-        return (Record("NS", f"ns.dns.{zone.domain}"),)
+        return (Record("NS", f"ns.dns.{_under(zone.domain)}"),)
     return ()
 
 

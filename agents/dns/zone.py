@@ -64,7 +64,7 @@ class Zone:
 
     def classify(self, name: str) -> Authority:
         """`name` must be lowercase with a trailing dot."""
-        if name == self.domain or name.endswith("." + self.domain):
+        if in_domain(name, self.domain):
             return Authority.CLUSTER
         if name.endswith("." + REVERSE_V4):
             address = reverse_name_to_ip(name)
@@ -130,6 +130,11 @@ def _normalize_domain(domain: str) -> str:
     return domain.strip().strip(".").lower() + "."
 
 
+def in_domain(name: str, domain: str) -> bool:
+    """Is `name` the domain or below it?  Both lowercase, trailing dot; "." is the root."""
+    return domain == "." or name == domain or name.endswith("." + domain)
+
+
 class _RecordSet:
     """Mutable builder for a Zone's records (only used inside build_zone)."""
 
@@ -184,11 +189,11 @@ def _empty_non_terminals(owner_names, domain: str) -> frozenset[str]:
     """Every ancestor of an owned name inside the cluster domain (they exist, with no data)."""
     found = {domain}
     for name in owner_names:
-        if not name.endswith("." + domain):
+        if name == domain or not in_domain(name, domain):
             continue
         labels = name[:-len(domain)].rstrip(".").split(".")
         for start in range(1, len(labels)):
-            found.add(".".join(labels[start:]) + "." + domain)
+            found.add(".".join(labels[start:]) + ("." + domain if domain != "." else "."))
     return frozenset(found)
 
 
@@ -234,7 +239,7 @@ def build_static_zone(domain: str, records, *, ttl: int = DEFAULT_TTL, serial: i
     frozen = {}
     for name, found in records.items():
         owner = _normalize_domain(name)
-        if owner != domain and not owner.endswith("." + domain):
+        if not in_domain(owner, domain):
             raise ValueError(f"{name} is not inside {domain}")
         frozen[owner] = tuple(sorted(set(found), key=_record_order))
     names = frozenset(frozen) | _empty_non_terminals(frozen, domain)

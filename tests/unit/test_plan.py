@@ -5,7 +5,7 @@ import ipaddress
 
 import pytest
 
-from topo.plan import cali_name, plan_lab, plan_pod, render_plan
+from topo.plan import cali_name, outside_dns_records, plan_lab, plan_pod, render_plan
 from topo.spec import load_spec
 
 
@@ -18,11 +18,12 @@ def test_every_host_lives_behind_a_bridge_in_its_own_namespace():
     assert [(h.host, h.kind, h.name) for h in plan.hosts] == [
         ("vpc", "bridge", "vpc"), ("inet", "bridge", "inet"), ("igw", "router", "igw"),
         ("n0", "node", "ip-172-31-0-10"), ("n1", "node", "ip-172-31-0-11"),
-        ("n2", "node", "ip-172-31-0-12"), ("client", "client", "client")]
+        ("n2", "node", "ip-172-31-0-12"), ("client", "client", "client"),
+        ("o0", "outside", "db.example.com")]
     links = {(l.host1, l.intf1, l.host2) for l in plan.links}
     assert links == {("igw", "eth0", "vpc"), ("igw", "eth1", "inet"), ("n0", "eth0", "vpc"),
                      ("n1", "eth0", "vpc"), ("n2", "eth0", "vpc"),
-                     ("client", "eth0", "inet")}
+                     ("client", "eth0", "inet"), ("o0", "eth0", "inet")}
     # Linux interface names are at most 15 characters.
     assert all(len(l.intf1) <= 15 and len(l.intf2) <= 15 for l in plan.links)
 
@@ -79,3 +80,14 @@ def test_dry_run_render_names_every_host_and_link():
     text = render_plan(plan_lab(load_spec()))
     assert "n0 (node ip-172-31-0-10)" in text
     assert "client:eth0 <-> inet:inet-eth2" in text
+
+
+def test_igw_hosts_the_resolvers_and_public_dns_knows_outside_and_ec2_names():
+    spec = load_spec()
+    igw = hosts_by_name(plan_lab(spec))["igw"]
+    assert "addr add 172.31.0.2/20 dev eth0" in igw.ip_batch
+    assert "addr add 203.0.113.53/24 dev eth1" in igw.ip_batch
+    records = outside_dns_records(spec)
+    assert records["db.example.com"] == ["203.0.113.50"]
+    assert records["ip-172-31-0-11.ec2.internal"] == ["172.31.0.11"]
+    assert records["ec2-198-51-100-11.compute-1.amazonaws.com"] == ["198.51.100.11"]

@@ -30,6 +30,8 @@ def test_default_spec_is_the_seed_cluster():
         ("ip-172-31-0-12", "worker", "172.31.0.12", "198.51.100.12", "192.168.2.0/24"),
     ]
     assert [(c.name, str(c.address)) for c in spec.clients] == [("client", "203.0.113.100")]
+    assert [(o.name, str(o.address), o.ports) for o in spec.outside] == [
+        ("db.example.com", "203.0.113.50", ((5432, "TCP"), (80, "TCP")))]
     assert spec.proxy_mode == "iptables" and spec.switch == "linuxbridge"
     assert str(spec.network.vpc_resolver) == "172.31.0.2"
     assert spec.network.node_port_range == (30000, 32767)
@@ -94,6 +96,14 @@ BAD_SPECS = [
     ("client outside internet", spec_with(clients=[{"name": "c", "address": "198.51.100.7"}]),
      "clients[0].address", "outside 203.0.113.0/24"),
     ("not a mapping", ["nodes"], "spec", "mapping"),
+    ("outside name without domain", spec_with(outside=[{"name": "db"}]), "outside[0].name",
+     "public DNS name"),
+    ("outside bad port", spec_with(outside=[{"name": "db.example.com", "ports": ["99999"]}]),
+     "outside[0].ports[0]", "PORT[/TCP|/UDP]"),
+    ("outside address clash", spec_with(clients=[{"name": "c", "address": "203.0.113.60"}],
+                                        outside=[{"name": "a.example.com",
+                                                  "address": "203.0.113.60"}]),
+     "outside[0].address", "already used"),
 ]
 
 

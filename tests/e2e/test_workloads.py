@@ -1,0 +1,317 @@
+"""Workloads end to end: the seed's session on a real lab, with the real kubectl.
+
+A Lab (Mininet hosts in namespaces), the API server on loopback and the
+ControlPlane (controllers + kubelets over LabPodRuntime), wired as the lab
+daemon wires them.  Pods really run on worker nodes with 192.168.x
+addresses, answer on their ports, and endpoints follow them.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from labtools import unique_name
+from svclab.api import ApiServer
+from svclab.controllers.naming import ALPHANUMS
+from svclab.controlplane import ControlPlane
+from svclab.kube.client import ApiError, KubeClient
+from svclab.kubelet.runtime import LabPodRuntime
+from topo.apihost import cluster_info
+from topo.netns import ProcRef, run_in
+from topo.spec import load_spec
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e]
+KUBECTL = Path(sys.executable).parent / "kubectl"
+WAIT = 20.0
+HTTP_GET = ("import sys, urllib.request; "
+            "print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())")
+
+
+@dataclass
+class WorkloadLab:
+    lab: object
+    api: ApiServer
+    client: KubeClient
+    home: Path
+
+    def argv(self, *args: str) -> list[str]:
+        return [str(KUBECTL), "--kubeconfig", str(self.api.kubeconfig_path), *args]
+
+    def env(self) -> dict:
+        return {**os.environ, "HOME": str(self.home)}
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 30,
+                stdin: str | None = None) -> str:
+        proc = subprocess.run(self.argv(*args), input=stdin, capture_output=True, text=True,
+                              timeout=timeout, env=self.env())
+        if check:
+            assert proc.returncode == 0, f"kubectl {' '.join(args)}:\n{proc.stderr}"
+        return proc.stdout
+
+    def pods(self, selector: str) -> list[dict]:
+        return self.client.list("pods", "default", label_selector=selector)[0]
+
+    def get(self, resource: str, name: str) -> dict | None:
+        try:
+            return self.client.get(resource, name, "default")
+        except ApiError as err:
+            if err.not_found:
+                return None
+            raise
+
+    def pod_hosts(self) -> dict[str, str]:
+        """Lab pod hosts of the default namespace: pod name -> IP."""
+        return {r.name: r.addresses[0] for r in list(self.lab.state.hosts.values())
+                if r.kind == "pod" and r.namespace == "default"}
+
+    def http_from(self, pod: str, url: str) -> str:
+        record = next(r for r in list(self.lab.state.hosts.values())
+                      if r.kind == "pod" and r.name == pod and r.namespace == "default")
+        return run_in(record.pid, [sys.executable, "-c", HTTP_GET, url], timeout=10).strip()
+
+
+def wait_for(what: str, probe, timeout: float = WAIT):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
+        time.sleep(0.05)
+
+
+def ready_addresses(wl: WorkloadLab, service: str) -> list[str]:
+    endpoints = wl.get("endpoints", service) or {}
+    return sorted(f"{a['ip']}:{p['port']}" for s in endpoints.get("subsets") or []
+                  for a in s.get("addresses") or [] for p in s.get("ports") or [])
+
+
+def running_pods(wl: WorkloadLab, selector: str, count: int) -> list[dict]:
+    pods = [p for p in wl.pods(selector) if not p["metadata"].get("deletionTimestamp")]
+    ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                    for c in p["status"].get("conditions") or [])]
+    return ready if len(ready) == count == len(pods) else []
+
+
+@pytest.fixture(scope="module")
+def wl():
+    run_dir = tempfile.mkdtemp(prefix="svclab-wl-")
+    old = os.environ.get("SVCLAB_RUN_DIR")
+    os.environ["SVCLAB_RUN_DIR"] = run_dir
+    try:
+        from mininet.log import setLogLevel
+        from topo.lab import Lab
+        from topo.state import LabPaths, LabState
+        setLogLevel("error")
+        spec = load_spec()
+        name = unique_name("wl")
+        paths = LabPaths(name)
+        paths.root.mkdir(parents=True)
+        me = ProcRef.of(os.getpid())
+        state = LabState(name=name, daemon_pid=me.pid, daemon_start=me.start)
+        with Lab(spec, paths, state) as lab, \
+                ApiServer(paths.root / "api", cluster_info(spec), node_grace_period=None) as api:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(128)
+            api.add_listener(sock)
+            api.start()
+            client = KubeClient.from_kubeconfig(str(api.kubeconfig_path))
+            with ControlPlane(client, LabPodRuntime(lab), [n.name for n in spec.nodes]) as plane:
+                assert plane.wait_synced(10)
+                yield WorkloadLab(lab, api, client, paths.root)
+    finally:
+        if old is None:
+            os.environ.pop("SVCLAB_RUN_DIR", None)
+        else:
+            os.environ["SVCLAB_RUN_DIR"] = old
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_the_seed_session(wl):
+    wl.kubectl("create", "deployment", "hwk", "--image=nginx")
+    wl.kubectl("expose", "deployment", "hwk", "--port", "80", "--name", "web-hwk",
+               "--type", "NodePort")
+    wait_for("an endpoint for web-hwk", lambda: ready_addresses(wl, "web-hwk"))
+    wl.kubectl("rollout", "status", "deployment/hwk", "--timeout=20s")
+
+    svc = wl.kubectl("get", "svc").splitlines()
+    assert svc[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    row = next(line.split() for line in svc if line.startswith("web-hwk "))
+    assert row[1] == "NodePort" and row[3] == "<none>"
+    port, node_port = row[4].removesuffix("/TCP").split(":")
+    assert port == "80" and 30000 <= int(node_port) <= 32767
+
+    pods = wl.kubectl("get", "po", "-o", "wide").splitlines()
+    assert pods[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE",
+                               "NOMINATED", "NODE", "READINESS", "GATES"]
+    name, ready, status, restarts, _, ip, node, nominated, gates = next(
+        line.split() for line in pods if line.startswith("hwk-"))
+    prefix, template_hash, suffix = name.rsplit("-", 2)
+    assert prefix == "hwk" and len(suffix) == 5
+    assert len(template_hash) in (9, 10)      # a uint32 in decimal, one char per digit
+    assert set(template_hash) <= set("456789bcdf") and set(suffix) <= set(ALPHANUMS)
+    assert (ready, status, restarts, nominated, gates) == ("1/1", "Running", "0", "<none>",
+                                                          "<none>")
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network("192.168.0.0/16")
+    assert node in ("ip-172-31-0-11", "ip-172-31-0-12")      # a worker, never the control plane
+    assert wl.pod_hosts()[name] == ip                         # a real lab host with that IP
+
+    endpoints = wl.kubectl("get", "ep").splitlines()
+    assert endpoints[0].split() == ["NAME", "ENDPOINTS", "AGE"]
+    assert next(l.split() for l in endpoints if l.startswith("web-hwk "))[1] == f"{ip}:80"
+    deploy = next(l.split() for l in wl.kubectl("get", "deploy").splitlines()
+                  if l.startswith("hwk "))
+    assert deploy[1:4] == ["1/1", "1", "1"]
+
+
+def test_target_port_and_pods_talking_to_pods(wl):
+    wl.kubectl("create", "deployment", "nginx", "--image=nginx", "--port=8000")
+    wl.kubectl("expose", "deployment", "nginx", "--port=80", "--target-port=8000")
+    [address] = wait_for("an endpoint for nginx", lambda: ready_addresses(wl, "nginx"))
+    ip, port = address.split(":")
+    assert port == "8000"
+    [target] = wait_for("nginx running", lambda: running_pods(wl, "app=nginx", 1))
+    [caller] = wait_for("hwk running", lambda: running_pods(wl, "app=hwk", 1))
+    assert target["status"]["podIP"] == ip
+    answer = wl.http_from(caller["metadata"]["name"], f"http://{ip}:8000/hostname")
+    assert answer == target["metadata"]["name"]
+    seen = wl.http_from(caller["metadata"]["name"], f"http://{ip}:8000/clientip")
+    assert seen.split(":")[0] == caller["status"]["podIP"]
+
+
+def test_a_container_with_a_real_command_runs_it(wl):
+    wl.kubectl("run", "pyserver", "--image=python:3.11", "--port=8000", "--command", "--",
+               "python3", "-m", "http.server", "8000")
+    [pod] = wait_for("pyserver running", lambda: running_pods(wl, "run=pyserver", 1))
+    [caller] = wait_for("hwk running", lambda: running_pods(wl, "app=hwk", 1))
+    listing = wait_for("python's http.server to answer", lambda: _try_http(
+        wl, caller["metadata"]["name"], f"http://{pod['status']['podIP']}:8000/"))
+    assert "Directory listing for /" in listing
+    argv = [p.argv for p in wl.lab.state.processes if p.host == next(
+        r.host for r in wl.lab.state.hosts.values() if r.name == "pyserver")]
+    assert any(a[-4:] == ["python3", "-m", "http.server", "8000"] for a in argv)
+
+
+def _try_http(wl: WorkloadLab, pod: str, url: str) -> str:
+    try:
+        return wl.http_from(pod, url)
+    except Exception:   # not listening yet: the caller polls
+        return ""
+
+
+def test_readiness_probe_decides_ready_and_endpoints(wl, tmp_path):
+    flag = tmp_path / "ready"
+    manifest = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "probed", "labels": {"app": "probed"}},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "web", "image": "nginx",
+            "readinessProbe": {"exec": {"command": ["test", "-e", str(flag)]},
+                               "periodSeconds": 1, "failureThreshold": 1}}]}}
+    wl.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    wl.kubectl("expose", "pod", "probed", "--port=80")
+
+    def not_ready_endpoint():
+        endpoints = wl.get("endpoints", "probed") or {}
+        return [a["ip"] for s in endpoints.get("subsets") or []
+                for a in s.get("notReadyAddresses") or []]
+    [ip] = wait_for("probed listed as not ready", not_ready_endpoint)
+    row = next(l.split() for l in wl.kubectl("get", "po", "probed").splitlines()[1:])
+    assert row[1:3] == ["0/1", "Running"]
+    assert ready_addresses(wl, "probed") == []
+    flag.touch()
+    assert wait_for("probed ready", lambda: ready_addresses(wl, "probed")) == [f"{ip}:80"]
+    row = next(l.split() for l in wl.kubectl("get", "po", "probed").splitlines()[1:])
+    assert row[1:3] == ["1/1", "Running"]
+
+
+def deployment_manifest(name: str, replicas: int, grace: int) -> str:
+    return json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"terminationGracePeriodSeconds": grace,
+                                       "containers": [{"name": "web", "image": "nginx"}]}}}})
+
+
+def slice_conditions(wl: WorkloadLab, service: str) -> dict[str, dict]:
+    slices = wl.client.list("endpointslices", "default",
+                            label_selector=f"kubernetes.io/service-name={service}")[0]
+    return {e["targetRef"]["name"]: e["conditions"] for s in slices
+            for e in s.get("endpoints") or []}
+
+
+def test_deleting_a_pod_is_graceful_and_replaced(wl):
+    wl.kubectl("apply", "-f", "-", stdin=deployment_manifest("term", 1, 3))
+    wl.kubectl("expose", "deployment", "term", "--port=80")
+    [old] = wait_for("term running", lambda: running_pods(wl, "app=term", 1))
+    old_name, old_ip = old["metadata"]["name"], old["status"]["podIP"]
+    [caller] = wait_for("hwk running", lambda: running_pods(wl, "app=hwk", 1))
+    watch = subprocess.Popen(wl.argv("get", "po", "-l", "app=term", "-w"), text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=wl.env())
+    try:
+        deleting = subprocess.Popen(wl.argv("delete", "pod", old_name), text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=wl.env())
+        # Terminating: still listed, serving but not ready, still answering.
+        conditions = wait_for("the old endpoint terminating", lambda: (
+            slice_conditions(wl, "term").get(old_name, {}).get("terminating") and
+            slice_conditions(wl, "term")[old_name]))
+        assert conditions == {"ready": False, "serving": True, "terminating": True}
+        row = next(l.split() for l in wl.kubectl("get", "po", old_name).splitlines()[1:])
+        assert row[2] == "Terminating"
+        assert wl.http_from(caller["metadata"]["name"], f"http://{old_ip}/hostname") == old_name
+        # A replacement comes up and the endpoints follow it.
+        [new] = wait_for("a replacement", lambda: [
+            p for p in running_pods(wl, "app=term", 1) if p["metadata"]["name"] != old_name])
+        wait_for("endpoints on the replacement only", lambda: ready_addresses(wl, "term")
+                 == [f"{new['status']['podIP']}:80"])
+        out, err = deleting.communicate(timeout=WAIT)
+        assert deleting.returncode == 0, err
+        assert f'pod "{old_name}" deleted' in out
+        assert wl.get("pods", old_name) is None
+        assert old_name not in wl.pod_hosts()
+        assert old_name not in slice_conditions(wl, "term")
+    finally:
+        watch.terminate()
+        seen, _ = watch.communicate(timeout=5)
+    lines = [l.split() for l in seen.splitlines() if l.startswith(old_name)]
+    assert "Running" in [l[2] for l in lines] and "Terminating" in [l[2] for l in lines]
+
+
+def test_scale_3_to_10_to_2_leaves_exactly_the_right_pods(wl):
+    wl.kubectl("apply", "-f", "-", stdin=deployment_manifest("scale", 3, 1))
+    wl.kubectl("expose", "deployment", "scale", "--port=80")
+    wait_for("3 pods", lambda: running_pods(wl, "app=scale", 3))
+    wl.kubectl("scale", "deployment", "scale", "--replicas=10")
+    pods = wait_for("10 pods", lambda: running_pods(wl, "app=scale", 10))
+    wait_for("10 endpoints", lambda: len(ready_addresses(wl, "scale")) == 10)
+    assert {p["spec"]["nodeName"] for p in pods} == {"ip-172-31-0-11", "ip-172-31-0-12"}
+    wl.kubectl("scale", "deployment", "scale", "--replicas=2")
+    wait_for("2 pods left", lambda: len(wl.pods("app=scale")) == 2)
+    pods = running_pods(wl, "app=scale", 2)
+    want = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods}
+    assert len(want) == 2
+    wait_for("endpoints of the 2 pods", lambda: ready_addresses(wl, "scale")
+             == sorted(f"{ip}:80" for ip in want.values()))
+    hosts = wl.pod_hosts()
+    assert {n: ip for n, ip in hosts.items() if n.startswith("scale-")} == want
+    # Every pod host belongs to a pod the API knows, with the same IP; no IP twice.
+    api_pods = {p["metadata"]["name"]: p["status"].get("podIP")
+                for p in wl.client.list("pods", "default")[0]}
+    assert all(api_pods.get(name) == ip for name, ip in hosts.items())
+    assert len(set(hosts.values())) == len(hosts)
+    deploy = next(l.split() for l in wl.kubectl("get", "deploy", "scale").splitlines()[1:])
+    assert deploy[1:4] == ["2/2", "2", "2"]
