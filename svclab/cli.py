@@ -133,7 +133,8 @@ def cmd_clean(args) -> int:
 def _status_table(state, spec) -> str:
     public = {n.name: str(n.public_ip) for n in spec.nodes}
     rows = [("HOST", "KIND", "ADDRESS", "PUBLIC-IP", "NODE", "PID")]
-    order = {"node": 0, "pod": 1, "router": 2, "client": 3, "outside": 4, "bridge": 5}
+    order = {"node": 0, "pod": 1, "router": 2, "loadbalancer": 3, "client": 4, "outside": 5,
+             "bridge": 6}
     for r in sorted(state.hosts.values(), key=lambda r: (order.get(r.kind, 9), r.host)):
         name = f"{r.namespace}/{r.name}" if r.kind == "pod" else r.name
         rows.append((name, r.kind, ",".join(r.addresses) or "-",

@@ -163,6 +163,18 @@ def plan_lab(spec: ClusterSpec) -> LabPlan:
             resolv_conf=f"nameserver {net.internet_resolver}\n"))
         attach("inet", client.name, "eth0")
 
+    hosts.append(HostConfig(
+        host="elb", kind="loadbalancer", name="elb",
+        addresses=(str(net.elb_vpc_address), str(net.elb_vips[0])),
+        ip_batch=("link set dev lo up",
+                  f"addr add {net.elb_vpc_address}/{vpc_len} dev eth0", "link set dev eth0 up",
+                  f"addr add {net.elb_vips[0]}/{inet_len} dev eth1", "link set dev eth1 up",
+                  f"route add default via {net.internet_gateway} dev eth1"),
+        sysctls=IPV4_ONLY + (("net.ipv4.ip_forward", "1"),),
+        resolv_conf=vpc_resolv))
+    attach("vpc", "elb", "eth0")
+    attach("inet", "elb", "eth1")
+
     for index, service in enumerate(spec.outside):
         host = outside_host_name(index)
         hosts.append(HostConfig(

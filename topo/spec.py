@@ -67,8 +67,19 @@ class NetworkSpec:
 
     @property
     def internet_resolver(self) -> Addr:
-        """Public DNS on the internet segment (served by the DNS issue)."""
+        """Public DNS on the internet segment, served on the igw."""
         return self.internet.network_address + 53
+
+    @property
+    def elb_vpc_address(self) -> Addr:
+        """The load balancer's interface in the VPC (an ELB's ENI)."""
+        return self.vpc_subnet.network_address + 5
+
+    @property
+    def elb_vips(self) -> tuple[Addr, ...]:
+        """Public addresses the load balancer hands out, one per LB."""
+        base = self.internet.network_address
+        return tuple(base + i for i in range(10, 30))
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,7 @@ class ClusterSpec:
     proxy_mode: str
     switch: str
     outside: tuple[OutsideSpec, ...] = ()
+    time_factor: float = 0.1        # AWS's seconds (health checks) times this
 
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -142,7 +154,7 @@ def load_spec(path: str | Path | None = None, *,
 def parse_spec(data: Any) -> ClusterSpec:
     """Validate a spec given as plain data (what YAML produced)."""
     top = _mapping(data, "spec", ("apiVersion", "kind", "network", "nodes",
-                                  "clients", "outside", "proxyMode", "switch"))
+                                  "clients", "outside", "proxyMode", "switch", "timeFactor"))
     if top.get("apiVersion", API_VERSION) != API_VERSION:
         raise SpecError("apiVersion", f"unsupported value {top['apiVersion']!r}; "
                         f"allowed: {API_VERSION}")
@@ -156,7 +168,13 @@ def parse_spec(data: Any) -> ClusterSpec:
                              {n.name for n in nodes})
     outside = _parse_outside(top.get("outside", []), network,
                              {c.address for c in clients})
-    return ClusterSpec(network, nodes, clients, proxy_mode, switch, outside)
+    time_factor = top.get("timeFactor", 0.1)
+    if isinstance(time_factor, bool) or not isinstance(time_factor, (int, float)) \
+            or not 0 < time_factor <= 1:
+        raise SpecError("timeFactor", f"invalid value {time_factor!r}; allowed: a number "
+                        "greater than 0 and at most 1 (AWS's timings are multiplied by it)")
+    return ClusterSpec(network, nodes, clients, proxy_mode, switch, outside,
+                       float(time_factor))
 
 
 # --- network ---------------------------------------------------------------
@@ -278,8 +296,7 @@ def _parse_clients(raw: Any, network: NetworkSpec,
     if not isinstance(raw, list):
         raise SpecError("clients", "must be a list of clients")
     clients, seen_names, seen_addrs = [], set(), set()
-    reserved = _edge_reserved(network.internet) | {
-        network.internet_gateway, network.internet_resolver}
+    reserved = _internet_reserved(network)
     for i, item in enumerate(raw):
         path = f"clients[{i}]"
         client = _mapping(item, path, ("name", "address"))
@@ -301,8 +318,7 @@ def _parse_outside(raw: Any, network: NetworkSpec, taken: set) -> tuple[OutsideS
     if not isinstance(raw, list):
         raise SpecError("outside", "must be a list of outside services")
     found, seen_names, seen_addrs = [], set(), set(taken)
-    reserved = _edge_reserved(network.internet) | {
-        network.internet_gateway, network.internet_resolver}
+    reserved = _internet_reserved(network)
     for i, item in enumerate(raw):
         path = f"outside[{i}]"
         entry = _mapping(item, path, ("name", "address", "ports"))
@@ -390,9 +406,16 @@ def _address(raw: Any, path: str, within: Net, reserved: set) -> Addr:
 
 
 def _aws_reserved(subnet: Net) -> set:
-    """AWS reserves the first four addresses and the last of every subnet."""
+    """AWS reserves the first four addresses and the last of every subnet;
+    the lab's load balancer has base + 5."""
     base = subnet.network_address
-    return {base, base + 1, base + 2, base + 3, subnet.broadcast_address}
+    return {base, base + 1, base + 2, base + 3, base + 5, subnet.broadcast_address}
+
+
+def _internet_reserved(network: NetworkSpec) -> set:
+    """The igw, public DNS and the load balancer's VIP pool."""
+    return _edge_reserved(network.internet) | {
+        network.internet_gateway, network.internet_resolver, *network.elb_vips}
 
 
 def _edge_reserved(net: Net) -> set:

@@ -19,11 +19,12 @@ def test_every_host_lives_behind_a_bridge_in_its_own_namespace():
         ("vpc", "bridge", "vpc"), ("inet", "bridge", "inet"), ("igw", "router", "igw"),
         ("n0", "node", "ip-172-31-0-10"), ("n1", "node", "ip-172-31-0-11"),
         ("n2", "node", "ip-172-31-0-12"), ("client", "client", "client"),
-        ("o0", "outside", "db.example.com")]
+        ("elb", "loadbalancer", "elb"), ("o0", "outside", "db.example.com")]
     links = {(l.host1, l.intf1, l.host2) for l in plan.links}
     assert links == {("igw", "eth0", "vpc"), ("igw", "eth1", "inet"), ("n0", "eth0", "vpc"),
                      ("n1", "eth0", "vpc"), ("n2", "eth0", "vpc"),
-                     ("client", "eth0", "inet"), ("o0", "eth0", "inet")}
+                     ("client", "eth0", "inet"), ("elb", "eth0", "vpc"),
+                     ("elb", "eth1", "inet"), ("o0", "eth0", "inet")}
     # Linux interface names are at most 15 characters.
     assert all(len(l.intf1) <= 15 and len(l.intf2) <= 15 for l in plan.links)
 
