@@ -140,9 +140,12 @@ class KubeClient:
         return self.request("DELETE", path_for(resource, namespace, name), body=body)
 
     def watch(self, resource: str, resource_version: str, namespace: str | None = None,
-              timeout_seconds: int = 300) -> "Watch":
+              timeout_seconds: int = 300, *, label_selector: str | None = None,
+              field_selector: str | None = None) -> "Watch":
         params = {"watch": "true", "resourceVersion": resource_version,
                   "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
+        params.update({k: v for k, v in (("labelSelector", label_selector),
+                                         ("fieldSelector", field_selector)) if v})
         return Watch(self._connect(timeout=timeout_seconds + 30),
                      path_for(resource, namespace) + "?" + urllib.parse.urlencode(params),
                      self._headers())
@@ -261,3 +264,21 @@ def _load_client_cert(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) 
         if os.path.exists(target):
             os.unlink(target)
         os.rmdir(directory)
+
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def credentials_in_cluster(directory: str = SERVICE_ACCOUNT_DIR) -> Credentials:
+    """What a pod uses: the service-account token and CA the kubelet mounted,
+    and the `kubernetes` Service from the environment (KUBERNETES_SERVICE_*)."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host:
+        raise SvclabError("not in a pod: KUBERNETES_SERVICE_HOST is not set "
+                          "(give a kubeconfig instead)")
+    with open(os.path.join(directory, "token")) as handle:
+        token = handle.read().strip()
+    with open(os.path.join(directory, "ca.crt")) as handle:
+        ca_pem = handle.read()
+    return Credentials(server=f"https://{host}:{port}", ca_pem=ca_pem, token=token)
