@@ -15,6 +15,7 @@ import pytest
 
 from labtools import admin_client, fetch_many, outcomes, svclab, wait_open, workload
 from probes.reach import Probe
+from probes.spread import spread
 from topo.control import ControlClient
 from topo.state import LabPaths, read_state
 
@@ -46,11 +47,17 @@ def endpoint_slice(service_name: str, pods: list[str]) -> dict:
             "ports": [{"name": "", "port": 80, "protocol": "TCP"}]}
 
 
+def udp_slice(pods: list[str]) -> dict:
+    body = endpoint_slice("udp", pods)
+    body["ports"] = [{"name": "echo", "port": 5353, "protocol": "UDP"}]
+    return body
+
+
 @pytest.fixture(scope="module")
 def services(lab):
     control = ControlClient(lab.name)
     for name, (node, ip) in ENDPOINTS.items():
-        control.add_pod(name, node, ip=ip, command=workload(name, ip))
+        control.add_pod(name, node, ip=ip, command=workload(name, ip, "80/TCP", "5353/UDP"))
     name, node, ip = SOURCE_POD
     control.add_pod(name, node, ip=ip, command=workload(name, ip))
     api = admin_client(lab.name)
@@ -68,6 +75,13 @@ def services(lab):
         if eps:
             api.create("endpointslices", endpoint_slice(svc["metadata"]["name"], eps),
                        namespace="default")
+    udp = api.create("services", {"apiVersion": "v1", "kind": "Service",
+                                  "metadata": {"name": "udp"},
+                                  "spec": {"ports": [{"name": "echo", "port": 53,
+                                                      "protocol": "UDP", "targetPort": 5353}]}},
+                     namespace="default")
+    created["udp"] = udp["spec"]["clusterIP"]
+    api.create("endpointslices", udp_slice(["ep-a", "ep-b"]), namespace="default")
     for _, ip in ENDPOINTS.values():
         wait_open(lab.name, N11, Probe(ip, 80))
     wait_open(lab.name, "src", Probe(created["web"], 80))
@@ -162,3 +176,49 @@ def test_killed_agent_leaves_rules_and_connections_and_comes_back(lab, services)
     finally:
         if held.poll() is None:
             held.kill()
+
+
+def test_three_thousand_connections_spread_uniformly(lab, services):
+    result = spread(lab.name, "src", None, services["web"], 80, "tcp", 3000, 3.0, 100)
+    assert result.ok == 3000
+    assert {e.pod for e in result.endpoints} == {"ep-a", "ep-b", "ep-c"}
+    assert result.p_value > 0.001, result.describe()
+
+
+UDP_FLOW = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.connect((sys.argv[1], 53))
+for line in sys.stdin:
+    s.send(b"ping")
+    try:
+        print(s.recv(200).decode().split()[1], flush=True)
+    except socket.timeout:
+        print("timeout", flush=True)
+"""
+
+
+def test_udp_flow_moves_on_when_its_endpoint_goes_away(lab, services):
+    """One UDP 5-tuple keeps its conntrack entry; when its endpoint is removed
+    the agent flushes the entry, so the next datagram reaches a live one."""
+    api = admin_client(lab.name)
+    flow = subprocess.Popen([sys.executable, "-m", "svclab.cli", "exec", "--name", lab.name,
+                             "src", "--", sys.executable, "-c", UDP_FLOW, services["udp"]],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        flow.stdin.write("1\n")
+        flow.stdin.flush()
+        first = flow.stdout.readline().strip()
+        assert first in ("ep-a", "ep-b")
+        survivor = "ep-b" if first == "ep-a" else "ep-a"
+        current = api.get("endpointslices", "udp-manual", "default")
+        current["endpoints"] = udp_slice([survivor])["endpoints"]
+        api.update("endpointslices", current)
+        time.sleep(1.0)                        # the agents' sync and conntrack flush
+        flow.stdin.write("2\n")
+        flow.stdin.flush()
+        assert flow.stdout.readline().strip() == survivor
+    finally:
+        flow.stdin.close()
+        flow.wait(timeout=10)
