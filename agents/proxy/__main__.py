@@ -14,6 +14,8 @@ import sys
 import threading
 
 from agents.proxy.agent import AgentConfig, ProxyAgent
+from agents.proxy.iptables_backend import IptablesBackend
+from agents.proxy.nft_backend import NftablesBackend
 from svclab.kube.client import KubeClient
 
 
@@ -28,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agents.proxy", description=__doc__)
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--node", required=True, help="this node's name")
-    parser.add_argument("--proxy-mode", choices=("iptables",), default="iptables")
+    parser.add_argument("--proxy-mode", choices=("iptables", "nftables"),
+                        default="iptables")
     parser.add_argument("--cluster-cidr", default="192.168.0.0/16")
     parser.add_argument("--service-cidr", default="10.96.0.0/12")
     parser.add_argument("--min-sync-period", type=float, default=0.1)
@@ -56,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     # Rules stay in place when the agent stops, as with kube-proxy: traffic
     # keeps flowing, and a restarted agent takes over from them.
-    with ProxyAgent(KubeClient.from_kubeconfig(args.kubeconfig), config):
+    backend = (NftablesBackend() if args.proxy_mode == "nftables"
+               else IptablesBackend())
+    with ProxyAgent(KubeClient.from_kubeconfig(args.kubeconfig), config,
+                    backend=backend):
         while not stop.wait(0.2):
             pass
     return 0

@@ -1,6 +1,7 @@
 """Helpers for end-to-end tests: drive labs through the real CLI."""
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -23,6 +24,20 @@ def svclab(*args, check=True, input=None, timeout=180):
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@contextlib.contextmanager
+def running_lab(*up_args: str, prefix: str = "e2e"):
+    """A lab up for the block, always down and cleaned afterwards."""
+    from topo.cleanup import clean_lab
+    name = unique_name(prefix)
+    svclab("up", "--name", name, *up_args)
+    try:
+        yield RunningLab(name)
+    finally:
+        down = svclab("down", "--name", name, check=False)
+        clean_lab(name)
+        assert down.returncode == 0, down.stderr
 
 
 class RunningLab:

@@ -44,9 +44,12 @@ def test_up_and_down_leave_the_host_as_it_was():
     up = svclab("up", "--name", name, "--json")
     assert json.loads(up.stdout)["hosts"] == 9
     during = host_snapshot()
+    inodes = set(json.loads(LabPaths(name).state.read_text())["netns_seen"])
+    assert processes_in_netns(inodes), "agents, resolver and shells run in the lab"
     svclab("down", "--name", name)
     after = host_snapshot()
     assert after == before
+    assert processes_in_netns(inodes) == []
     # Nothing of the lab ever appeared in the host namespace, even while up.
     assert during["links"] == before["links"] and during["routes"] == before["routes"]
     assert not LabPaths(name).root.exists()

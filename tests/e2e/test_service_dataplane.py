@@ -1,7 +1,7 @@
-"""kube-proxy's data plane end to end (iptables mode): Services with
+"""kube-proxy's data plane end to end, in both proxy modes: Services with
 hand-written EndpointSlices over real pods, probed from pods, nodes and the
 outside client.  What each endpoint saw as the source tells where traffic was
-masqueraded."""
+masqueraded.  Every test runs once per mode (the lab fixture is per mode)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from labtools import admin_client, fetch_many, outcomes, svclab, wait_open, workload
+from labtools import (admin_client, fetch_many, outcomes, running_lab, svclab, wait_open,
+                      workload)
 from probes.reach import Probe
 from probes.spread import spread
 from topo.control import ControlClient
@@ -45,6 +46,13 @@ def endpoint_slice(service_name: str, pods: list[str]) -> dict:
                            "conditions": {"ready": True, "serving": True,
                                           "terminating": False}} for p in pods],
             "ports": [{"name": "", "port": 80, "protocol": "TCP"}]}
+
+
+@pytest.fixture(scope="module", params=["iptables", "nftables"])
+def lab(request):
+    with running_lab("--proxy-mode", request.param) as running:
+        running.mode = request.param
+        yield running
 
 
 def udp_slice(pods: list[str]) -> dict:
@@ -222,3 +230,26 @@ def test_udp_flow_moves_on_when_its_endpoint_goes_away(lab, services):
     finally:
         flow.stdin.close()
         flow.wait(timeout=10)
+
+
+def test_each_mode_programs_only_its_own_tables(lab, services):
+    iptables = lab.exec(N11, "iptables-save").stdout
+    tables = lab.exec(N11, "nft", "list", "tables").stdout.split("\n")
+    if lab.mode == "iptables":
+        assert ":KUBE-SERVICES" in iptables
+        assert "table ip kube-proxy" not in tables
+    else:
+        assert "KUBE-" not in iptables
+        assert "table ip kube-proxy" in tables
+
+
+def test_wrong_port_on_a_live_cluster_ip_differs_by_mode_on_purpose(lab, services):
+    """nftables mode REJECTs a port the ClusterIP does not serve; iptables mode
+    has no rule for it, so the packet is routed on (and the igw refuses it)."""
+    from probes.runner import probe_from
+    result = probe_from(lab.name, "src", [Probe(services["web"], 81)], timeout=1.0)[0]
+    if lab.mode == "nftables":
+        assert (result.outcome, result.icmp_code) == ("rejected", 3)
+    else:
+        assert (result.outcome, result.responder) == ("rejected", "172.31.0.1")
+        assert result.icmp_code == 0                 # net unreachable, from the igw

@@ -1,9 +1,12 @@
-"""The Service behaviour table, checked by tracing the rendered iptables text.
+"""The Service behaviour table, checked by tracing the rendered rules of both modes.
 
 sources x destinations x policies x endpoint sets, each cell's expectation
 derived from shared/reference/service-semantics.md by ``expected`` below
 (written from the document, not from the renderer), plus literal spot
-checks that pin the most important cells by hand.
+checks that pin the most important cells by hand.  Every cell runs in both
+proxy modes: over the iptables-restore text (agents.proxy.tracer) and over
+the nft text (agents.proxy.nft_tracer).  Where kube-proxy's nftables mode
+differs on purpose, ``expected`` says so for mode "nftables".
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from agents.proxy import (NodeInfo, ProxyOptions, compute_ruleset,
                           endpoint_slice_from_k8s, render_iptables,
                           service_from_k8s)
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
+from agents.proxy.nft_render import render_nftables
+from agents.proxy.nft_tracer import NftTracer
 from agents.proxy.tracer import Tracer
 
 NODE = NodeInfo("ip-172-31-0-11", ("172.31.0.11",), "192.168.0.0/16",
@@ -67,6 +72,7 @@ DESTINATIONS = {
 POD_SOURCES = {"pod-this-node", "pod-other-node"}
 NODE_SOURCES = {"node", "localhost"}
 ALLOWED_BY_SOURCE_RANGES = {"external", "node", "localhost"}
+MODES = ("iptables", "nftables")
 
 
 def make_objects(policy: str, endpoint_set: str):
@@ -91,10 +97,12 @@ def make_objects(policy: str, endpoint_set: str):
 
 @functools.lru_cache(maxsize=None)
 def tracer_for(policy: str, endpoint_set: str,
-               localhost_nodeports: bool = False) -> Tracer:
+               localhost_nodeports: bool = False, mode: str = "iptables"):
     services, slices = make_objects(policy, endpoint_set)
     ruleset = compute_ruleset(services, slices, NODE,
                               ProxyOptions(localhost_nodeports=localhost_nodeports))
+    if mode == "nftables":
+        return NftTracer(render_nftables(ruleset), NODE.node_ips)
     return Tracer(render_iptables(ruleset), NODE.node_ips)
 
 
@@ -111,8 +119,14 @@ def accept(eps, masquerade: bool) -> Expect:
 
 
 def expected(source: str, dest: str, policy: str, endpoint_set: str,
-             localhost_nodeports: bool = False) -> Expect:
+             localhost_nodeports: bool = False,
+             mode: str = "iptables") -> Expect:
     """What service-semantics.md says happens (see the module docstring)."""
+    nft = mode == "nftables"
+    if nft and source == "localhost":
+        # nftables mode: NodePorts only on the node's IPs (nodeport-ips),
+        # never on 127/8 -- kube-proxy has no localhost NodePorts there.
+        return Expect("NO-MATCH")
     eps = ENDPOINT_SETS[endpoint_set]
     # Ready endpoints, else serving+terminating ones; separately for local.
     cluster = [e for e in eps if e.ready] or \
@@ -123,8 +137,13 @@ def expected(source: str, dest: str, policy: str, endpoint_set: str,
         # No endpoints: REJECT.  kube-proxy's filter rules for external IPs
         # and LB IPs hang off INPUT/FORWARD only, so the node's own
         # connections to those (non-local) addresses are left alone.
+        # nftables mode differs on purpose: loadBalancerSourceRanges apply
+        # even without endpoints (DROP before REJECT), and the no-endpoint
+        # check also runs on the output hook (the node is REJECTed too).
+        if nft and dest == "lb" and source not in ALLOWED_BY_SOURCE_RANGES:
+            return Expect("DROP")
         if source in NODE_SOURCES and dest in ("externalip", "lb"):
-            return Expect("NO-MATCH")
+            return Expect("REJECT" if nft else "NO-MATCH")
         return Expect("REJECT")
     if dest == "clusterip":
         chosen = local if policy == "itp-local" else cluster
@@ -178,23 +197,27 @@ CELLS = [
 ]
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("source,dest,policy,endpoint_set", CELLS,
                          ids=["-".join(c) for c in CELLS])
-def test_behaviour_table(source, dest, policy, endpoint_set):
-    got, shares = observe(tracer_for(policy, endpoint_set), source, dest)
-    want = expected(source, dest, policy, endpoint_set)
+def test_behaviour_table(source, dest, policy, endpoint_set, mode):
+    got, shares = observe(tracer_for(policy, endpoint_set, mode=mode),
+                          source, dest)
+    want = expected(source, dest, policy, endpoint_set, mode=mode)
     assert got == want
     for target in want.targets:           # uniform spreading
         assert shares[target] == pytest.approx(1 / len(want.targets))
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("policy,endpoint_set",
                          list(itertools.product(POLICIES, ENDPOINT_SETS)))
-def test_localhost_nodeports_enabled(policy, endpoint_set):
-    tracer = tracer_for(policy, endpoint_set, localhost_nodeports=True)
+def test_localhost_nodeports_enabled(policy, endpoint_set, mode):
+    tracer = tracer_for(policy, endpoint_set, localhost_nodeports=True,
+                        mode=mode)
     got, _ = observe(tracer, "localhost", "nodeport")
     assert got == expected("localhost", "nodeport", policy, endpoint_set,
-                           localhost_nodeports=True)
+                           localhost_nodeports=True, mode=mode)
 
 
 L, R = f"192.168.1.10:{TARGET}", f"192.168.2.20:{TARGET}"
@@ -236,17 +259,34 @@ SPOT_CHECKS = [
 ]
 
 
-@pytest.mark.parametrize("cell,want", SPOT_CHECKS,
-                         ids=["-".join(c) for c, _ in SPOT_CHECKS])
-def test_spot_checks(cell, want):
+# Cells where nftables mode differs on purpose (see ``expected``).
+NFT_SPOT_CHECKS = {
+    ("node", "lb", "cluster", "none"): Expect("REJECT"),
+    ("blocked", "lb", "cluster", "none"): Expect("DROP"),
+    ("pod-this-node", "lb", "cluster", "none"): Expect("DROP"),
+    ("localhost", "nodeport", "cluster", "none"): Expect("NO-MATCH"),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cell,want", SPOT_CHECKS + [
+    (cell, None) for cell in NFT_SPOT_CHECKS],
+    ids=["-".join(c) for c, _ in SPOT_CHECKS] + [
+        "nft-differs-" + "-".join(c) for c in NFT_SPOT_CHECKS])
+def test_spot_checks(cell, want, mode):
     source, dest, policy, endpoint_set = cell
-    got, _ = observe(tracer_for(policy, endpoint_set), source, dest)
+    if want is None or (mode == "nftables" and cell in NFT_SPOT_CHECKS):
+        want = NFT_SPOT_CHECKS[cell] if mode == "nftables" else \
+            expected(*cell)
+    got, _ = observe(tracer_for(policy, endpoint_set, mode=mode),
+                     source, dest)
     assert got == want
-    assert expected(*cell) == want
+    assert expected(*cell, mode=mode) == want
 
 
-def test_hairpin_to_itself_is_masqueraded():
-    tracer = tracer_for("cluster", "both")
+@pytest.mark.parametrize("mode", MODES)
+def test_hairpin_to_itself_is_masqueraded(mode):
+    tracer = tracer_for("cluster", "both", mode=mode)
     outcomes = tracer.trace("192.168.1.10", CLUSTER_IP, PORT)
     by_target = {o.dnat: o for o in outcomes}
     assert by_target[L].masquerade is True        # back to itself: SNAT
@@ -269,3 +309,20 @@ def test_other_port_or_protocol_on_cluster_ip_is_not_matched():
         == ["NO-MATCH"]
     assert [o.verdict for o in tracer.trace("192.168.1.5", CLUSTER_IP, PORT,
                                             "UDP")] == ["NO-MATCH"]
+
+
+def test_nftables_rejects_wrong_port_and_drops_unallocated_service_ips():
+    """kube-proxy's nftables mode on purpose (iptables mode: NO-MATCH)."""
+    tracer = tracer_for("cluster", "both", mode="nftables")
+    for dport, proto in ((81, "TCP"), (PORT, "UDP")):   # live ClusterIP
+        assert [o.verdict for o in tracer.trace("192.168.1.5", CLUSTER_IP,
+                                                dport, proto)] == ["REJECT"]
+    # An address in the service CIDR (10.96.0.0/12) that no service has.
+    assert [o.verdict for o in tracer.trace("192.168.1.5", "10.96.200.1",
+                                            PORT)] == ["DROP"]
+    assert [o.verdict for o in tracer.trace("172.31.0.11", "10.96.200.1",
+                                            PORT, locally_originated=True)] \
+        == ["DROP"]
+    # Outside the service CIDR nothing of ours matches.
+    assert [o.verdict for o in tracer.trace("192.168.1.5", "10.200.0.1",
+                                            PORT)] == ["NO-MATCH"]

@@ -1,0 +1,188 @@
+"""NftablesBackend against the real kernel, inside throwaway namespaces.
+
+Every nft command runs through ``ip netns exec svtest-nft-<pid>-<n>``; the
+host's own ruleset is never read or changed.  Checks: full sync, identical
+re-sync, a partial sync ends where a full sync of the same state ends, a
+broken transaction raises NftApplyError naming its line and keeps the old
+rules, cleanup removes only our table, and each mode leaves the other's
+objects absent (no KUBE-* chains after nftables mode, no `ip kube-proxy`
+table after iptables mode).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import subprocess
+
+import pytest
+
+from agents.proxy import (NodeInfo, compute_ruleset, endpoint_slice_from_k8s,
+                          service_from_k8s)
+from agents.proxy.fixtures import endpoint, service_dict, slice_dict
+from agents.proxy.iptables_backend import IptablesBackend
+from agents.proxy.nft_backend import NftApplyError, NftablesBackend
+from agents.proxy.nft_render import plan_ruleset, render_transaction
+
+pytestmark = pytest.mark.root
+
+NODE = NodeInfo("ip-172-31-0-11", ("172.31.0.11",))
+_counter = itertools.count()
+FOREIGN = ("table ip other {\n"
+           "\tchain keep {\n"
+           "\t\ttype filter hook input priority 10; policy accept;\n"
+           "\t\ttcp dport 22 accept\n"
+           "\t}\n}\n")
+
+
+def sh(*argv: str, stdin: str | None = None) -> str:
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, f"{argv}: {done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture
+def netns():
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (network namespaces)")
+    name = f"svtest-nft-{os.getpid()}-{next(_counter)}"
+    sh("ip", "netns", "add", name)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True,
+                       timeout=30, check=False)
+
+
+def nft(ns: str, *args: str, stdin: str | None = None) -> str:
+    return sh("ip", "netns", "exec", ns, "nft", *args, stdin=stdin)
+
+
+def normalised(listing: str) -> list[tuple[str, ...]]:
+    """`nft list table` as sorted blocks; element lists sorted too."""
+    blocks: list[tuple[str, ...]] = []
+    current: list[str] = []
+    text = re.sub(r"elements = \{([^}]*)\}",
+                  lambda m: "elements = {" + ", ".join(sorted(
+                      e.strip() for e in m.group(1).split(","))) + "}",
+                  listing, flags=re.S)
+    for line in text.splitlines():
+        if re.match(r"^\t(chain|set|map) ", line):
+            current = [line.strip()]
+        elif line == "\t}" and current:
+            blocks.append(tuple(current))
+            current = []
+        elif current:
+            current.append(line.strip())
+    return sorted(blocks)
+
+
+def ruleset(web_endpoints: int = 3, *, with_db: bool = True,
+            extra: int = 0):
+    services = [
+        service_dict("web", "shop", cluster_ip="10.96.0.20", type="NodePort",
+                     ports=[{"name": "http", "port": 80, "nodePort": 30080}],
+                     affinity_timeout=300),
+        service_dict("db", "shop", cluster_ip="10.96.0.21",
+                     ports=[{"name": "pg", "port": 5432}]),
+        service_dict("empty", "shop", cluster_ip="10.96.0.22",
+                     type="LoadBalancer", etp="Local",
+                     ports=[{"name": "x", "port": 81, "nodePort": 30081}],
+                     ingress=[{"ip": "203.0.113.5"}],
+                     source_ranges=["203.0.113.0/24"]),
+    ] + [service_dict(f"more-{i}", "shop", cluster_ip=f"10.96.1.{i + 1}")
+         for i in range(extra)]
+    slices = [
+        slice_dict("web", "shop", endpoints=[
+            endpoint(f"192.168.1.{10 + i}", NODE.name)
+            for i in range(web_endpoints)]),
+        slice_dict("db", "shop", ports=[{"name": "pg", "port": 5432}],
+                   endpoints=[endpoint("192.168.2.5", "other")]),
+    ] + [slice_dict(f"more-{i}", "shop",
+                    endpoints=[endpoint(f"192.168.3.{i + 1}", "other")])
+         for i in range(extra)]
+    if not with_db:
+        services, slices = [services[0]] + services[2:], \
+            [slices[0]] + slices[2:]
+    return compute_ruleset([service_from_k8s(s) for s in services],
+                           [endpoint_slice_from_k8s(s) for s in slices], NODE)
+
+
+def test_full_resync_partial_and_cleanup(netns):
+    nft(netns, "-f", "-", stdin=FOREIGN)
+    backend = NftablesBackend(netns=netns)
+    first = backend.sync(ruleset())
+    assert not first.partial
+    after_first = backend.list_table()
+    assert "map service-ips" in after_first and "set cluster-ips" in after_first
+    assert "numgen random mod 3 vmap" in after_first
+
+    assert not backend.sync(ruleset()).partial     # identical full resync
+    assert normalised(backend.list_table()) == normalised(after_first)
+
+    changed = ruleset(1, with_db=False, extra=2)   # web shrinks, db goes
+    report = backend.sync(changed, frozenset({
+        ("shop", "web"), ("shop", "db"), ("shop", "more-0"),
+        ("shop", "more-1")}))
+    assert report.partial and report.stale_chains
+    after_partial = backend.list_table()
+    assert normalised(after_partial) != normalised(after_first)
+    assert "192.168.1.12" not in after_partial and "shop/db" not in \
+        after_partial
+    full = backend.sync(changed)                   # what a full sync makes
+    assert not full.partial and full.stale_chains == ()
+    assert normalised(backend.list_table()) == normalised(after_partial)
+    assert "table ip other" in nft(netns, "list", "tables")
+
+    backend.cleanup()
+    tables = nft(netns, "list", "tables")
+    assert "kube-proxy" not in tables and "table ip other" in tables
+    assert "tcp dport 22 accept" in nft(netns, "list", "table", "ip", "other")
+    backend.cleanup()                              # idempotent
+
+
+def test_broken_transaction_keeps_old_rules(netns):
+    backend = NftablesBackend(netns=netns)
+    backend.sync(ruleset())
+    before = backend.list_table()
+    plan = plan_ruleset(ruleset(2))
+    lines = render_transaction(plan, backend.read_state()).splitlines()
+    bad = "add rule ip kube-proxy services ip daddr 10.96.0.99 bogus-thing"
+    at = len(lines) // 2
+    lines.insert(at, bad)
+    with pytest.raises(NftApplyError) as info:
+        backend.apply("\n".join(lines) + "\n")
+    err = info.value
+    assert err.line == at + 1 and err.line_text == bad
+    assert err.exit_code != 0 and "Error" in err.stderr and err.columns
+    assert len(err.context) > 1
+    assert backend.list_table() == before          # atomic: nothing applied
+
+
+def test_failed_sync_is_followed_by_a_full_sync(netns):
+    backend = NftablesBackend(netns=netns)
+    backend.sync(ruleset())
+    backend.binary = "/bin/false"                  # the next apply fails
+    with pytest.raises(Exception):
+        backend.sync(ruleset(2), frozenset({("shop", "web")}))
+    backend.binary = "nft"
+    report = backend.sync(ruleset(2), frozenset({("shop", "web")}))
+    assert not report.partial
+    assert "192.168.1.11" in backend.list_table()
+    assert "192.168.1.12" not in backend.list_table()
+
+
+def test_nftables_mode_leaves_no_iptables_chains(netns):
+    NftablesBackend(netns=netns).sync(ruleset())
+    saved = sh("ip", "netns", "exec", netns, "iptables-save")
+    assert "KUBE-" not in saved
+    assert "table ip kube-proxy" in nft(netns, "list", "tables")
+
+
+def test_iptables_mode_leaves_no_nftables_table(netns):
+    IptablesBackend(netns=netns).sync(ruleset())
+    assert "KUBE-SERVICES" in sh("ip", "netns", "exec", netns,
+                                 "iptables-save")
+    assert "kube-proxy" not in nft(netns, "list", "tables")

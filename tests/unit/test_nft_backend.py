@@ -1,0 +1,148 @@
+"""NftablesBackend with a recording fake runner (no kernel, no root).
+
+Checks the commands it runs: a full sync lists our chains and sets and
+applies one `nft -f -`; a partial sync applies one transaction touching only
+the changed services and lists nothing; a failure raises NftApplyError with
+the failing line and makes the next sync a full one; cleanup names only
+`table ip kube-proxy`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.proxy import (CommandError, NodeInfo, compute_ruleset,
+                          endpoint_slice_from_k8s, service_from_k8s)
+from agents.proxy.fixtures import endpoint, service_dict, slice_dict
+from agents.proxy.iptables_backend import CommandResult
+from agents.proxy.nft_backend import (NftApplyError, NftablesBackend,
+                                      failing_position, parse_table_state)
+
+NODE = NodeInfo("n1", ("172.31.0.11",))
+
+
+class FakeNft:
+    """Records (argv, stdin); answers list commands and scripted failures."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[str, ...], str | None]] = []
+        self.fail_next: CommandResult | None = None
+        self.chains = [{"chain": {"family": "ip", "table": "kube-proxy",
+                                  "name": "service-AAAAAAAA-shop/old/tcp/p"}},
+                       {"chain": {"family": "ip", "table": "other",
+                                  "name": "service-BBBBBBBB-x/y/tcp/p"}}]
+
+    def __call__(self, argv, input_text, timeout_s):
+        self.calls.append((tuple(argv), input_text))
+        if "list" in argv:
+            kind = "chain" if "chains" in argv else "set"
+            items = self.chains if kind == "chain" else []
+            return CommandResult(0, json.dumps({"nftables": items}), "")
+        if self.fail_next is not None:
+            result, self.fail_next = self.fail_next, None
+            return result
+        return CommandResult(0, "", "")
+
+    def applied(self) -> list[str]:
+        return [text for argv, text in self.calls if argv[-2:] == ("-f", "-")]
+
+
+def ruleset(web_endpoints=2, node=NODE):
+    services = [service_dict("web", "shop", cluster_ip="10.96.0.20"),
+                service_dict("db", "shop", cluster_ip="10.96.0.21")]
+    slices = [slice_dict("web", "shop", endpoints=[
+        endpoint(f"192.168.1.{i + 1}", "n1") for i in range(web_endpoints)]),
+        slice_dict("db", "shop", endpoints=[endpoint("192.168.2.1", "n2")])]
+    return compute_ruleset([service_from_k8s(s) for s in services],
+                           [endpoint_slice_from_k8s(s) for s in slices], node)
+
+
+def test_full_then_partial_sync():
+    fake = FakeNft()
+    backend = NftablesBackend(fake, netns="svtest-x")
+    report = backend.sync(ruleset(), frozenset({("shop", "web")}))
+    assert not report.partial              # nothing known yet: full
+    listed = [argv for argv, _ in fake.calls if "list" in argv]
+    assert listed == [("ip", "netns", "exec", "svtest-x", "nft", "-j", "list",
+                       "chains", "ip"),
+                      ("ip", "netns", "exec", "svtest-x", "nft", "-j", "list",
+                       "sets", "ip")]
+    [full] = fake.applied()
+    assert "delete chain ip kube-proxy service-AAAAAAAA-shop/old/tcp/p" in full
+    assert "BBBBBBBB" not in full          # another table's chain: not ours
+    assert report.stale_chains == ("service-AAAAAAAA-shop/old/tcp/p",)
+
+    fake.calls.clear()
+    report = backend.sync(ruleset(3), frozenset({("shop", "web")}))
+    assert report.partial and report.lines > 0
+    assert not [argv for argv, _ in fake.calls if "list" in argv]
+    [partial] = fake.applied()
+    assert "192.168.1.3" in partial and "shop/db" not in partial
+    assert all(line.split()[2:4] == ["ip", "kube-proxy"]
+               for line in partial.splitlines())
+
+
+def test_no_change_applies_nothing():
+    fake = FakeNft()
+    backend = NftablesBackend(fake)
+    backend.sync(ruleset())
+    fake.calls.clear()
+    report = backend.sync(ruleset(), frozenset({("shop", "db")}))
+    assert report.partial and report.lines == 0 and fake.calls == []
+
+
+def test_node_change_forces_a_full_sync():
+    fake = FakeNft()
+    backend = NftablesBackend(fake)
+    backend.sync(ruleset())
+    moved = NodeInfo("n1", ("172.31.0.12",))
+    report = backend.sync(ruleset(node=moved), frozenset({("shop", "web")}))
+    assert not report.partial
+    assert "add element ip kube-proxy nodeport-ips { 172.31.0.12 }" \
+        in fake.applied()[-1]
+
+
+def test_failure_names_the_line_and_next_sync_is_full():
+    fake = FakeNft()
+    backend = NftablesBackend(fake)
+    backend.sync(ruleset())
+    fake.fail_next = CommandResult(
+        1, "", "/dev/stdin:3:24-30: Error: Could not process rule: No such "
+               "file or directory\nadd rule ...\n")
+    with pytest.raises(NftApplyError) as info:
+        backend.sync(ruleset(3), frozenset({("shop", "web")}))
+    err = info.value
+    assert isinstance(err, CommandError) and err.exit_code == 1
+    assert err.line == 3 and err.columns == (24, 30)
+    assert err.reason.startswith("Could not process rule")
+    text = fake.applied()[-1].splitlines()
+    assert err.line_text == text[2] and any(c.number == 3
+                                            for c in err.context)
+    assert "line 3" in str(err) and err.command[-2:] == ("-f", "-")
+    fake.calls.clear()
+    assert not backend.sync(ruleset(3), frozenset({("shop", "web")})).partial
+
+
+def test_cleanup_deletes_only_our_table():
+    fake = FakeNft()
+    NftablesBackend(fake).cleanup()
+    assert fake.applied() == ["add table ip kube-proxy\n"
+                              "delete table ip kube-proxy\n"]
+
+
+def test_failing_position_without_a_line():
+    assert failing_position("Error: syntax error\n") == (
+        None, None, "Error: syntax error")
+
+
+def test_table_state_ignores_other_tables_and_families():
+    state = parse_table_state(json.dumps({"nftables": [
+        {"metainfo": {}},
+        {"chain": {"family": "ip", "table": "kube-proxy", "name": "a"}},
+        {"chain": {"family": "ip6", "table": "kube-proxy", "name": "b"}},
+        {"chain": {"family": "ip", "table": "filter", "name": "c"}}]}),
+        json.dumps({"nftables": [
+            {"set": {"family": "ip", "table": "kube-proxy", "name": "s"}}]}))
+    assert state.chains == {"a"} and state.sets == {"s"}
