@@ -68,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_clean)
 
     add_probe_commands(sub, named)
+
+    p = sub.add_parser("experiment", help="reproducible experiments (each builds its own lab)")
+    exp_sub = p.add_subparsers(dest="experiment", required=True, parser_class=_Parser)
+    exp_sub.add_parser("list", help="the experiments").set_defaults(func=cmd_experiment_list)
+    run = exp_sub.add_parser("run", help="run one; writes CSV/JSON, PNG and summary.md")
+    run.add_argument("experiment_name", metavar="NAME")
+    run.add_argument("--out", help="output folder (default results/NAME)")
+    run.add_argument("--quick", action="store_true", help="a short run (under a minute)")
+    run.add_argument("--seed", type=int, default=1)
+    run.set_defaults(func=cmd_experiment_run)
     return parser
 
 
@@ -118,6 +128,22 @@ def cmd_kubectl(args) -> int:
 
 def cmd_kubeconfig(args) -> int:
     print(labctl.kubeconfig(args.name))
+    return 0
+
+
+def cmd_experiment_list(args) -> int:
+    from experiments.runner import describe
+    for name, title in describe():
+        print(f"{name:18} {title}")
+    return 0
+
+
+def cmd_experiment_run(args) -> int:
+    from experiments.runner import run
+    labctl.require_root()
+    folder, summary = run(args.experiment_name, args.out, args.quick, args.seed)
+    print((folder / "summary.md").read_text())
+    print(f"results in {folder}/")
     return 0
 
 

@@ -18,10 +18,14 @@ import threading
 from mininet.log import setLogLevel
 
 from svclab.api.server import ApiServer
+from svclab.controlplane import ControlPlane
+from svclab.kube.client import KubeClient
+from svclab.kubelet.runtime import LabPodRuntime
 from topo.apihost import cluster_info, listener_in_netns, loopback_listener
 from topo.components import (start_outside_world, start_proxy_agents, wait_for_outside_dns,
                              wait_for_proxy_agents)
 from topo.control import ControlServer, record_to_json
+from topo.elb import cloud_controller_for, start_elb
 from topo.lab import Lab
 from topo.netns import ProcRef
 from topo.spec import load_spec
@@ -49,6 +53,7 @@ def run(name: str) -> int:
         serve_api(api, lab, spec, state, paths)
         start_proxy_agents(spec, lab, api, supervisor)
         start_outside_world(spec, lab, supervisor)
+        elb = start_elb(spec, lab, supervisor, api)
         wait_for_proxy_agents(lab)
         wait_for_outside_dns(spec, lab)
         handlers = {
@@ -58,7 +63,10 @@ def run(name: str) -> int:
             "remove_pod": lambda name, namespace: lab.remove_pod(name, namespace),
             "stop": stopping.set,
         }
-        with ControlServer(paths.control, handlers):
+        admin = KubeClient.from_kubeconfig(str(paths.kubeconfig))
+        with cloud_controller_for(spec, lab, elb, admin), \
+                ControlPlane(admin, LabPodRuntime(lab), [n.name for n in spec.nodes]), \
+                ControlServer(paths.control, handlers):
             state.ready = True
             write_state(paths, state)
             log.info("lab %s ready: %d hosts", name, len(state.hosts))

@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
+from topo.elb import elb_vpc_mac, node_return_path_routes, node_return_path_rules
 from topo.spec import ClusterSpec, NodeSpec
 
 POD_GATEWAY = "169.254.1.1"     # Calico's fake next hop, answered by proxy ARP
@@ -141,13 +142,14 @@ def plan_lab(spec: ClusterSpec) -> LabPlan:
                  f"route add blackhole {node.pod_block}"]
         batch += [f"route add {peer.pod_block} via {peer.address}"
                   for peer in spec.nodes if peer is not node]
+        batch += node_return_path_routes(spec)
         hosts.append(HostConfig(
             host=host, kind="node", name=node.name, addresses=(str(node.address),),
             ip_batch=tuple(batch),
             sysctls=IPV4_ONLY + (("net.ipv4.ip_forward", "1"),
                                  ("net.ipv4.conf.all.rp_filter", "0"),
                                  ("net.ipv4.conf.default.rp_filter", "0")),
-            iptables=render_node_rules(spec),
+            iptables=render_node_rules(spec) + node_return_path_rules(spec),
             resolv_conf=vpc_resolv))
         attach("vpc", host, "eth0")
 
@@ -167,6 +169,7 @@ def plan_lab(spec: ClusterSpec) -> LabPlan:
         host="elb", kind="loadbalancer", name="elb",
         addresses=(str(net.elb_vpc_address), str(net.elb_vips[0])),
         ip_batch=("link set dev lo up",
+                  f"link set dev eth0 address {elb_vpc_mac(spec)}",
                   f"addr add {net.elb_vpc_address}/{vpc_len} dev eth0", "link set dev eth0 up",
                   f"addr add {net.elb_vips[0]}/{inet_len} dev eth1", "link set dev eth1 up",
                   f"route add default via {net.internet_gateway} dev eth1"),

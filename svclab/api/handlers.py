@@ -109,6 +109,20 @@ def decode_body(request: Request) -> dict:
     raise errors.unsupported_media_type(ctype)
 
 
+def _grace_period(request: Request) -> int | None:
+    """DeleteOptions.gracePeriodSeconds, from the query or the request body."""
+    value = request.query.get("gracePeriodSeconds")
+    if value is None and request.body:
+        options = decode_body(request)
+        value = options.get("gracePeriodSeconds") if isinstance(options, dict) else None
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise errors.bad_request(f"gracePeriodSeconds must be an integer, got {value!r}") from exc
+
+
 class Api:
     """Dispatches requests against one :class:`Registry`."""
 
@@ -271,13 +285,15 @@ class Api:
 
     def _delete(self, request: Request, route: Route) -> Response:
         dry = self._dry_run(request)
+        grace = _grace_period(request)
         if not route.name:
             items, _ = self._selected(request, route)
-            gone = [self.registry.delete(route.rt, o["metadata"].get("namespace", ""), o["metadata"]["name"], dry)
+            gone = [self.registry.delete(route.rt, o["metadata"].get("namespace", ""), o["metadata"]["name"], dry,
+                                         grace)
                     for o in items]
             return Response(200, {"kind": route.rt.list_kind, "apiVersion": route.rt.api_version,
                                   "metadata": {}, "items": gone})
-        gone = self.registry.delete(route.rt, route.namespace or "", route.name, dry)
+        gone = self.registry.delete(route.rt, route.namespace or "", route.name, dry, grace)
         if route.rt.plural in RETURN_DELETED_OBJECT:
             return Response(200, gone)
         details = {"name": route.name, "kind": route.rt.plural, "uid": gone["metadata"].get("uid", "")}

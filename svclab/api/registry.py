@@ -175,6 +175,11 @@ class Registry:
         for key in ("uid", "creationTimestamp", "generation", "namespace"):
             if key in old["metadata"]:
                 meta[key] = old["metadata"][key]
+        for key in ("deletionTimestamp", "deletionGracePeriodSeconds"):   # only DELETE sets these
+            if key in old["metadata"]:
+                meta[key] = old["metadata"][key]
+            else:
+                meta.pop(key, None)
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         new = strategy.default(new)
         new_state = None
@@ -278,7 +283,8 @@ class Registry:
         return self.scale_of(self._commit_update(rt, old, new, "", dry_run))
 
     # ---- delete ---------------------------------------------------------
-    def delete(self, rt: ResourceType, namespace: str, name: str, dry_run: bool = False) -> dict:
+    def delete(self, rt: ResourceType, namespace: str, name: str, dry_run: bool = False,
+               grace_period: int | None = None) -> dict:
         with self.store.lock:
             obj = self.get(rt, namespace, name)
             if rt.plural == "namespaces":
@@ -292,12 +298,40 @@ class Registry:
                             self.delete(other, name, item["metadata"]["name"])
             if dry_run:
                 return obj
+            if rt.plural == "pods":
+                terminating = self._graceful_pod_delete(obj, grace_period)
+                if terminating is not None:
+                    return terminating
             gone = self.store.remove(rt.plural, namespace, name)
             if rt.plural == "services":
                 self.service_allocations = release_service(gone, self.service_allocations)
             if rt.plural == "pods":
                 self._release_pod_ip(gone)
             return gone
+
+    def _graceful_pod_delete(self, pod: dict, grace_period: int | None) -> dict | None:
+        """Graceful pod deletion (the pod strategy's BeforeDelete); caller holds the lock.
+
+        A pod on a node is not removed but marked: deletionTimestamp = now + grace,
+        deletionGracePeriodSeconds = grace.  Its kubelet stops it and deletes it
+        with grace 0.  Returns the marked pod, or None to remove it right away
+        (grace 0, never scheduled, or already finished).
+        """
+        spec, status = pod.get("spec") or {}, pod.get("status") or {}
+        if grace_period is None:
+            grace_period = int(spec.get("terminationGracePeriodSeconds", 30))
+        if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
+            grace_period = 0
+        if grace_period <= 0:
+            return None
+        meta = pod["metadata"]
+        current = meta.get("deletionGracePeriodSeconds")
+        if meta.get("deletionTimestamp") and current is not None and current <= grace_period:
+            return pod
+        deadline = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=grace_period)
+        meta["deletionTimestamp"] = deadline.strftime("%Y-%m-%dT%H:%M:%SZ")
+        meta["deletionGracePeriodSeconds"] = grace_period
+        return self.store.put("pods", pod, "MODIFIED")
 
     # ---- pod IPs --------------------------------------------------------
     def allocate_pod_ip(self, node: str) -> str:

@@ -98,7 +98,10 @@ def service_ports(spec: dict) -> str:
 def _service(svc, now):
     spec = svc.get("spec") or {}
     return [svc["metadata"]["name"], spec.get("type", ""), spec.get("clusterIP") or "<none>",
-            service_external_ip(svc), service_ports(spec), age(svc, now), format_labels(spec.get("selector"))]
+            # The API server prints tables wide (kubectl picks columns), so an
+            # ELB's long hostname shows in full, as on EKS.
+            service_external_ip(svc, wide=True), service_ports(spec), age(svc, now),
+            format_labels(spec.get("selector"))]
 
 
 def format_endpoints(ep: dict) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 from svclab.kube.client import ApiError, KubeClient, Watch
@@ -28,10 +29,13 @@ class Informer:
     """Keeps `cache` (key -> object) in step with the API; a context manager."""
 
     def __init__(self, client: KubeClient, resource: str, handler: Handler | None = None,
-                 namespace: str | None = None, watch_timeout: int = 300):
+                 namespace: str | None = None, watch_timeout: int = 300, *,
+                 label_selector: str | None = None, field_selector: str | None = None):
         self.client = client
         self.resource = resource
         self.namespace = namespace
+        self.label_selector = label_selector
+        self.field_selector = field_selector
         self.handlers: list[Handler] = [handler] if handler else []
         self.watch_timeout = watch_timeout
         self._cache: dict[str, dict] = {}
@@ -71,11 +75,17 @@ class Informer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
-        watch = self._watch
-        if watch is not None:
-            watch.close()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            # Close whatever watch is open now: one may be opening as we stop.
+            watch = self._watch
+            if watch is not None:
+                watch.close()
+            if self._thread is None:
+                return
+            self._thread.join(min(0.1, max(0.0, deadline - time.monotonic())))
+            if not self._thread.is_alive() or time.monotonic() >= deadline:
+                return
 
     def _run(self) -> None:
         need_list = True
@@ -96,9 +106,17 @@ class Informer:
                 log.warning("%s watch broke (%s); listing again", self.resource, err)
                 need_list = True
                 self._stopping.wait(RETRY_SECONDS)
+            except Exception:
+                # stop() closes the watch under the reading thread; http.client
+                # then fails in odd ways (AttributeError): that is the end, not a bug.
+                if self._stopping.is_set():
+                    return
+                raise
 
     def _relist(self) -> None:
-        items, rv = self.client.list(self.resource, self.namespace)
+        items, rv = self.client.list(self.resource, self.namespace,
+                                     label_selector=self.label_selector,
+                                     field_selector=self.field_selector)
         fresh = {key_of(o): o for o in items}
         with self._lock:
             old = self._cache
@@ -118,7 +136,9 @@ class Informer:
 
     def _watch_once(self) -> None:
         self._watch = self.client.watch(self.resource, self._rv, self.namespace,
-                                        timeout_seconds=self.watch_timeout)
+                                        timeout_seconds=self.watch_timeout,
+                                        label_selector=self.label_selector,
+                                        field_selector=self.field_selector)
         try:
             for kind, obj in self._watch:
                 if self._stopping.is_set():

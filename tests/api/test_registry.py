@@ -103,7 +103,7 @@ def test_pod_ips_come_from_the_node_block_and_are_freed_with_the_pod(registry):
     pod = registry.get(pods, "default", "p")
     pod["status"]["podIP"] = first
     registry.update(pods, "default", "p", pod, "status")
-    registry.delete(pods, "default", "p")
+    registry.delete(pods, "default", "p", grace_period=0)
     assert registry.allocate_pod_ip("ip-172-31-0-11") == first
 
 

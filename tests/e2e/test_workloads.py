@@ -10,26 +10,20 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from labtools import unique_name
 from svclab.api import ApiServer
 from svclab.controllers.naming import ALPHANUMS
-from svclab.controlplane import ControlPlane
 from svclab.kube.client import ApiError, KubeClient
-from svclab.kubelet.runtime import LabPodRuntime
-from topo.apihost import cluster_info
-from topo.netns import ProcRef, run_in
-from topo.spec import load_spec
+from svclab.kubelet.lab_cluster import LabCluster
+from topo.netns import run_in
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 KUBECTL = Path(sys.executable).parent / "kubectl"
@@ -107,37 +101,8 @@ def running_pods(wl: WorkloadLab, selector: str, count: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def wl():
-    run_dir = tempfile.mkdtemp(prefix="svclab-wl-")
-    old = os.environ.get("SVCLAB_RUN_DIR")
-    os.environ["SVCLAB_RUN_DIR"] = run_dir
-    try:
-        from mininet.log import setLogLevel
-        from topo.lab import Lab
-        from topo.state import LabPaths, LabState
-        setLogLevel("error")
-        spec = load_spec()
-        name = unique_name("wl")
-        paths = LabPaths(name)
-        paths.root.mkdir(parents=True)
-        me = ProcRef.of(os.getpid())
-        state = LabState(name=name, daemon_pid=me.pid, daemon_start=me.start)
-        with Lab(spec, paths, state) as lab, \
-                ApiServer(paths.root / "api", cluster_info(spec), node_grace_period=None) as api:
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sock.listen(128)
-            api.add_listener(sock)
-            api.start()
-            client = KubeClient.from_kubeconfig(str(api.kubeconfig_path))
-            with ControlPlane(client, LabPodRuntime(lab), [n.name for n in spec.nodes]) as plane:
-                assert plane.wait_synced(10)
-                yield WorkloadLab(lab, api, client, paths.root)
-    finally:
-        if old is None:
-            os.environ.pop("SVCLAB_RUN_DIR", None)
-        else:
-            os.environ["SVCLAB_RUN_DIR"] = old
-        shutil.rmtree(run_dir, ignore_errors=True)
+    with LabCluster(prefix="wl") as cluster:
+        yield WorkloadLab(cluster.lab, cluster.api, cluster.client, Path(cluster.api.state_dir))
 
 
 def test_the_seed_session(wl):
@@ -177,14 +142,21 @@ def test_the_seed_session(wl):
     assert deploy[1:4] == ["1/1", "1", "1"]
 
 
-def test_target_port_and_pods_talking_to_pods(wl):
+@pytest.fixture(scope="module")
+def caller(wl) -> dict:
+    """A pod to call others from."""
+    wl.kubectl("run", "caller", "--image=nginx")
+    [pod] = wait_for("the caller pod running", lambda: running_pods(wl, "run=caller", 1))
+    return pod
+
+
+def test_target_port_and_pods_talking_to_pods(wl, caller):
     wl.kubectl("create", "deployment", "nginx", "--image=nginx", "--port=8000")
     wl.kubectl("expose", "deployment", "nginx", "--port=80", "--target-port=8000")
     [address] = wait_for("an endpoint for nginx", lambda: ready_addresses(wl, "nginx"))
     ip, port = address.split(":")
     assert port == "8000"
     [target] = wait_for("nginx running", lambda: running_pods(wl, "app=nginx", 1))
-    [caller] = wait_for("hwk running", lambda: running_pods(wl, "app=hwk", 1))
     assert target["status"]["podIP"] == ip
     answer = wl.http_from(caller["metadata"]["name"], f"http://{ip}:8000/hostname")
     assert answer == target["metadata"]["name"]
@@ -192,11 +164,10 @@ def test_target_port_and_pods_talking_to_pods(wl):
     assert seen.split(":")[0] == caller["status"]["podIP"]
 
 
-def test_a_container_with_a_real_command_runs_it(wl):
+def test_a_container_with_a_real_command_runs_it(wl, caller):
     wl.kubectl("run", "pyserver", "--image=python:3.11", "--port=8000", "--command", "--",
                "python3", "-m", "http.server", "8000")
     [pod] = wait_for("pyserver running", lambda: running_pods(wl, "run=pyserver", 1))
-    [caller] = wait_for("hwk running", lambda: running_pods(wl, "app=hwk", 1))
     listing = wait_for("python's http.server to answer", lambda: _try_http(
         wl, caller["metadata"]["name"], f"http://{pod['status']['podIP']}:8000/"))
     assert "Directory listing for /" in listing
@@ -254,15 +225,20 @@ def slice_conditions(wl: WorkloadLab, service: str) -> dict[str, dict]:
             for e in s.get("endpoints") or []}
 
 
-def test_deleting_a_pod_is_graceful_and_replaced(wl):
+def test_deleting_a_pod_is_graceful_and_replaced(wl, caller):
     wl.kubectl("apply", "-f", "-", stdin=deployment_manifest("term", 1, 3))
     wl.kubectl("expose", "deployment", "term", "--port=80")
     [old] = wait_for("term running", lambda: running_pods(wl, "app=term", 1))
     old_name, old_ip = old["metadata"]["name"], old["status"]["podIP"]
-    [caller] = wait_for("hwk running", lambda: running_pods(wl, "app=hwk", 1))
     watch = subprocess.Popen(wl.argv("get", "po", "-l", "app=term", "-w"), text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=wl.env())
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(watch.stdout.readline, "")),
+                              daemon=True)
+    reader.start()
     try:
+        wait_for("kubectl get -w to list the pod", lambda: any(
+            l.startswith(old_name) for l in list(seen)))
         deleting = subprocess.Popen(wl.argv("delete", "pod", old_name), text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=wl.env())
         # Terminating: still listed, serving but not ready, still answering.
@@ -286,9 +262,10 @@ def test_deleting_a_pod_is_graceful_and_replaced(wl):
         assert old_name not in slice_conditions(wl, "term")
     finally:
         watch.terminate()
-        seen, _ = watch.communicate(timeout=5)
-    lines = [l.split() for l in seen.splitlines() if l.startswith(old_name)]
-    assert "Running" in [l[2] for l in lines] and "Terminating" in [l[2] for l in lines]
+        watch.wait(timeout=5)
+        reader.join(timeout=5)
+    statuses = [l.split()[2] for l in seen if l.startswith(old_name)]
+    assert statuses[0] == "Running" and "Terminating" in statuses
 
 
 def test_scale_3_to_10_to_2_leaves_exactly_the_right_pods(wl):
@@ -312,6 +289,28 @@ def test_scale_3_to_10_to_2_leaves_exactly_the_right_pods(wl):
     api_pods = {p["metadata"]["name"]: p["status"].get("podIP")
                 for p in wl.client.list("pods", "default")[0]}
     assert all(api_pods.get(name) == ip for name, ip in hosts.items())
+    assert all(name in hosts for name, ip in api_pods.items() if ip)
     assert len(set(hosts.values())) == len(hosts)
+    # No container process outlives its pod host.
+    containers = [p for p in list(wl.lab.state.processes) if p.role.startswith("container")]
+    assert all(p.host in wl.lab.state.hosts and p.proc.alive() for p in containers)
     deploy = next(l.split() for l in wl.kubectl("get", "deploy", "scale").splitlines()[1:])
     assert deploy[1:4] == ["2/2", "2", "2"]
+
+
+def test_http_and_tcp_probes_run_from_the_node(wl):
+    manifest = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "httpprobed", "labels": {"app": "httpprobed"}},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "web", "image": "nginx", "ports": [{"name": "http", "containerPort": 80}],
+            "readinessProbe": {"httpGet": {"path": "/hostname", "port": "http"},
+                               "periodSeconds": 1},
+            "livenessProbe": {"tcpSocket": {"port": 80}, "periodSeconds": 1}}]}}
+    wl.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    [pod] = wait_for("httpprobed ready", lambda: running_pods(wl, "app=httpprobed", 1))
+    [status] = pod["status"]["containerStatuses"]
+    assert status["ready"] and status["restartCount"] == 0
+    time.sleep(2.5)     # a few liveness periods: a passing probe never restarts the container
+    [status] = wl.get("pods", "httpprobed")["status"]["containerStatuses"]
+    assert status["restartCount"] == 0 and status["ready"]

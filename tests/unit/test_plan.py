@@ -34,7 +34,10 @@ def test_nodes_route_each_others_pod_blocks_without_overlay():
     assert node.ip_batch == (
         "link set dev lo up", "addr add 172.31.0.11/20 dev eth0", "link set dev eth0 up",
         "route add default via 172.31.0.1", "route add blackhole 192.168.1.0/24",
-        "route add 192.168.0.0/24 via 172.31.0.10", "route add 192.168.2.0/24 via 172.31.0.12")
+        "route add 192.168.0.0/24 via 172.31.0.10", "route add 192.168.2.0/24 via 172.31.0.12",
+        # replies to NLB flows go back through the ELB (client IP preserved)
+        "rule add fwmark 0x1000000/0x1000000 table 105 priority 105",
+        "route add default via 172.31.0.5 dev eth0 table 105")
     assert ("net.ipv4.ip_forward", "1") in node.sysctls
     assert "-A cali-nat-outgoing -s 192.168.0.0/16 ! -d 192.168.0.0/16" in node.iptables
 

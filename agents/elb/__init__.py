@@ -1,0 +1,1 @@
+"""The AWS-style load balancer agent that runs in the lab's elb host."""

@@ -1,0 +1,273 @@
+"""The ELB agent: turns the controller's config file into a working load balancer
+inside the `elb` host, and keeps every target's health.
+
+One asyncio loop does it all: it polls the config file (the controller
+replaces it atomically), reconciles VIPs, Classic listeners, health checks
+and the NLB/security-group rules (one iptables-restore per change), and
+writes a status file whenever something changes.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from agents.elb.classic import ClassicListener
+from agents.elb.config import CLASSIC, NLB, ElbConfig, HealthCheck, LoadBalancer, read_config, \
+    write_json_atomically
+from agents.elb.errors import ElbError
+from agents.elb.health import INITIAL, TargetHealth, Transition, run_check
+from agents.elb.rules import render_rules
+from agents.elb.status import STATUS_VERSION, lb_status, targets_in_service
+
+log = logging.getLogger("elb.agent")
+POLL_SECONDS = 0.05
+# A newly registered target is first checked a quarter interval later (AWS
+# registers asynchronously too); it also gives the nodes' proxies a moment to
+# program the new NodePort before the first check.
+REGISTRATION_DELAY = 0.25
+STATUS_EVERY = 0.5
+
+CheckFn = Callable[[HealthCheck, str, "str | None"], Awaitable["tuple[bool, str]"]]
+
+
+@dataclass
+class _Checker:
+    check: HealthCheck
+    task: asyncio.Task
+
+
+@dataclass
+class _LbState:
+    lb: LoadBalancer
+    health: dict[str, TargetHealth] = field(default_factory=dict)
+    checkers: dict[str, _Checker] = field(default_factory=dict)
+    in_service: tuple[str, ...] = ()
+
+
+class ElbAgent:
+    """Owns listeners, checkers and rules; `run(stop)` until stop is set."""
+
+    def __init__(self, config_path: Path, status_path: Path, vpc_ip: str | None,
+                 netfilter=None, vips=None, check: CheckFn = run_check,
+                 clock: Callable[[], float] = time.time):
+        self.config_path = config_path
+        self.status_path = status_path
+        self.vpc_ip = vpc_ip
+        self.netfilter = netfilter      # None: no kernel rules (tests)
+        self.vips = vips                # None: no address changes (tests)
+        self.check = check
+        self.clock = clock
+        self.lbs: dict[str, _LbState] = {}
+        self.listeners: dict[tuple, ClassicListener] = {}
+        self.config_error = ""
+        self._stamp: tuple | None = None
+        self._rules_dirty = False
+        self._status_dirty = True
+        self._forget_udp: list[tuple[str, int, str]] = []
+        self._inherited = inherited_health(status_path)
+
+    # --- main loop -------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        last_status = 0.0
+        try:
+            while not stop.is_set():
+                await self.poll_config()
+                self.apply_rules_if_needed()
+                now = time.monotonic()
+                if self._status_dirty and now - last_status >= STATUS_EVERY / 5 or \
+                        now - last_status >= STATUS_EVERY:
+                    self.write_status()
+                    last_status = now
+                try:
+                    await asyncio.wait_for(stop.wait(), POLL_SECONDS)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await self.shutdown()
+            self.write_status()         # what a restarted agent starts from
+
+    async def shutdown(self) -> None:
+        for state in self.lbs.values():
+            for checker in state.checkers.values():
+                checker.task.cancel()
+        for listener in self.listeners.values():
+            await listener.close()
+        self.listeners.clear()
+
+    async def poll_config(self) -> None:
+        try:
+            info = os.stat(self.config_path)
+            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            config = read_config(self.config_path)
+        except ElbError as err:
+            self.config_error = str(err)
+            self._status_dirty = True
+            log.error("%s; keeping the previous configuration", err)
+            return
+        self.config_error = ""
+        await self.reconcile(config)
+
+    # --- reconcile ---------------------------------------------------------------
+
+    async def reconcile(self, config: ElbConfig) -> None:
+        wanted = config.by_key()
+        for key in [k for k in self.lbs if k not in wanted]:
+            for checker in self.lbs.pop(key).checkers.values():
+                checker.task.cancel()
+            log.info("load balancer %s removed", key)
+        for key, lb in wanted.items():
+            state = self.lbs.get(key)
+            if state is None:
+                state = self.lbs[key] = _LbState(lb)
+                log.info("load balancer %s: %s %s on %s", key, lb.flavour, lb.hostname, lb.vip)
+            state.lb = lb
+            self._reconcile_checkers(state)
+            self._refresh_in_service(state)
+        if self.vips is not None:
+            self.vips.reconcile({lb.vip for lb in config.load_balancers})
+        await self._reconcile_listeners()
+        self._rules_dirty = True
+        self._status_dirty = True
+
+    def _reconcile_checkers(self, state: _LbState) -> None:
+        lb = state.lb
+        addresses = {t.address: t for t in lb.targets}
+        for address in [a for a in state.checkers if a not in addresses]:
+            state.checkers.pop(address).task.cancel()
+            state.health.pop(address, None)
+        for address, target in addresses.items():
+            checker = state.checkers.get(address)
+            if checker is not None and checker.check == lb.health_check:
+                continue
+            if checker is not None:
+                checker.task.cancel()
+            state.health.setdefault(address, self._inherited.pop(
+                (lb.key, lb.uid, address), TargetHealth(target.node, address)))
+            task = asyncio.get_running_loop().create_task(
+                self._check_loop(state, address, lb.health_check),
+                name=f"check {lb.key} {address}")
+            state.checkers[address] = _Checker(lb.health_check, task)
+
+    async def _reconcile_listeners(self) -> None:
+        wanted = {}
+        for state in self.lbs.values():
+            lb = state.lb
+            if lb.flavour != CLASSIC:
+                continue
+            for listener in lb.listeners:
+                wanted[(lb.key, lb.vip, listener.port, listener.node_port,
+                        lb.source_ranges)] = (state, listener)
+        for key in [k for k in self.listeners if k not in wanted]:
+            await self.listeners.pop(key).close()
+        for key, (state, listener) in wanted.items():
+            if key in self.listeners:
+                continue
+            lb_key = state.lb.key
+            proxy = ClassicListener(
+                state.lb.vip, listener.port, listener.node_port,
+                in_service=lambda k=lb_key: self._in_service_of(k),
+                allows=state.lb.allows, source=self.vpc_ip)
+            await proxy.start()
+            self.listeners[key] = proxy
+
+    def _in_service_of(self, key: str) -> tuple[str, ...]:
+        state = self.lbs.get(key)
+        return state.in_service if state else ()
+
+    # --- health ------------------------------------------------------------------
+
+    async def _check_loop(self, state: _LbState, address: str, check: HealthCheck) -> None:
+        if state.health[address].state == INITIAL:
+            await asyncio.sleep(check.interval * REGISTRATION_DELAY)
+        while True:
+            started = time.monotonic()
+            ok, detail = await self.check(check, address, self.vpc_ip)
+            before = state.health.get(address)
+            if before is None or state.checkers.get(address) is None:
+                return
+            after = before.observe(ok, detail, self.clock(), check)
+            state.health[address] = after
+            self._status_dirty = True
+            if after.state != before.state:
+                log.info("%s target %s (%s): %s -> %s (%s)", state.lb.key, after.node,
+                         address, before.state, after.state, after.transitions[-1].reason)
+                self._refresh_in_service(state)
+            await asyncio.sleep(max(0.0, check.interval - (time.monotonic() - started)))
+
+    def _refresh_in_service(self, state: _LbState) -> None:
+        fresh = targets_in_service(state.lb, state.health)
+        if fresh == state.in_service:
+            return
+        if state.lb.flavour == NLB:
+            self._rules_dirty = True
+            gone = set(state.in_service) - set(fresh)
+            self._forget_udp += [(state.lb.vip, l.port, a) for a in gone
+                                 for l in state.lb.listeners if l.protocol == "UDP"]
+        state.in_service = fresh
+
+    # --- kernel and status ---------------------------------------------------------
+
+    def apply_rules_if_needed(self) -> None:
+        if not self._rules_dirty:
+            return
+        self._rules_dirty = False
+        if self.netfilter is None:
+            return
+        from agents.elb.system import forget_udp_flows
+        text = render_rules([s.lb for s in self.lbs.values()],
+                            {k: s.in_service for k, s in self.lbs.items()},
+                            self.netfilter.present())
+        self.netfilter.apply(text)
+        for vip, port, target in self._forget_udp:
+            forget_udp_flows(vip, port, target)
+        self._forget_udp.clear()
+
+    def status(self) -> dict:
+        sent: dict[str, dict[str, int]] = {}
+        failed: dict[str, dict[str, int]] = {}
+        for (key, *_), listener in self.listeners.items():
+            for target, n in listener.sent.items():
+                sent.setdefault(key, {}).setdefault(target, 0)
+                sent[key][target] += n
+            for target, n in listener.failed.items():
+                failed.setdefault(key, {}).setdefault(target, 0)
+                failed[key][target] += n
+        return {"version": STATUS_VERSION, "updated": self.clock(), "pid": os.getpid(),
+                "configError": self.config_error,
+                "loadBalancers": [lb_status(s.lb, s.health, s.in_service, sent.get(k, {}),
+                                            failed.get(k, {}))
+                                  for k, s in sorted(self.lbs.items())]}
+
+    def write_status(self) -> None:
+        self._status_dirty = False
+        write_json_atomically(self.status_path, self.status())
+
+
+def inherited_health(status_path: Path) -> dict[tuple[str, str, str], TargetHealth]:
+    """Target health a previous run of the agent reported, so a restarted agent
+    keeps healthy targets in service instead of starting them all over."""
+    try:
+        previous = json.loads(status_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for lb in previous.get("loadBalancers", []):
+        for t in lb.get("targets", []):
+            found[(lb["key"], lb.get("uid", ""), t["address"])] = TargetHealth(
+                t["node"], t["address"], t["state"], t["consecutiveSuccesses"],
+                t["consecutiveFailures"], t["checks"], t["lastCheck"], t["lastResult"],
+                tuple(Transition(**x) for x in t["transitions"]))
+    return found

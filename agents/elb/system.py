@@ -1,0 +1,88 @@
+"""The only part of the ELB agent that touches the kernel (of the ELB host's
+own namespace): iptables-restore of the ELB-* chains, and the VIP addresses.
+
+VIPs are /32 addresses on the internet-side interface, labelled `<if>:vip` so
+the agent recognises (and removes) only addresses it added.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from typing import Sequence
+
+from agents.elb.errors import ElbCommandError
+from agents.elb.rules import Present, parse_present, removal_rules
+
+TIMEOUT = 10.0
+_LINE = re.compile(r"line:? (\d+)")
+
+
+def run(argv: Sequence[str], input_text: str | None = None) -> str:
+    try:
+        done = subprocess.run(list(argv), input=input_text, text=True, capture_output=True,
+                              timeout=TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as err:
+        raise ElbCommandError(argv, -1, f"timed out after {TIMEOUT} s") from err
+    if done.returncode != 0:
+        found = _LINE.search(done.stderr)
+        raise ElbCommandError(argv, done.returncode, done.stderr, input_text or "",
+                              int(found.group(1)) if found and input_text else None)
+    return done.stdout
+
+
+class Netfilter:
+    """Reads what ELB-* state exists and applies a whole rendered rule set."""
+
+    def present(self) -> Present:
+        return parse_present(run(["iptables-save", "-t", "nat"]),
+                             run(["iptables-save", "-t", "mangle"]))
+
+    def apply(self, text: str) -> None:
+        run(["iptables-restore", "--noflush"], text)
+
+    def remove_all(self) -> None:
+        present = self.present()
+        if present.nat_chains or present.mangle_chains:
+            self.apply(removal_rules(present))
+
+
+class VipAddresses:
+    """The VIPs on the internet-side interface, added and removed as a set."""
+
+    def __init__(self, interface: str):
+        self.interface = interface
+        self.label = f"{interface}:vip"[:15]
+
+    def current(self) -> set[str]:
+        out = run(["ip", "-j", "-4", "addr", "show", "dev", self.interface])
+        found = set()
+        for link in json.loads(out or "[]"):
+            for info in link.get("addr_info", []):
+                if info.get("label") == self.label and info.get("prefixlen") == 32:
+                    found.add(info["local"])
+        return found
+
+    def reconcile(self, wanted: set[str]) -> tuple[set[str], set[str]]:
+        have = self.current()
+        added, removed = wanted - have, have - wanted
+        lines = [f"addr del {ip}/32 dev {self.interface}" for ip in sorted(removed)]
+        lines += [f"addr add {ip}/32 dev {self.interface} label {self.label}"
+                  for ip in sorted(added)]
+        if lines:
+            run(["ip", "-batch", "-"], "\n".join(lines) + "\n")
+        return added, removed
+
+
+def forget_udp_flows(vip: str, port: int, target: str) -> None:
+    """Forget UDP flows pinned to a target that left service (as kube-proxy does
+    for endpoints); conntrack exits 1 when there was nothing to delete."""
+    argv = ["conntrack", "-D", "-p", "udp", "--orig-dst", vip, "--orig-port-dst", str(port),
+            "--reply-src", target]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT,
+                              check=False)
+    except subprocess.TimeoutExpired as err:
+        raise ElbCommandError(argv, -1, f"timed out after {TIMEOUT} s") from err
+    if done.returncode not in (0, 1):
+        raise ElbCommandError(argv, done.returncode, done.stderr)

@@ -1,0 +1,1 @@
+"""The emulated AWS cloud: the controller that provisions ELBs for LoadBalancer Services."""

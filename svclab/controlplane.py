@@ -1,0 +1,74 @@
+"""The lab's control plane: controllers and one kubelet per node, as threads.
+
+    with ApiServer(...) as api, ControlPlane(client, LabPodRuntime(lab), node_names):
+        ...
+
+ControlPlane owns everything it starts: the shared informers (one list+watch
+per resource for all controllers), the deployment, replicaset, scheduler,
+endpoints and garbage-collector controllers, and the kubelets; leaving the
+`with` block stops them all with bounded joins, then closes the runtime.
+"""
+from __future__ import annotations
+
+import sys
+
+from svclab.controllers.deployment import DeploymentController
+from svclab.controllers.endpoints_controller import EndpointsController
+from svclab.controllers.gc import GarbageCollector
+from svclab.controllers.replicaset import ReplicaSetController
+from svclab.controllers.scheduler import Scheduler
+from svclab.kube.client import KubeClient
+from svclab.kube.informer import Informer
+from svclab.kubelet.kubelet import Kubelet
+from svclab.kubelet.runtime import PodRuntime
+
+SHARED_RESOURCES = ("pods", "services", "endpoints", "endpointslices", "deployments",
+                    "replicasets", "nodes")
+STOP_TIMEOUT = 5.0
+
+
+class ControlPlane:
+    def __init__(self, client: KubeClient, runtime: PodRuntime, node_names: list[str], *,
+                 python: str = sys.executable):
+        self.client = client
+        self.runtime = runtime
+        self.informers = {r: Informer(client, r) for r in SHARED_RESOURCES}
+        self.controllers = [cls(client, self.informers) for cls in (
+            DeploymentController, ReplicaSetController, Scheduler, EndpointsController,
+            GarbageCollector)]
+        self.kubelets = [Kubelet(client, runtime, name, python=python) for name in node_names]
+        self._started = False
+
+    def start(self) -> "ControlPlane":
+        self._started = True
+        for kubelet in self.kubelets:
+            kubelet.start()
+        for controller in self.controllers:
+            controller.start()
+        for informer in self.informers.values():
+            informer.start()
+        return self
+
+    def wait_synced(self, timeout: float = 10.0) -> bool:
+        return all(i.wait_synced(timeout) for i in self.informers.values()) and all(
+            k.wait_synced(timeout) for k in self.kubelets)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        for controller in self.controllers:
+            controller.stop(timeout)
+        for informer in self.informers.values():
+            informer.stop(timeout)
+        for kubelet in self.kubelets:
+            kubelet.stop(timeout)
+        self.runtime.close()
+
+    def __enter__(self) -> "ControlPlane":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

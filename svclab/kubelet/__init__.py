@@ -1,0 +1,1 @@
+"""svclab's kubelet: one per node, running pods as lab hosts and processes."""
