@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 
 from topo.cleanup import clean_lab  # noqa: E402
 from topo.control import ControlClient  # noqa: E402
-from topo.elb import ElbBesideLab  # noqa: E402
 from topo.state import LabPaths, read_state  # noqa: E402
 
 PODS = {"web-a": ("ip-172-31-0-11", "192.168.1.20"), "web-b": ("ip-172-31-0-12", "192.168.2.20"),
@@ -125,23 +124,15 @@ def main() -> int:
     if not args.lab:
         svclab("up", "--name", lab)
     try:
-        elb = None
-        if "elb" not in read_state(LabPaths(lab)).agents:
-            elb = ElbBesideLab(lab).__enter__()
-            print("ELB wired beside the lab (the daemon does not start it yet)")
-        try:
-            control = ControlClient(lab)
-            for pod, (node, ip) in PODS.items():
-                control.add_pod(pod, node, ip=ip, command=[
-                    sys.executable, "-m", "agents.workload", "--pod-name", pod, "--pod-ip", ip])
-            with tempfile.TemporaryDirectory(prefix="lb-bench-") as workdir:
-                for flavour in ("classic", "nlb"):
-                    runs = [one_run(lab, flavour, i, Path(workdir)) for i in range(args.runs)]
-                    report(flavour, runs)
-                    time.sleep(1.0)
-        finally:
-            if elb is not None:
-                elb.__exit__(None, None, None)
+        control = ControlClient(lab)
+        for pod, (node, ip) in PODS.items():
+            control.add_pod(pod, node, ip=ip, command=[
+                sys.executable, "-m", "agents.workload", "--pod-name", pod, "--pod-ip", ip])
+        with tempfile.TemporaryDirectory(prefix="lb-bench-") as workdir:
+            for flavour in ("classic", "nlb"):
+                runs = [one_run(lab, flavour, i, Path(workdir)) for i in range(args.runs)]
+                report(flavour, runs)
+                time.sleep(1.0)
     finally:
         if not args.lab:
             subprocess.run([sys.executable, "-m", "svclab.cli", "down", "--name", lab],

@@ -19,7 +19,11 @@ import subprocess
 import sys
 import time
 
-from svclab.kubelet.lab_cluster import LabCluster
+from types import SimpleNamespace
+
+from svclab import labctl
+from svclab.kube.client import KubeClient
+from topo.state import LabPaths
 
 KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")
 TIMEOUT = 60.0
@@ -37,15 +41,15 @@ def manifest(name: str, replicas: int) -> str:
     return json.dumps(deploy) + "\n---\n" + json.dumps(service) + "\n"
 
 
-def kubectl(cluster: LabCluster, *args: str, stdin: str | None = None) -> None:
+def kubectl(cluster: SimpleNamespace, *args: str, stdin: str | None = None) -> None:
     proc = subprocess.run([KUBECTL, "--kubeconfig", str(cluster.kubeconfig), *args],
                           input=stdin, text=True, capture_output=True,
-                          env={**os.environ, "HOME": str(cluster.api.state_dir)})
+                          env={**os.environ, "HOME": str(cluster.home)})
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
 
 
-def ready_endpoints(cluster: LabCluster, name: str) -> int:
+def ready_endpoints(cluster: SimpleNamespace, name: str) -> int:
     try:
         endpoints = cluster.client.get("endpoints", name, "default")
     except Exception:   # not created yet
@@ -53,7 +57,7 @@ def ready_endpoints(cluster: LabCluster, name: str) -> int:
     return sum(len(s.get("addresses") or []) for s in endpoints.get("subsets") or [])
 
 
-def ready_pods(cluster: LabCluster, name: str) -> int:
+def ready_pods(cluster: SimpleNamespace, name: str) -> int:
     pods = cluster.client.list("pods", "default", label_selector=f"app={name}")[0]
     return sum(1 for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
                                       for c in p["status"].get("conditions") or []))
@@ -66,7 +70,7 @@ def wait(what: str, probe, deadline: float) -> None:
         time.sleep(0.005)
 
 
-def apply_to_endpoints(cluster: LabCluster, run: int) -> float:
+def apply_to_endpoints(cluster: SimpleNamespace, run: int) -> float:
     name = f"bench-{run}"
     started = time.monotonic()
     kubectl(cluster, "apply", "-f", "-", stdin=manifest(name, 3))
@@ -76,7 +80,7 @@ def apply_to_endpoints(cluster: LabCluster, run: int) -> float:
     return elapsed
 
 
-def scale_to_50(cluster: LabCluster, run: int) -> float:
+def scale_to_50(cluster: SimpleNamespace, run: int) -> float:
     name = f"scale-{run}"
     kubectl(cluster, "apply", "-f", "-", stdin=manifest(name, 0))
     started = time.monotonic()
@@ -105,7 +109,10 @@ def main() -> int:
     if os.geteuid() != 0:
         print("error: needs root (builds a lab of network namespaces)", file=sys.stderr)
         return 2
-    with LabCluster(prefix="bench") as cluster:
+    with labctl.running("bench") as name:
+        paths = LabPaths(name)
+        cluster = SimpleNamespace(kubeconfig=paths.kubeconfig, home=paths.root,
+                                  client=KubeClient.from_kubeconfig(str(paths.kubeconfig)))
         apply = [apply_to_endpoints(cluster, i) for i in range(args.runs)]
         scale = [scale_to_50(cluster, i) for i in range(max(1, args.runs // 2))]
     results = [summary("apply 3-replica deployment+service -> 3 ready endpoints", apply, 1.0),

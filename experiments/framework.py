@@ -16,14 +16,12 @@ import platform
 import random
 import subprocess
 import sys
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from svclab import labctl
 from svclab.kube.client import KubeClient
-from topo.cleanup import clean_lab
 from topo.state import LabPaths
 
 
@@ -78,15 +76,8 @@ class Context:
 
     @contextmanager
     def lab(self, spec_file: str | None = None, proxy_mode: str | None = None):
-        name = f"x{uuid.uuid4().hex[:8]}"
-        labctl.up(name, spec_file, proxy_mode)
-        try:
+        with labctl.running("exp", spec_file, proxy_mode) as name:
             yield Lab(name)
-        finally:
-            try:
-                labctl.down(name)
-            finally:
-                clean_lab(name)
 
     def write_csv(self, filename: str, rows: list[dict]) -> Path:
         path = self.out / filename

@@ -29,14 +29,16 @@ STOP_TIMEOUT = 5.0
 
 class ControlPlane:
     def __init__(self, client: KubeClient, runtime: PodRuntime, node_names: list[str], *,
-                 python: str = sys.executable):
+                 python: str = sys.executable,
+                 builtin_images: dict[str, list[str]] | None = None):
         self.client = client
         self.runtime = runtime
         self.informers = {r: Informer(client, r) for r in SHARED_RESOURCES}
         self.controllers = [cls(client, self.informers) for cls in (
             DeploymentController, ReplicaSetController, Scheduler, EndpointsController,
             GarbageCollector)]
-        self.kubelets = [Kubelet(client, runtime, name, python=python) for name in node_names]
+        self.kubelets = [Kubelet(client, runtime, name, python=python,
+                             builtin_images=builtin_images) for name in node_names]
         self._started = False
 
     def start(self) -> "ControlPlane":

@@ -6,11 +6,13 @@ SvclabError subclasses; printing and exit codes belong to svclab.cli.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +74,22 @@ def up(name: str, spec_file: str | None = None, proxy_mode: str | None = None,
             raise LabTimeout(f"lab {name!r} not ready after {timeout:.0f} s:\n"
                              f"{_log_tail(paths)}" + _cleaned(name))
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def running(prefix: str = "lab", spec_file: str | None = None,
+            proxy_mode: str | None = None):
+    """A lab of its own for a block (experiments, benchmarks): yields its name,
+    and always takes it down and cleans up what it recorded."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    up(name, spec_file, proxy_mode)
+    try:
+        yield name
+    finally:
+        try:
+            down(name)
+        finally:
+            clean_lab(name)
 
 
 def down(name: str, timeout: float = 60.0) -> float:

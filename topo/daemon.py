@@ -1,9 +1,12 @@
 """The lab daemon: owns one lab's Mininet network for its whole life.
 
 `svclab up` validates the spec, writes it into the state folder and starts
-`python -m topo.daemon NAME` detached.  The daemon builds the lab, marks the
-state ready, serves the control socket, and on SIGTERM (or a `stop` request)
-tears everything down and removes its state folder.  If it is killed, what it
+`python -m topo.daemon NAME` detached.  The daemon builds the lab (hosts and
+links), the API server, the per-node proxy agents, the outside world, the
+ELB and its cloud controller, the control plane (controllers and kubelets)
+and cluster DNS; marks the state ready once all of them answer; serves the
+control socket; and on SIGTERM (or a `stop` request) tears everything down in
+reverse order and removes its state folder.  If it is killed, what it
 recorded lets `svclab clean` finish the job.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ import shutil
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 
 from mininet.log import setLogLevel
 
@@ -22,6 +26,8 @@ from svclab.controlplane import ControlPlane
 from svclab.kube.client import KubeClient
 from svclab.kubelet.runtime import LabPodRuntime
 from topo.apihost import cluster_info, listener_in_netns, loopback_listener
+from topo.addons import (coredns_stand_in, install_cluster_dns, wait_for_cluster_dns,
+                         write_coredns_kubeconfig)
 from topo.components import (start_outside_world, start_proxy_agents, wait_for_outside_dns,
                              wait_for_proxy_agents)
 from topo.control import ControlServer, record_to_json
@@ -45,38 +51,48 @@ def run(name: str) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
-
-    with Lab(spec, paths, state) as lab, \
-            ApiServer(paths.api, cluster_info(spec)) as api, \
-            Supervisor(lab) as supervisor:
+    with ExitStack() as lab_life:
+        lab = lab_life.enter_context(Lab(spec, paths, state))
+        api = lab_life.enter_context(ApiServer(paths.api, cluster_info(spec)))
+        supervisor = lab_life.enter_context(Supervisor(lab))
         supervisor.on_change = lambda: _save_agents(state, paths, supervisor)
         serve_api(api, lab, spec, state, paths)
+        # Start everything, then wait for everything: the waits overlap.
         start_proxy_agents(spec, lab, api, supervisor)
         start_outside_world(spec, lab, supervisor)
         elb = start_elb(spec, lab, supervisor, api)
+        admin = KubeClient.from_kubeconfig(str(paths.kubeconfig))
+        coredns = coredns_stand_in(spec, write_coredns_kubeconfig(spec, api, paths.root))
+        lab_life.enter_context(ControlPlane(admin, LabPodRuntime(lab),
+                                            [n.name for n in spec.nodes],
+                                            builtin_images={"coredns": coredns}))
+        lab_life.enter_context(cloud_controller_for(spec, lab, elb, admin))
+        install_cluster_dns(admin, spec)
+        lab_life.enter_context(ControlServer(paths.control, _control_handlers(lab, state,
+                                                                             stopping)))
         wait_for_proxy_agents(lab)
         wait_for_outside_dns(spec, lab)
-        handlers = {
-            "status": lambda: state.to_json(),
-            "add_pod": lambda name, namespace, node, ip=None, command=None:
-                record_to_json(lab.add_pod(name, namespace, node, ip, command)),
-            "remove_pod": lambda name, namespace: lab.remove_pod(name, namespace),
-            "stop": stopping.set,
-        }
-        admin = KubeClient.from_kubeconfig(str(paths.kubeconfig))
-        with cloud_controller_for(spec, lab, elb, admin), \
-                ControlPlane(admin, LabPodRuntime(lab), [n.name for n in spec.nodes]), \
-                ControlServer(paths.control, handlers):
-            state.ready = True
-            write_state(paths, state)
-            log.info("lab %s ready: %d hosts", name, len(state.hosts))
-            while not stopping.wait(0.05):
-                pass
-            log.info("lab %s stopping", name)
-            state.ready = False
-            write_state(paths, state)
+        wait_for_cluster_dns(admin)
+        state.ready = True
+        write_state(paths, state)
+        log.info("lab %s ready: %d hosts", name, len(state.hosts))
+        while not stopping.wait(0.05):
+            pass
+        log.info("lab %s stopping", name)
+        state.ready = False
+        write_state(paths, state)
     shutil.rmtree(paths.root, ignore_errors=True)
     return 0
+
+
+def _control_handlers(lab: Lab, state: LabState, stopping: threading.Event) -> dict:
+    return {
+        "status": lambda: state.to_json(),
+        "add_pod": lambda name, namespace, node, ip=None, command=None:
+            record_to_json(lab.add_pod(name, namespace, node, ip, command)),
+        "remove_pod": lambda name, namespace: lab.remove_pod(name, namespace),
+        "stop": stopping.set,
+    }
 
 
 def serve_api(api: ApiServer, lab: Lab, spec, state: LabState, paths: LabPaths) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 DEFAULT_PORT = (80, "TCP")
 KNOWN_IMAGE_PORTS: dict[str, tuple[tuple[int, str], ...]] = {
@@ -84,14 +85,21 @@ def env_prefix(container: dict) -> list[str]:
 
 
 def plan_container(pod: dict, container: dict, pod_ip: str, python: str,
-                   taken: set[tuple[int, str]]) -> ContainerPlan:
-    """taken: ports earlier containers of the same pod already listen on."""
+                   taken: set[tuple[int, str]],
+                   builtins: Mapping[str, Sequence[str]] | None = None) -> ContainerPlan:
+    """taken: ports earlier containers of the same pod already listen on.
+    builtins: image name -> argv of a svclab program that stands in for it
+    (e.g. coredns -> svclab's cluster DNS), given by the lab."""
     name = container.get("name", "")
     command = list(container.get("command") or [])
     args = list(container.get("args") or [])
     argv = command + args if command else args
     if argv and program_exists(argv[0]):
         return ContainerPlan(name, tuple(env_prefix(container) + argv), False)
+    stand_in = (builtins or {}).get(image_name(container.get("image", "")))
+    if stand_in:
+        ports = tuple(declared_ports(container))
+        return ContainerPlan(name, tuple(env_prefix(container) + list(stand_in)), False, ports)
     wanted = declared_ports(container)
     wanted += KNOWN_IMAGE_PORTS.get(image_name(container.get("image", "")), ())
     ports = tuple(dict.fromkeys(p for p in wanted if p not in taken))
@@ -105,11 +113,13 @@ def plan_container(pod: dict, container: dict, pod_ip: str, python: str,
     return ContainerPlan(name, tuple(server), True, ports)
 
 
-def plan_pod_containers(pod: dict, pod_ip: str, python: str) -> list[ContainerPlan]:
+def plan_pod_containers(pod: dict, pod_ip: str, python: str,
+                        builtins: Mapping[str, Sequence[str]] | None = None
+                        ) -> list[ContainerPlan]:
     taken: set[tuple[int, str]] = set()
     plans = []
     for container in (pod.get("spec") or {}).get("containers") or []:
-        plan = plan_container(pod, container, pod_ip, python, taken)
+        plan = plan_container(pod, container, pod_ip, python, taken, builtins)
         taken.update(plan.ports)
         plans.append(plan)
     return plans

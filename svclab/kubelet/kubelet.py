@@ -23,11 +23,13 @@ STARTUP_TIMEOUT = 10.0
 
 class Kubelet:
     def __init__(self, client: KubeClient, runtime: PodRuntime, node_name: str, *,
-                 python: str = sys.executable, heartbeat: float = HEARTBEAT_SECONDS):
+                 python: str = sys.executable, heartbeat: float = HEARTBEAT_SECONDS,
+                 builtin_images: dict[str, list[str]] | None = None):
         self.client = client
         self.runtime = runtime
         self.node_name = node_name
         self.python = python
+        self.builtin_images = builtin_images or {}
         self.heartbeat = heartbeat
         self.host_ip = ""
         self._lock = threading.Lock()

@@ -103,7 +103,8 @@ class PodWorker:
         self._post_status()        # Pending, ContainerCreating
         self.record.pod_ip = self.runtime.create_pod(self.namespace, self.name,
                                                      self.kubelet.node_name)
-        plans = plan_pod_containers(self.pod, self.record.pod_ip, self.kubelet.python)
+        plans = plan_pod_containers(self.pod, self.record.pod_ip, self.kubelet.python,
+                                    self.kubelet.builtin_images)
         for container, plan in zip(self.record.containers, plans):
             container.plan = plan
             self._start_container(container, time.monotonic())

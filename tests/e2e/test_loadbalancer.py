@@ -5,7 +5,6 @@ ranges, and teardown on type change and delete."""
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import os
 import signal
@@ -13,15 +12,12 @@ import time
 
 import pytest
 
-from labtools import RunningLab, admin_client, fetch_many, outcomes, svclab, unique_name, \
-    workload
+from labtools import admin_client, fetch_many, outcomes, running_lab, svclab, workload
 from probes.reach import Probe
 from probes.spread import spread
 from probes.stats import chi_square
 from svclab.cloud.status import lb_status
-from topo.cleanup import clean_lab
 from topo.control import ControlClient
-from topo.elb import ElbBesideLab
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 
@@ -37,21 +33,12 @@ ALPHA = 0.001
 
 @pytest.fixture(scope="module")
 def lab():
-    """A lab with three web pods; the ELB from the daemon, or wired beside it."""
-    name = unique_name("elb")
-    svclab("up", "--name", name)
-    try:
-        with contextlib.ExitStack() as stack:
-            if "elb" not in read_state(LabPaths(name)).agents:
-                stack.enter_context(ElbBesideLab(name))
-            control = ControlClient(name)
-            for pod, (node, ip) in PODS.items():
-                control.add_pod(pod, node, ip=ip, command=workload(pod, ip, "80/TCP", "53/UDP"))
-            yield RunningLab(name)
-    finally:
-        down = svclab("down", "--name", name, check=False)
-        clean_lab(name)
-        assert down.returncode == 0, down.stderr
+    """A lab with three web pods (the daemon runs the ELB and the cloud controller)."""
+    with running_lab(prefix="elb") as running:
+        control = ControlClient(running.name)
+        for pod, (node, ip) in PODS.items():
+            control.add_pod(pod, node, ip=ip, command=workload(pod, ip, "80/TCP", "53/UDP"))
+        yield running
 
 
 # --- helpers -------------------------------------------------------------------

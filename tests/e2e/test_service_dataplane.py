@@ -4,7 +4,6 @@ outside client.  What each endpoint saw as the source tells where traffic was
 masqueraded.  Every test runs once per mode (the lab fixture is per mode)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -1,9 +1,9 @@
 """Workloads end to end: the seed's session on a real lab, with the real kubectl.
 
-A Lab (Mininet hosts in namespaces), the API server on loopback and the
-ControlPlane (controllers + kubelets over LabPodRuntime), wired as the lab
-daemon wires them.  Pods really run on worker nodes with 192.168.x
-addresses, answer on their ports, and endpoints follow them.
+A lab started with `svclab up` (the daemon runs the API server, the
+controllers and the kubelets), driven with `svclab kubectl`.  Pods really run
+on worker nodes with 192.168.x addresses, answer on their ports, and
+endpoints follow them.
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from svclab.api import ApiServer
 from svclab.controllers.naming import ALPHANUMS
 from svclab.kube.client import ApiError, KubeClient
-from svclab.kubelet.lab_cluster import LabCluster
+from labtools import running_lab
 from topo.netns import run_in
+from topo.state import LabPaths, read_state
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 KUBECTL = Path(sys.executable).parent / "kubectl"
@@ -32,15 +32,25 @@ HTTP_GET = ("import sys, urllib.request; "
             "print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())")
 
 
+class _LabView:
+    """The lab as recorded in its state folder (read fresh on every access)."""
+
+    def __init__(self, name: str):
+        self.paths = LabPaths(name)
+
+    @property
+    def state(self):
+        return read_state(self.paths)
+
+
 @dataclass
 class WorkloadLab:
-    lab: object
-    api: ApiServer
+    lab: _LabView
     client: KubeClient
     home: Path
 
     def argv(self, *args: str) -> list[str]:
-        return [str(KUBECTL), "--kubeconfig", str(self.api.kubeconfig_path), *args]
+        return [str(KUBECTL), "--kubeconfig", str(self.lab.paths.kubeconfig), *args]
 
     def env(self) -> dict:
         return {**os.environ, "HOME": str(self.home)}
@@ -100,9 +110,11 @@ def running_pods(wl: WorkloadLab, selector: str, count: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def wl():
-    with LabCluster(prefix="wl") as cluster:
-        yield WorkloadLab(cluster.lab, cluster.api, cluster.client, Path(cluster.api.state_dir))
+def wl(tmp_path_factory):
+    with running_lab(prefix="wl") as running:
+        view = _LabView(running.name)
+        yield WorkloadLab(view, KubeClient.from_kubeconfig(str(view.paths.kubeconfig)),
+                          tmp_path_factory.mktemp("kubectl-home"))
 
 
 def test_the_seed_session(wl):
@@ -171,8 +183,9 @@ def test_a_container_with_a_real_command_runs_it(wl, caller):
     listing = wait_for("python's http.server to answer", lambda: _try_http(
         wl, caller["metadata"]["name"], f"http://{pod['status']['podIP']}:8000/"))
     assert "Directory listing for /" in listing
-    argv = [p.argv for p in wl.lab.state.processes if p.host == next(
-        r.host for r in wl.lab.state.hosts.values() if r.name == "pyserver")]
+    state = wl.lab.state
+    argv = [p.argv for p in state.processes if p.host == next(
+        r.host for r in state.hosts.values() if r.name == "pyserver")]
     assert any(a[-4:] == ["python3", "-m", "http.server", "8000"] for a in argv)
 
 
@@ -292,8 +305,9 @@ def test_scale_3_to_10_to_2_leaves_exactly_the_right_pods(wl):
     assert all(name in hosts for name, ip in api_pods.items() if ip)
     assert len(set(hosts.values())) == len(hosts)
     # No container process outlives its pod host.
-    containers = [p for p in list(wl.lab.state.processes) if p.role.startswith("container")]
-    assert all(p.host in wl.lab.state.hosts and p.proc.alive() for p in containers)
+    state = wl.lab.state
+    containers = [p for p in state.processes if p.role.startswith("container")]
+    assert all(p.host in state.hosts and p.proc.alive() for p in containers)
     deploy = next(l.split() for l in wl.kubectl("get", "deploy", "scale").splitlines()[1:])
     assert deploy[1:4] == ["2/2", "2", "2"]
 
