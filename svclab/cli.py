@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_exec)
 
+    p = sub.add_parser("lb", help="the lab's AWS-style load balancer")
+    lb_sub = p.add_subparsers(dest="lb", required=True, parser_class=_Parser)
+    lb_status = lb_sub.add_parser("status", help="load balancers, listeners, target health")
+    lb_status.add_argument("--name", default=DEFAULT_NAME, help="lab name")
+    lb_status.add_argument("--json", action="store_true")
+    lb_status.set_defaults(func=cmd_lb_status)
+
     p = named("kubectl", "run the bundled kubectl against the lab")
     p.add_argument("args", nargs=argparse.REMAINDER, help="kubectl arguments")
     p.set_defaults(func=cmd_kubectl)
@@ -118,6 +125,13 @@ def cmd_exec(args) -> int:
     argv = labctl.exec_argv(args.name, args.host, args.namespace, command)
     sys.stdout.flush()
     os.execvp(argv[0], argv)   # stdin, stdout, stderr and exit code pass through
+
+
+def cmd_lb_status(args) -> int:
+    from svclab.cloud.status import lb_status, render_lb_status
+    rows = lb_status(args.name)
+    print(json.dumps(rows, indent=1) if args.json else render_lb_status(rows), end="")
+    return 0
 
 
 def cmd_kubectl(args) -> int:
