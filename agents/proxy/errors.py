@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from svclab.errors import SvclabError
 
-class ProxyError(Exception):
+
+class ProxyError(SvclabError):
     """Base class of every error raised by agents.proxy."""
 
 
@@ -46,23 +48,19 @@ class CommandError(ProxyError):
             f"{stderr.strip()}")
 
 
-class IptablesRestoreError(CommandError):
-    """iptables-restore refused the rendered rule set.
+class RuleFileError(CommandError):
+    """A rule file (iptables-restore or nft -f input) was refused.
 
     ``line`` is the 1-based number of the failing line of the input (None
-    when iptables-restore did not say), ``line_text`` its text and
-    ``context`` a few lines around it.  ``rolled_back`` names the tables that
-    iptables-restore had already committed before failing and that were put
-    back to their previous content (empty when nothing had been committed).
+    when the tool did not say), ``line_text`` its text and ``context`` a few
+    lines around it, shown with the failing line marked.
     """
 
     def __init__(self, command: tuple[str, ...], exit_code: int | None,
                  stderr: str, line: int | None,
-                 context: tuple[ContextLine, ...],
-                 rolled_back: tuple[str, ...] = ()) -> None:
+                 context: tuple[ContextLine, ...], summary: str) -> None:
         self.line = line
         self.context = context
-        self.rolled_back = rolled_back
         self.line_text = next(
             (c.text for c in context if c.number == line), None)
         shown = "\n".join(
@@ -70,5 +68,22 @@ class IptablesRestoreError(CommandError):
             for c in context)
         where = f"line {line}" if line is not None else "unknown line"
         super().__init__(command, exit_code, stderr,
-                         f"iptables-restore failed at {where}"
+                         f"{summary} at {where}"
                          + (f"\n{shown}\n" if shown else ""))
+
+
+class IptablesRestoreError(RuleFileError):
+    """iptables-restore refused the rendered rule set.
+
+    ``rolled_back`` names the tables that iptables-restore had already
+    committed before failing and that were put back to their previous
+    content (empty when nothing had been committed).
+    """
+
+    def __init__(self, command: tuple[str, ...], exit_code: int | None,
+                 stderr: str, line: int | None,
+                 context: tuple[ContextLine, ...],
+                 rolled_back: tuple[str, ...] = ()) -> None:
+        self.rolled_back = rolled_back
+        super().__init__(command, exit_code, stderr, line, context,
+                         "iptables-restore failed")

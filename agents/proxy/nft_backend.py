@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 
-from agents.proxy.errors import CommandError, ContextLine
+from agents.proxy.errors import CommandError, ContextLine, RuleFileError
 from agents.proxy.iptables_backend import (CommandResult, Runner, SyncReport,
                                            context_around, subprocess_runner)
 from agents.proxy.nft_render import (FAMILY, TABLE, NftPlan, ServiceKey,
@@ -32,7 +32,7 @@ __all__ = ["CommandResult", "NftApplyError", "NftablesBackend",
            "failing_position", "parse_table_state"]
 
 
-class NftApplyError(CommandError):
+class NftApplyError(RuleFileError):
     """nft -f refused a transaction (nothing of it was applied).
 
     ``line`` is the 1-based failing line of the input (None when nft did not
@@ -44,17 +44,9 @@ class NftApplyError(CommandError):
                  stderr: str, line: int | None,
                  columns: tuple[int, int] | None, reason: str,
                  context: tuple[ContextLine, ...]) -> None:
-        self.line, self.columns, self.reason = line, columns, reason
-        self.context = context
-        self.line_text = next(
-            (c.text for c in context if c.number == line), None)
-        shown = "\n".join(
-            f"{'>' if c.number == line else ' '} {c.number:6d}  {c.text}"
-            for c in context)
-        where = f"line {line}" if line is not None else "unknown line"
-        super().__init__(command, exit_code, stderr,
-                         f"nft -f failed at {where}: {reason}"
-                         + (f"\n{shown}\n" if shown else ""))
+        self.columns, self.reason = columns, reason
+        super().__init__(command, exit_code, stderr, line, context,
+                         f"nft -f failed: {reason}")
 
 
 def failing_position(stderr: str) -> tuple[int | None,

@@ -19,27 +19,13 @@ Answers are agents.proxy.tracer.Outcome values, as the iptables tracer's.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from agents.proxy.errors import TracerError
-from agents.proxy.nft_model import (  # noqa: F401  (re-exported)
-    TERMINAL, Rule, Table, apply_commands, parse_rule, tokens_of)
-from agents.proxy.tracer import Outcome
+from agents.proxy.nft_model import TERMINAL, apply_commands
+from agents.proxy.tracer import Outcome, Packet
 
 MAX_DEPTH = 32
-
-
-@dataclass(frozen=True)
-class Packet:
-    src: str
-    dst: str
-    dport: int
-    protocol: str
-    mark: int = 0
-    dnat: str | None = None
-    recent_set: tuple[str, ...] = ()
-    accepted: bool = False
-    masquerade: bool = False
 
 
 class NftTracer:
