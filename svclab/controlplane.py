@@ -19,7 +19,7 @@ from svclab.controllers.replicaset import ReplicaSetController
 from svclab.controllers.scheduler import Scheduler
 from svclab.kube.client import KubeClient
 from svclab.kube.informer import Informer
-from svclab.kubelet.kubelet import Kubelet
+from svclab.kubelet.kubelet import HEARTBEAT_SECONDS, Kubelet
 from svclab.kubelet.runtime import PodRuntime
 
 SHARED_RESOURCES = ("pods", "services", "endpoints", "endpointslices", "deployments",
@@ -30,15 +30,22 @@ STOP_TIMEOUT = 5.0
 class ControlPlane:
     def __init__(self, client: KubeClient, runtime: PodRuntime, node_names: list[str], *,
                  python: str = sys.executable,
-                 builtin_images: dict[str, list[str]] | None = None):
+                 builtin_images: dict[str, list[str]] | None = None,
+                 node_clients: dict[str, KubeClient] | None = None,
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS):
+        """node_clients: per node, the client its kubelet uses (in the lab: one
+        whose connections leave from the node, so a cut-off node stops
+        reporting, as a real one does); default: `client`."""
         self.client = client
         self.runtime = runtime
         self.informers = {r: Informer(client, r) for r in SHARED_RESOURCES}
         self.controllers = [cls(client, self.informers) for cls in (
             DeploymentController, ReplicaSetController, Scheduler, EndpointsController,
             GarbageCollector)]
-        self.kubelets = [Kubelet(client, runtime, name, python=python,
-                             builtin_images=builtin_images) for name in node_names]
+        node_clients = node_clients or {}
+        self.kubelets = [Kubelet(node_clients.get(name, client), runtime, name, python=python,
+                                 builtin_images=builtin_images, heartbeat=heartbeat_seconds)
+                         for name in node_names]
         self._started = False
 
     def start(self) -> "ControlPlane":

@@ -52,6 +52,18 @@ def start_proxy_agents(spec: ClusterSpec, lab: Lab, api, supervisor: Supervisor)
                        proxy_agent_argv(spec, node, kubeconfig, record.netns))
 
 
+def kubelet_clients(lab: Lab) -> dict:
+    """Per node, an API client whose connections leave from the node itself
+    (to the control plane's :6443), so a node cut off from the VPC stops
+    reporting, as a real kubelet would."""
+    from svclab.kube.client import KubeClient, credentials_from_kubeconfig
+    from topo.netns import netns_connector
+    return {record.name: KubeClient(
+                credentials_from_kubeconfig(str(lab.paths.files / record.host / "kubeconfig")),
+                socket_factory=netns_connector(record.pid))
+            for record in _node_records(lab)}
+
+
 def wait_for_proxy_agents(lab: Lab, timeout: float = AGENT_READY_TIMEOUT) -> None:
     """Wait until every node's agent reports a successful sync on :10256."""
     deadline = time.monotonic() + timeout

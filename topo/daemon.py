@@ -28,8 +28,8 @@ from svclab.kubelet.runtime import LabPodRuntime
 from topo.apihost import cluster_info, listener_in_netns, loopback_listener
 from topo.addons import (coredns_stand_in, install_cluster_dns, wait_for_cluster_dns,
                          write_coredns_kubeconfig)
-from topo.components import (start_outside_world, start_proxy_agents, wait_for_outside_dns,
-                             wait_for_proxy_agents)
+from topo.components import (kubelet_clients, start_outside_world, start_proxy_agents,
+                             wait_for_outside_dns, wait_for_proxy_agents)
 from topo.control import ControlServer, record_to_json
 from topo.elb import cloud_controller_for, start_elb
 from topo.lab import Lab
@@ -53,7 +53,8 @@ def run(name: str) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     with ExitStack() as lab_life:
         lab = lab_life.enter_context(Lab(spec, paths, state))
-        api = lab_life.enter_context(ApiServer(paths.api, cluster_info(spec)))
+        api = lab_life.enter_context(ApiServer(
+            paths.api, cluster_info(spec), node_grace_period=spec.node_monitor_grace_period))
         supervisor = lab_life.enter_context(Supervisor(lab))
         supervisor.on_change = lambda: _save_agents(state, paths, supervisor)
         serve_api(api, lab, spec, state, paths)
@@ -65,7 +66,11 @@ def run(name: str) -> int:
         coredns = coredns_stand_in(spec, write_coredns_kubeconfig(spec, api, paths.root))
         lab_life.enter_context(ControlPlane(admin, LabPodRuntime(lab),
                                             [n.name for n in spec.nodes],
-                                            builtin_images={"coredns": coredns}))
+                                            builtin_images={"coredns": coredns},
+                                            node_clients=kubelet_clients(lab),
+                                            # kubelets report 4x per grace period
+                                            heartbeat_seconds=min(
+                                                5.0, spec.node_monitor_grace_period / 4)))
         lab_life.enter_context(cloud_controller_for(spec, lab, elb, admin))
         install_cluster_dns(admin, spec)
         lab_life.enter_context(ControlServer(paths.control, _control_handlers(lab, state,

@@ -126,3 +126,13 @@ def call_in_netns(pid: int, fn: Callable[[], T], timeout: float = 5.0) -> T:
     if "value" not in result:
         raise OSError(errno.ETIMEDOUT, f"no answer from namespace of {pid} in {timeout} s")
     return result["value"]
+
+
+def netns_connector(pid: int, timeout: float = 5.0):
+    """A socket factory for clients whose connections leave from pid's namespace."""
+    import socket
+
+    def connect(host: str, port: int, connect_timeout: float):
+        return call_in_netns(pid, lambda: socket.create_connection(
+            (host, port), timeout=connect_timeout), timeout=max(timeout, connect_timeout + 1))
+    return connect

@@ -120,6 +120,7 @@ class ClusterSpec:
     switch: str
     outside: tuple[OutsideSpec, ...] = ()
     time_factor: float = 0.1        # AWS's seconds (health checks) times this
+    node_monitor_grace_period: float = 40.0   # seconds without a kubelet report -> NotReady
 
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -154,7 +155,8 @@ def load_spec(path: str | Path | None = None, *,
 def parse_spec(data: Any) -> ClusterSpec:
     """Validate a spec given as plain data (what YAML produced)."""
     top = _mapping(data, "spec", ("apiVersion", "kind", "network", "nodes",
-                                  "clients", "outside", "proxyMode", "switch", "timeFactor"))
+                                  "clients", "outside", "proxyMode", "switch", "timeFactor",
+                                  "nodeMonitorGracePeriod"))
     if top.get("apiVersion", API_VERSION) != API_VERSION:
         raise SpecError("apiVersion", f"unsupported value {top['apiVersion']!r}; "
                         f"allowed: {API_VERSION}")
@@ -173,8 +175,12 @@ def parse_spec(data: Any) -> ClusterSpec:
             or not 0 < time_factor <= 1:
         raise SpecError("timeFactor", f"invalid value {time_factor!r}; allowed: a number "
                         "greater than 0 and at most 1 (AWS's timings are multiplied by it)")
+    grace = top.get("nodeMonitorGracePeriod", 40)
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 2 <= grace <= 600:
+        raise SpecError("nodeMonitorGracePeriod", f"invalid value {grace!r}; allowed: seconds "
+                        "from 2 to 600 (kube-controller-manager's default is 40)")
     return ClusterSpec(network, nodes, clients, proxy_mode, switch, outside,
-                       float(time_factor))
+                       float(time_factor), float(grace))
 
 
 # --- network ---------------------------------------------------------------

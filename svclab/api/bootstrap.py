@@ -119,6 +119,7 @@ def mark_stale_nodes(registry: Registry, grace_seconds: float, now: dt.datetime)
                     **node["metadata"], "resourceVersion": ""}}, "status")
                 node = registry.get(rt, "", node["metadata"]["name"])
                 changed.append(node["metadata"]["name"])
+                _mark_pods_not_ready(registry, node["metadata"]["name"], stamp)
             if (stale or ready.get("status") == "Unknown") and not tainted:
                 node["spec"]["taints"] = taints + [dict(UNREACHABLE_TAINT, timeAdded=now_rfc3339())]
                 registry.update(rt, "", node["metadata"]["name"], {**node, "metadata": {
@@ -128,6 +129,26 @@ def mark_stale_nodes(registry: Registry, grace_seconds: float, now: dt.datetime)
                 registry.update(rt, "", node["metadata"]["name"], {**node, "metadata": {
                     **node["metadata"], "resourceVersion": ""}})
     return changed
+
+
+def _mark_pods_not_ready(registry: Registry, node_name: str, stamp: str) -> None:
+    """The node lifecycle controller's MarkPodsNotReady: pods of a node that
+    stopped reporting are not ready (so endpoints drop them) until its kubelet
+    reports again."""
+    pods_rt = BY_PLURAL["pods"]
+    pods, _ = registry.store.list("pods")
+    for pod in pods:
+        if (pod.get("spec") or {}).get("nodeName") != node_name:
+            continue
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        for cond in conditions:
+            if cond.get("type") == "Ready" and cond.get("status") != "False":
+                cond.update({"status": "False", "reason": "NodeNotReady",
+                             "lastTransitionTime": stamp})
+        pod.setdefault("status", {})["conditions"] = conditions
+        registry.update(pods_rt, pod["metadata"]["namespace"], pod["metadata"]["name"],
+                        {**pod, "metadata": {**pod["metadata"], "resourceVersion": ""}},
+                        "status")
 
 
 def post_heartbeat(registry: Registry, node_name: str) -> dict:

@@ -12,12 +12,13 @@ import base64
 import http.client
 import json
 import os
+import socket
 import ssl
 import tempfile
 import threading
 import urllib.parse
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import yaml
 
@@ -84,12 +85,36 @@ def path_for(resource: str, namespace: str | None = None, name: str | None = Non
     return path
 
 
-class KubeClient:
-    """Thread-safe: each thread keeps its own keep-alive connection."""
+SocketFactory = Callable[[str, int, float], socket.socket]
 
-    def __init__(self, credentials: Credentials, timeout: float = DEFAULT_TIMEOUT):
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection whose TCP socket comes from a factory (e.g. one that
+    opens it inside a lab host's network namespace)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float,
+                 context: ssl.SSLContext, socket_factory: SocketFactory):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._socket_factory = socket_factory
+        self._ssl_context = context
+
+    def connect(self) -> None:
+        raw = self._socket_factory(self.host, self.port, self.timeout)
+        self.sock = self._ssl_context.wrap_socket(raw, server_hostname=self.host)
+
+
+class KubeClient:
+    """Thread-safe: each thread keeps its own keep-alive connection.
+
+    socket_factory(host, port, timeout) -> a connected socket, for a client
+    whose traffic must leave from somewhere else than this process's
+    namespace (a kubelet talks to the API from its node)."""
+
+    def __init__(self, credentials: Credentials, timeout: float = DEFAULT_TIMEOUT,
+                 socket_factory: SocketFactory | None = None):
         self.credentials = credentials
         self.timeout = timeout
+        self.socket_factory = socket_factory
         url = urllib.parse.urlsplit(credentials.server)
         self._host, self._port = url.hostname, url.port or 443
         self._context = ssl.create_default_context(cadata=credentials.ca_pem)
@@ -192,6 +217,9 @@ class KubeClient:
         return conn
 
     def _connect(self, timeout: float) -> http.client.HTTPSConnection:
+        if self.socket_factory is not None:
+            return _HTTPSConnection(self._host, self._port, timeout=timeout,
+                                    context=self._context, socket_factory=self.socket_factory)
         return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
                                            context=self._context)
 

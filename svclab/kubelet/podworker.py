@@ -57,6 +57,10 @@ class PodWorker:
 
     def update(self, pod: dict) -> None:
         self.pod = pod
+        if self._posted is not None and _ready(pod.get("status")) != _ready(self._posted):
+            # Someone else changed what we said (the node lifecycle controller
+            # marks pods of an unreachable node not ready): say it again.
+            self._posted = None
         self._wake.set()
 
     def mark_gone(self) -> None:
@@ -243,3 +247,8 @@ class PodWorker:
             if container.running:
                 self.runtime.signal_container(container.handle, signal.SIGKILL)
         self.runtime.remove_pod(self.namespace, self.name)
+
+
+def _ready(status: dict | None) -> str | None:
+    return next((c.get("status") for c in (status or {}).get("conditions") or []
+                 if c.get("type") == "Ready"), None)

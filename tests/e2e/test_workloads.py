@@ -272,7 +272,8 @@ def test_deleting_a_pod_is_graceful_and_replaced(wl, caller):
         assert f'pod "{old_name}" deleted' in out
         assert wl.get("pods", old_name) is None
         assert old_name not in wl.pod_hosts()
-        assert old_name not in slice_conditions(wl, "term")
+        wait_for("the old pod gone from the slices",
+                 lambda: old_name not in slice_conditions(wl, "term"))
     finally:
         watch.terminate()
         watch.wait(timeout=5)
