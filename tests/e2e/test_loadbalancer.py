@@ -153,9 +153,14 @@ def test_classic_elb_hostname_dns_spread_and_node_source(lab):
 
 
 def test_classic_elb_from_a_pod_goes_out_to_the_elb_and_back(lab):
+    """The pod resolves the ELB's name through cluster DNS (forwarded to the VPC
+    resolver) and its traffic really leaves for the ELB: hostname-only ingress
+    gets no kube-proxy short-circuit."""
     lb = wait_for("web LB", lambda: lb_of(lab, "web"))
+    hostname = hostname_of(lab, "web")
+    assert lab.exec("web-a", "getent", "hosts", hostname).stdout.split()[0] == lb["vip"]
     before = sum(t["connections"] for t in lb["targets"])
-    names = fetch_many(lab, "web-a", f"http://{lb['vip']}/hostname", 10)
+    names = fetch_many(lab, "web-a", f"http://{hostname}/hostname", 10)
     assert set(names) <= {"web-a", "web-b", "web-c"} and len(names) == 10
     after = wait_for("ELB counters", lambda: (lambda n: n if n >= before + 10 else None)(
         sum(t["connections"] for t in lb_of(lab, "web")["targets"])), timeout=5)
