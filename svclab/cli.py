@@ -192,8 +192,28 @@ def _status_table(state, spec) -> str:
 
 # --- entry point ---------------------------------------------------------------
 
+def _kubectl_passthrough(argv: list[str]) -> list[str] | None:
+    """`svclab kubectl [--name N] ARGS...`: everything after our own --name goes
+    to kubectl untouched (argparse would take kubectl's -n for itself)."""
+    if not argv or argv[0] != "kubectl":
+        return None
+    rest, name = argv[1:], DEFAULT_NAME
+    if rest[:1] == ["--name"] and len(rest) > 1:
+        name, rest = rest[1], rest[2:]
+    elif rest[:1] and rest[0].startswith("--name="):
+        name, rest = rest[0].split("=", 1)[1], rest[1:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    return labctl.kubectl_argv(name, rest)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        kubectl = _kubectl_passthrough(argv)
+        if kubectl is not None:
+            sys.stdout.flush()
+            os.execvp(kubectl[0], kubectl)
         args = build_parser().parse_args(argv)
         return args.func(args)
     except SvclabError as err:

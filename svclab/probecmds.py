@@ -31,6 +31,21 @@ def add_probe_commands(sub, named) -> None:
     spread.add_argument("--expect", help="expected split, NAME|IP=SHARE[,...] (default uniform)")
     spread.set_defaults(func=cmd_spread)
 
+    dns = probe_sub.add_parser("dns", help="a DNS query from inside HOST (like dig)")
+    from svclab.cli import DEFAULT_NAME
+    dns.add_argument("--name", default=DEFAULT_NAME, help="lab name")
+    dns.add_argument("--from", dest="source", required=True, help="source host")
+    dns.add_argument("-n", "--namespace", help="namespace of a source pod")
+    dns.add_argument("qname", metavar="QNAME", help="the name to look up")
+    dns.add_argument("--type", default="A",
+                     choices=("A", "AAAA", "SRV", "PTR", "CNAME", "TXT", "NS", "SOA", "MX", "ANY"))
+    dns.add_argument("--server", help="IP[:PORT] (default: the host's own resolv.conf)")
+    dns.add_argument("--tcp", action="store_true")
+    dns.add_argument("--system", action="store_true",
+                     help="use the host's system resolver (search path, ndots) instead")
+    dns.add_argument("--json", action="store_true")
+    dns.set_defaults(func=cmd_dns)
+
     cap = named("capture", "tcpdump inside lab hosts, one pcap per host")
     cap.add_argument("--on", required=True, help="HOST[,HOST...] (nodes, pods, client, igw)")
     cap.add_argument("-n", "--namespace", help="namespace of pods in --on")
@@ -60,6 +75,15 @@ def cmd_reach(args) -> int:
                         timeout=args.timeout)[0]
     print(json.dumps(result.to_json()) if args.json else result.describe())
     return 0 if result.outcome == "open" else 1
+
+
+def cmd_dns(args) -> int:
+    from probes.dnsprobe import probe_dns_command
+    text, code = probe_dns_command(args.name, args.source, args.namespace, args.qname,
+                                   args.type, server=args.server, tcp=args.tcp,
+                                   as_json=args.json, system_resolver=args.system)
+    print(text)
+    return code
 
 
 def cmd_spread(args) -> int:

@@ -6,7 +6,10 @@ zone dirty and a rebuild thread swaps in a new frozen zone (at most every
 REBUILD_SECONDS, so a burst of changes costs one rebuild).  Names outside the
 cluster domain go to the upstream resolver (the VPC's AmazonProvidedDNS).
 Health on :8080/health, readiness on :8181/ready (after the first zone), as
-CoreDNS serves them; Prometheus metrics on :9153.
+CoreDNS serves them; Prometheus metrics on :9153.  On SIGTERM it goes unready
+but keeps answering for --lameduck seconds (kubeadm's Corefile: `health {
+lameduck 5s }`), so queries the proxies still send here while the endpoint is
+being removed are answered instead of refused.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from agents.dns.__main__ import host_port
@@ -29,6 +33,7 @@ from svclab.kube.informer import Informer
 log = logging.getLogger("svclab.dns")
 REBUILD_SECONDS = 0.05
 SYNC_TIMEOUT = 30.0
+LAMEDUCK_SECONDS = 5.0
 
 
 class ClusterZone:
@@ -101,6 +106,13 @@ def serve_health(address: tuple[str, int], ready: threading.Event) -> ThreadingH
     return server
 
 
+def lame_duck(ready: threading.Event, seconds: float) -> None:
+    """Unready but still serving for `seconds`, as CoreDNS's health lameduck."""
+    ready.clear()
+    log.info("lameduck: answering for %.1f s more", seconds)
+    time.sleep(seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agents.dns.cluster", description=__doc__)
     parser.add_argument("--kubeconfig", help="default: the pod's service account")
@@ -111,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-cidr", default=DEFAULT_SERVICE_CIDR)
     parser.add_argument("--health-port", type=int, default=8080)
     parser.add_argument("--ready-port", type=int, default=8181)
+    parser.add_argument("--lameduck", type=float, default=LAMEDUCK_SECONDS, metavar="SECONDS",
+                        help="keep answering this long after SIGTERM (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s dns %(levelname)s %(message)s")
@@ -132,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             while not stop.wait(0.2):
                 pass
+            lame_duck(ready, args.lameduck)
     finally:
         for server in (health, ready_server):
             server.shutdown()

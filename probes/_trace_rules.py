@@ -1,0 +1,315 @@
+"""Which rules decided a traced packet's fate: the proxy tracers, with the path.
+
+agents/proxy's tracers answer "what can happen to this packet" (verdict,
+DNAT, masquerade, probability per branch).  A trace also wants "through
+which chains", so these subclasses record every chain a branch enters, and
+`walk_*` return every branch with its path; `pick_branch` chooses the one
+the capture shows (same DNAT target, same masquerade, same fate).
+
+The node's rules come live from the kernel: `iptables-save` (only the nat
+and filter tables are walked: they are kube-proxy's) or `nft list table ip
+kube-proxy`, whose listing syntax `listing_to_commands` turns back into the
+`nft -f` commands the nft tracer reads.  `parse_conntrack` reads
+`conntrack -L` lines.  Pure: no I/O here.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from agents.proxy import nft_tracer, tracer
+from agents.proxy.errors import TracerError
+
+NFT_PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0,
+                  "security": 50, "srcnat": 100}
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One possible fate of the packet, with the chains it went through."""
+
+    verdict: str                    # ACCEPT | DROP | REJECT | NO-MATCH
+    dnat: str | None
+    masquerade: bool
+    probability: float
+    path: tuple[tuple[str, str], ...]   # (nat | filter | nat-post, chain)
+
+    def chains(self, table: str | None = None) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c for t, c in self.path if table is None or t == table))
+
+
+# --- iptables ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _IptPacket(tracer.Packet):
+    path: tuple = ()
+
+
+class _IptPathTracer(tracer.Tracer):
+    _where = "nat"
+
+    def _hook(self, table, chain, branches, recent):
+        self._where = "nat-post" if chain == "POSTROUTING" else table
+        return super()._hook(table, chain, branches, recent)
+
+    def run_chain(self, table, chain, pk, recent, depth=0):
+        if chain not in tracer.BUILTIN_ALL:
+            pk = replace(pk, path=pk.path + ((self._where, chain),))
+        return super().run_chain(table, chain, pk, recent, depth)
+
+    def walk(self, src, dst, dport, protocol, locally_originated):
+        pk = _IptPacket(src, dst, dport, protocol.upper())
+        hook = "OUTPUT" if locally_originated else "PREROUTING"
+        branches = self._hook("nat", hook, [(1.0, pk, "ACCEPT")], frozenset())
+        out = []
+        for p, pk, verdict in branches:
+            local = self.is_local(pk.dst)
+            hooks = (["OUTPUT"] + (["INPUT"] if local else [])) if locally_originated \
+                else ["INPUT" if local else "FORWARD"]
+            live = [(p, pk, verdict)]
+            for name in hooks:
+                live = self._hook("filter", name, live, frozenset())
+            for q, pk2, v in live:
+                post = self._hook("nat", "POSTROUTING", [(q, pk2, v)], frozenset()) \
+                    if v not in ("DROP", "REJECT") and (locally_originated or not local) \
+                    else [(q, pk2, v)]
+                out += [_branch(r, pk3, v3) for r, pk3, v3 in post]
+        return out
+
+
+def kube_tables(iptables_save: str) -> str:
+    """Only the nat and filter tables of an iptables-save (the tracer's subset)."""
+    keep, lines = False, []
+    for line in iptables_save.splitlines():
+        if line.startswith("*"):
+            keep = line[1:] in ("nat", "filter")
+        if keep:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def walk_iptables(iptables_save: str, local_addresses, src: str, dst: str, dport: int,
+                  protocol: str = "tcp", locally_originated: bool = False) -> list[Branch]:
+    walker = _IptPathTracer(kube_tables(iptables_save), local_addresses)
+    return walker.walk(src, dst, dport, protocol, locally_originated)
+
+
+# --- nftables ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _NftPacket(nft_tracer.Packet):
+    path: tuple = ()
+
+
+class _NftPathTracer(nft_tracer.NftTracer):
+    def run_chain(self, chain, pk, recent, depth=0):
+        if chain in self.table.base:
+            kind, hook, _ = self.table.base[chain]
+            self._kind = "nat-post" if hook == "postrouting" else kind
+        kind = getattr(self, "_kind", "nat")
+        if chain not in self.table.base:
+            pk = replace(pk, path=pk.path + ((kind, chain),))
+        return super().run_chain(chain, pk, recent, depth)
+
+    def walk(self, src, dst, dport, protocol, locally_originated):
+        pk = _NftPacket(src, dst, dport, protocol.upper())
+        first = "output" if locally_originated else "prerouting"
+        out = []
+        for p, pk, verdict in self._hook(first, [(1.0, pk, "ACCEPT")], frozenset()):
+            local = self.is_local(pk.dst)
+            hooks = ["input"] if local else []
+            if not locally_originated and not local:
+                hooks = ["forward"]
+            if locally_originated or not local:
+                hooks.append("postrouting")
+            live = [(p, pk, verdict)]
+            for hook in hooks:
+                live = self._hook(hook, live, frozenset())
+            out += [_branch(q, pk3, v3) for q, pk3, v3 in live]
+        return out
+
+
+def walk_nftables(listing: str, local_addresses, src: str, dst: str, dport: int,
+                  protocol: str = "tcp", locally_originated: bool = False) -> list[Branch]:
+    walker = _NftPathTracer(listing_to_commands(listing), local_addresses)
+    return walker.walk(src, dst, dport, protocol, locally_originated)
+
+
+def _branch(probability, pk, verdict) -> Branch:
+    final = verdict if verdict in ("DROP", "REJECT") else (
+        "ACCEPT" if pk.dnat or pk.accepted else "NO-MATCH")
+    return Branch(final, pk.dnat, pk.masquerade, probability, pk.path)
+
+
+_MARK_OP = re.compile(r"meta mark set meta mark ([|^]) (0x[0-9a-f]+)")
+_MARK_TEST = re.compile(r"meta mark & (0x[0-9a-f]+) == (0x[0-9a-f]+)")
+
+
+def _normalise_rule(rule: str) -> str:
+    rule = _MARK_OP.sub(lambda m: f"mark set mark {'or' if m.group(1) == '|' else 'xor'} "
+                        f"{int(m.group(2), 16):#x}", rule)
+    return _MARK_TEST.sub(lambda m: f"mark and {int(m.group(1), 16):#x} == "
+                          f"{int(m.group(2), 16)}", rule)
+
+
+def _chain_spec(line: str) -> str:
+    """'type nat hook prerouting priority dstnat - 10; policy accept;' -> nft -f spec."""
+    match = re.match(r"type (\w+) hook (\w+) priority ([^;]+);", line)
+    if not match:
+        raise TracerError(f"nft listing: unreadable base chain line: {line}")
+    words, value, sign = match.group(3).split(), 0, 1
+    for word in words:
+        if word in ("+", "-"):
+            sign = 1 if word == "+" else -1
+        else:
+            value += sign * (NFT_PRIORITIES[word] if word in NFT_PRIORITIES else int(word))
+    return f"type {match.group(1)} hook {match.group(2)} priority {value} ;"
+
+
+def _blocks(listing: str):
+    """(kind, name, [lines]) for every set, map and chain of the table listing."""
+    depth, current, body, pending = 0, None, [], ""
+    for raw in listing.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if depth == 1 and current is None:
+            match = re.match(r"(set|map|chain) (\S+) \{$", line)
+            if match:
+                current, body, depth = (match.group(1), match.group(2)), [], 2
+                continue
+            if line.startswith("comment"):
+                continue
+        if depth == 0:
+            if re.match(r"table ip \S+ \{$", line):
+                depth = 1
+                continue
+            raise TracerError(f"nft listing: unexpected line {line!r}")
+        if depth == 1 and line == "}":
+            depth = 0
+            continue
+        if current is not None:
+            text = (pending + " " + line).strip() if pending else line
+            balance = text.count("{") - text.count("}")
+            if balance < 0 and text == "}":
+                yield current[0], current[1], body
+                current, depth = None, 1
+                continue
+            if balance > 0:
+                pending = text
+                continue
+            pending = ""
+            body.append(text)
+    if current is not None or depth:
+        raise TracerError("nft listing: unbalanced braces")
+
+
+def _elements(text: str) -> list[str]:
+    inner = text[text.index("{") + 1:text.rindex("}")]
+    return [part.strip() for part in inner.split(",") if part.strip()]
+
+
+def listing_to_commands(listing: str, table: str = "ip kube-proxy") -> str:
+    """`nft list table` output -> `nft -f` add commands the nft tracer applies."""
+    declares, chains, rules, elements = [f"add table {table}"], [], [], []
+    for kind, name, body in _blocks(listing):
+        if kind in ("set", "map"):
+            spec = [line.rstrip(";") for line in body
+                    if line.startswith(("type ", "flags "))]
+            declares.append(f"add {kind} {table} {name} {{ {' ; '.join(spec)} ; }}")
+            dynamic = any(line.startswith("flags") and "dynamic" in line for line in body)
+            for line in body:
+                if line.startswith("elements = ") and not dynamic:
+                    elements += [f"add element {table} {name} {{ {e} }}"
+                                 for e in _elements(line)]
+            continue
+        base = [line for line in body if line.startswith("type ")]
+        chains.append(f"add chain {table} {name}" +
+                      (f" {{ {_chain_spec(base[0])} }}" if base else ""))
+        rules += [f"add rule {table} {name} {_normalise_rule(line)}"
+                  for line in body if not line.startswith(("type ", "comment "))]
+    return "\n".join(declares + chains + rules + elements) + "\n"
+
+
+# --- choosing the branch the capture shows -------------------------------------
+
+def pick_branch(branches: list[Branch], dnat: str | None, masquerade: bool,
+                forwarded: bool) -> tuple[Branch | None, bool]:
+    """The branch matching what the capture saw; (branch, exact match?)."""
+    def score(branch: Branch) -> int:
+        passed = branch.verdict in ("ACCEPT", "NO-MATCH")
+        return (4 * (branch.dnat == dnat) + 2 * (branch.masquerade == masquerade)
+                + (passed == forwarded))
+    if not branches:
+        return None, False
+    best = max(branches, key=lambda b: (score(b), b.probability))
+    return best, score(best) == 7
+
+
+# --- conntrack -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConntrackEntry:
+    proto: str
+    orig: tuple[str, int, str, int]     # src, sport, dst, dport
+    reply: tuple[str, int, str, int]
+    state: str | None
+    line: str
+
+
+_CT_FIELD = re.compile(r"(src|dst|sport|dport)=(\S+)")
+
+
+def parse_conntrack(text: str) -> list[ConntrackEntry]:
+    """`conntrack -L` lines -> entries (lines that are not flows are skipped)."""
+    out = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 4 or words[0] not in ("tcp", "udp"):
+            continue
+        fields = _CT_FIELD.findall(line)
+        if len(fields) < 8:
+            continue
+        values = [v for _, v in fields[:8]]
+        orig = (values[0], int(values[2]), values[1], int(values[3]))
+        reply = (values[4], int(values[6]), values[5], int(values[7]))
+        state = words[3] if words[3].isupper() and "=" not in words[3] else None
+        out.append(ConntrackEntry(words[0], orig, reply, state, line.strip()))
+    return out
+
+
+def find_conntrack(entries: list[ConntrackEntry], proto: str, src: str, sport: int,
+                   dst: str, dport: int) -> ConntrackEntry | None:
+    for entry in entries:
+        if entry.proto == proto and entry.orig == (src, sport, dst, dport):
+            return entry
+    return None
+
+
+# --- igw and elb rules ---------------------------------------------------------
+
+def igw_rule_for(iptables_save: str, before, after) -> str | None:
+    """The IGW-* nat rule that rewrote before -> after (1:1 NAT), as its line."""
+    for line in iptables_save.splitlines():
+        if not line.startswith("-A IGW-"):
+            continue
+        if before.dst.addr != after.dst.addr and f"-d {before.dst.addr}/32" in line \
+                and f"--to-destination {after.dst.addr}" in line:
+            return line
+        if before.src.addr != after.src.addr and f"-s {before.src.addr}/32" in line \
+                and f"--to-source {after.src.addr}" in line:
+            return line
+    return None
+
+
+def nat_rule_to(iptables_save: str, destination: str) -> str | None:
+    """A DNAT line with --to-destination destination (ELB NLB listeners)."""
+    for line in iptables_save.splitlines():
+        if line.startswith("-A ") and f"--to-destination {destination}" in line.split(" -j ")[-1]:
+            return line
+    return None
+
+
+__all__ = ["Branch", "walk_iptables", "walk_nftables", "listing_to_commands", "kube_tables",
+           "pick_branch", "ConntrackEntry", "parse_conntrack", "find_conntrack",
+           "igw_rule_for", "nat_rule_to"]

@@ -1,0 +1,284 @@
+"""`svclab trace`: one connection, captured on every host it can cross, explained.
+
+    trace(lab, "client", None, "198.51.100.11:31326") -> Trace
+
+Steps: resolve the target (probes/targets.py); capture (probes/capture.py)
+on the source, the igw, the elb, every node and the pods behind the target
+(the Service's endpoints, or the pod with that address), filtered to the
+trace's ports; send ONE connection from the source (probes/_trace_send.py:
+a real TCP connect + `GET /` to the workload server, or one UDP datagram);
+read every node's conntrack while the entries are fresh; then follow the
+flow through the pcaps (probes/_trace_flow.py) and explain each host's
+decision: kube-proxy's live rules walked by the proxy tracers with the chain
+path (probes/_trace_rules.py), the conntrack entry, the igw's IGW-* rule,
+the ELB listener.  Pcaps go to a temporary folder unless keep_pcaps_dir.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from probes._trace_flow import Endpoint, FlowOrigin, Leg, follow
+from probes._trace_model import Decision, Trace
+from probes._trace_pcap import read_capture
+from probes._trace_rules import (find_conntrack, igw_rule_for, nat_rule_to, parse_conntrack,
+                                 pick_branch, walk_iptables, walk_nftables)
+from probes.capture import Capture
+from probes.targets import resolve_target
+from svclab.errors import CommandError, LabError, UsageError
+from topo.netns import run_in
+from topo.state import HostRecord, LabPaths, LabState, read_state
+
+SEND_TIMEOUT = 2.0
+
+
+class TraceError(LabError):
+    """A trace that could not be run or explained (carries the failing step)."""
+
+
+def trace(lab: str, source: str, namespace: str | None, target_text: str, proto: str = "tcp",
+          keep_pcaps_dir: str | Path | None = None) -> Trace:
+    if proto not in ("tcp", "udp"):
+        raise UsageError(f"--proto: trace follows tcp or udp, not {proto!r}")
+    state = read_state(LabPaths(lab))
+    origin_record = state.find_host(source, namespace)
+    probe = resolve_target(lab, target_text, proto, namespace)
+    pods, ports = _behind(lab, state, probe.dst, probe.port, proto)
+    hosts = _capture_hosts(state, origin_record, pods)
+    packet_filter = f"({proto} and ({' or '.join(f'port {p}' for p in sorted(ports))})) or icmp"
+    folder = Path(keep_pcaps_dir) if keep_pcaps_dir else Path(tempfile.mkdtemp(prefix="svtrace-"))
+    token = f"svclab-trace-{uuid.uuid4().hex[:12]}"
+    try:
+        with Capture(lab, [(h.name, h.namespace) for h in hosts], folder,
+                     packet_filter) as capture:
+            sent = _send(origin_record, probe.dst, probe.port, proto, token)
+            conntrack = _conntrack(state, proto)
+        packets = read_capture(folder, capture.hosts)
+    finally:
+        if not keep_pcaps_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+    label = {h.host: h.label for h in capture.hosts}
+    origin = FlowOrigin(proto, label[origin_record.host], Endpoint(sent["local"], sent["lport"]),
+                        Endpoint(probe.dst, probe.port), token.encode(),
+                        sent["started"], sent["finished"])
+    peers = {(h.label, i.name): (i.peer.host, i.peer.interface)
+             for h in capture.hosts for i in h.interfaces if i.peer is not None}
+    legs = follow(packets, origin, peers)
+    decisions = _decisions(lab, state, legs, origin, conntrack, label)
+    return Trace(lab=lab, source=origin.source_host, target=target_text, proto=proto,
+                 dst=str(origin.target), local=str(origin.local), outcome=sent["outcome"],
+                 answer=_answer(sent.get("reply"), proto), legs=tuple(legs),
+                 decisions=tuple(decisions), captured_on=tuple(h.label for h in capture.hosts),
+                 pcaps=str(folder) if keep_pcaps_dir else None)
+
+
+# --- planning ------------------------------------------------------------------
+
+def _behind(lab: str, state: LabState, dst: str, port: int, proto: str):
+    """Pods that may answer dst:port, and every port the flow may use on its way."""
+    from svclab.kube.client import KubeClient
+    from agents.elb.config import read_config
+    client = KubeClient.from_kubeconfig(str(LabPaths(lab).kubeconfig))
+    services, _ = client.list("services")
+    node_addresses = {a for r in state.hosts.values() if r.kind == "node" for a in r.addresses}
+    public = _public_addresses(lab)
+    vips = {lb.vip: lb.key for lb in read_config(LabPaths(lab).root / "elb" / "config.json")
+            .load_balancers}
+    ports, chosen = {port}, []
+    for svc in services:
+        key = f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
+        for sp in svc["spec"].get("ports", []):
+            if sp.get("protocol", "TCP").lower() != proto:
+                continue
+            hit = (svc["spec"].get("clusterIP") == dst and sp["port"] == port) or (
+                sp.get("nodePort") == port and (dst in node_addresses or dst in public)) or (
+                vips.get(dst) == key and sp["port"] == port)
+            if hit:
+                chosen.append(svc)
+                ports |= {sp["port"], sp.get("nodePort") or sp["port"]}
+    pod_ips = set()
+    for svc in chosen:
+        slices, _ = client.list("endpointslices", svc["metadata"]["namespace"],
+                                label_selector=f"kubernetes.io/service-name="
+                                               f"{svc['metadata']['name']}")
+        for item in slices:
+            ports |= {p["port"] for p in item.get("ports") or [] if p.get("port")}
+            pod_ips |= {a for e in item.get("endpoints") or [] for a in e.get("addresses", [])}
+    if not chosen:
+        pod_ips.add(dst)
+    pods = [r for r in state.hosts.values() if r.kind == "pod" and set(r.addresses) & pod_ips]
+    return pods, ports
+
+
+def _public_addresses(lab: str) -> set[str]:
+    from topo.spec import load_spec
+    return {str(n.public_ip) for n in load_spec(LabPaths(lab).spec).nodes}
+
+
+def _capture_hosts(state: LabState, origin: HostRecord, pods) -> list[HostRecord]:
+    wanted = [origin] + [r for r in state.hosts.values()
+                         if r.kind in ("router", "loadbalancer", "node")] + list(pods)
+    seen, out = set(), []
+    for record in wanted:
+        if record.host not in seen and record.proc.alive():
+            seen.add(record.host)
+            out.append(record)
+    return out
+
+
+# --- doing ---------------------------------------------------------------------
+
+def _send(record: HostRecord, dst: str, port: int, proto: str, token: str) -> dict:
+    request = json.dumps({"dst": dst, "port": port, "proto": proto, "token": token,
+                          "timeout": SEND_TIMEOUT})
+    out = run_in(record.pid, [sys.executable, "-m", "probes._trace_send"], input=request,
+                 timeout=SEND_TIMEOUT + 20, where=record.name)
+    return json.loads(out)
+
+
+def _conntrack(state: LabState, proto: str) -> dict[str, str]:
+    """conntrack -L of every node, the igw and the elb, read at once."""
+    records = [r for r in state.hosts.values() if r.kind in ("node", "router", "loadbalancer")]
+
+    def read(record: HostRecord) -> str:
+        return run_in(record.pid, ["conntrack", "-L", "-p", proto], timeout=10,
+                      where=record.name)
+    with ThreadPoolExecutor(max_workers=len(records) or 1) as pool:
+        texts = list(pool.map(read, records))
+    return {r.host: text for r, text in zip(records, texts)}
+
+
+def _rules_of(record: HostRecord, mode: str) -> str:
+    if mode == "nftables":
+        return run_in(record.pid, ["nft", "list", "table", "ip", "kube-proxy"], timeout=10,
+                      where=record.name)
+    return run_in(record.pid, ["iptables-save"], timeout=10, where=record.name)
+
+
+# --- explaining ----------------------------------------------------------------
+
+def _decisions(lab, state: LabState, legs: list[Leg], origin: FlowOrigin,
+               conntrack: dict[str, str], label: dict[str, str]) -> list[Decision]:
+    by_label = {label.get(r.host, r.name): r for r in state.hosts.values()}
+    out = []
+    for leg in legs:
+        for host in dict.fromkeys(s.host for s in leg.request):
+            record = by_label.get(host)
+            seen = [s for s in leg.request if s.host == host]
+            if record is None:
+                continue
+            if record.kind == "node":
+                out.append(_node_decision(state, record, host, leg, seen, origin,
+                                          conntrack.get(record.host, "")))
+            elif record.kind == "router" and any(s.changes for s in seen):
+                out.append(_igw_decision(record, host, leg.index, seen,
+                                         conntrack.get(record.host, ""), origin.proto))
+            elif record.kind == "loadbalancer":
+                out.append(_elb_decision(lab, record, host, leg.index, seen,
+                                         conntrack.get(record.host, ""), origin.proto))
+    return [d for d in out if d is not None]
+
+
+def _arrival(seen, origin: FlowOrigin, host: str, leg: Leg):
+    """The packet as the host's rules first saw it, and whether it was sent locally."""
+    if host == origin.source_host and leg.index == 0:
+        return origin.local, origin.target, True
+    first = seen[0]
+    return first.src, first.dst, False
+
+
+def _node_decision(state, record, host, leg, seen, origin, conntrack_text) -> Decision | None:
+    src, dst, local = _arrival(seen, origin, host, leg)
+    outs = [s for s in seen if s.direction == "out"]
+    last = outs[-1] if outs else None
+    dnat = f"{last.dst.addr}:{last.dst.port}" if last and last.dst != dst else None
+    masquerade = bool(last and last.src != src)
+    try:
+        text = _rules_of(record, state.proxy_mode)
+        walk = walk_nftables if state.proxy_mode == "nftables" else walk_iptables
+        branches = walk(text, record.addresses, src.addr, dst.addr, dst.port, origin.proto,
+                        locally_originated=local)
+    except CommandError as err:
+        raise TraceError(f"trace: reading {record.name}'s rules failed: {err}") from err
+    branch, exact = pick_branch(branches, dnat, masquerade, forwarded=bool(outs) or local)
+    if branch is None or (branch.verdict == "NO-MATCH" and not dnat and not masquerade):
+        return None
+    entry = find_conntrack(parse_conntrack(conntrack_text), origin.proto, src.addr, src.port,
+                           dst.addr, dst.port)
+    return Decision(
+        host=host, leg=leg.index, what=f"kube-proxy ({state.proxy_mode})",
+        summary=_branch_summary(branch), chains=branch.chains(), verdict=branch.verdict,
+        dnat=branch.dnat, masquerade=branch.masquerade,
+        probability=round(branch.probability, 6), matches_capture=exact,
+        conntrack=entry.line if entry else None)
+
+
+def _branch_summary(branch) -> str:
+    text = " -> ".join(branch.chains("nat"))
+    if branch.verdict in ("DROP", "REJECT"):
+        chains = " -> ".join(dict.fromkeys(c for t, c in branch.path if t == "filter"))
+        return f"{text + ' | ' if text else ''}filter {chains}: {branch.verdict}"
+    effects = []
+    if branch.dnat:
+        effects.append(f"DNAT to {branch.dnat}")
+    if branch.masquerade:
+        effects.append(f"masquerade ({' -> '.join(branch.chains('nat-post'))})")
+    return f"{text}: {', '.join(effects)}" if effects else text
+
+
+def _igw_decision(record, host, leg, seen, conntrack_text, proto) -> Decision:
+    before = next(s for s in seen)
+    after = next(s for s in seen if s.changes)
+    rules = run_in(record.pid, ["iptables-save", "-t", "nat"], timeout=10, where=record.name)
+    rule = igw_rule_for(rules, before, after)
+    entry = find_conntrack(parse_conntrack(conntrack_text), proto, before.src.addr,
+                           before.src.port, before.dst.addr, before.dst.port)
+    return Decision(host=host, leg=leg, what="igw 1:1 NAT", summary=rule or "no IGW rule found",
+                    rule=rule, matches_capture=rule is not None,
+                    conntrack=entry.line if entry else None)
+
+
+def _elb_decision(lab, record, host, leg, seen, conntrack_text, proto) -> Decision | None:
+    from agents.elb.config import read_config
+    arrived = seen[0]
+    for lb in read_config(LabPaths(lab).root / "elb" / "config.json").load_balancers:
+        if lb.vip != arrived.dst.addr:
+            continue
+        listener = next((li for li in lb.listeners if li.port == arrived.dst.port), None)
+        if listener is None:
+            continue
+        targets = ", ".join(f"{t.address}:{listener.node_port}" for t in lb.targets)
+        summary = (f"{lb.flavour} listener {lb.vip}:{listener.port}/{listener.protocol} of "
+                   f"{lb.key} -> targets {targets}")
+        rule = None
+        changed = [s for s in seen if s.changes]
+        if changed:
+            rule = nat_rule_to(run_in(record.pid, ["iptables-save", "-t", "nat"], timeout=10,
+                                      where=record.name), str(changed[-1].dst))
+        elif lb.flavour == "classic":
+            summary += " (proxy: a new connection from the ELB to the target follows)"
+        entry = find_conntrack(parse_conntrack(conntrack_text), proto, arrived.src.addr,
+                               arrived.src.port, arrived.dst.addr, arrived.dst.port)
+        return Decision(host=host, leg=leg, what="elb", summary=summary, rule=rule,
+                        conntrack=entry.line if entry else None)
+    return None
+
+
+def _answer(reply: str | None, proto: str):
+    if not reply:
+        return None
+    if proto == "udp":
+        return reply
+    body = reply.split("\r\n\r\n", 1)[-1]
+    try:
+        return json.loads(body)
+    except ValueError:
+        return {"raw": reply[:200]}
+
+
+__all__ = ["trace", "Trace", "TraceError"]
