@@ -11,7 +11,7 @@ setup:
 	$(SUDO) sh scripts/setup.sh
 
 demo: setup
-	$(SUDO) $(PY) -m experiments.demo
+	$(SUDO) .venv/bin/svclab experiment run seed-walkthrough --out results/seed-walkthrough
 
 test: setup
 	$(SUDO) $(PY) -m pytest

@@ -13,7 +13,9 @@ import json
 import time
 
 from experiments.framework import Context, Summary, table
+from probes.matrix import run_matrix
 from probes.spread import spread
+from probes.trace import trace
 
 NAME = "seed-walkthrough"
 TITLE = "The seed's walkthrough: ClusterIP, NodePort on EC2 public IPs, ExternalName, LoadBalancer"
@@ -71,6 +73,9 @@ def run(ctx: Context) -> Summary:
         via_elb = _http(lab, "client", f"http://{hostname}/clientip")
         svc_lb_out = kubectl("get", "svc", "web-lb")
         trace_text = _trace(lab, addresses["ExternalIP"], node_port)
+        hosts_text = _hosts(lab)
+        matrix = run_matrix(lab.name, "default")
+        ctx.write_json("matrix.json", matrix.to_json())
 
     ctx.write_json("transcript.json", transcript)
     rows = [{"pod": e.pod, "node": e.node, "ip": e.ip, "connections": e.count,
@@ -108,7 +113,21 @@ def run(ctx: Context) -> Summary:
     if trace_text:
         summary.tables.append("Hop-by-hop trace of client -> public IP:NodePort:\n\n```\n"
                               + trace_text + "\n```")
+    summary.findings.append(
+        f"Reachability matrix (every source x every service entry): "
+        f"{len(matrix.cells) - len(matrix.unexpected)} of {len(matrix.cells)} cells as "
+        "expected" + ("" if matrix.ok else f"; UNEXPECTED: {len(matrix.unexpected)}"))
+    summary.tables.append("The lab's hosts and addresses (`svclab status`):\n\n```\n"
+                          + hosts_text + "\n```")
+    summary.tables.append("Reachability matrix (`svclab probe matrix`):\n\n```\n"
+                          + matrix.render() + "\n```")
     return summary
+
+
+def _hosts(lab) -> str:
+    from svclab import labctl
+    from svclab.cli import _status_table
+    return _status_table(*labctl.status(lab.name))
 
 
 def _http(lab, host: str, url: str) -> str:
@@ -152,10 +171,6 @@ def _wait_hostname(lab, service: str, timeout: float = 30) -> str:
 
 
 def _trace(lab, public_ip: str, node_port: int) -> str:
-    try:
-        from probes.trace import trace
-    except ImportError:
-        return ""
     return trace(lab.name, "client", None, f"{public_ip}:{node_port}").describe()
 
 

@@ -22,7 +22,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of exiting."""
 
     def error(self, message: str):
-        raise UsageError(f"{self.prog}: {message}")
+        where = self.prog.removeprefix("svclab").strip()
+        raise UsageError(f"{where}: {message}" if where else message)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ import time
 
 
 def add_probe_commands(sub, named) -> None:
+    from svclab.cli import DEFAULT_NAME
     p = named("probe", "probes from inside a lab host")
     probe_sub = p.add_subparsers(dest="probe", required=True, parser_class=type(p))
 
@@ -31,8 +32,14 @@ def add_probe_commands(sub, named) -> None:
     spread.add_argument("--expect", help="expected split, NAME|IP=SHARE[,...] (default uniform)")
     spread.set_defaults(func=cmd_spread)
 
+    matrix = probe_sub.add_parser(
+        "matrix", help="every source x every service entry: expected vs observed")
+    matrix.add_argument("--name", default=DEFAULT_NAME, help="lab name")
+    matrix.add_argument("-n", "--namespace", default="default", help="namespace of the services")
+    matrix.add_argument("--json", action="store_true")
+    matrix.set_defaults(func=cmd_matrix)
+
     dns = probe_sub.add_parser("dns", help="a DNS query from inside HOST (like dig)")
-    from svclab.cli import DEFAULT_NAME
     dns.add_argument("--name", default=DEFAULT_NAME, help="lab name")
     dns.add_argument("--from", dest="source", required=True, help="source host")
     dns.add_argument("-n", "--namespace", help="namespace of a source pod")
@@ -45,6 +52,17 @@ def add_probe_commands(sub, named) -> None:
                      help="use the host's system resolver (search path, ndots) instead")
     dns.add_argument("--json", action="store_true")
     dns.set_defaults(func=cmd_dns)
+
+    tr = named("trace", "one connection, captured on every host of its path: each hop, "
+                        "each translation and the rules that made it")
+    tr.add_argument("--from", dest="source", required=True, help="source host")
+    tr.add_argument("-n", "--namespace", help="namespace of a source pod and of svc/NAME")
+    tr.add_argument("--to", dest="target", required=True,
+                    help="ADDRESS:PORT, svc/NAME[:PORT], NODE:PORT or PUBLIC-NAME:PORT")
+    tr.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
+    tr.add_argument("--pcaps", help="keep the pcaps in this folder")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_trace)
 
     cap = named("capture", "tcpdump inside lab hosts, one pcap per host")
     cap.add_argument("--on", required=True, help="HOST[,HOST...] (nodes, pods, client, igw)")
@@ -75,6 +93,21 @@ def cmd_reach(args) -> int:
                         timeout=args.timeout)[0]
     print(json.dumps(result.to_json()) if args.json else result.describe())
     return 0 if result.outcome == "open" else 1
+
+
+def cmd_matrix(args) -> int:
+    from probes.matrix import run_matrix
+    matrix = run_matrix(args.name, args.namespace)
+    print(json.dumps(matrix.to_json(), indent=1) if args.json else matrix.render())
+    return 0 if matrix.ok else 1
+
+
+def cmd_trace(args) -> int:
+    from probes.trace import trace
+    result = trace(args.name, args.source, args.namespace, args.target, args.proto,
+                   keep_pcaps_dir=args.pcaps)
+    print(json.dumps(result.to_json(), indent=1) if args.json else result.describe())
+    return 0 if result.legs else 1
 
 
 def cmd_dns(args) -> int:
