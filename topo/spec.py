@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from svclab.errors import SpecError
+from topo import fields
 
 API_VERSION = "svclab/v1alpha1"
 PROXY_MODES = ("iptables", "nftables")
@@ -29,12 +30,7 @@ DOCUMENTATION_RANGES = tuple(ipaddress.ip_network(n) for n in (
     "198.51.100.0/24", "203.0.113.0/24"))
 PRIVATE_RANGES = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
-LINK_LOCAL = ipaddress.ip_network("169.254.0.0/16")
-LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 Net = ipaddress.IPv4Network
 Addr = ipaddress.IPv4Address
@@ -154,7 +150,7 @@ def load_spec(path: str | Path | None = None, *,
 
 def parse_spec(data: Any) -> ClusterSpec:
     """Validate a spec given as plain data (what YAML produced)."""
-    top = _mapping(data, "spec", ("apiVersion", "kind", "network", "nodes",
+    top = fields.mapping(data, "spec", ("apiVersion", "kind", "network", "nodes",
                                   "clients", "outside", "proxyMode", "switch", "timeFactor",
                                   "nodeMonitorGracePeriod"))
     if top.get("apiVersion", API_VERSION) != API_VERSION:
@@ -163,8 +159,8 @@ def parse_spec(data: Any) -> ClusterSpec:
     if top.get("kind", "Cluster") != "Cluster":
         raise SpecError("kind", f"unsupported value {top['kind']!r}; allowed: Cluster")
     network = _parse_network(top.get("network") or {})
-    proxy_mode = _choice(top.get("proxyMode", "iptables"), "proxyMode", PROXY_MODES)
-    switch = _choice(top.get("switch", "linuxbridge"), "switch", SWITCHES)
+    proxy_mode = fields.choice(top.get("proxyMode", "iptables"), "proxyMode", PROXY_MODES)
+    switch = fields.choice(top.get("switch", "linuxbridge"), "switch", SWITCHES)
     nodes = _parse_nodes(top.get("nodes"), network)
     clients = _parse_clients(top.get("clients", [{"name": "client"}]), network,
                              {n.name for n in nodes})
@@ -198,8 +194,8 @@ _NETWORK_DEFAULTS = {
 
 def _parse_network(raw: Any) -> NetworkSpec:
     net = {**_NETWORK_DEFAULTS,
-           **_mapping(raw, "network", tuple(_NETWORK_DEFAULTS))}
-    cidrs = {key: _cidr(net[key], f"network.{key}")
+           **fields.mapping(raw, "network", tuple(_NETWORK_DEFAULTS))}
+    cidrs = {key: fields.cidr(net[key], f"network.{key}")
              for key in ("vpcSubnet", "podCIDR", "serviceCIDR", "publicIPs", "internet")}
     for key in ("vpcSubnet", "podCIDR", "serviceCIDR"):
         if not any(cidrs[key].subnet_of(r) for r in PRIVATE_RANGES):
@@ -265,15 +261,15 @@ def _parse_nodes(raw: Any, network: NetworkSpec) -> tuple[NodeSpec, ...]:
     nodes, seen_names, seen_addrs, seen_public = [], set(), set(), set()
     for i, item in enumerate(raw):
         path = f"nodes[{i}]"
-        node = _mapping(item, path, _NODE_FIELDS)
-        name = _name(node.get("name"), f"{path}.name", subdomain=True)
+        node = fields.mapping(item, path, _NODE_FIELDS)
+        name = fields.name(node.get("name"), f"{path}.name", subdomain=True)
         if name in seen_names:
             raise SpecError(f"{path}.name", f"duplicate node name {name!r}")
-        role = _choice(node.get("role", "worker"), f"{path}.role", ROLES)
-        address = _address(node.get("address", network.vpc_subnet.network_address + 10 + i),
+        role = fields.choice(node.get("role", "worker"), f"{path}.role", ROLES)
+        address = fields.address(node.get("address", network.vpc_subnet.network_address + 10 + i),
                            f"{path}.address", network.vpc_subnet,
                            reserved=_aws_reserved(network.vpc_subnet))
-        public = _address(node.get("publicIP", network.public_ips.network_address + 10 + i),
+        public = fields.address(node.get("publicIP", network.public_ips.network_address + 10 + i),
                           f"{path}.publicIP", network.public_ips,
                           reserved=_edge_reserved(network.public_ips))
         if address in seen_addrs:
@@ -305,12 +301,12 @@ def _parse_clients(raw: Any, network: NetworkSpec,
     reserved = _internet_reserved(network)
     for i, item in enumerate(raw):
         path = f"clients[{i}]"
-        client = _mapping(item, path, ("name", "address"))
-        name = _name(client.get("name"), f"{path}.name", subdomain=False)
+        client = fields.mapping(item, path, ("name", "address"))
+        name = fields.name(client.get("name"), f"{path}.name", subdomain=False)
         if name in seen_names or name in node_names or name in RESERVED_HOST_NAMES:
             raise SpecError(f"{path}.name", f"name {name!r} is already taken "
                             f"(reserved: {', '.join(RESERVED_HOST_NAMES)})")
-        address = _address(client.get("address", network.internet.network_address + 100 + i),
+        address = fields.address(client.get("address", network.internet.network_address + 100 + i),
                            f"{path}.address", network.internet, reserved=reserved)
         if address in seen_addrs:
             raise SpecError(f"{path}.address", f"{address} is already used by another client")
@@ -327,14 +323,14 @@ def _parse_outside(raw: Any, network: NetworkSpec, taken: set) -> tuple[OutsideS
     reserved = _internet_reserved(network)
     for i, item in enumerate(raw):
         path = f"outside[{i}]"
-        entry = _mapping(item, path, ("name", "address", "ports"))
-        name = _name(entry.get("name"), f"{path}.name", subdomain=True)
+        entry = fields.mapping(item, path, ("name", "address", "ports"))
+        name = fields.name(entry.get("name"), f"{path}.name", subdomain=True)
         if "." not in name or name.endswith("cluster.local"):
             raise SpecError(f"{path}.name", f"{name!r} must be a public DNS name with a "
                             "domain, e.g. db.example.com (not under cluster.local)")
         if name in seen_names:
             raise SpecError(f"{path}.name", f"duplicate outside service {name!r}")
-        address = _address(entry.get("address", network.internet.network_address + 50 + i),
+        address = fields.address(entry.get("address", network.internet.network_address + 50 + i),
                            f"{path}.address", network.internet, reserved=reserved)
         if address in seen_addrs:
             raise SpecError(f"{path}.address", f"{address} is already used by another host")
@@ -352,63 +348,6 @@ def _port_spec(raw: Any, path: str) -> tuple[int, str]:
         raise SpecError(path, f"invalid value {raw!r}; allowed: PORT[/TCP|/UDP], "
                         "e.g. 5432/TCP, with 1 <= PORT <= 65535")
     return int(match[1]), match[2] or "TCP"
-
-
-# --- field helpers -----------------------------------------------------------
-
-def _mapping(raw: Any, path: str, allowed: tuple[str, ...]) -> dict:
-    if not isinstance(raw, dict):
-        raise SpecError(path, f"must be a mapping with fields {', '.join(allowed)}")
-    for key in raw:
-        if key not in allowed:
-            field = key if path == "spec" else f"{path}.{key}"
-            raise SpecError(field, f"unknown field; allowed: {', '.join(allowed)}")
-    return raw
-
-
-def _choice(raw: Any, path: str, allowed: tuple[str, ...]) -> str:
-    if raw not in allowed:
-        raise SpecError(path, f"unsupported value {raw!r}; allowed: {', '.join(allowed)}")
-    return raw
-
-
-def _name(raw: Any, path: str, *, subdomain: bool) -> str:
-    kind = "DNS-1123 subdomain" if subdomain else "DNS-1123 label"
-    pattern = _DNS1123_SUBDOMAIN if subdomain else _DNS1123_LABEL
-    if not isinstance(raw, str) or not raw:
-        raise SpecError(path, f"required: a {kind} (lowercase letters, digits, '-')")
-    if len(raw) > 63 or not pattern.match(raw):
-        raise SpecError(path, f"invalid value {raw!r}: a {kind} must consist of lowercase "
-                        "alphanumeric characters or '-', start and end with an "
-                        "alphanumeric character, and be at most 63 characters")
-    return raw
-
-
-def _cidr(raw: Any, path: str) -> Net:
-    try:
-        net = ipaddress.ip_network(str(raw), strict=True)
-    except ValueError as err:
-        raise SpecError(path, f"invalid value {raw!r}: {err}; allowed: an IPv4 CIDR "
-                        "with no host bits, e.g. 10.0.0.0/16") from err
-    if net.version != 4:
-        raise SpecError(path, f"invalid value {raw!r}; allowed: an IPv4 CIDR")
-    if net.overlaps(LINK_LOCAL) or net.overlaps(LOOPBACK):
-        raise SpecError(path, f"{net} overlaps link-local or loopback space")
-    return net
-
-
-def _address(raw: Any, path: str, within: Net, reserved: set) -> Addr:
-    try:
-        addr = ipaddress.IPv4Address(str(raw))
-    except ValueError as err:
-        raise SpecError(path, f"invalid value {raw!r}; allowed: an IPv4 address "
-                        f"in {within}") from err
-    if addr not in within:
-        raise SpecError(path, f"{addr} is outside {within}")
-    if addr in reserved:
-        raise SpecError(path, f"{addr} is reserved "
-                        f"({', '.join(sorted(str(r) for r in reserved))})")
-    return addr
 
 
 def _aws_reserved(subnet: Net) -> set:
