@@ -27,6 +27,7 @@ from topo.spec import ClusterSpec
 from topo.state import HostRecord, LabPaths, LabState, ProcessRecord, write_state
 
 log = logging.getLogger("svclab.lab")
+TEARDOWN_GRACE = 0.5      # seconds between SIGTERM and SIGKILL when the lab stops
 
 
 class Lab:
@@ -86,8 +87,11 @@ class Lab:
         """Stop every process in the lab's namespaces, then the hosts."""
         with self._lock:
             recorded = [p.proc for p in self.state.processes]
+            # The whole lab is going: no grace periods (a DNS pod's lameduck
+            # would hold the teardown for seconds).
             stop_processes(recorded + processes_in_netns(self._all_netns(),
-                                                         exclude=self._shell_pids()))
+                                                         exclude=self._shell_pids()),
+                           timeout=TEARDOWN_GRACE)
             for name in list(self.nodes):
                 self._terminate(name)
             self.state.processes.clear()
