@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from agents.proxy.errors import TracerError
 from agents.proxy.nft_model import TERMINAL, apply_commands
-from agents.proxy.tracer import Outcome, Packet
+from agents.proxy.tracer import Outcome, Packet, add_outcome, sorted_outcomes
 
 MAX_DEPTH = 32
 
@@ -180,15 +180,8 @@ class NftTracer:
             for hook in hooks:
                 live = self._hook(hook, live, recent)
             for q, pk3, v3 in live:
-                final = v3 if v3 in ("DROP", "REJECT") else (
-                    "ACCEPT" if pk3.dnat or pk3.accepted else "NO-MATCH")
-                key = Outcome(final, pk3.dnat, marked, pk3.masquerade,
-                              pk3.recent_set)
-                outcomes[key] = outcomes.get(key, 0.0) + q
-        return tuple(sorted(
-            (replace(o, probability=p) for o, p in outcomes.items()),
-            key=lambda o: (o.verdict, o.dnat or "", o.masquerade,
-                           o.recent_set)))
+                add_outcome(outcomes, q, pk3, v3, marked)
+        return sorted_outcomes(outcomes)
 
 
 def trace(text: str, src: str, dst: str, dport: int, protocol: str = "TCP",

@@ -396,15 +396,27 @@ class Tracer:
                 else:
                     post = [(q, pk2, v)]
                 for r, pk3, v3 in post:
-                    final = v3 if v3 in ("DROP", "REJECT") else (
-                        "ACCEPT" if pk3.dnat or pk3.accepted else "NO-MATCH")
-                    key = Outcome(final, pk3.dnat, marked, pk3.masquerade,
-                                  pk3.recent_set)
-                    outcomes[key] = outcomes.get(key, 0.0) + r
-        return tuple(sorted(
-            (replace(o, probability=p) for o, p in outcomes.items()),
-            key=lambda o: (o.verdict, o.dnat or "", o.masquerade,
-                           o.recent_set)))
+                    add_outcome(outcomes, r, pk3, v3, marked)
+        return sorted_outcomes(outcomes)
+
+
+def add_outcome(outcomes: dict, probability: float, pk, verdict: str,
+                marked: bool) -> None:
+    """Fold one finished branch into outcomes (Outcome -> probability).
+
+    Shared by both tracers: a branch ends DROP or REJECT, ACCEPT when it was
+    DNATed or accepted by one of our rules, NO-MATCH otherwise.
+    """
+    final = verdict if verdict in ("DROP", "REJECT") else (
+        "ACCEPT" if pk.dnat or pk.accepted else "NO-MATCH")
+    key = Outcome(final, pk.dnat, marked, pk.masquerade, pk.recent_set)
+    outcomes[key] = outcomes.get(key, 0.0) + probability
+
+
+def sorted_outcomes(outcomes: dict) -> tuple:
+    return tuple(sorted(
+        (replace(o, probability=p) for o, p in outcomes.items()),
+        key=lambda o: (o.verdict, o.dnat or "", o.masquerade, o.recent_set)))
 
 
 def trace(text: str, src: str, dst: str, dport: int, protocol: str = "TCP", *,
