@@ -58,7 +58,9 @@ def service(obj: dict) -> dict:
             if port.get("targetPort") in (None, 0, ""):
                 port["targetPort"] = port.get("port")
     stype = spec["type"]
-    if stype in ("NodePort", "LoadBalancer"):
+    # As SetDefaults_Service: every externally accessible service (NodePort,
+    # LoadBalancer, or any type with externalIPs) gets a policy.
+    if stype in ("NodePort", "LoadBalancer") or spec.get("externalIPs"):
         spec.setdefault("externalTrafficPolicy", "Cluster")
     if stype == "LoadBalancer":
         spec.setdefault("allocateLoadBalancerNodePorts", True)

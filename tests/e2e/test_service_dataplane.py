@@ -76,7 +76,9 @@ def services(lab):
             (service("empty"), []),
             (service("sticky", sessionAffinity="ClientIP",
                      sessionAffinityConfig={"clientIP": {"timeoutSeconds": 2}}),
-             ["ep-a", "ep-b", "ep-c"])):
+             ["ep-a", "ep-b", "ep-c"]),
+            # an external IP that the VPC routes to a node: ip-172-31-0-12's own
+            (service("ext", port=8080, externalIPs=["172.31.0.12"]), ["ep-a", "ep-b", "ep-c"])):
         obj = api.create("services", svc, namespace="default")
         created[svc["metadata"]["name"]] = obj["spec"]["clusterIP"]
         if eps:
@@ -123,6 +125,18 @@ def test_local_policy_keeps_the_client_ip_and_drops_where_no_local_endpoint(lab,
     got = outcomes(lab.name, "client", [Probe("198.51.100.11", 30081),
                                         Probe("198.51.100.12", 30081)])
     assert got == {"198.51.100.11:30081/tcp": "dropped", "198.51.100.12:30081/tcp": "open"}
+
+
+def test_external_ip_is_an_external_entry_masqueraded_under_cluster_policy(lab, services):
+    """kube-proxy serves an externalIP like an LB IP: through KUBE-EXT, where
+    Cluster policy masquerades every packet, even from a pod."""
+    seen = fetch_many(lab, "src", "http://172.31.0.12:8080/clientip", 9)
+    sources = {s.rsplit(":", 1)[0] for s in seen}
+    assert sources <= {"172.31.0.11", "172.31.0.12"} and sources, seen
+    # From the internet: the igw maps the node's public IP to 172.31.0.12, which
+    # is the external IP, so kube-proxy on that node takes it from there.
+    names = fetch_many(lab, "client", "http://198.51.100.12:8080/hostname", 6)
+    assert set(names) <= {"ep-a", "ep-b", "ep-c"}, names
 
 
 def test_service_without_endpoints_rejects(lab, services):
