@@ -96,6 +96,21 @@ def run_in(pid: int, argv: list[str], *, input: str | None = None,
     return proc.stdout
 
 
+def enter_netns(pid: int) -> None:
+    """Move the calling thread (only it) into pid's network namespace.
+
+    For threads that live there for good (a thread pool serving one lab
+    host); the host's own namespace is refused, as everywhere else."""
+    ensure_lab_namespace(pid)
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"setns into the netns of {pid}: {os.strerror(code)}")
+    finally:
+        os.close(fd)
+
+
 def call_in_netns(pid: int, fn: Callable[[], T], timeout: float = 5.0) -> T:
     """Run fn in a throwaway thread that has entered pid's network namespace.
 
@@ -107,13 +122,7 @@ def call_in_netns(pid: int, fn: Callable[[], T], timeout: float = 5.0) -> T:
 
     def enter_and_call() -> None:
         try:
-            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns: {os.strerror(code)}")
-            finally:
-                os.close(fd)
+            enter_netns(pid)
             result["value"] = fn()
         except Exception as err:   # handed to the caller's thread below
             result["error"] = err

@@ -16,7 +16,6 @@ both, and the shim survives SIGTERM to keep waiting.
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import http.client
 import os
 import shutil
@@ -27,9 +26,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from svclab.errors import CommandError, SvclabError
-from topo.netns import ProcRef, run_in
+from topo.netns import ProcRef, enter_netns, run_in
 
-CLONE_NEWNET = 0x40000000
 PROBE_THREADS_PER_NODE = 4
 # "$1": exit-code file; the rest: the container's argv.
 CONTAINER_SHIM = ('f=$1; shift; "$@" & c=$!; trap : TERM INT HUP; '
@@ -88,17 +86,6 @@ class PodRuntime(Protocol):
         """HTTP status code of GET from the node's namespace; 0 when it cannot connect."""
 
     def close(self) -> None: ...
-
-
-def _enter_netns(pid: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"setns into the netns of {pid}: {os.strerror(code)}")
-    finally:
-        os.close(fd)
 
 
 def tcp_connect(ip: str, port: int, timeout: float) -> bool:
@@ -238,7 +225,7 @@ class LabPodRuntime:
                             if r.kind == "node" and r.name == node)
                 pool = concurrent.futures.ThreadPoolExecutor(
                     PROBE_THREADS_PER_NODE, thread_name_prefix=f"probe-{node}",
-                    initializer=_enter_netns, initargs=(host.pid,))
+                    initializer=enter_netns, initargs=(host.pid,))
                 self._probers[node] = pool
             return pool
 

@@ -2,7 +2,6 @@
 through the API answers by name, and goes away when deleted.  No root."""
 from __future__ import annotations
 
-import socket
 import time
 
 import dns.message
@@ -14,25 +13,10 @@ from agents.dns.cluster import ClusterZone
 from agents.dns.holder import ZoneHolder
 from agents.dns.server import DnsServer
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
-from svclab.api import ApiServer
-from svclab.kube.client import KubeClient
-
-INFO = {"serviceCIDR": "10.96.0.0/12", "nodePortRange": "30000-32767",
-        "podCIDR": "192.168.0.0/16", "clusterDomain": "cluster.local",
-        "controlPlaneEndpoint": {"ip": "172.31.0.10", "port": 6443},
-        "nodes": [{"name": "n1", "role": "control-plane", "internalIP": "172.31.0.11",
-                   "externalIP": "198.51.100.11", "podCIDR": "192.168.1.0/24"}]}
-
 
 @pytest.fixture
-def client(tmp_path):
-    server = ApiServer(tmp_path / "api", INFO, node_grace_period=None, seed=1)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server.add_listener(sock)
-    with server.start():
-        yield KubeClient.from_kubeconfig(str(server.kubeconfig_path))
+def client(api_client):
+    return api_client
 
 
 def ask(port: int, name: str, rtype: str = "A"):

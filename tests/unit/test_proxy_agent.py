@@ -14,15 +14,6 @@ from agents.proxy.agent import AgentConfig, ProxyAgent
 from agents.proxy.fixtures import service_dict, slice_dict, endpoint
 from agents.proxy.iptables_backend import SyncReport
 from agents.proxy.runner import BoundedFrequencyRunner
-from svclab.api import ApiServer
-from svclab.kube.client import KubeClient
-
-INFO = {"serviceCIDR": "10.96.0.0/12", "nodePortRange": "30000-32767",
-        "podCIDR": "192.168.0.0/16", "clusterDomain": "cluster.local",
-        "controlPlaneEndpoint": {"ip": "172.31.0.10", "port": 6443},
-        "nodes": [{"name": "n1", "role": "control-plane", "internalIP": "172.31.0.11",
-                   "externalIP": "198.51.100.11", "podCIDR": "192.168.1.0/24"}]}
-
 
 class RecordingBackend:
     def __init__(self):
@@ -66,14 +57,8 @@ def wait_for(predicate, timeout=10.0):
 
 
 @pytest.fixture
-def api(tmp_path):
-    server = ApiServer(tmp_path / "api", INFO, node_grace_period=None, seed=1)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server.add_listener(sock)
-    with server.start():
-        yield KubeClient.from_kubeconfig(str(server.kubeconfig_path))
+def api(api_client):
+    return api_client
 
 
 @pytest.fixture
