@@ -10,6 +10,7 @@ and LoadBalancer (an AWS-style ELB hostname).  `make demo` runs this one.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 from experiments.framework import Context, Summary, table
@@ -164,7 +165,7 @@ def _wait_hostname(lab, service: str, timeout: float = 30) -> str:
                 try:
                     _http(lab, "client", f"http://{ingress[0]['hostname']}/hostname")
                     return ingress[0]["hostname"]
-                except Exception:   # not serving yet: the health checks are still running
+                except subprocess.CalledProcessError:   # health checks still running
                     time.sleep(0.2)
         time.sleep(0.1)
     raise RuntimeError(f"{service} got no working load balancer in {timeout} s")
