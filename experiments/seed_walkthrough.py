@@ -9,7 +9,6 @@ and LoadBalancer (an AWS-style ELB hostname).  `make demo` runs this one.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 
