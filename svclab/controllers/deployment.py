@@ -291,11 +291,11 @@ class DeploymentController(Controller):
                     raise
             revision = step.create["metadata"]["annotations"][REVISION]
             self._set_revision(deploy, revision)
-        for rs_name, annotations in step.annotate:
-            self.client.patch("replicasets", rs_name, {"metadata": {"annotations": annotations}},
-                              namespace)
-            if REVISION in annotations:
-                self._set_revision(deploy, annotations[REVISION])
+        for rs_name, rs_annotations in step.annotate:
+            self.client.patch("replicasets", rs_name,
+                              {"metadata": {"annotations": rs_annotations}}, namespace)
+            if REVISION in rs_annotations:
+                self._set_revision(deploy, rs_annotations[REVISION])
         for rs_name, replicas in step.scale:
             self.client.patch("replicasets", rs_name, {"spec": {"replicas": replicas}}, namespace)
         for rs_name in step.delete:
