@@ -57,24 +57,10 @@ class _IptPathTracer(tracer.Tracer):
             pk = replace(pk, path=pk.path + ((self._where, chain),))
         return super().run_chain(table, chain, pk, recent, depth)
 
-    def walk(self, src, dst, dport, protocol, locally_originated):
+    def walk_paths(self, src, dst, dport, protocol, locally_originated) -> list[Branch]:
         pk = _IptPacket(src, dst, dport, protocol.upper())
-        hook = "OUTPUT" if locally_originated else "PREROUTING"
-        branches = self._hook("nat", hook, [(1.0, pk, "ACCEPT")], frozenset())
-        out = []
-        for p, pk, verdict in branches:
-            local = self.is_local(pk.dst)
-            hooks = (["OUTPUT"] + (["INPUT"] if local else [])) if locally_originated \
-                else ["INPUT" if local else "FORWARD"]
-            live = [(p, pk, verdict)]
-            for name in hooks:
-                live = self._hook("filter", name, live, frozenset())
-            for q, pk2, v in live:
-                post = self._hook("nat", "POSTROUTING", [(q, pk2, v)], frozenset()) \
-                    if v not in ("DROP", "REJECT") and (locally_originated or not local) \
-                    else [(q, pk2, v)]
-                out += [_branch(r, pk3, v3) for r, pk3, v3 in post]
-        return out
+        return [_branch(r, pk3, v3)
+                for _, r, pk3, v3 in self.walk(pk, locally_originated, frozenset())]
 
 
 def kube_tables(iptables_save: str) -> str:
@@ -91,7 +77,7 @@ def kube_tables(iptables_save: str) -> str:
 def walk_iptables(iptables_save: str, local_addresses, src: str, dst: str, dport: int,
                   protocol: str = "tcp", locally_originated: bool = False) -> list[Branch]:
     walker = _IptPathTracer(kube_tables(iptables_save), local_addresses)
-    return walker.walk(src, dst, dport, protocol, locally_originated)
+    return walker.walk_paths(src, dst, dport, protocol, locally_originated)
 
 
 # --- nftables ------------------------------------------------------------------
@@ -111,34 +97,21 @@ class _NftPathTracer(nft_tracer.NftTracer):
             pk = replace(pk, path=pk.path + ((kind, chain),))
         return super().run_chain(chain, pk, recent, depth)
 
-    def walk(self, src, dst, dport, protocol, locally_originated):
+    def walk_paths(self, src, dst, dport, protocol, locally_originated) -> list[Branch]:
         pk = _NftPacket(src, dst, dport, protocol.upper())
-        first = "output" if locally_originated else "prerouting"
-        out = []
-        for p, pk, verdict in self._hook(first, [(1.0, pk, "ACCEPT")], frozenset()):
-            local = self.is_local(pk.dst)
-            hooks = ["input"] if local else []
-            if not locally_originated and not local:
-                hooks = ["forward"]
-            if locally_originated or not local:
-                hooks.append("postrouting")
-            live = [(p, pk, verdict)]
-            for hook in hooks:
-                live = self._hook(hook, live, frozenset())
-            out += [_branch(q, pk3, v3) for q, pk3, v3 in live]
-        return out
+        return [_branch(q, pk3, v3)
+                for _, q, pk3, v3 in self.walk(pk, locally_originated, frozenset())]
 
 
 def walk_nftables(listing: str, local_addresses, src: str, dst: str, dport: int,
                   protocol: str = "tcp", locally_originated: bool = False) -> list[Branch]:
     walker = _NftPathTracer(listing_to_commands(listing), local_addresses)
-    return walker.walk(src, dst, dport, protocol, locally_originated)
+    return walker.walk_paths(src, dst, dport, protocol, locally_originated)
 
 
 def _branch(probability, pk, verdict) -> Branch:
-    final = verdict if verdict in ("DROP", "REJECT") else (
-        "ACCEPT" if pk.dnat or pk.accepted else "NO-MATCH")
-    return Branch(final, pk.dnat, pk.masquerade, probability, pk.path)
+    return Branch(tracer.final_verdict(pk, verdict), pk.dnat, pk.masquerade, probability,
+                  pk.path)
 
 
 _MARK_OP = re.compile(r"meta mark set meta mark ([|^]) (0x[0-9a-f]+)")

@@ -1,7 +1,7 @@
 """Scoped cleanup: remove what a lab left behind, and nothing else.
 
-Never `mn -c`, Mininet's cleanup(), `pkill -f` or `killall`: they match broad
-patterns and hit what is not ours.  A lab is identified only by what it
+Mininet's global cleanup and kill-by-name tools match broad patterns and hit
+what is not ours, so none of them is used here.  A lab is identified only by what it
 recorded in its state folder: process (pid, start time) pairs and the inodes
 of its network namespaces.  A namespace dies with the last process in it, and
 takes its veths and bridges along, so killing exactly those processes and

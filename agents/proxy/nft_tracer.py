@@ -160,27 +160,32 @@ class NftTracer:
             branches = out
         return branches
 
-    def trace(self, src: str, dst: str, dport: int, protocol: str = "TCP", *,
-              locally_originated: bool = False,
-              recent: frozenset[str] = frozenset()) -> tuple[Outcome, ...]:
-        """All possible outcomes for the first packet of a connection."""
-        pk = Packet(src, dst, dport, protocol.upper())
+    def walk(self, pk, locally_originated: bool, recent: frozenset[str]):
+        """Every branch of a first packet through the hooks it meets:
+        yields (marked in the first hook, probability, packet, verdict)."""
         first = "output" if locally_originated else "prerouting"
-        outcomes: dict[Outcome, float] = {}
-        for p, pk, verdict in self._hook(first, [(1.0, pk, "ACCEPT")],
-                                         recent):
-            marked = bool(pk.mark & self.mask)
-            local = self.is_local(pk.dst)
+        for p, pk1, verdict in self._hook(first, [(1.0, pk, "ACCEPT")], recent):
+            marked = bool(pk1.mark & self.mask)
+            local = self.is_local(pk1.dst)
             hooks = ["input"] if local else []
             if not locally_originated and not local:
                 hooks = ["forward"]
             if locally_originated or not local:
                 hooks.append("postrouting")
-            live = [(p, pk, verdict)]
+            live = [(p, pk1, verdict)]
             for hook in hooks:
                 live = self._hook(hook, live, recent)
             for q, pk3, v3 in live:
-                add_outcome(outcomes, q, pk3, v3, marked)
+                yield marked, q, pk3, v3
+
+    def trace(self, src: str, dst: str, dport: int, protocol: str = "TCP", *,
+              locally_originated: bool = False,
+              recent: frozenset[str] = frozenset()) -> tuple[Outcome, ...]:
+        """All possible outcomes for the first packet of a connection."""
+        outcomes: dict[Outcome, float] = {}
+        for marked, q, pk, verdict in self.walk(Packet(src, dst, dport, protocol.upper()),
+                                                locally_originated, recent):
+            add_outcome(outcomes, q, pk, verdict, marked)
         return sorted_outcomes(outcomes)
 
 

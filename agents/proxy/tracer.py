@@ -370,46 +370,52 @@ class Tracer:
                 out.append((p * q, pk2, verdict if kept else res))
         return out
 
-    def trace(self, src: str, dst: str, dport: int, protocol: str = "TCP", *,
-              locally_originated: bool = False,
-              recent: frozenset[str] = frozenset()) -> tuple[Outcome, ...]:
-        """All possible outcomes for the first packet of a connection."""
-        pk = Packet(src, dst, dport, protocol.upper())
+    def walk(self, pk, locally_originated: bool, recent: frozenset[str]):
+        """Every branch of a first packet through the hooks it meets:
+        yields (marked in nat, probability, packet, verdict)."""
         nat_hook = "OUTPUT" if locally_originated else "PREROUTING"
-        branches = self._hook("nat", nat_hook, [(1.0, pk, "ACCEPT")], recent)
-        outcomes: dict[Outcome, float] = {}
-        for p, pk, verdict in branches:
-            marked = bool(pk.mark & 0x4000)
-            delivered_locally = self.is_local(pk.dst)
+        for p, pk1, verdict in self._hook("nat", nat_hook, [(1.0, pk, "ACCEPT")], recent):
+            marked = bool(pk1.mark & 0x4000)
+            delivered_locally = self.is_local(pk1.dst)
             if locally_originated:
                 hooks = ["OUTPUT"] + (["INPUT"] if delivered_locally else [])
             else:
                 hooks = ["INPUT" if delivered_locally else "FORWARD"]
-            live = [(p, pk, verdict)]
+            live = [(p, pk1, verdict)]
             for hook in hooks:
                 live = self._hook("filter", hook, live, recent)
             for q, pk2, v in live:
                 if v not in ("DROP", "REJECT") and (
                         locally_originated or not delivered_locally):
-                    post = self._hook("nat", "POSTROUTING", [(q, pk2, v)],
-                                      recent)
+                    post = self._hook("nat", "POSTROUTING", [(q, pk2, v)], recent)
                 else:
                     post = [(q, pk2, v)]
                 for r, pk3, v3 in post:
-                    add_outcome(outcomes, r, pk3, v3, marked)
+                    yield marked, r, pk3, v3
+
+    def trace(self, src: str, dst: str, dport: int, protocol: str = "TCP", *,
+              locally_originated: bool = False,
+              recent: frozenset[str] = frozenset()) -> tuple[Outcome, ...]:
+        """All possible outcomes for the first packet of a connection."""
+        outcomes: dict[Outcome, float] = {}
+        for marked, r, pk, verdict in self.walk(Packet(src, dst, dport, protocol.upper()),
+                                                locally_originated, recent):
+            add_outcome(outcomes, r, pk, verdict, marked)
         return sorted_outcomes(outcomes)
+
+
+def final_verdict(pk, verdict: str) -> str:
+    """How a finished branch ends: DROP or REJECT, ACCEPT when it was DNATed
+    or accepted by one of our rules, NO-MATCH otherwise."""
+    return verdict if verdict in ("DROP", "REJECT") else (
+        "ACCEPT" if pk.dnat or pk.accepted else "NO-MATCH")
 
 
 def add_outcome(outcomes: dict, probability: float, pk, verdict: str,
                 marked: bool) -> None:
-    """Fold one finished branch into outcomes (Outcome -> probability).
-
-    Shared by both tracers: a branch ends DROP or REJECT, ACCEPT when it was
-    DNATed or accepted by one of our rules, NO-MATCH otherwise.
-    """
-    final = verdict if verdict in ("DROP", "REJECT") else (
-        "ACCEPT" if pk.dnat or pk.accepted else "NO-MATCH")
-    key = Outcome(final, pk.dnat, marked, pk.masquerade, pk.recent_set)
+    """Fold one finished branch into outcomes (Outcome -> probability)."""
+    key = Outcome(final_verdict(pk, verdict), pk.dnat, marked, pk.masquerade,
+                  pk.recent_set)
     outcomes[key] = outcomes.get(key, 0.0) + probability
 
 

@@ -7,6 +7,8 @@ import sys
 import time
 import uuid
 
+import pytest
+
 from probes.reach import Probe
 from probes.runner import probe_from
 
@@ -103,3 +105,16 @@ def admin_client(lab_name: str):
     from svclab.kube.client import KubeClient
     from topo.state import LabPaths
     return KubeClient.from_kubeconfig(str(LabPaths(lab_name).kubeconfig))
+
+
+def wait_for(what: str, probe, timeout: float = 20.0, every: float = 0.05):
+    """Poll probe() until it returns something true (and return that), or fail
+    the test after `timeout` seconds, naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
+        time.sleep(every)

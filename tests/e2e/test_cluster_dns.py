@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from labtools import admin_client, running_lab, svclab
+from labtools import admin_client, running_lab, svclab, wait_for
 from probes.dnsprobe import query, query_loop, query_many, resolve
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
@@ -114,17 +114,6 @@ class DnsLab:
 
     def in_pod(self, namespace: str, pod: str, *argv: str, timeout: float = 15) -> str:
         return run_in(self.host(namespace, pod).pid, list(argv), timeout=timeout, where=pod)
-
-
-def wait_for(what: str, probe, timeout: float = WAIT, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
-        time.sleep(every)
 
 
 def one_pod(lab: DnsLab, namespace: str, app: str) -> str:

@@ -4,6 +4,8 @@ the source the pod sees, health checks taking nodes out and back, source
 ranges, and teardown on type change and delete."""
 from __future__ import annotations
 
+import functools
+
 import collections
 import json
 import os
@@ -12,6 +14,7 @@ import time
 
 import pytest
 
+import labtools
 from labtools import admin_client, fetch_many, outcomes, running_lab, svclab, workload
 from probes.reach import Probe
 from probes.spread import spread
@@ -20,6 +23,8 @@ from svclab.cloud.status import lb_status
 from topo.control import ControlClient
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
+
+wait_for = functools.partial(labtools.wait_for, timeout=15.0, every=0.1)
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -73,16 +78,6 @@ def set_endpoints(lab, name, pods, create=False, protocol="TCP", port=80):
         api.update("endpointslices", body)
 
 
-def wait_for(what, fn, timeout=15.0, every=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every)
-
-
 def lb_of(lab, name):
     rows = [r for r in lb_status(lab.name) if r["key"] == f"default/{name}"]
     return rows[0] if rows else None
@@ -94,7 +89,7 @@ def states(lab, name):
 
 
 def wait_states(lab, name, wanted, timeout=15.0):
-    return wait_for(f"{name} targets {wanted}", lambda: states(lab, name) == wanted, timeout)
+    return wait_for(f"{name} targets {wanted}", lambda: states(lab, name) == wanted, timeout=timeout)
 
 
 def hostname_of(lab, name):

@@ -10,14 +10,18 @@ Local ClusterIP; and a NodePort Service whose selector matches nothing.
 """
 from __future__ import annotations
 
+import functools
+
 import json
-import time
 
 import pytest
 
+import labtools
 from labtools import admin_client, running_lab, svclab
 from probes.matrix import run_matrix
 from svclab.cloud.status import lb_status
+
+wait_for = functools.partial(labtools.wait_for, timeout=30.0, every=0.2)
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -56,13 +60,6 @@ MANIFESTS = [
     {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
      "spec": {"type": "ExternalName", "externalName": "db.example.com"}},
 ]
-
-
-def wait_for(what, check, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def ready_endpoints(api, service_name: str) -> int:

@@ -4,13 +4,18 @@ its pods stop being ready endpoints everywhere, and all of it comes back
 with the link."""
 from __future__ import annotations
 
+import functools
+
 import time
 
 import pytest
 import yaml
 
+import labtools
 from labtools import admin_client, running_lab, svclab
 from topo.spec import default_spec_path
+
+eventually = functools.partial(labtools.wait_for, every=0.1)
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 GRACE = 3
@@ -26,14 +31,6 @@ def ready_endpoint_nodes(api) -> list[str]:
 def node_ready(api, name: str) -> str:
     node = api.get("nodes", name)
     return next(c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready")
-
-
-def eventually(what: str, fn, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while not (value := fn()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.1)
-    return value
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 
 from svclab.controllers.naming import ALPHANUMS
 from svclab.kube.client import ApiError, KubeClient
-from labtools import running_lab
+from labtools import running_lab, wait_for
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 
@@ -83,17 +83,6 @@ class WorkloadLab:
         record = next(r for r in list(self.lab.state.hosts.values())
                       if r.kind == "pod" and r.name == pod and r.namespace == "default")
         return run_in(record.pid, [sys.executable, "-c", HTTP_GET, url], timeout=10).strip()
-
-
-def wait_for(what: str, probe, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
-        time.sleep(0.05)
 
 
 def ready_addresses(wl: WorkloadLab, service: str) -> list[str]:

@@ -1,6 +1,6 @@
 """NftablesBackend against the real kernel, inside throwaway namespaces.
 
-Every nft command runs through ``ip netns exec svtest-nft-<pid>-<n>``; the
+Every nft command runs through ``ip netns exec svtest-<pid>-<n>``; the
 host's own ruleset is never read or changed.  Checks: full sync, identical
 re-sync, a partial sync ends where a full sync of the same state ends, a
 broken transaction raises NftApplyError naming its line and keeps the old
@@ -11,8 +11,6 @@ table after iptables mode).
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
 import subprocess
 
@@ -28,7 +26,6 @@ from agents.proxy.nft_render import plan_ruleset, render_transaction
 pytestmark = pytest.mark.root
 
 NODE = NodeInfo("ip-172-31-0-11", ("172.31.0.11",))
-_counter = itertools.count()
 FOREIGN = ("table ip other {\n"
            "\tchain keep {\n"
            "\t\ttype filter hook input priority 10; policy accept;\n"
@@ -41,19 +38,6 @@ def sh(*argv: str, stdin: str | None = None) -> str:
                           timeout=60, check=False)
     assert done.returncode == 0, f"{argv}: {done.stderr}"
     return done.stdout
-
-
-@pytest.fixture
-def netns():
-    if os.geteuid() != 0:
-        pytest.fail("this test needs root (network namespaces)")
-    name = f"svtest-nft-{os.getpid()}-{next(_counter)}"
-    sh("ip", "netns", "add", name)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True,
-                       timeout=30, check=False)
 
 
 def nft(ns: str, *args: str, stdin: str | None = None) -> str:

@@ -1,6 +1,6 @@
 """IptablesBackend against the real kernel, inside throwaway namespaces.
 
-Every command runs through ``ip netns exec svtest-ipt-<pid>-<n>``; the host's
+Every command runs through ``ip netns exec svtest-<pid>-<n>``; the host's
 own rules are never read or changed.  Checks: apply, idempotent re-apply,
 stale chain removal, a broken rule set leaves the old rules in place (even
 the table iptables-restore had already committed), cleanup removes only
@@ -10,8 +10,6 @@ rendered ones.
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
 import subprocess
 
@@ -28,7 +26,6 @@ from agents.proxy.tracer import Tracer
 pytestmark = pytest.mark.root
 
 NODE = NodeInfo("ip-172-31-0-11", ("172.31.0.11",))
-_counter = itertools.count()
 
 
 def sh(*argv: str) -> str:
@@ -36,19 +33,6 @@ def sh(*argv: str) -> str:
                           check=False)
     assert done.returncode == 0, f"{argv}: {done.stderr}"
     return done.stdout
-
-
-@pytest.fixture
-def netns():
-    if os.geteuid() != 0:
-        pytest.fail("this test needs root (network namespaces)")
-    name = f"svtest-ipt-{os.getpid()}-{next(_counter)}"
-    sh("ip", "netns", "add", name)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True,
-                       timeout=30, check=False)
 
 
 def saved(ns: str) -> str:
