@@ -47,15 +47,17 @@ def run(ctx: Context) -> Summary:
 def tables(rows: list[dict]) -> list[str]:
     shape = [[r["mode"], r["services"], r["endpoints_per_service"], r["full_lines"],
               "partial" if r["add_partial"] else "full",
-              "partial" if r["change_partial"] else "full"] for r in rows]
+              "partial" if r["change_partial"] else "full",
+              "partial" if r["delete_partial"] else "full"] for r in rows]
     timing = [[r["mode"], r["services"], f"{r['full_sync_s']:.2f}",
                f"{r['add_sync_s'] * 1e3:.1f}", f"{r['change_sync_s'] * 1e3:.1f}",
+               f"{r['delete_sync_s'] * 1e3:.1f}",
                f"{r['peak_rss_mib']:.0f}", f"{r['p50_us']:.0f}", f"{r['p99_us']:.0f}"]
               for r in rows]
     return [table(["mode", "services", "endpoints each", "rule lines (full sync)",
-                   "add one service", "change one endpoint"], shape),
-            table(["mode", "services", "full sync s", "add ms", "change ms", "peak RSS MiB",
-                   "first packet p50 µs", "p99 µs"], timing)]
+                   "add one service", "change one endpoint", "delete one service"], shape),
+            table(["mode", "services", "full sync s", "add ms", "change ms", "delete ms",
+                   "peak RSS MiB", "first packet p50 µs", "p99 µs"], timing)]
 
 
 def findings(rows: list[dict]) -> list[str]:

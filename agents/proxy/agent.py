@@ -11,10 +11,12 @@ failed apply keeps the old rules and is retried as a full sync.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from agents.proxy.changes import ChangeTracker, stale_udp_flows
@@ -117,12 +119,14 @@ class ProxyAgent:
         with self._tracker_lock:
             services, slices = self.tracker.services, self.tracker.slices
             changed = self.tracker.take()
-        ruleset = compute_ruleset(services, slices, self.node_info(), ProxyOptions())
         try:
-            report = self.backend.sync(ruleset, None if full else changed)
+            ruleset, report = sync_rules(
+                self.backend, services, slices, self.node_info(),
+                previous=None if full else self.last_ruleset,
+                changed=None if full else changed)
         except Exception:
             self.metrics.errors += 1
-            raise
+            raise                        # the runner's retry is a full sync
         previous, self.last_ruleset = self.last_ruleset, ruleset
         self.faces.set_health_check_ports({
             hc.node_port: (hc.namespace, hc.service, hc.local_endpoints)
@@ -141,6 +145,39 @@ class ProxyAgent:
                  len(ruleset.service_ports), elapsed,
                  "partial" if report.partial else "full", report.lines,
                  len(report.stale_chains))
+
+
+@contextmanager
+def gc_paused():
+    """No cyclic garbage collection while a sync allocates.
+
+    A sync at 10k services makes ~10^6 short-lived objects, and the
+    collections they trigger scan every long-lived one (informer caches,
+    the last rule set): ~0.4 s of a 10k full sync.  Nothing a sync makes
+    is cyclic, so collecting afterwards loses nothing.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def sync_rules(backend, services, slices, node: NodeInfo, *,
+               previous: RuleSet | None = None,
+               changed: frozenset | None = None,
+               options: ProxyOptions = ProxyOptions()):
+    """One sync as the agent does it: (ruleset, report).
+
+    Full when changed is None; otherwise only the changed services are
+    computed again (on top of previous) and rewritten.
+    """
+    with gc_paused():
+        ruleset = compute_ruleset(services, slices, node, options,
+                                  previous=previous, changed=changed)
+        return ruleset, backend.sync(ruleset, changed)
 
 
 def flush_stale_udp(flows) -> None:

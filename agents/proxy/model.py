@@ -10,6 +10,7 @@ these objects only, so it stays pure and testable without an API server.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -41,12 +42,15 @@ def _label(labels: Labels, key: str) -> str | None:
     return None
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def is_ipv4(text: str) -> bool:
-    """True when text is a plain IPv4 address."""
-    try:
-        return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
-    except ValueError:
-        return False
+    """True when text is a plain IPv4 address, as ipaddress.IPv4Address
+    reads one (no leading zeros); a regex, as ipaddress parses in Python
+    and a 10k-service sync checks 30k addresses."""
+    return isinstance(text, str) and _IPV4.fullmatch(text) is not None
 
 
 def _ipv4_cidr(text: str, what: str) -> str:

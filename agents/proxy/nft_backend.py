@@ -3,26 +3,37 @@
 Same interface as IptablesBackend (``sync(ruleset, changed_services=None) ->
 SyncReport``, ``cleanup()``).  A full sync lists the chains and sets of our
 table (to find stale ones), renders every chain and map and applies it with
-ONE ``nft -f -``; a partial sync (kube-proxy's) trusts what the last
-successful sync applied and rewrites only the changed services' map
-elements, chains and affinity sets, still in one transaction.  nft applies a
+ONE ``nft -f -``.  Chains of services the table does not hold yet (a cold
+start) are written before that in chunks, several nft processes at once;
+nothing refers to them until the full sync's transaction adds the map
+elements, so what packets see still changes in that one transaction.
+A partial sync (kube-proxy's) trusts what the last successful sync applied
+and rewrites only the changed services' map elements, chains and affinity
+sets, in one transaction; chains and sets it no longer needs are flushed
+then and deleted by the next full sync (``stale``).  nft applies a
 transaction atomically, so a failure leaves the old rules in place; the
-error names the failing line of the input with context, and the next sync is
-a full one.  Only ``table ip kube-proxy`` is ever named; commands run through
-an injectable ``run`` callable, optionally inside a network namespace.
+error names the failing line of the input with context, and the next sync
+is a full one.  Only ``table ip kube-proxy`` is ever named; commands run
+through an injectable ``run`` callable, optionally inside a network
+namespace.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from agents.proxy.errors import CommandError, ContextLine, RuleFileError
 from agents.proxy.iptables_backend import (CommandResult, Runner, SyncReport,
                                            context_around, subprocess_runner)
+from agents.proxy.nft_plan import plan_services
 from agents.proxy.nft_render import (FAMILY, TABLE, NftPlan, ServiceKey,
                                      ServiceObjects, TableState, plan_ruleset,
-                                     render_transaction, stale_chains_of)
+                                     Transaction, render_cold_start,
+                                     render_created, render_full,
+                                     render_partial)
 from agents.proxy.ruleset import RuleSet
 
 _ERROR = re.compile(r"^(?:/dev/stdin|-):(\d+):(\d+)-(\d+): Error: (.*)$",
@@ -77,17 +88,26 @@ def parse_table_state(chains_json: str, sets_json: str) -> TableState:
 
 
 class NftablesBackend:
-    """Applies rule sets with nft -f, in a netns if given."""
+    """Applies rule sets with nft -f, in a netns if given.
+
+    A full sync writes the chains of services new to the table ahead, in
+    chunks of about ``chunk_chains`` chains (None: never), ``workers`` nft
+    processes at a time.
+    """
 
     def __init__(self, run: Runner = subprocess_runner,
                  netns: str | None = None, *, binary: str = "nft",
-                 timeout_s: float = 120.0) -> None:
+                 timeout_s: float = 120.0, workers: int = 3,
+                 chunk_chains: int | None = 5000) -> None:
         self._run = run
         self.netns = netns
         self.binary = binary
         self.timeout_s = timeout_s
+        self.workers = workers
+        self.chunk_chains = chunk_chains
         self._known: dict[ServiceKey, ServiceObjects] | None = None
         self._known_base: tuple | None = None
+        self.stale: set[str] = set()        # flushed, deleted by a full sync
 
     def _argv(self, *command: str) -> tuple[str, ...]:
         prefix = ("ip", "netns", "exec", self.netns) if self.netns else ()
@@ -128,42 +148,99 @@ class NftablesBackend:
     def sync(self, ruleset: RuleSet,
              changed_services: frozenset[ServiceKey] | None = None
              ) -> SyncReport:
-        """Apply ruleset in one nft transaction.
+        """Apply ruleset; what packets see changes in one nft transaction.
 
         Partial when changed_services ((namespace, name) pairs) is given, the
         last sync succeeded and the table's fixed part (node IPs, CIDRs,
-        options) is unchanged; full otherwise.
+        options) is unchanged; full otherwise (new services' chains are
+        written ahead, see the module's docstring).
         """
-        partial = changed_services is not None and self._known is not None
-        plan: NftPlan | None = None
-        if partial:
+        if changed_services is not None and self._known is not None:
             plan = plan_ruleset(ruleset, frozenset(changed_services))
-            partial = plan.base == self._known_base
-        if partial:
-            text = render_transaction(plan, old=self._known,
-                                      changed=changed_services)
-        else:
-            plan = plan_ruleset(ruleset)
-            text = render_transaction(plan, self.read_state())
-        known, self._known = self._known, None   # re-read after a failure
-        if text.strip():
-            self.apply(text)
-        if partial:
-            for key in changed_services:
-                if key in plan.services:
-                    known[key] = plan.services[key]
-                else:
-                    known.pop(key, None)
-            self._known = known
-        else:
-            self._known = dict(plan.services)
+            if plan.base == self._known_base:
+                return self._partial(plan, frozenset(changed_services))
+        return self._full(ruleset)
+
+    def _partial(self, plan: NftPlan,
+                 changed: frozenset[ServiceKey]) -> SyncReport:
+        known, self._known = self._known, None     # re-read after a failure
+        txn = render_partial(plan, known, changed)
+        if txn.text:
+            self.apply(txn.text)
+        for key in changed:
+            if key in plan.services:
+                known[key] = plan.services[key]
+            else:
+                known.pop(key, None)
+        self._known = known
+        self.stale = (self.stale | set(txn.stale_chains)
+                      | set(txn.stale_sets)) - {
+            n for key in changed if key in plan.services
+            for n in plan.services[key].names}
+        return SyncReport(lines=txn.lines, stale_chains=txn.stale_chains,
+                          inserted_jumps=0, partial=True)
+
+    def _full(self, ruleset: RuleSet) -> SyncReport:
+        self._known = None
+        existing = self.read_state()
+        plan = plan_ruleset(ruleset, only=frozenset())   # the fixed part
+        cold = not existing.exists and self.chunk_chains is not None
+        lines = 0
+        if cold:                     # nothing hooked yet: all goes ahead
+            first, last = render_cold_start(plan)
+            self.apply(first)
+            lines += first.count("\n")
+        services: dict[ServiceKey, ServiceObjects] = {}
+        created: set[str] = set()
+        with ThreadPoolExecutor(self.workers,
+                                thread_name_prefix="nft-ahead") as pool:
+            jobs = []
+            for chunk in self._chunks_ahead(plan_services(ruleset), existing,
+                                            services, cold):
+                text = render_created(chunk, plan, elements=cold)
+                lines += text.count("\n")          # rendered while nft parses
+                created.update(c.name for o in chunk for c in o.chains)
+                jobs.append(pool.submit(self.apply, text))
+            plan = replace(plan, services=services)
+            final = (Transaction(last) if cold else
+                     render_full(plan, existing, frozenset(created)))
+            for job in jobs:
+                job.result()
+        self.apply(final.text)
+        self._known = dict(services)
         self._known_base = plan.base
-        return SyncReport(lines=text.count("\n") if text.strip() else 0,
-                          stale_chains=stale_chains_of(text),
-                          inserted_jumps=0, partial=partial)
+        self.stale = set()
+        return SyncReport(lines=lines + final.lines,
+                          stale_chains=final.stale_chains,
+                          inserted_jumps=0, partial=False)
+
+    def _chunks_ahead(self, planned, existing: TableState,
+                      into: dict[ServiceKey, ServiceObjects], cold: bool):
+        """Chunks of about chunk_chains chains, as planning goes; every
+        planned service is recorded in ``into``.  On a cold start every
+        service goes into a chunk; otherwise only services whose chains are
+        all new to the table, and none if they have fewer than
+        chunk_chains chains in all."""
+        chunk: list[ServiceObjects] = []
+        size, sent = 0, False
+        for key, objects in planned:
+            into[key] = objects
+            if not cold and (self.chunk_chains is None or not objects.chains
+                             or any(c.name in existing.chains
+                                    for c in objects.chains)):
+                continue
+            chunk.append(objects)
+            size += len(objects.chains) + (len(objects.elements) if cold
+                                           else 0)
+            if size >= self.chunk_chains:
+                yield chunk
+                chunk, size, sent = [], 0, True
+        if chunk and (sent or cold):
+            yield chunk
 
     def cleanup(self) -> None:
         """Delete table ip kube-proxy (and nothing else); a no-op if absent."""
         self._known = self._known_base = None
+        self.stale = set()
         self.apply(f"add table {FAMILY} {TABLE}\n"
                    f"delete table {FAMILY} {TABLE}\n")

@@ -198,15 +198,89 @@ def _references(table: Table, name: str) -> bool:
     return any(v[1] == name for m in table.maps.values() for v in m.values())
 
 
+def _split(toks: list[str], sep: str) -> list[list[str]]:
+    """toks cut at sep tokens outside braces (empty parts dropped)."""
+    parts: list[list[str]] = [[]]
+    depth = 0
+    for tok in toks:
+        depth += (tok == "{") - (tok == "}")
+        if tok == sep and depth == 0:
+            parts.append([])
+        else:
+            parts[-1].append(tok)
+    return [p for p in parts if p]
+
+
+def _block(toks: list[str], at: int, where: str) -> list[str]:
+    """The tokens between toks[at] == '{' and its closing '}' (last token)."""
+    if toks[at] != "{" or toks[-1] != "}":
+        raise TracerError(f"unbalanced block: {where}")
+    return toks[at + 1:-1]
+
+
+def expand(text: str, name: str = "ip kube-proxy"):
+    """(line number, command) of text, one object per command.
+
+    The renderer writes a chain with its rules as one
+    ``add chain T c { [type .. hook .. priority .. ;] rule ; rule ; }`` (nft
+    then needs no cache of the table's chains), a set or map with its
+    elements as ``add map T m { spec ; elements = { e , e } ; }`` and
+    deletes elements in lists; this yields them as the kube-proxy-style
+    ``add chain`` / ``add rule`` / ``add element`` commands they stand for.
+    """
+    head = 2 + len(name.split())
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        toks = tokens_of(line)
+        if len(toks) <= head or "{" not in toks[head:]:
+            yield number, line
+            continue
+        op, kind, obj = toks[0], toks[1], toks[head]
+        prefix = " ".join(toks[:head])          # e.g. "add chain ip kube-proxy"
+        table = " ".join(toks[2:head])
+        if kind not in ("chain", "set", "map", "element"):
+            yield number, line
+            continue
+        body = _block(toks, head + 1, line)
+        parts = _split(body, ";")
+        rules = [p for p in parts if p[0] != "type"]
+        elements = [p for p in parts if p[0] == "elements"]
+        if op != "add" and kind != "element" or (
+                kind == "chain" and not rules) or (
+                kind in ("set", "map") and not elements):
+            yield number, line                  # one object already
+            continue
+        if kind == "chain":
+            if parts[0][0] == "type":
+                yield number, f"{prefix} {obj} {{ {' '.join(parts[0])} ; }}"
+            else:
+                yield number, f"{prefix} {obj}"
+            for rule in rules:
+                yield number, f"add rule {table} {obj} {' '.join(rule)}"
+        elif kind in ("set", "map"):
+            spec = " ".join(" ".join(p) + " ;" for p in parts
+                            if p[0] != "elements")
+            yield number, f"{prefix} {obj} {{ {spec} }}"
+            for part in elements:
+                if part[1:3] != ["=", "{"]:
+                    raise TracerError(f"line {number}: elements = {{ .. }} "
+                                      f"expected: {line}")
+                for element in _split(_block(part, 2, line), ","):
+                    yield number, (f"add element {table} {obj} "
+                                   f"{{ {' '.join(element)} }}")
+        else:
+            for element in _split(body, ","):
+                yield number, f"{prefix} {obj} {{ {' '.join(element)} }}"
+
+
 def apply_commands(text: str, table: Table | None = None,
                    name: str = "ip kube-proxy") -> Table:
     """Apply nft -f text for our table to table (a new one if None)."""
     table = table or Table()
     prefix = len(name.split())
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for number, line in expand(text, name):
         toks = tokens_of(line)
         op, kind = toks[0], toks[1]
         if " ".join(toks[2:2 + prefix]) != name:

@@ -11,63 +11,176 @@ chains with DNAT, affinity via dynamic sets, masquerade by mark.
 
 Rendering happens in two pure steps: ``plan_ruleset`` turns the RuleSet into
 an NftPlan (the table's fixed part plus, per (namespace, service), its map
-elements, chains and affinity sets), and ``render_transaction`` writes one
-transaction that turns a previous state into the plan (full: every chain and
-map rewritten; partial: only the given services).  Services are sorted, so
-equal inputs give byte-identical text.  Nothing outside the table is named.
+elements, chains and affinity sets), and the functions here write
+transactions: ``render_full`` (every chain and map rewritten),
+``render_partial`` (only the given services) and ``render_created`` (chains
+that do not exist yet, ahead of a full sync).  Services are sorted, so equal
+inputs give byte-identical text.  Nothing outside the table is named.
+
+The text is shaped for nft 1.0's cache: a chain and its rules are one
+``add chain T c { rule ; ... ; }`` and elements go in as
+``add map T m { spec ; elements = { ... } ; }``; both need only nft's table
+cache, where ``add rule`` / ``add element`` / ``delete chain`` make nft list
+every chain of the table first (~100 ms at 40k chains).  ``nft_model.expand``
+reads them back as kube-proxy's one-object commands.
 """
 
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Iterable, Mapping, Sequence
 
 from agents.proxy.nft_plan import (  # noqa: F401  (re-exported)
-    EMPTY_TABLE, FAMILY, TABLE, AffinitySet, Chain, Element, NftPlan,
-    ServiceKey, ServiceObjects, TableState, T, endpoint_chain_base,
+    CONTAINERS, EMPTY_TABLE, FAMILY, TABLE, AffinitySet, Chain, Element,
+    NftPlan, ServiceKey, ServiceObjects, TableState, T, endpoint_chain_base,
     hash_and_truncate, is_affinity_set, is_service_chain, plan_ruleset,
     service_chain_base)
 from agents.proxy.ruleset import RuleSet
 
+ELEMENTS_PER_LINE = 1000
+_SPEC = {name: (kind, spec) for kind, name, spec in CONTAINERS}
+# A table block makes nft read every chain first: only for a new table.
+ADD_NEW_TABLE = f'add table {T} {{ comment "rules for kube-proxy" ; }}'
+ADD_TABLE = f"add table {T}"
 
-# ---------------------------------------------------------------- render ---
 
-def render_transaction(plan: NftPlan, existing: TableState = EMPTY_TABLE,
-                       old: Mapping[ServiceKey, ServiceObjects] | None = None,
-                       changed: Iterable[ServiceKey] | None = None) -> str:
-    """One nft -f transaction.
+@dataclass(frozen=True)
+class Transaction:
+    """One `nft -f` input and the stale objects it flushes or deletes.
 
-    Full (old is None): the fixed part is (re)declared and flushed, every
-    per-service chain rewritten, maps refilled, and chains / affinity sets
-    in ``existing`` that the plan does not have are deleted.  Affinity sets
-    are never flushed, so client affinity survives a resync.
-    Partial (old given): only the services in ``changed`` are touched: map
-    elements are deleted/added by difference, changed chains flushed and
-    refilled, stale chains and affinity sets deleted — in that order.
+    A full sync deletes stale chains and affinity sets; a partial sync only
+    flushes them (nothing refers to them afterwards) and leaves deleting
+    them to the next full sync, as kube-proxy does: `delete` makes nft read
+    the whole table first.
     """
-    lines: list[str] = []
-    if old is None:
-        lines.append(f'add table {T} {{ comment "rules for kube-proxy" ; }}')
-        for kind, name, spec in plan.containers:
-            lines += [f"add {kind} {T} {name} {{ {spec} }}",
-                      f"flush {kind} {T} {name}"]
-        before: list[ServiceObjects] = []
-        after = list(plan.services.values())
-        write_all = True
-        old_chains = {c for c in existing.chains if is_service_chain(c)}
-        old_sets = {s for s in existing.sets if is_affinity_set(s)}
-        top = list(plan.chains)
-        old_set_objects = {}
-    else:
-        keys = sorted(set(changed or ()))
-        before = [old[k] for k in keys if k in old]
-        after = [plan.services[k] for k in keys if k in plan.services]
-        write_all = False
-        old_chains = {c.name for o in before for c in o.chains}
-        old_sets = {s.name for o in before for s in o.affinity_sets}
-        top = []
-        old_set_objects = {s.name: s for o in before
-                           for s in o.affinity_sets}
+
+    text: str
+    stale_chains: tuple[str, ...] = ()
+    stale_sets: tuple[str, ...] = ()
+
+    @property
+    def lines(self) -> int:
+        return self.text.count("\n")
+
+
+def _text(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _element_lines(op: str, elements: Iterable[Element]) -> list[str]:
+    """`add` (as set/map blocks) or `delete` element lines, per container."""
+    lines = []
+    for name, group in groupby(sorted(elements), key=lambda e: e.container):
+        group = list(group)
+        for at in range(0, len(group), ELEMENTS_PER_LINE):
+            chunk = group[at:at + ELEMENTS_PER_LINE]
+            if op == "delete":
+                keys = " , ".join(e.key for e in chunk)
+                lines.append(f"delete element {T} {name} {{ {keys} }}")
+            else:
+                kind, spec = _SPEC[name]
+                items = " , ".join(e.item() for e in chunk)
+                lines.append(f"add {kind} {T} {name} {{ {spec} "
+                             f"elements = {{ {items} }} ; }}")
+    return lines
+
+
+def render_full(plan: NftPlan, existing: TableState = EMPTY_TABLE,
+                created: frozenset[str] = frozenset()) -> Transaction:
+    """The whole table: fixed part and maps rewritten, every chain refilled.
+
+    ``existing`` names what the table holds now: those chains are flushed
+    before being refilled, and those the plan lacks (and affinity sets
+    likewise) are deleted.  Chains in ``created`` were written by
+    render_created transactions of this sync and are left alone.
+    Affinity sets are never flushed, so client affinity survives a resync.
+    """
+    services = list(plan.services.values())
+    regular = [c for c in plan.chains if not c.spec]
+    base = [c for c in plan.chains if c.spec]
+    chains = regular + [c for o in services for c in o.chains] + base
+    names = {c.name for c in chains}
+    stale = sorted(c for c in existing.chains
+                   if is_service_chain(c) and c not in names)
+    sets = {s.name: s for o in services for s in o.affinity_sets}
+    stale_sets = sorted(s for s in existing.sets
+                        if is_affinity_set(s) and s not in sets)
+
+    lines = [ADD_TABLE if existing.exists or created else ADD_NEW_TABLE]
+    for kind, name, spec in plan.containers:
+        lines += [f"add {kind} {T} {name} {{ {spec} }}",
+                  f"flush {kind} {T} {name}"]
+    lines += [f"flush chain {T} {c.name}" for c in chains
+              if c.name in existing.chains and c.name not in created]
+    lines += [f"flush chain {T} {name}" for name in stale]
+    lines += [f"delete chain {T} {name}" for name in stale]
+    lines += [f"delete set {T} {name}" for name in stale_sets]
+    lines += [s.declare() for _, s in sorted(sets.items())]
+    for chain in chains:
+        if chain.name in created:
+            continue
+        if chain.spec:
+            lines.append(chain.declare())
+        if chain.rules or not chain.spec:
+            lines.append(chain.block())
+    lines += _element_lines("add", plan.elements)
+    lines += _element_lines("add", (e for o in services for e in o.elements))
+    return Transaction(_text(lines), tuple(stale), tuple(stale_sets))
+
+
+def render_created(objects: Sequence[ServiceObjects], plan: NftPlan,
+                   elements: bool = False) -> str:
+    """Write services' chains that do not exist yet, ahead of a full sync.
+
+    Nothing refers to them until the full sync's transaction adds the map
+    elements, so these transactions change no packet's fate; the fixed
+    chains they jump to are declared (empty) if missing.  This is the
+    cold-start split kube-proxy considers (kubernetes#139328); here it lets
+    several nft processes parse at once.  With ``elements`` (a cold start,
+    when no hook reaches the table yet) the services' map elements come
+    along too.
+    """
+    lines = [ADD_TABLE]
+    lines += [f"add chain {T} {c.name}" for c in plan.chains if not c.spec]
+    lines += [s.declare() for o in objects for s in o.affinity_sets]
+    lines += [c.block() for o in objects for c in o.chains]
+    if elements:
+        lines += _element_lines("add", (e for o in objects
+                                        for e in o.elements))
+    return _text(lines)
+
+
+def render_cold_start(plan: NftPlan) -> tuple[str, str]:
+    """A new table in steps, (first, last): the first transaction makes the
+    table, its sets and maps and the fixed chains no hook reaches yet;
+    render_created(..., elements=True) chunks add the services; the last
+    hooks the base chains in, so what packets see changes at once."""
+    first = [ADD_NEW_TABLE]
+    first += [f"add {kind} {T} {name} {{ {spec} }}"
+              for kind, name, spec in plan.containers]
+    first += [c.block() for c in plan.chains if not c.spec]
+    first += _element_lines("add", plan.elements)
+    last = [ADD_TABLE]
+    for chain in (c for c in plan.chains if c.spec):
+        last.append(chain.declare())
+        if chain.rules:
+            last.append(chain.block())
+    return _text(first), _text(last)
+
+
+def render_partial(plan: NftPlan, old: Mapping[ServiceKey, ServiceObjects],
+                   changed: Iterable[ServiceKey]) -> Transaction:
+    """Turn the ``changed`` services of ``old`` into those of ``plan``.
+
+    Map elements are deleted/added by difference, new chains declared,
+    changed chains flushed and refilled, stale chains and affinity sets
+    flushed (deleted by the next full sync) — in that order.
+    """
+    keys = sorted(set(changed))
+    before = [old[k] for k in keys if k in old]
+    after = [plan.services[k] for k in keys if k in plan.services]
     old_elements = {(e.container, e.key): e for o in before
                     for e in o.elements}
     new_elements = {(e.container, e.key): e for o in after
@@ -75,40 +188,31 @@ def render_transaction(plan: NftPlan, existing: TableState = EMPTY_TABLE,
     old_rules = {c.name: c.rules for o in before for c in o.chains}
     new_chains = [c for o in after for c in o.chains]
     new_names = {c.name for c in new_chains}
-    new_sets = {s.name: s for o in after for s in o.affinity_sets}
+    sets = {s.name: s for o in after for s in o.affinity_sets}
+    old_sets = {s.name: s for o in before for s in o.affinity_sets}
 
+    written = [c for c in new_chains if old_rules.get(c.name) != c.rules]
+    stale = sorted(set(old_rules) - new_names)
+    stale_sets = sorted(set(old_sets) - set(sets))
     # 1. elements that go away or change value
-    lines += [e.delete() for k, e in sorted(old_elements.items())
-              if new_elements.get(k) != e]
-    # 2. (re)declare and flush the chains we write; flush stale ones
-    written = top + [c for c in new_chains
-                     if write_all or old_rules.get(c.name) != c.rules]
-    for chain in written:
-        lines += [chain.declare(), f"flush chain {T} {chain.name}"]
-    stale_chains = sorted(old_chains - new_names)
-    lines += [f"flush chain {T} {name}" for name in stale_chains]
-    # 3. delete stale chains and affinity sets (nothing refers to them now)
-    lines += [f"delete chain {T} {name}" for name in stale_chains]
-    lines += [f"delete set {T} {name}" for name in sorted(old_sets - set(new_sets))]
-    # 4. sets, rules, elements
-    lines += [s.declare() for name, s in sorted(new_sets.items())
-              if write_all or old_set_objects.get(name) != s]
-    for chain in written:
-        lines += [f"add rule {T} {chain.name} {rule}" for rule in chain.rules]
-    if old is None:
-        lines += [e.add() for e in plan.elements]
-    lines += [e.add() for k, e in sorted(new_elements.items())
-              if old_elements.get(k) != e]
-    return "\n".join(lines) + "\n"
+    lines = _element_lines("delete", (e for k, e in old_elements.items()
+                                      if new_elements.get(k) != e))
+    # 2. new chains declared, changed and stale ones flushed
+    lines += [f"flush chain {T} {c.name}" if c.name in old_rules
+              else c.declare() for c in written]
+    lines += [f"flush chain {T} {name}" for name in stale]
+    lines += [f"flush set {T} {name}" for name in stale_sets]
+    # 3. affinity sets: new or changed ones, and all that the rewritten
+    #    chains name (nft resolves a set only from its cache or this text)
+    if written or any(old_sets.get(n) != s for n, s in sets.items()):
+        lines += [s.declare() for _, s in sorted(sets.items())]
+    # 4. rules, then the elements that lead to them
+    lines += [c.block() for c in written if c.rules]
+    lines += _element_lines("add", (e for k, e in new_elements.items()
+                                    if old_elements.get(k) != e))
+    return Transaction(_text(lines), tuple(stale), tuple(stale_sets))
 
 
 def render_nftables(ruleset: RuleSet) -> str:
     """Full-sync transaction for an empty namespace (tests, the tracer)."""
-    return render_transaction(plan_ruleset(ruleset))
-
-
-def stale_chains_of(text: str) -> tuple[str, ...]:
-    """Chains a rendered transaction deletes."""
-    prefix = f"delete chain {T} "
-    return tuple(line[len(prefix):] for line in text.splitlines()
-                 if line.startswith(prefix))
+    return render_full(plan_ruleset(ruleset)).text

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Collection, Iterable
 
 from agents.proxy.endpoints import (Endpoint, EndpointCategories, PortKey,
                                     categorize_endpoints,
@@ -168,9 +168,8 @@ def _port_rules(service: Service, port: ServicePort,
     has_local = bool(categories.local)
     ranges = (service.load_balancer_source_ranges
               if service.type == "LoadBalancer" else ())
-    node_ips = [ipaddress.ip_address(ip) for ip in node.node_ips]
-    allows_node = any(ip in ipaddress.ip_network(cidr)
-                      for cidr in ranges for ip in node_ips)
+    allows_node = any(ipaddress.ip_address(ip) in ipaddress.ip_network(cidr)
+                      for cidr in ranges for ip in node.node_ips)
     health = (service.health_check_node_port
               if service.type == "LoadBalancer" and etp_local else None)
     return ServicePortRules(
@@ -206,10 +205,30 @@ def _health_checks(
 
 def compute_ruleset(services: Iterable[Service],
                     slices: Iterable[EndpointSlice], node: NodeInfo,
-                    options: ProxyOptions = ProxyOptions()) -> RuleSet:
-    """Compute the node's complete rule set (pure: no I/O, deterministic)."""
+                    options: ProxyOptions = ProxyOptions(), *,
+                    previous: RuleSet | None = None,
+                    changed: Collection[tuple[str, str]] | None = None
+                    ) -> RuleSet:
+    """Compute the node's complete rule set (pure: no I/O, deterministic).
+
+    With ``previous`` (computed for the same node and options) and
+    ``changed`` (namespace, name) keys, only the changed services are
+    computed again and the others' entries are taken from previous — what
+    makes a partial sync at 10k services cheap.  The result equals a full
+    computation either way; services and slices of unchanged services may
+    be passed or left out.
+    """
+    keep: list[ServicePortRules] = []
+    if previous is not None and changed is not None and \
+            previous.node == node and previous.options == options:
+        wanted = set(changed)
+        keep = [sp for sp in previous.service_ports
+                if (sp.name.namespace, sp.name.service) not in wanted]
+        services = [s for s in services if (s.namespace, s.name) in wanted]
+        slices = [s for s in slices
+                  if (s.namespace, s.service_name) in wanted]
     by_port = endpoints_by_service_port(slices, node.name)
-    ports: list[ServicePortRules] = []
+    ports: list[ServicePortRules] = keep
     for service in services:
         if not service_is_proxied(service):
             continue

@@ -21,7 +21,7 @@ from agents.proxy import (NodeInfo, compute_ruleset, endpoint_slice_from_k8s,
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
 from agents.proxy.iptables_backend import IptablesBackend
 from agents.proxy.nft_backend import NftApplyError, NftablesBackend
-from agents.proxy.nft_render import plan_ruleset, render_transaction
+from agents.proxy.nft_render import plan_ruleset, render_full
 
 pytestmark = pytest.mark.root
 
@@ -111,13 +111,23 @@ def test_full_resync_partial_and_cleanup(netns):
         ("shop", "web"), ("shop", "db"), ("shop", "more-0"),
         ("shop", "more-1")}))
     assert report.partial and report.stale_chains
+    stale = set(backend.stale)                     # chains and affinity sets
+    assert stale > set(report.stale_chains)
     after_partial = backend.list_table()
     assert normalised(after_partial) != normalised(after_first)
-    assert "192.168.1.12" not in after_partial and "shop/db" not in \
-        after_partial
+    for name in report.stale_chains:     # flushed, and nothing leads there
+        assert after_partial.count(name) == 1
+        assert f"\tchain {name} {{\n\t}}" in after_partial
+    assert "192.168.1.12:" not in after_partial   # no DNAT to it any more
     full = backend.sync(changed)                   # what a full sync makes
-    assert not full.partial and full.stale_chains == ()
-    assert normalised(backend.list_table()) == normalised(after_partial)
+    assert not full.partial
+    assert set(full.stale_chains) == set(report.stale_chains)
+    assert backend.stale == set()
+    after_full = backend.list_table()
+    assert "shop/db" not in after_full and "192.168.1.12" not in after_full
+    assert normalised(after_full) == [
+        block for block in normalised(after_partial)
+        if block[0].split()[1] not in stale]
     assert "table ip other" in nft(netns, "list", "tables")
 
     backend.cleanup()
@@ -127,12 +137,29 @@ def test_full_resync_partial_and_cleanup(netns):
     backend.cleanup()                              # idempotent
 
 
+def test_cold_start_in_chunks_makes_the_same_table(netns):
+    """Chains written ahead by parallel nft processes, then one transaction:
+    the table equals what a single transaction makes, and a partial sync on
+    top works on it."""
+    single = NftablesBackend(netns=netns, chunk_chains=None)
+    single.sync(ruleset(extra=12))
+    one_go = normalised(single.list_table())
+    single.cleanup()
+    chunked = NftablesBackend(netns=netns, chunk_chains=4)
+    report = chunked.sync(ruleset(extra=12))
+    assert not report.partial
+    assert normalised(chunked.list_table()) == one_go
+    assert chunked.sync(ruleset(2, extra=12),
+                        frozenset({("shop", "web")})).partial
+    assert "192.168.1.12:" not in chunked.list_table()
+
+
 def test_broken_transaction_keeps_old_rules(netns):
     backend = NftablesBackend(netns=netns)
     backend.sync(ruleset())
     before = backend.list_table()
     plan = plan_ruleset(ruleset(2))
-    lines = render_transaction(plan, backend.read_state()).splitlines()
+    lines = render_full(plan, backend.read_state()).text.splitlines()
     bad = "add rule ip kube-proxy services ip daddr 10.96.0.99 bogus-thing"
     at = len(lines) // 2
     lines.insert(at, bad)

@@ -100,8 +100,9 @@ def test_node_change_forces_a_full_sync():
     moved = NodeInfo("n1", ("172.31.0.12",))
     report = backend.sync(ruleset(node=moved), frozenset({("shop", "web")}))
     assert not report.partial
-    assert "add element ip kube-proxy nodeport-ips { 172.31.0.12 }" \
-        in fake.applied()[-1]
+    assert ("add set ip kube-proxy nodeport-ips { type ipv4_addr ; comment "
+            '"IPs that accept NodePort traffic" ; elements = { 172.31.0.12 } ; '
+            "}") in fake.applied()[-1].splitlines()
 
 
 def test_failure_names_the_line_and_next_sync_is_full():
@@ -123,6 +124,62 @@ def test_failure_names_the_line_and_next_sync_is_full():
     assert "line 3" in str(err) and err.command[-2:] == ("-f", "-")
     fake.calls.clear()
     assert not backend.sync(ruleset(3), frozenset({("shop", "web")})).partial
+
+
+def test_partial_sync_flushes_what_goes_and_the_full_sync_deletes_it():
+    fake = FakeNft()
+    backend = NftablesBackend(fake)
+    backend.sync(ruleset(3))
+    report = backend.sync(ruleset(2), frozenset({("shop", "web")}))
+    [stale] = report.stale_chains
+    assert "192.168.1.3" in stale and backend.stale == {stale}
+    partial = fake.applied()[-1]
+    assert f"flush chain ip kube-proxy {stale}" in partial.splitlines()
+    assert "delete chain" not in partial    # nft would list every chain
+    fake.chains = [{"chain": {"family": "ip", "table": "kube-proxy",
+                              "name": stale}}]
+    assert backend.sync(ruleset(2)).stale_chains == (stale,)
+    assert f"delete chain ip kube-proxy {stale}" in fake.applied()[-1]
+    assert backend.stale == set()
+
+
+def test_new_services_chains_are_written_ahead_in_chunks():
+    fake = FakeNft()                 # the table exists (one stale chain)
+    backend = NftablesBackend(fake, chunk_chains=2)
+    report = backend.sync(ruleset(2))
+    *ahead, final = fake.applied()
+    assert len(ahead) == 2                  # db (2 chains), web (3 chains)
+    assert sorted("shop/web" in text for text in ahead) == [False, True]
+    assert sorted("shop/db" in text for text in ahead) == [False, True]
+    assert "service-ips" not in "".join(ahead)   # nothing leads there yet
+    assert "chain ip kube-proxy endpoint-" not in final
+    assert "goto service-" in final and "delete chain" in final
+    assert report.lines == sum(t.count("\n") for t in fake.applied())
+
+
+def test_a_cold_start_hooks_the_table_in_last():
+    fake = FakeNft()
+    fake.chains = []                 # no table yet
+    backend = NftablesBackend(fake, chunk_chains=2)
+    report = backend.sync(ruleset(2))
+    first, *ahead, last = fake.applied()
+    assert first.startswith('add table ip kube-proxy { comment "rules for')
+    assert "add map ip kube-proxy service-ips" in first
+    assert "hook" not in first
+    assert len(ahead) == 2 and "hook" not in "".join(ahead)
+    assert any("elements = { 10.96.0.20 . tcp . 80 : goto service-" in text
+               for text in ahead)
+    assert all("hook" in line for line in last.splitlines()
+               if "{ type" in line)
+    assert "elements" not in last and "filter-forward" in last
+    assert report.lines == sum(t.count("\n") for t in fake.applied())
+    # the same table as one transaction would make
+    from agents.proxy.nft_render import plan_ruleset, render_full
+    from agents.proxy.nft_tracer import apply_commands
+    table = None
+    for text in fake.applied():
+        table = apply_commands(text, table)
+    assert table == apply_commands(render_full(plan_ruleset(ruleset(2))).text)
 
 
 def test_cleanup_deletes_only_our_table():

@@ -2,7 +2,9 @@
 
 The kube-proxy lines below are copied from the expected output of
 kube-proxy's own pkg/proxy/nftables TestOverallNFTablesRules (same services,
-same node), so svclab's table reads like a real node's.  Partial renders are
+same node), so svclab's table reads like a real node's; the renderer writes
+a chain's rules and a map's elements in blocks, which ``expand`` reads back
+as kube-proxy's one-object commands.  Partial renders are
 checked by applying them in the pure nft model (agents.proxy.nft_tracer)
 on top of a full render and comparing with the full render of the new state.
 """
@@ -16,9 +18,10 @@ import pytest
 from agents.proxy import (NodeInfo, ProxyOptions, compute_ruleset,
                           endpoint_slice_from_k8s, service_from_k8s)
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
+from agents.proxy.nft_model import expand
 from agents.proxy.nft_render import (TableState, hash_and_truncate,
-                                     plan_ruleset, render_nftables,
-                                     render_transaction, stale_chains_of)
+                                     plan_ruleset, render_created, render_full,
+                                     render_nftables, render_partial)
 from agents.proxy.nft_tracer import apply_commands
 
 NODE = NodeInfo("test-node", ("192.168.0.2",), "10.0.0.0/8", "172.30.0.0/16")
@@ -152,16 +155,34 @@ def kube_proxy_ruleset(options=LIBERAL):
     return compute_ruleset(*kube_proxy_objects(), NODE, options)
 
 
+def commands(text: str) -> list[str]:
+    return [command for _, command in expand(text)]
+
+
 @pytest.mark.parametrize("line", KUBE_PROXY_LINES)
 def test_renders_kube_proxys_lines(line):
-    assert line in render_nftables(kube_proxy_ruleset()).splitlines()
+    assert line in commands(render_nftables(kube_proxy_ruleset()))
 
 
 def test_no_endpoint_service_rejects_through_reject_chain():
     text = render_nftables(kube_proxy_ruleset())
     assert ('add element ip kube-proxy no-endpoint-services { 172.30.0.46 . '
-            'tcp . 80 comment "ns6/svc6:p80" : goto reject-chain }') in text
+            'tcp . 80 comment "ns6/svc6:p80" : goto reject-chain }') \
+        in commands(text)
     assert "svc6/tcp" not in text            # no chains for it
+
+
+def test_chains_come_with_their_rules_and_maps_with_their_elements():
+    """The shapes nft 1.0 applies without listing the table's chains."""
+    text = render_nftables(kube_proxy_ruleset())
+    assert ("add chain ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__"
+            "10.180.0.1/80 { ip saddr 10.180.0.1 jump mark-for-masquerade ; "
+            "meta l4proto tcp dnat to 10.180.0.1:80 ; }") in text.splitlines()
+    assert ('add set ip kube-proxy cluster-ips { type ipv4_addr ; comment '
+            '"Active ClusterIPs" ; elements = { 172.30.0.41 , 172.30.0.42 , ')\
+        in text
+    assert not any(line.startswith(("add rule", "add element"))
+                   for line in text.splitlines())
 
 
 def test_names_are_kube_proxys_hash_and_truncate():
@@ -178,7 +199,7 @@ def test_every_command_names_only_our_table():
 def test_invalid_drop_unless_conntrack_is_liberal():
     strict = render_nftables(kube_proxy_ruleset(ProxyOptions()))
     assert "add rule ip kube-proxy filter-forward ct state invalid drop" \
-        in strict
+        in commands(strict)
     assert "ct state invalid" not in render_nftables(kube_proxy_ruleset())
 
 
@@ -226,30 +247,77 @@ def test_partial_render_reaches_the_full_render(large_at):
         after_ports.health_checks)
     changed = {("b", "s1"), ("b", "s2"), ("b", "s5")}
     old = plan_ruleset(before).services
-    partial = render_transaction(plan_ruleset(after, frozenset(changed)),
-                                 old=old, changed=changed)
+    partial = render_partial(plan_ruleset(after, frozenset(changed)),
+                             old=old, changed=changed)
     untouched = ("b/s0/", "b/s3/", "b/s4/", "172.30.0.1 ", "172.30.0.4 ",
                  "172.30.0.5 ")                  # s0, s3, s4 and their IPs
-    for line in partial.splitlines():
+    for line in partial.text.splitlines():
         assert not any(u in line for u in untouched), line
-    assert any("s2/tcp" in c for c in stale_chains_of(partial))
+    assert any("s2/tcp" in c for c in partial.stale_chains)
+    assert any("10.1.5.3" in s for s in partial.stale_sets)
+    assert "delete chain" not in partial.text    # left to the next full sync
     table = apply_commands(render_nftables(before))
-    apply_commands(partial, table)
+    apply_commands(partial.text, table)
+    # stale chains and sets are flushed, not yet deleted; the rest is equal
+    for name in partial.stale_chains:
+        assert table.chains.pop(name) == []
+    for name in partial.stale_sets:
+        assert table.sets.pop(name) == set()
+        table.dynamic.discard(name)
+    assert table == apply_commands(render_nftables(after))
+
+
+def test_a_full_sync_deletes_what_partial_syncs_left_flushed():
+    before, after = bench_ruleset(3, 2), bench_ruleset(2, 2)
+    partial = render_partial(plan_ruleset(after, frozenset({("b", "s2")})),
+                             old=plan_ruleset(before).services,
+                             changed={("b", "s2")})
+    table = apply_commands(render_nftables(before))
+    apply_commands(partial.text, table)
+    existing = TableState(frozenset(table.chains), frozenset(table.sets))
+    full = render_full(plan_ruleset(after), existing)
+    assert set(full.stale_chains) == set(partial.stale_chains)
+    apply_commands(full.text, table)
     assert table == apply_commands(render_nftables(after))
 
 
 def test_unchanged_service_gives_an_empty_partial_render():
     rs = bench_ruleset(3, 2)
     old = plan_ruleset(rs).services
-    assert render_transaction(plan_ruleset(rs, frozenset({("b", "s1")})),
-                              old=old, changed={("b", "s1")}).strip() == ""
+    assert render_partial(plan_ruleset(rs, frozenset({("b", "s1")})),
+                          old=old, changed={("b", "s1")}).text == ""
+
+
+def test_changed_affinity_timeout_redeclares_the_sets():
+    rs = bench_ruleset(1, 2)
+    old = plan_ruleset(rs).services
+    key = ("b", "s0")
+    longer = {key: type(old[key])(old[key].elements, old[key].chains, tuple(
+        type(s)(s.name, s.timeout_s + 1) for s in old[key].affinity_sets))}
+    text = render_partial(plan_ruleset(rs, frozenset({key})), old=longer,
+                          changed={key}).text
+    assert text.count("add set ip kube-proxy affinity-") == 2
+    assert "timeout 60s" in text
+
+
+def test_chains_made_ahead_are_not_written_again():
+    plan = plan_ruleset(bench_ruleset(4, 2))
+    ahead = [plan.services[("b", "s1")], plan.services[("b", "s3")]]
+    created = frozenset(c.name for o in ahead for c in o.chains)
+    table = apply_commands(render_created(ahead, plan))
+    assert set(table.chains) >= created
+    final = render_full(plan, created=created)
+    assert not any(name in final.text for name in created
+                   if name.startswith("endpoint-"))
+    apply_commands(final.text, table)
+    assert table == apply_commands(render_nftables(bench_ruleset(4, 2)))
 
 
 def test_full_render_deletes_stale_chains_and_sets_it_is_told_about():
     existing = TableState(
         chains=frozenset({"services", "service-XXXXXXXX-b/gone/tcp/p"}),
         sets=frozenset({"cluster-ips", "affinity-XXXXXXXX-b/gone/tcp/p__1/2"}))
-    text = render_transaction(plan_ruleset(bench_ruleset(1, 1)), existing)
+    text = render_full(plan_ruleset(bench_ruleset(1, 1)), existing).text
     assert "delete chain ip kube-proxy service-XXXXXXXX-b/gone/tcp/p" in text
     assert "delete set ip kube-proxy affinity-XXXXXXXX-b/gone/tcp/p__1/2" \
         in text

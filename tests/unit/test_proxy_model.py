@@ -127,3 +127,25 @@ def test_node_info_validates_addresses():
         NodeInfo("n", ("not-an-ip",))
     with pytest.raises(ModelError):
         NodeInfo("n", ("172.31.0.11",), cluster_cidr="192.168.0.0/99")
+
+
+def test_is_ipv4_reads_addresses_as_ipaddress_does():
+    import ipaddress
+    import random
+
+    from agents.proxy.model import is_ipv4
+
+    def reference(text):
+        try:
+            return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
+        except ValueError:
+            return False
+
+    rng = random.Random(0)
+    parts = ["0", "00", "1", "01", "9", "99", "100", "199", "200", "249",
+             "250", "255", "256", "300", "a", "", "١"]
+    cases = ["1.2.3.4\n", " 1.2.3.4", "::1", "10.0.0.0/8", "1.2.3.-4"] + [
+        ".".join(rng.choice(parts) for _ in range(rng.choice([3, 4, 4, 5])))
+        for _ in range(20000)]
+    assert sum(map(reference, cases)) > 1000          # both kinds covered
+    assert [c for c in cases if is_ipv4(c) != reference(c)] == []
