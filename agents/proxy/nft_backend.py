@@ -29,7 +29,8 @@ from agents.proxy.errors import CommandError, ContextLine, RuleFileError
 from agents.proxy.iptables_backend import (CommandResult, Runner, SyncReport,
                                            context_around, subprocess_runner)
 from agents.proxy.nft_plan import plan_services
-from agents.proxy.nft_render import (FAMILY, TABLE, NftPlan, ServiceKey,
+from agents.proxy.nft_render import (EMPTY_TABLE, FAMILY, TABLE, NftPlan,
+                                     ServiceKey,
                                      ServiceObjects, TableState, plan_ruleset,
                                      Transaction, render_cold_start,
                                      render_created, render_full,
@@ -107,6 +108,7 @@ class NftablesBackend:
         self.chunk_chains = chunk_chains
         self._known: dict[ServiceKey, ServiceObjects] | None = None
         self._known_base: tuple | None = None
+        self._made = False                  # a full sync of ours succeeded
         self.stale: set[str] = set()        # flushed, deleted by a full sync
 
     def _argv(self, *command: str) -> tuple[str, ...]:
@@ -182,52 +184,59 @@ class NftablesBackend:
 
     def _full(self, ruleset: RuleSet) -> SyncReport:
         self._known = None
-        existing = self.read_state()
         plan = plan_ruleset(ruleset, only=frozenset())   # the fixed part
-        cold = not existing.exists and self.chunk_chains is not None
-        lines = 0
-        if cold:                     # nothing hooked yet: all goes ahead
-            first, last = render_cold_start(plan)
-            self.apply(first)
-            lines += first.count("\n")
         services: dict[ServiceKey, ServiceObjects] = {}
         created: set[str] = set()
+        lines = 0
         with ThreadPoolExecutor(self.workers,
                                 thread_name_prefix="nft-ahead") as pool:
+            # A table this backend made is still there (if someone deleted
+            # it, the chunks and the last transaction make it again); its
+            # names are needed only for the last transaction.
+            state = pool.submit(self.read_state)
+            existing = state.result() if not self._made else EMPTY_TABLE
+            cold = not self._made and not existing.exists \
+                and self.chunk_chains is not None
+            if cold:                 # nothing hooked yet: all goes ahead
+                first, last = render_cold_start(plan)
+                self.apply(first)
+                lines += first.count("\n")
             jobs = []
-            for chunk in self._chunks_ahead(plan_services(ruleset), existing,
-                                            services, cold):
-                text = render_created(chunk, plan, elements=cold)
+            for chunk in self._chunks(plan_services(ruleset), services, cold):
+                text = render_created(chunk, plan, elements=cold,
+                                      refill=not cold)
                 lines += text.count("\n")          # rendered while nft parses
                 created.update(c.name for o in chunk for c in o.chains)
                 jobs.append(pool.submit(self.apply, text))
             plan = replace(plan, services=services)
-            final = (Transaction(last) if cold else
-                     render_full(plan, existing, frozenset(created)))
+            final = (Transaction(last) if cold else render_full(
+                plan, state.result(), frozenset(created)))
             for job in jobs:
                 job.result()
         self.apply(final.text)
         self._known = dict(services)
         self._known_base = plan.base
+        self._made = True
         self.stale = set()
         return SyncReport(lines=lines + final.lines,
                           stale_chains=final.stale_chains,
                           inserted_jumps=0, partial=False)
 
-    def _chunks_ahead(self, planned, existing: TableState,
-                      into: dict[ServiceKey, ServiceObjects], cold: bool):
-        """Chunks of about chunk_chains chains, as planning goes; every
-        planned service is recorded in ``into``.  On a cold start every
-        service goes into a chunk; otherwise only services whose chains are
-        all new to the table, and none if they have fewer than
-        chunk_chains chains in all."""
+    def _chunks(self, planned, into: dict[ServiceKey, ServiceObjects],
+                cold: bool):
+        """Services in chunks of about chunk_chains objects, as planning
+        goes; every planned service is recorded in ``into``.  On a cold
+        start every service goes into a chunk (with its elements);
+        otherwise services with chains do, and only if they have at least
+        chunk_chains chains in all (else the one transaction has them)."""
+        if self.chunk_chains is None:
+            into.update(planned)
+            return
         chunk: list[ServiceObjects] = []
         size, sent = 0, False
         for key, objects in planned:
             into[key] = objects
-            if not cold and (self.chunk_chains is None or not objects.chains
-                             or any(c.name in existing.chains
-                                    for c in objects.chains)):
+            if not cold and not objects.chains:
                 continue
             chunk.append(objects)
             size += len(objects.chains) + (len(objects.elements) if cold
@@ -241,6 +250,7 @@ class NftablesBackend:
     def cleanup(self) -> None:
         """Delete table ip kube-proxy (and nothing else); a no-op if absent."""
         self._known = self._known_base = None
+        self._made = False
         self.stale = set()
         self.apply(f"add table {FAMILY} {TABLE}\n"
                    f"delete table {FAMILY} {TABLE}\n")

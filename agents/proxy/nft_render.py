@@ -131,21 +131,26 @@ def render_full(plan: NftPlan, existing: TableState = EMPTY_TABLE,
 
 
 def render_created(objects: Sequence[ServiceObjects], plan: NftPlan,
-                   elements: bool = False) -> str:
-    """Write services' chains that do not exist yet, ahead of a full sync.
+                   elements: bool = False, refill: bool = False) -> str:
+    """Write services' chains ahead of a full sync's last transaction.
 
-    Nothing refers to them until the full sync's transaction adds the map
-    elements, so these transactions change no packet's fate; the fixed
+    New chains: nothing refers to them until the last transaction adds the
+    map elements, so these transactions change no packet's fate; the fixed
     chains they jump to are declared (empty) if missing.  This is the
     cold-start split kube-proxy considers (kubernetes#139328); here it lets
     several nft processes parse at once.  With ``elements`` (a cold start,
     when no hook reaches the table yet) the services' map elements come
-    along too.
+    along too.  With ``refill`` (a resync) each chain is flushed and
+    refilled, a service at a time in one transaction: in steady state the
+    same rules again, else the service moves to its new rules at once.
     """
     lines = [ADD_TABLE]
     lines += [f"add chain {T} {c.name}" for c in plan.chains if not c.spec]
     lines += [s.declare() for o in objects for s in o.affinity_sets]
-    lines += [c.block() for o in objects for c in o.chains]
+    for chain in (c for o in objects for c in o.chains):
+        if refill:
+            lines += [chain.declare(), f"flush chain {T} {chain.name}"]
+        lines.append(chain.block())
     if elements:
         lines += _element_lines("add", (e for o in objects
                                         for e in o.elements))
