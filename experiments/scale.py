@@ -3,9 +3,10 @@
 The benchmark of issue 6 (experiments/_scale.py, shared with
 benchmarks/scale_bench.py) as an experiment: for N in {100, 1000, 10000}
 services x 3 endpoints (quick: 100, 1000) and both proxy modes it measures,
-on one node namespace of its own with the agent's real backends, the full
-sync, a single-service add and a single-endpoint change (partial syncs), the
-peak RSS, and p50/p99 of new TCP connections to one ClusterIP.  It needs no
+on one node namespace of its own with the agent's real backends and its
+sync function, the full sync, a single-service add, a single-endpoint change
+and a service delete (partial syncs), the peak RSS, and p50/p99 of new TCP
+connections to one ClusterIP.  It needs no
 lab: the rules of one node and a client are all the measurement touches, as
 the issue asks ("on one node namespace").
 
