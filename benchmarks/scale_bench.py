@@ -12,7 +12,8 @@ it measures the full sync (compute + backend.sync with GC paused, as the
 agent's sync_rules runs it; turning the API objects into models, which the
 agent does as watch events arrive, is the `parse s` column), a
 single-service add, a single-endpoint change and a service delete (partial
-syncs: only that service computed and rewritten), the child's peak RSS
+syncs: only that service computed and rewritten), a full resync of the
+filled table (`resync`, the agent's periodic one), the child's peak RSS
 (agent-like: objects, rule set and backend in one process), and the
 first-packet latency of many new TCP
 connections from the client to one ClusterIP (the service in the middle of
@@ -51,14 +52,16 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'mode':<9} {'N':>6} {'full s':>7} {'parse s':>7} {'add ms':>7}"
+    head = (f"{'mode':<9} {'N':>6} {'full s':>7} {'resync':>7} {'parse s':>7}"
+            f" {'add ms':>7}"
             f" {'chg ms':>7} {'del ms':>7} {'RSS MiB':>8} {'p50 µs':>7}"
             f" {'p99 µs':>7} {'lines':>7}")
     out = [head, "-" * len(head)]
     for r in rows:
         out.append(
             f"{r['mode']:<9} {r['services']:>6} {r['full_sync_s']:>7.2f} "
-            f"{r['parse_s']:>7.2f} {r['add_sync_s'] * 1e3:>7.1f} "
+            f"{r['resync_s']:>7.2f} {r['parse_s']:>7.2f} "
+            f"{r['add_sync_s'] * 1e3:>7.1f} "
             f"{r['change_sync_s'] * 1e3:>7.1f} "
             f"{r['delete_sync_s'] * 1e3:>7.1f} {r['peak_rss_mib']:>8.1f} "
             f"{r['p50_us']:>7.1f} {r['p99_us']:>7.1f} {r['full_lines']:>7}")

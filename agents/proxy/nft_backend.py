@@ -29,12 +29,11 @@ from agents.proxy.errors import CommandError, ContextLine, RuleFileError
 from agents.proxy.iptables_backend import (CommandResult, Runner, SyncReport,
                                            context_around, subprocess_runner)
 from agents.proxy.nft_plan import plan_services
-from agents.proxy.nft_render import (EMPTY_TABLE, FAMILY, TABLE, NftPlan,
-                                     ServiceKey,
+from agents.proxy.nft_render import (FAMILY, TABLE, NftPlan, ServiceKey,
                                      ServiceObjects, TableState, plan_ruleset,
-                                     Transaction, render_cold_start,
-                                     render_created, render_full,
-                                     render_partial)
+                                     Transaction, intact_chains,
+                                     render_cold_start, render_created,
+                                     render_full, render_partial)
 from agents.proxy.ruleset import RuleSet
 
 _ERROR = re.compile(r"^(?:/dev/stdin|-):(\d+):(\d+)-(\d+): Error: (.*)$",
@@ -108,7 +107,6 @@ class NftablesBackend:
         self.chunk_chains = chunk_chains
         self._known: dict[ServiceKey, ServiceObjects] | None = None
         self._known_base: tuple | None = None
-        self._made = False                  # a full sync of ours succeeded
         self.stale: set[str] = set()        # flushed, deleted by a full sync
 
     def _argv(self, *command: str) -> tuple[str, ...]:
@@ -122,10 +120,13 @@ class NftablesBackend:
         return result.stdout
 
     def read_state(self) -> TableState:
-        """Names of the chains and sets in our table now (empty if none)."""
-        return parse_table_state(
-            self._checked(self._argv("-j", "list", "chains", FAMILY)),
-            self._checked(self._argv("-j", "list", "sets", FAMILY)))
+        """Names of the chains and sets in our table now (empty if none);
+        both listings at once (at 10k services: 0.27 s and 0.09 s)."""
+        with ThreadPoolExecutor(2, thread_name_prefix="nft-list") as pool:
+            sets = pool.submit(self._checked,
+                               self._argv("-j", "list", "sets", FAMILY))
+            chains = self._checked(self._argv("-j", "list", "chains", FAMILY))
+            return parse_table_state(chains, sets.result())
 
     def list_table(self) -> str:
         """`nft list table ip kube-proxy` ('' when the table does not exist)."""
@@ -166,7 +167,7 @@ class NftablesBackend:
     def _partial(self, plan: NftPlan,
                  changed: frozenset[ServiceKey]) -> SyncReport:
         known, self._known = self._known, None     # re-read after a failure
-        txn = render_partial(plan, known, changed)
+        txn = render_partial(plan, known, changed, self.stale)
         if txn.text:
             self.apply(txn.text)
         for key in changed:
@@ -184,63 +185,59 @@ class NftablesBackend:
 
     def _full(self, ruleset: RuleSet) -> SyncReport:
         self._known = None
+        existing = self.read_state()
         plan = plan_ruleset(ruleset, only=frozenset())   # the fixed part
-        services: dict[ServiceKey, ServiceObjects] = {}
-        created: set[str] = set()
+        cold = not existing.exists and self.chunk_chains is not None
         lines = 0
+        if cold:                     # nothing hooked yet: all goes ahead
+            first, last = render_cold_start(plan)
+            self.apply(first)
+            lines += first.count("\n")
+        services: dict[ServiceKey, ServiceObjects] = {}
+        done: set[str] = set()       # chains intact or written ahead
         with ThreadPoolExecutor(self.workers,
                                 thread_name_prefix="nft-ahead") as pool:
-            # A table this backend made is still there (if someone deleted
-            # it, the chunks and the last transaction make it again); its
-            # names are needed only for the last transaction.
-            state = pool.submit(self.read_state)
-            existing = state.result() if not self._made else EMPTY_TABLE
-            cold = not self._made and not existing.exists \
-                and self.chunk_chains is not None
-            if cold:                 # nothing hooked yet: all goes ahead
-                first, last = render_cold_start(plan)
-                self.apply(first)
-                lines += first.count("\n")
             jobs = []
-            for chunk in self._chunks(plan_services(ruleset), services, cold):
+            for chunk in self._chunks(plan_services(ruleset), existing,
+                                      services, done, cold):
                 text = render_created(chunk, plan, elements=cold,
-                                      refill=not cold)
+                                      refill=not cold, keep=done)
                 lines += text.count("\n")          # rendered while nft parses
-                created.update(c.name for o in chunk for c in o.chains)
+                done.update(c.name for o in chunk for c in o.chains)
                 jobs.append(pool.submit(self.apply, text))
             plan = replace(plan, services=services)
-            final = (Transaction(last) if cold else render_full(
-                plan, state.result(), frozenset(created)))
+            final = (Transaction(last) if cold else
+                     render_full(plan, existing, frozenset(done)))
             for job in jobs:
                 job.result()
         self.apply(final.text)
         self._known = dict(services)
         self._known_base = plan.base
-        self._made = True
         self.stale = set()
         return SyncReport(lines=lines + final.lines,
                           stale_chains=final.stale_chains,
                           inserted_jumps=0, partial=False)
 
-    def _chunks(self, planned, into: dict[ServiceKey, ServiceObjects],
+    def _chunks(self, planned, existing: TableState,
+                into: dict[ServiceKey, ServiceObjects], intact: set[str],
                 cold: bool):
-        """Services in chunks of about chunk_chains objects, as planning
-        goes; every planned service is recorded in ``into``.  On a cold
-        start every service goes into a chunk (with its elements);
-        otherwise services with chains do, and only if they have at least
-        chunk_chains chains in all (else the one transaction has them)."""
-        if self.chunk_chains is None:
-            into.update(planned)
-            return
+        """Services in chunks of about chunk_chains objects to write, as
+        planning goes; every planned service is recorded in ``into`` and its
+        intact endpoint chains (left as they are) in ``intact``.  On a cold
+        start every service goes into a chunk, with its elements; otherwise
+        services with chains to write do, and only if there are at least
+        chunk_chains of them in all (else the one transaction has them)."""
         chunk: list[ServiceObjects] = []
         size, sent = 0, False
         for key, objects in planned:
             into[key] = objects
-            if not cold and not objects.chains:
+            kept = intact_chains(objects, existing)
+            intact.update(kept)
+            todo = len(objects.chains) - len(kept)
+            if self.chunk_chains is None or not cold and not todo:
                 continue
             chunk.append(objects)
-            size += len(objects.chains) + (len(objects.elements) if cold
-                                           else 0)
+            size += todo + (len(objects.elements) if cold else 0)
             if size >= self.chunk_chains:
                 yield chunk
                 chunk, size, sent = [], 0, True
@@ -250,7 +247,6 @@ class NftablesBackend:
     def cleanup(self) -> None:
         """Delete table ip kube-proxy (and nothing else); a no-op if absent."""
         self._known = self._known_base = None
-        self._made = False
         self.stale = set()
         self.apply(f"add table {FAMILY} {TABLE}\n"
                    f"delete table {FAMILY} {TABLE}\n")

@@ -40,6 +40,7 @@ from agents.proxy.nft_plan import (  # noqa: F401  (re-exported)
 from agents.proxy.ruleset import RuleSet
 
 ELEMENTS_PER_LINE = 1000
+ENDPOINT = "endpoint-"
 _SPEC = {name: (kind, spec) for kind, name, spec in CONTAINERS}
 # A table block makes nft read every chain first: only for a new table.
 ADD_NEW_TABLE = f'add table {T} {{ comment "rules for kube-proxy" ; }}'
@@ -87,6 +88,28 @@ def _element_lines(op: str, elements: Iterable[Element]) -> list[str]:
     return lines
 
 
+def intact_chains(objects: ServiceObjects,
+                  existing: TableState) -> frozenset[str]:
+    """A service's endpoint chains that need no rewrite (kubernetes#130119).
+
+    An endpoint chain's rules follow from its name (protocol, endpoint IP
+    and port are in it) and from whether the service has affinity, which
+    its affinity set's existence tells.  svclab never leaves an endpoint
+    chain flushed (partial syncs keep stale ones whole; full syncs flush
+    and refill or delete in one transaction), so one in the table is whole.
+    """
+    with_set = {s.name for s in objects.affinity_sets}
+    return frozenset(
+        c.name for c in objects.chains
+        if c.name.startswith(ENDPOINT) and c.name in existing.chains
+        and (_affinity_set(c.name) in with_set)
+        == (_affinity_set(c.name) in existing.sets))
+
+
+def _affinity_set(endpoint_chain: str) -> str:
+    return "affinity-" + endpoint_chain[len(ENDPOINT):]
+
+
 def render_full(plan: NftPlan, existing: TableState = EMPTY_TABLE,
                 created: frozenset[str] = frozenset()) -> Transaction:
     """The whole table: fixed part and maps rewritten, every chain refilled.
@@ -131,7 +154,8 @@ def render_full(plan: NftPlan, existing: TableState = EMPTY_TABLE,
 
 
 def render_created(objects: Sequence[ServiceObjects], plan: NftPlan,
-                   elements: bool = False, refill: bool = False) -> str:
+                   elements: bool = False, refill: bool = False,
+                   keep: frozenset[str] | set[str] = frozenset()) -> str:
     """Write services' chains ahead of a full sync's last transaction.
 
     New chains: nothing refers to them until the last transaction adds the
@@ -143,11 +167,12 @@ def render_created(objects: Sequence[ServiceObjects], plan: NftPlan,
     along too.  With ``refill`` (a resync) each chain is flushed and
     refilled, a service at a time in one transaction: in steady state the
     same rules again, else the service moves to its new rules at once.
+    Chains in ``keep`` (intact_chains) are left as they are.
     """
     lines = [ADD_TABLE]
     lines += [f"add chain {T} {c.name}" for c in plan.chains if not c.spec]
     lines += [s.declare() for o in objects for s in o.affinity_sets]
-    for chain in (c for o in objects for c in o.chains):
+    for chain in (c for o in objects for c in o.chains if c.name not in keep):
         if refill:
             lines += [chain.declare(), f"flush chain {T} {chain.name}"]
         lines.append(chain.block())
@@ -176,12 +201,16 @@ def render_cold_start(plan: NftPlan) -> tuple[str, str]:
 
 
 def render_partial(plan: NftPlan, old: Mapping[ServiceKey, ServiceObjects],
-                   changed: Iterable[ServiceKey]) -> Transaction:
+                   changed: Iterable[ServiceKey],
+                   lingering: Iterable[str] = ()) -> Transaction:
     """Turn the ``changed`` services of ``old`` into those of ``plan``.
 
     Map elements are deleted/added by difference, new chains declared,
     changed chains flushed and refilled, stale chains and affinity sets
-    flushed (deleted by the next full sync) — in that order.
+    flushed (deleted by the next full sync) — in that order.  Stale endpoint
+    chains keep their rules (they are all their name implies, see
+    intact_chains); ``lingering`` names stale chains of earlier partial
+    syncs still in the table, flushed if they are written again.
     """
     keys = sorted(set(changed))
     before = [old[k] for k in keys if k in old]
@@ -199,13 +228,15 @@ def render_partial(plan: NftPlan, old: Mapping[ServiceKey, ServiceObjects],
     written = [c for c in new_chains if old_rules.get(c.name) != c.rules]
     stale = sorted(set(old_rules) - new_names)
     stale_sets = sorted(set(old_sets) - set(sets))
+    there = set(old_rules) | set(lingering)
     # 1. elements that go away or change value
     lines = _element_lines("delete", (e for k, e in old_elements.items()
                                       if new_elements.get(k) != e))
     # 2. new chains declared, changed and stale ones flushed
-    lines += [f"flush chain {T} {c.name}" if c.name in old_rules
+    lines += [f"flush chain {T} {c.name}" if c.name in there
               else c.declare() for c in written]
-    lines += [f"flush chain {T} {name}" for name in stale]
+    lines += [f"flush chain {T} {name}" for name in stale
+              if not name.startswith(ENDPOINT)]
     lines += [f"flush set {T} {name}" for name in stale_sets]
     # 3. affinity sets: new or changed ones, and all that the rewritten
     #    chains name (nft resolves a set only from its cache or this text)

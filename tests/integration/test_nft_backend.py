@@ -19,7 +19,7 @@ import pytest
 from agents.proxy import (NodeInfo, compute_ruleset, endpoint_slice_from_k8s,
                           service_from_k8s)
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
-from agents.proxy.iptables_backend import IptablesBackend
+from agents.proxy.iptables_backend import IptablesBackend, subprocess_runner
 from agents.proxy.nft_backend import NftApplyError, NftablesBackend
 from agents.proxy.nft_render import plan_ruleset, render_full
 
@@ -115,10 +115,10 @@ def test_full_resync_partial_and_cleanup(netns):
     assert stale > set(report.stale_chains)
     after_partial = backend.list_table()
     assert normalised(after_partial) != normalised(after_first)
-    for name in report.stale_chains:     # flushed, and nothing leads there
-        assert after_partial.count(name) == 1
-        assert f"\tchain {name} {{\n\t}}" in after_partial
-    assert "192.168.1.12:" not in after_partial   # no DNAT to it any more
+    for name in report.stale_chains:     # nothing leads there; flushed,
+        assert after_partial.count(name) == 1      # but endpoint chains whole
+        flushed = f"\tchain {name} {{\n\t}}" in after_partial
+        assert flushed != name.startswith("endpoint-")
     full = backend.sync(changed)                   # what a full sync makes
     assert not full.partial
     assert set(full.stale_chains) == set(report.stale_chains)
@@ -149,9 +149,32 @@ def test_cold_start_in_chunks_makes_the_same_table(netns):
     report = chunked.sync(ruleset(extra=12))
     assert not report.partial
     assert normalised(chunked.list_table()) == one_go
-    assert chunked.sync(ruleset(2, extra=12),
-                        frozenset({("shop", "web")})).partial
-    assert "192.168.1.12:" not in chunked.list_table()
+    report = chunked.sync(ruleset(2, extra=12), frozenset({("shop", "web")}))
+    assert report.partial
+    [gone] = report.stale_chains             # the endpoint 192.168.1.12's
+    assert "192.168.1.12" in gone and chunked.list_table().count(gone) == 1
+
+
+def test_a_restarted_agent_rewrites_services_but_not_whole_endpoint_chains(
+        netns):
+    NftablesBackend(netns=netns).sync(ruleset(extra=3))
+    before = normalised(nft(netns, "list", "table", "ip", "kube-proxy"))
+    web = next(line.split()[1] for line in nft(
+        netns, "list", "chains", "ip").splitlines()
+        if "chain service-" in line and "shop/web" in line)
+    nft(netns, "flush", "chain", "ip", "kube-proxy", web)    # drift
+    sent: list[str] = []
+
+    def recording(argv, text, timeout_s):
+        sent.append(text or "")
+        return subprocess_runner(argv, text, timeout_s)
+
+    restarted = NftablesBackend(recording, netns=netns, chunk_chains=2)
+    assert not restarted.sync(ruleset(extra=3)).partial
+    assert normalised(restarted.list_table()) == before       # repaired
+    written = "".join(sent)
+    assert f"flush chain ip kube-proxy {web}" in written
+    assert "add chain ip kube-proxy endpoint-" not in written  # left whole
 
 
 def test_broken_transaction_keeps_old_rules(netns):

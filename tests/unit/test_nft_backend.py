@@ -65,10 +65,10 @@ def test_full_then_partial_sync():
     report = backend.sync(ruleset(), frozenset({("shop", "web")}))
     assert not report.partial              # nothing known yet: full
     listed = [argv for argv, _ in fake.calls if "list" in argv]
-    assert listed == [("ip", "netns", "exec", "svtest-x", "nft", "-j", "list",
-                       "chains", "ip"),
-                      ("ip", "netns", "exec", "svtest-x", "nft", "-j", "list",
-                       "sets", "ip")]
+    assert sorted(listed) == [("ip", "netns", "exec", "svtest-x", "nft", "-j",
+                               "list", "chains", "ip"),
+                              ("ip", "netns", "exec", "svtest-x", "nft", "-j",
+                               "list", "sets", "ip")]
     [full] = fake.applied()
     assert "delete chain ip kube-proxy service-AAAAAAAA-shop/old/tcp/p" in full
     assert "BBBBBBBB" not in full          # another table's chain: not ours
@@ -134,7 +134,7 @@ def test_partial_sync_flushes_what_goes_and_the_full_sync_deletes_it():
     [stale] = report.stale_chains
     assert "192.168.1.3" in stale and backend.stale == {stale}
     partial = fake.applied()[-1]
-    assert f"flush chain ip kube-proxy {stale}" in partial.splitlines()
+    assert stale not in partial             # kept whole, no longer named
     assert "delete chain" not in partial    # nft would list every chain
     fake.chains = [{"chain": {"family": "ip", "table": "kube-proxy",
                               "name": stale}}]

@@ -18,7 +18,7 @@ import pytest
 from agents.proxy import (NodeInfo, ProxyOptions, compute_ruleset,
                           endpoint_slice_from_k8s, service_from_k8s)
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
-from agents.proxy.nft_model import expand
+from agents.proxy.nft_model import _references, expand
 from agents.proxy.nft_render import (TableState, hash_and_truncate,
                                      plan_ruleset, render_created, render_full,
                                      render_nftables, render_partial)
@@ -258,9 +258,12 @@ def test_partial_render_reaches_the_full_render(large_at):
     assert "delete chain" not in partial.text    # left to the next full sync
     table = apply_commands(render_nftables(before))
     apply_commands(partial.text, table)
-    # stale chains and sets are flushed, not yet deleted; the rest is equal
+    # stale chains and sets are flushed (endpoint chains kept whole) and
+    # not yet deleted; nothing leads to them; the rest is equal
     for name in partial.stale_chains:
-        assert table.chains.pop(name) == []
+        rules = table.chains.pop(name)
+        assert (rules != []) == name.startswith("endpoint-")
+        assert not _references(table, name)
     for name in partial.stale_sets:
         assert table.sets.pop(name) == set()
         table.dynamic.discard(name)
@@ -323,3 +326,47 @@ def test_full_render_deletes_stale_chains_and_sets_it_is_told_about():
         in text
     assert "delete chain ip kube-proxy services" not in text
     assert "flush set ip kube-proxy affinity-" not in text  # affinity kept
+
+
+def test_an_endpoint_back_before_the_next_full_sync_is_not_doubled():
+    """A stale endpoint chain stays whole until a full sync deletes it; if
+    the endpoint comes back first, the chain is flushed before refilling."""
+    three, two = bench_ruleset(2, 3), bench_ruleset(2, 2)
+    key = {("b", "s1")}
+    table = apply_commands(render_nftables(three))
+    gone = render_partial(plan_ruleset(two, frozenset(key)),
+                          old=plan_ruleset(three).services, changed=key)
+    apply_commands(gone.text, table)
+    [chain] = gone.stale_chains
+    assert table.chains[chain] != []                 # kept whole
+    back = render_partial(plan_ruleset(three, frozenset(key)),
+                          old=plan_ruleset(two).services, changed=key,
+                          lingering=gone.stale_chains)
+    assert f"flush chain ip kube-proxy {chain}" in back.text.splitlines()
+    apply_commands(back.text, table)
+    assert table == apply_commands(render_nftables(three))
+
+
+def test_a_resync_leaves_endpoint_chains_whose_name_says_it_all():
+    """kube-proxy's restart shortcut (kubernetes#130119): an endpoint chain
+    in the table holds what its name implies, unless affinity changed."""
+    from agents.proxy.nft_render import intact_chains
+    rs = bench_ruleset(6, 2)                 # s0 and s5 have affinity
+    plan = plan_ruleset(rs)
+    table = apply_commands(render_nftables(rs))
+    existing = TableState(frozenset(table.chains), frozenset(table.sets))
+    s0, s1 = plan.services[("b", "s0")], plan.services[("b", "s1")]
+    assert intact_chains(s1, existing) == {
+        c.name for c in s1.chains if c.name.startswith("endpoint-")}
+    assert len(intact_chains(s0, existing)) == 2
+    no_sets = TableState(existing.chains, frozenset())   # affinity changed
+    assert intact_chains(s0, no_sets) == frozenset()
+    kept = frozenset().union(*(intact_chains(o, existing)
+                               for o in plan.services.values()))
+    full = render_full(plan, existing, kept)
+    written = {line.split()[4] for line in full.text.splitlines()
+               if line.startswith(("add chain", "flush chain"))}
+    assert len(kept) == 12 and not written & kept
+    assert "service-" + hash_and_truncate("b/s1/tcp/p") in written
+    apply_commands(full.text, table)
+    assert table == apply_commands(render_nftables(rs))
