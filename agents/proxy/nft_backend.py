@@ -1,21 +1,28 @@
 """The nftables backend: applies the nft renderer's transactions to the kernel.
 
 Same interface as IptablesBackend (``sync(ruleset, changed_services=None) ->
-SyncReport``, ``cleanup()``).  A full sync lists the chains and sets of our
-table (to find stale ones), renders every chain and map and applies it with
-ONE ``nft -f -``.  Chains of services the table does not hold yet (a cold
-start) are written before that in chunks, several nft processes at once;
-nothing refers to them until the full sync's transaction adds the map
-elements, so what packets see still changes in that one transaction.
+SyncReport``, ``cleanup()``).
+
 A partial sync (kube-proxy's) trusts what the last successful sync applied
 and rewrites only the changed services' map elements, chains and affinity
 sets, in one transaction; chains and sets it no longer needs are flushed
-then and deleted by the next full sync (``stale``).  nft applies a
-transaction atomically, so a failure leaves the old rules in place; the
-error names the failing line of the input with context, and the next sync
-is a full one.  Only ``table ip kube-proxy`` is ever named; commands run
-through an injectable ``run`` callable, optionally inside a network
-namespace.
+(endpoint chains kept whole) and deleted by the next full sync (``stale``).
+
+A full sync lists the chains and sets of our table first.  With no table
+yet (a cold start) it makes the table, its maps and fixed chains with no
+hook, then the services (chains and map elements) in chunks, several nft
+processes at once, and hooks the base chains in last: packets see the whole
+table at once.  Otherwise endpoint chains already there are left as they
+are (their name says all they hold, kubernetes#130119), the other chains of
+the services are refilled in chunks (each service moves at once, the same
+rules again in steady state), and maps, fixed part and stale deletions go
+in one last transaction.
+
+nft applies a transaction atomically, so a failure leaves the old rules in
+place; the error names the failing line of the input with context, and the
+next sync is a full one.  Only ``table ip kube-proxy`` is ever named;
+commands run through an injectable ``run`` callable, optionally inside a
+network namespace.
 """
 
 from __future__ import annotations
@@ -90,9 +97,8 @@ def parse_table_state(chains_json: str, sets_json: str) -> TableState:
 class NftablesBackend:
     """Applies rule sets with nft -f, in a netns if given.
 
-    A full sync writes the chains of services new to the table ahead, in
-    chunks of about ``chunk_chains`` chains (None: never), ``workers`` nft
-    processes at a time.
+    Full syncs write services in chunks of about ``chunk_chains`` objects
+    (None: all in one transaction), ``workers`` nft processes at a time.
     """
 
     def __init__(self, run: Runner = subprocess_runner,
@@ -151,12 +157,11 @@ class NftablesBackend:
     def sync(self, ruleset: RuleSet,
              changed_services: frozenset[ServiceKey] | None = None
              ) -> SyncReport:
-        """Apply ruleset; what packets see changes in one nft transaction.
+        """Apply ruleset (see the module's docstring for how).
 
         Partial when changed_services ((namespace, name) pairs) is given, the
         last sync succeeded and the table's fixed part (node IPs, CIDRs,
-        options) is unchanged; full otherwise (new services' chains are
-        written ahead, see the module's docstring).
+        options) is unchanged; full otherwise.
         """
         if changed_services is not None and self._known is not None:
             plan = plan_ruleset(ruleset, frozenset(changed_services))

@@ -13,9 +13,12 @@ Rendering happens in two pure steps: ``plan_ruleset`` turns the RuleSet into
 an NftPlan (the table's fixed part plus, per (namespace, service), its map
 elements, chains and affinity sets), and the functions here write
 transactions: ``render_full`` (every chain and map rewritten),
-``render_partial`` (only the given services) and ``render_created`` (chains
-that do not exist yet, ahead of a full sync).  Services are sorted, so equal
-inputs give byte-identical text.  Nothing outside the table is named.
+``render_partial`` (only the given services), ``render_created`` (services'
+chains written ahead of a full sync's last transaction, in chunks) and
+``render_cold_start`` (the first and last transactions of a new table);
+``intact_chains`` tells which endpoint chains need no rewrite.  Services are
+sorted, so equal inputs give byte-identical text.  Nothing outside the table
+is named.
 
 The text is shaped for nft 1.0's cache: a chain and its rules are one
 ``add chain T c { rule ; ... ; }`` and elements go in as
@@ -161,10 +164,10 @@ def render_created(objects: Sequence[ServiceObjects], plan: NftPlan,
     New chains: nothing refers to them until the last transaction adds the
     map elements, so these transactions change no packet's fate; the fixed
     chains they jump to are declared (empty) if missing.  This is the
-    cold-start split kube-proxy considers (kubernetes#139328); here it lets
-    several nft processes parse at once.  With ``elements`` (a cold start,
-    when no hook reaches the table yet) the services' map elements come
-    along too.  With ``refill`` (a resync) each chain is flushed and
+    split kube-proxy considers for cold starts (kubernetes#139328); here it
+    lets several nft processes parse at once.  With ``elements`` (a cold
+    start, when no hook reaches the table yet) the services' map elements
+    come along too.  With ``refill`` (a resync) each chain is flushed and
     refilled, a service at a time in one transaction: in steady state the
     same rules again, else the service moves to its new rules at once.
     Chains in ``keep`` (intact_chains) are left as they are.
