@@ -93,10 +93,13 @@ def serve_health(address: tuple[str, int], ready: threading.Event) -> ThreadingH
         def do_GET(self) -> None:   # noqa: N802
             ok = self.path == "/health" or (self.path == "/ready" and ready.is_set())
             body = b"OK" if ok else b"not ready"
-            self.send_response(200 if ok else 503)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(200 if ok else 503)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass        # the prober gave up (its timeout) before we wrote
 
         def log_message(self, *args) -> None:
             pass
