@@ -116,14 +116,19 @@ class ProxyAgent:
 
     def sync(self, full: bool) -> None:
         started = time.monotonic()
+        node = self.node_info()
+        previous = self.last_ruleset      # computed for this node: reusable
+        if full or previous is None or previous.node != node:
+            previous = None
         with self._tracker_lock:
-            services, slices = self.tracker.services, self.tracker.slices
             changed = self.tracker.take()
+            services, slices = (self.tracker.objects_of(changed)
+                                if previous is not None else
+                                (self.tracker.services, self.tracker.slices))
         try:
             ruleset, report = sync_rules(
-                self.backend, services, slices, self.node_info(),
-                previous=None if full else self.last_ruleset,
-                changed=None if full else changed)
+                self.backend, services, slices, node,
+                previous=previous, changed=None if full else changed)
         except Exception:
             self.metrics.errors += 1
             raise                        # the runner's retry is a full sync

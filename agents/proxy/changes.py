@@ -98,6 +98,15 @@ class ChangeTracker:
     def slices(self) -> tuple[EndpointSlice, ...]:
         return tuple(self._slices[k] for k in sorted(self._slices))
 
+    def objects_of(self, keys: frozenset[ServiceKey]
+                   ) -> tuple[tuple[Service, ...], tuple[EndpointSlice, ...]]:
+        """The Services and EndpointSlices of these services only (what a
+        partial sync computes again), without sorting everything."""
+        return (tuple(self._services[k] for k in sorted(keys)
+                      if k in self._services),
+                tuple(s for s in self._slices.values()
+                      if (s.namespace, s.service_name) in keys))
+
     @property
     def pending(self) -> frozenset[ServiceKey]:
         return frozenset(self._pending)

@@ -215,8 +215,9 @@ def compute_ruleset(services: Iterable[Service],
     ``changed`` (namespace, name) keys, only the changed services are
     computed again and the others' entries are taken from previous — what
     makes a partial sync at 10k services cheap.  The result equals a full
-    computation either way; services and slices of unchanged services may
-    be passed or left out.
+    computation either way.  Services and slices of unchanged services may
+    be left out only when previous fits (same node and options): otherwise
+    everything is computed from what is passed.
     """
     keep: list[ServicePortRules] = []
     if previous is not None and changed is not None and \

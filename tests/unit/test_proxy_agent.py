@@ -103,6 +103,22 @@ def test_changes_sync_only_what_changed_and_noop_updates_are_dropped(agent, api)
     ruleset = agent.recorder.calls[-1][0]
     web = next(sp for sp in ruleset.service_ports if sp.name.service == "web")
     assert [e.address for e in web.endpoints.cluster] == ["192.168.1.5:8080"]
+    # computed for web alone, the rule set still holds every service
+    assert [sp.name.service for sp in ruleset.service_ports] == [
+        "kubernetes", "web"]
+
+
+def test_a_node_address_change_recomputes_everything(agent, api):
+    api.create("services", service_dict("web", cluster_ip="10.96.5.5"), namespace="default")
+    wait_for(lambda: any(len(r.service_ports) == 2 for r, _ in agent.recorder.calls))
+    node = api.get("nodes", "n1")
+    addresses = [{"type": "InternalIP", "address": "172.31.0.99"}]
+    api.patch("nodes", "n1", {"status": {"addresses": addresses}}, subresource="status")
+    wait_for(lambda: agent.recorder.calls[-1][0].node.node_ips == ("172.31.0.99",))
+    ruleset, changed = agent.recorder.calls[-1]
+    assert changed is None                                  # a full sync
+    assert [sp.name.service for sp in ruleset.service_ports] == ["kubernetes", "web"]
+    assert node["status"]["addresses"] != addresses
 
 
 def test_metrics_and_service_health_check_port(agent, api):

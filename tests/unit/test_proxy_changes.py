@@ -163,3 +163,18 @@ def test_partial_render_applied_on_top_traces_like_full():
     for dst in ("10.96.0.5", "10.96.0.6"):
         assert stacked.trace("192.168.1.5", dst, 80) == \
             reference.trace("192.168.1.5", dst, 80)
+
+
+def test_objects_of_gives_only_the_asked_services_and_their_slices():
+    from agents.proxy.changes import ChangeTracker
+    from agents.proxy.fixtures import endpoint, service_dict, slice_dict
+    from agents.proxy.model import endpoint_slice_from_k8s, service_from_k8s
+    tracker = ChangeTracker()
+    for name in ("a", "b", "c"):
+        tracker.on_service("ADDED", service_from_k8s(service_dict(name, "ns")))
+        tracker.on_endpoint_slice("ADDED", endpoint_slice_from_k8s(slice_dict(
+            name, "ns", endpoints=[endpoint("192.168.0.1", "n1")])))
+    services, slices = tracker.objects_of(frozenset({("ns", "b"),
+                                                     ("ns", "gone")}))
+    assert [s.name for s in services] == ["b"]
+    assert [s.service_name for s in slices] == ["b"]
