@@ -55,9 +55,9 @@ class Transaction:
     """One `nft -f` input and the stale objects it flushes or deletes.
 
     A full sync deletes stale chains and affinity sets; a partial sync only
-    flushes them (nothing refers to them afterwards) and leaves deleting
-    them to the next full sync, as kube-proxy does: `delete` makes nft read
-    the whole table first.
+    flushes them (endpoint chains stay whole; nothing refers to any of them
+    afterwards) and leaves deleting them to the next full sync, as
+    kube-proxy does: `delete` makes nft read the whole table first.
     """
 
     text: str
@@ -120,7 +120,8 @@ def render_full(plan: NftPlan, existing: TableState = EMPTY_TABLE,
     ``existing`` names what the table holds now: those chains are flushed
     before being refilled, and those the plan lacks (and affinity sets
     likewise) are deleted.  Chains in ``created`` were written by
-    render_created transactions of this sync and are left alone.
+    render_created transactions of this sync, or are intact_chains, and are
+    left alone.
     Affinity sets are never flushed, so client affinity survives a resync.
     """
     services = list(plan.services.values())
