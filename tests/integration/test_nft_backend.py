@@ -19,7 +19,8 @@ import pytest
 from agents.proxy import (NodeInfo, compute_ruleset, endpoint_slice_from_k8s,
                           service_from_k8s)
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
-from agents.proxy.iptables_backend import IptablesBackend, subprocess_runner
+from agents.proxy.iptables_backend import (CommandResult, IptablesBackend,
+                                          subprocess_runner)
 from agents.proxy.nft_backend import NftApplyError, NftablesBackend
 from agents.proxy.nft_render import plan_ruleset, render_full
 
@@ -175,6 +176,32 @@ def test_a_restarted_agent_rewrites_services_but_not_whole_endpoint_chains(
     written = "".join(sent)
     assert f"flush chain ip kube-proxy {web}" in written
     assert "add chain ip kube-proxy endpoint-" not in written  # left whole
+
+
+def test_a_cold_start_cut_short_is_finished_by_the_next_sync(netns):
+    """A chunk fails: nothing is hooked yet, and the next (full) sync makes
+    the same table one transaction would."""
+    calls = {"n": 0}
+
+    def second_chunk_fails(argv, text, timeout_s):
+        if argv[-2:] == ("-f", "-"):
+            calls["n"] += 1
+            if calls["n"] == 3:                  # first, chunk, *chunk*
+                return CommandResult(1, "", "/dev/stdin:1:1-3: Error: boom")
+        return subprocess_runner(argv, text, timeout_s)
+
+    backend = NftablesBackend(second_chunk_fails, netns=netns, chunk_chains=4,
+                              workers=1)
+    with pytest.raises(NftApplyError):
+        backend.sync(ruleset(extra=12))
+    half = nft(netns, "list", "table", "ip", "kube-proxy")
+    assert "hook" not in half                     # nothing sees it
+    assert not backend.sync(ruleset(extra=12)).partial
+    one_go = NftablesBackend(netns=netns, chunk_chains=None)
+    made = normalised(backend.list_table())
+    one_go.cleanup()
+    one_go.sync(ruleset(extra=12))
+    assert made == normalised(one_go.list_table())
 
 
 def test_broken_transaction_keeps_old_rules(netns):
