@@ -11,6 +11,7 @@ nftables renderer read the same decisions.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from dataclasses import dataclass
 from typing import Collection, Iterable
@@ -229,15 +230,24 @@ def compute_ruleset(services: Iterable[Service],
         slices = [s for s in slices
                   if (s.namespace, s.service_name) in wanted]
     by_port = endpoints_by_service_port(slices, node.name)
-    ports: list[ServicePortRules] = keep
+    computed: list[ServicePortRules] = []
     for service in services:
         if not service_is_proxied(service):
             continue
         for port in service.ports:
             key = PortKey(service.namespace, service.name, port.name,
                           port.protocol)
-            ports.append(_port_rules(service, port, by_port.get(key, ()),
-                                     node, options))
-    ports.sort(key=lambda sp: (str(sp.name), sp.name.protocol))
+            computed.append(_port_rules(service, port, by_port.get(key, ()),
+                                        node, options))
+    if keep:                          # already sorted: insert the few new
+        ports = keep
+        for sp in computed:
+            bisect.insort(ports, sp, key=_order)
+    else:
+        ports = sorted(computed, key=_order)
     return RuleSet(node=node, options=options, service_ports=tuple(ports),
                    health_checks=_health_checks(ports))
+
+
+def _order(sp: ServicePortRules) -> tuple[str, str]:
+    return str(sp.name), sp.name.protocol
