@@ -8,15 +8,16 @@ and rewrites only the changed services' map elements, chains and affinity
 sets, in one transaction; chains and sets it no longer needs are flushed
 (endpoint chains kept whole) and deleted by the next full sync (``stale``).
 
-A full sync lists the chains and sets of our table first.  With no table
-yet (a cold start) it makes the table, its maps and fixed chains with no
-hook, then the services (chains and map elements) in chunks, several nft
-processes at once, and hooks the base chains in last: packets see the whole
-table at once.  Otherwise endpoint chains already there are left as they
-are (their name says all they hold, kubernetes#130119), the other chains of
-the services are refilled in chunks (each service moves at once, the same
-rules again in steady state), and maps, fixed part and stale deletions go
-in one last transaction.
+A full sync lists the chains and sets of our table first; a small one is
+one transaction.  A big one with no table yet (a cold start) makes the
+table, its maps and fixed chains with no hook, then the services (chains
+and map elements) in chunks, several nft processes at once, and hooks the
+base chains in last: packets see the whole table at once.  Otherwise
+endpoint chains already there are left as they are (their name says all
+they hold, kubernetes#130119), the other chains of the services are
+refilled in chunks (each service moves at once, the same rules again in
+steady state), and maps, fixed part and stale deletions go in one last
+transaction.
 
 nft applies a transaction atomically, so a failure leaves the old rules in
 place; the error names the failing line of the input with context, and the
@@ -97,8 +98,9 @@ def parse_table_state(chains_json: str, sets_json: str) -> TableState:
 class NftablesBackend:
     """Applies rule sets with nft -f, in a netns if given.
 
-    Full syncs write services in chunks of about ``chunk_chains`` objects
-    (None: all in one transaction), ``workers`` nft processes at a time.
+    Full syncs with at least ``chunk_chains`` objects to write write them
+    in chunks of about that many (None: all in one transaction), ``workers``
+    nft processes at a time.
     """
 
     def __init__(self, run: Runner = subprocess_runner,
@@ -192,7 +194,9 @@ class NftablesBackend:
         self._known = None
         existing = self.read_state()
         plan = plan_ruleset(ruleset, only=frozenset())   # the fixed part
-        cold = not existing.exists and self.chunk_chains is not None
+        cold = (not existing.exists and self.chunk_chains is not None
+                and len(ruleset.service_ports) + ruleset.total_endpoints
+                >= self.chunk_chains)      # else one transaction will do
         lines = 0
         if cold:                     # nothing hooked yet: all goes ahead
             first, last = render_cold_start(plan)

@@ -203,3 +203,12 @@ def test_table_state_ignores_other_tables_and_families():
         json.dumps({"nftables": [
             {"set": {"family": "ip", "table": "kube-proxy", "name": "s"}}]}))
     assert state.chains == {"a"} and state.sets == {"s"}
+
+
+def test_a_small_cold_start_is_one_transaction():
+    fake = FakeNft()
+    fake.chains = []                 # no table yet
+    NftablesBackend(fake).sync(ruleset(2))          # 5 objects < 5000
+    [only] = fake.applied()
+    assert only.startswith('add table ip kube-proxy { comment "rules for')
+    assert "hook" in only and "goto service-" in only
