@@ -16,6 +16,7 @@ from experiments.framework import Context, Summary, table
 from probes.matrix import run_matrix
 from probes.spread import spread
 from probes.trace import trace
+from svclab.kube.client import ApiError
 
 NAME = "seed-walkthrough"
 TITLE = "The seed's walkthrough: ClusterIP, NodePort on EC2 public IPs, ExternalName, LoadBalancer"
@@ -137,7 +138,12 @@ def _http(lab, host: str, url: str) -> str:
 def _wait_endpoints(lab, service: str, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        eps = lab.api.get("endpoints", service, "default")
+        try:
+            eps = lab.api.get("endpoints", service, "default")
+        except ApiError as err:        # the endpoints controller has not
+            if not err.not_found:      # written it yet
+                raise
+            eps = {}
         if sum(len(s.get("addresses") or []) for s in eps.get("subsets") or []) >= count:
             return
         time.sleep(0.1)

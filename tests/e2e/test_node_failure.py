@@ -27,7 +27,7 @@ def ready_endpoint_nodes(api) -> list[str]:
     try:
         eps = api.get("endpoints", "web", "default")
     except ApiError as err:              # the endpoints controller has not
-        if err.status == 404:            # written it yet
+        if err.not_found:                # written it yet
             return []
         raise
     return sorted(a.get("nodeName") for s in eps.get("subsets") or []
