@@ -22,7 +22,7 @@ import threading
 import time
 
 from svclab import labctl
-from svclab.kube.client import ApiError, KubeClient
+from svclab.kube.client import KubeClient
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 
@@ -73,12 +73,8 @@ def kubectl(name: str, *args: str, stdin: str | None = None) -> str:
 def wait_ready(api: KubeClient, count: int, timeout: float = 30) -> list[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            eps = api.get("endpoints", "conv", "default")
-        except ApiError as err:        # not written by the controller yet
-            if not err.not_found:
-                raise
-            eps = {}
+        # None until the endpoints controller has written it
+        eps = api.find("endpoints", "conv", "default") or {}
         names = [a["targetRef"]["name"] for s in eps.get("subsets") or []
                  for a in s.get("addresses") or []]
         if len(names) == count:

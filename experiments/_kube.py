@@ -10,11 +10,10 @@ ExperimentError naming what it waited for.
 from __future__ import annotations
 
 import json
-import time
 from typing import Callable, TypeVar
 
 from svclab.errors import LabError
-from svclab.kube.client import ApiError
+from svclab.waiting import wait_until
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 
@@ -66,15 +65,7 @@ def service(name: str, selector: dict[str, str], *, type: str = "ClusterIP", por
 
 def wait_for(what: str, probe: Callable[[], T], timeout: float = 30.0,
              every: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise ExperimentError(f"timed out after {timeout:g} s waiting for {what}; "
-                                  f"last: {value!r}")
-        time.sleep(every)
+    return wait_until(what, probe, timeout, every, error=ExperimentError)
 
 
 def ready_endpoints(lab, service_name: str, namespace: str = "default") -> list[dict]:
@@ -107,13 +98,8 @@ def wait_endpoints(lab, service_name: str, count: int, timeout: float = 30.0,
 def running_pod(lab, name: str, namespace: str = "default") -> dict:
     """Wait until pod `name` runs as a lab host; returns the pod object."""
     def probe():
-        try:
-            obj = lab.api.get("pods", name, namespace)
-        except ApiError as err:
-            if err.not_found:
-                return None
-            raise
-        if obj.get("status", {}).get("phase") != "Running":
+        obj = lab.api.find("pods", name, namespace)
+        if obj is None or obj.get("status", {}).get("phase") != "Running":
             return None
         state = read_state(LabPaths(lab.name))
         hosts = [r for r in state.hosts.values()

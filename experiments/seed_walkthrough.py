@@ -12,11 +12,11 @@ from __future__ import annotations
 import subprocess
 import time
 
+from experiments._kube import running_pod, wait_for
 from experiments.framework import Context, Summary, table
 from probes.matrix import run_matrix
 from probes.spread import spread
 from probes.trace import trace
-from svclab.kube.client import ApiError
 
 NAME = "seed-walkthrough"
 TITLE = "The seed's walkthrough: ClusterIP, NodePort on EC2 public IPs, ExternalName, LoadBalancer"
@@ -40,7 +40,7 @@ def run(ctx: Context) -> Summary:
         kubectl("expose", "deployment", "hwk", "--port", "80", "--name", "web-hwk",
                 "--type", "NodePort")
         _wait_endpoints(lab, "web-hwk", 2)
-        _wait_running(lab, "shell")
+        running_pod(lab, "shell")
         svc_out = kubectl("get", "svc")
         ep_out = kubectl("get", "ep")
         po_out = kubectl("get", "po", "-o", "wide")
@@ -135,28 +135,13 @@ def _http(lab, host: str, url: str) -> str:
     return lab.exec(host, "python3", "-c", HTTP_GET, url).strip()
 
 
-def _wait_endpoints(lab, service: str, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            eps = lab.api.get("endpoints", service, "default")
-        except ApiError as err:        # the endpoints controller has not
-            if not err.not_found:      # written it yet
-                raise
-            eps = {}
-        if sum(len(s.get("addresses") or []) for s in eps.get("subsets") or []) >= count:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{service} has no {count} ready endpoints after {timeout} s")
-
-
-def _wait_running(lab, pod: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if lab.api.get("pods", pod, "default").get("status", {}).get("phase") == "Running":
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"pod {pod} not Running after {timeout} s")
+def _wait_endpoints(lab, service: str, count: int) -> None:
+    def ready() -> bool:
+        # None until the endpoints controller has written it
+        eps = lab.api.find("endpoints", service, "default") or {}
+        return sum(len(s.get("addresses") or [])
+                   for s in eps.get("subsets") or []) >= count
+    wait_for(f"{count} ready endpoints of {service}", ready)
 
 
 def _wait_hostname(lab, service: str, timeout: float = 30) -> str:

@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from agents.proxy.errors import TracerError
 from agents.proxy.nft_model import TERMINAL, apply_commands
-from agents.proxy.tracer import Outcome, Packet, add_outcome, sorted_outcomes
+from agents.proxy.tracer import Outcome, Packet, collect_outcomes
 
 MAX_DEPTH = 32
 
@@ -182,11 +182,8 @@ class NftTracer:
               locally_originated: bool = False,
               recent: frozenset[str] = frozenset()) -> tuple[Outcome, ...]:
         """All possible outcomes for the first packet of a connection."""
-        outcomes: dict[Outcome, float] = {}
-        for marked, q, pk, verdict in self.walk(Packet(src, dst, dport, protocol.upper()),
-                                                locally_originated, recent):
-            add_outcome(outcomes, q, pk, verdict, marked)
-        return sorted_outcomes(outcomes)
+        return collect_outcomes(self.walk(
+            Packet(src, dst, dport, protocol.upper()), locally_originated, recent))
 
 
 def trace(text: str, src: str, dst: str, dport: int, protocol: str = "TCP",

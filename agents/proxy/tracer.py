@@ -397,11 +397,8 @@ class Tracer:
               locally_originated: bool = False,
               recent: frozenset[str] = frozenset()) -> tuple[Outcome, ...]:
         """All possible outcomes for the first packet of a connection."""
-        outcomes: dict[Outcome, float] = {}
-        for marked, r, pk, verdict in self.walk(Packet(src, dst, dport, protocol.upper()),
-                                                locally_originated, recent):
-            add_outcome(outcomes, r, pk, verdict, marked)
-        return sorted_outcomes(outcomes)
+        return collect_outcomes(self.walk(
+            Packet(src, dst, dport, protocol.upper()), locally_originated, recent))
 
 
 def final_verdict(pk, verdict: str) -> str:
@@ -417,6 +414,15 @@ def add_outcome(outcomes: dict, probability: float, pk, verdict: str,
     key = Outcome(final_verdict(pk, verdict), pk.dnat, marked, pk.masquerade,
                   pk.recent_set)
     outcomes[key] = outcomes.get(key, 0.0) + probability
+
+
+def collect_outcomes(branches) -> tuple:
+    """The sorted outcomes of a walk's (marked, probability, packet, verdict)
+    branches, equal outcomes summed."""
+    outcomes: dict[Outcome, float] = {}
+    for marked, probability, pk, verdict in branches:
+        add_outcome(outcomes, probability, pk, verdict, marked)
+    return sorted_outcomes(outcomes)
 
 
 def sorted_outcomes(outcomes: dict) -> tuple:

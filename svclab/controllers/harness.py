@@ -10,13 +10,12 @@ FakePodRuntime in place of Mininet hosts and processes.
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 from svclab.api import ApiServer
 from svclab.controlplane import ControlPlane
 from svclab.errors import LabTimeout
-from svclab.kube.client import ApiError, KubeClient
+from svclab.kube.client import KubeClient
 from svclab.kubelet.fake_runtime import FakePodRuntime
 
 NODES = (
@@ -34,18 +33,6 @@ def cluster_info(nodes=NODES) -> dict:
     return {"serviceCIDR": "10.96.0.0/12", "nodePortRange": "30000-32767",
             "podCIDR": "192.168.0.0/16", "clusterDomain": "cluster.local",
             "controlPlaneEndpoint": {"ip": "172.31.0.10", "port": 6443}, "nodes": list(nodes)}
-
-
-def wait_until(what: str, probe, timeout: float = 15.0):
-    """Poll probe() until truthy and return it; LabTimeout naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise LabTimeout(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
-        time.sleep(0.02)
 
 
 class InProcessCluster:
@@ -83,12 +70,7 @@ class InProcessCluster:
         return self.client.list("pods", namespace, label_selector=selector)[0]
 
     def get(self, resource: str, name: str, namespace: str = "default") -> dict | None:
-        try:
-            return self.client.get(resource, name, namespace)
-        except ApiError as err:
-            if err.not_found:
-                return None
-            raise
+        return self.client.find(resource, name, namespace)
 
     def slices(self, service: str, namespace: str = "default") -> list[dict]:
         return self.client.list("endpointslices", namespace,

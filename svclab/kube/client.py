@@ -132,6 +132,16 @@ class KubeClient:
     def get(self, resource: str, name: str, namespace: str | None = None) -> dict:
         return self.request("GET", path_for(resource, namespace, name))
 
+    def find(self, resource: str, name: str,
+             namespace: str | None = None) -> dict | None:
+        """The object, or None when it does not exist (yet, or any more)."""
+        try:
+            return self.get(resource, name, namespace)
+        except ApiError as err:
+            if err.not_found:
+                return None
+            raise
+
     def list(self, resource: str, namespace: str | None = None, *,
              label_selector: str | None = None,
              field_selector: str | None = None) -> tuple[list[dict], str]:

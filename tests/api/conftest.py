@@ -12,25 +12,12 @@ from pathlib import Path
 import pytest
 
 from svclab.api import ApiServer
+from svclab.controllers import harness
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = REPO / ".venv" / "bin" / "kubectl"
 
-CLUSTER_INFO = {
-    "serviceCIDR": "10.96.0.0/12",
-    "nodePortRange": "30000-32767",
-    "podCIDR": "192.168.0.0/16",
-    "clusterDomain": "cluster.local",
-    "controlPlaneEndpoint": {"ip": "172.31.0.10", "port": 6443},
-    "nodes": [
-        {"name": "ip-172-31-0-10", "role": "control-plane", "internalIP": "172.31.0.10",
-         "externalIP": "198.51.100.10", "podCIDR": "192.168.0.0/24"},
-        {"name": "ip-172-31-0-11", "role": "worker", "internalIP": "172.31.0.11",
-         "externalIP": "198.51.100.11", "podCIDR": "192.168.1.0/24"},
-        {"name": "ip-172-31-0-12", "role": "worker", "internalIP": "172.31.0.12",
-         "externalIP": "198.51.100.12", "podCIDR": "192.168.2.0/24"},
-    ],
-}
+CLUSTER_INFO = harness.cluster_info()    # the seed's 3-node cluster
 
 
 @pytest.fixture

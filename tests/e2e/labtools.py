@@ -11,6 +11,8 @@ import pytest
 
 from probes.reach import Probe
 from probes.runner import probe_from
+from svclab.errors import LabTimeout
+from svclab.waiting import wait_until
 
 
 def svclab(*args, check=True, input=None, timeout=180):
@@ -110,11 +112,7 @@ def admin_client(lab_name: str):
 def wait_for(what: str, probe, timeout: float = 20.0, every: float = 0.05):
     """Poll probe() until it returns something true (and return that), or fail
     the test after `timeout` seconds, naming what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
-        time.sleep(every)
+    try:
+        return wait_until(what, probe, timeout, every)
+    except LabTimeout as err:
+        pytest.fail(str(err))

@@ -13,7 +13,6 @@ import yaml
 
 import labtools
 from labtools import admin_client, running_lab, svclab
-from svclab.kube.client import ApiError
 from topo.spec import default_spec_path
 
 eventually = functools.partial(labtools.wait_for, every=0.1)
@@ -24,12 +23,8 @@ VICTIM = "ip-172-31-0-12"
 
 
 def ready_endpoint_nodes(api) -> list[str]:
-    try:
-        eps = api.get("endpoints", "web", "default")
-    except ApiError as err:              # the endpoints controller has not
-        if err.not_found:                # written it yet
-            return []
-        raise
+    # None until the endpoints controller has written it
+    eps = api.find("endpoints", "web", "default") or {}
     return sorted(a.get("nodeName") for s in eps.get("subsets") or []
                   for a in s.get("addresses") or [])
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from svclab.controllers.naming import ALPHANUMS
-from svclab.kube.client import ApiError, KubeClient
+from svclab.kube.client import KubeClient
 from labtools import running_lab, wait_for
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
@@ -67,12 +67,7 @@ class WorkloadLab:
         return self.client.list("pods", "default", label_selector=selector)[0]
 
     def get(self, resource: str, name: str) -> dict | None:
-        try:
-            return self.client.get(resource, name, "default")
-        except ApiError as err:
-            if err.not_found:
-                return None
-            raise
+        return self.client.find(resource, name, "default")
 
     def pod_hosts(self) -> dict[str, str]:
         """Lab pod hosts of the default namespace: pod name -> IP."""

@@ -12,16 +12,10 @@ import pytest
 from agents.elb.config import read_config
 from svclab.api import ApiServer
 from svclab.cloud.controller import CloudController
+from svclab.controllers import harness
 from svclab.kube.client import KubeClient
 
-CLUSTER_INFO = {
-    "serviceCIDR": "10.96.0.0/12", "nodePortRange": "30000-32767",
-    "podCIDR": "192.168.0.0/16", "clusterDomain": "cluster.local",
-    "controlPlaneEndpoint": {"ip": "172.31.0.10", "port": 6443},
-    "nodes": [{"name": f"ip-172-31-0-1{i}", "role": "control-plane" if i == 0 else "worker",
-               "internalIP": f"172.31.0.1{i}", "externalIP": f"198.51.100.1{i}",
-               "podCIDR": f"192.168.{i}.0/24"} for i in range(3)],
-}
+CLUSTER_INFO = harness.cluster_info()    # the seed's 3-node cluster
 STATIC = {"db.example.com": ["203.0.113.50"]}
 POOL = ["203.0.113.11", "203.0.113.12"]
 

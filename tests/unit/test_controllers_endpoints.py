@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from svclab.controllers import endpoints as ep
-from svclab.controllers.harness import (InProcessCluster, deployment, ready_pods, service,
-                                        wait_until)
+from svclab.controllers.harness import InProcessCluster, deployment, ready_pods, service
+from svclab.waiting import wait_until
 
 SVC = {"metadata": {"name": "web", "namespace": "default", "uid": "svc-uid",
                     "labels": {"app": "web"}},

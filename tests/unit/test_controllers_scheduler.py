@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from svclab.controllers.harness import (WORKERS, InProcessCluster, deployment, ready_pods,
-                                        wait_until)
+from svclab.controllers.harness import WORKERS, InProcessCluster, deployment, ready_pods
+from svclab.waiting import wait_until
 from svclab.controllers.scheduler import choose_node, tolerates
 
 CONTROL_PLANE = "ip-172-31-0-10"

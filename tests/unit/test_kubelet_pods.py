@@ -8,7 +8,8 @@ import socket
 import pytest
 
 from svclab.api import ApiServer
-from svclab.controllers.harness import InProcessCluster, cluster_info, wait_until
+from svclab.controllers.harness import InProcessCluster, cluster_info
+from svclab.waiting import wait_until
 from svclab.kube.client import KubeClient
 from svclab.kubelet.fake_runtime import FakePodRuntime
 from svclab.kubelet.kubelet import Kubelet
