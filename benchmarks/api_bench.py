@@ -1,6 +1,6 @@
 """Benchmark of the svclab API server: latency (p50/p99) and throughput on loopback.
 
-Starts ``python -m svclab.api`` in a subprocess (so client threads do not
+Starts ``python -m controlplane.api`` in a subprocess (so client threads do not
 share the server's GIL), then drives it over HTTPS with the admin client
 certificate from N concurrent keep-alive clients:
 
@@ -44,7 +44,7 @@ class Server:
         self.workdir = workdir
         (workdir / "info.json").write_text(json.dumps(CLUSTER_INFO))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "svclab.api", "--state-dir", str(workdir / "state"),
+            [sys.executable, "-m", "controlplane.api", "--state-dir", str(workdir / "state"),
              "--cluster-info", str(workdir / "info.json"), "--listen", "127.0.0.1:0"],
             cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         line = self.proc.stdout.readline()

@@ -21,8 +21,8 @@ import sys
 import threading
 import time
 
-from svclab import labctl
-from svclab.kube.client import KubeClient
+from labd import lifecycle
+from base.kube.client import KubeClient
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 
@@ -63,7 +63,7 @@ spec: {selector: {app: conv}, ports: [{port: 80}]}
 
 
 def kubectl(name: str, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(labctl.kubectl_argv(name, list(args)), input=stdin,
+    proc = subprocess.run(lifecycle.kubectl_argv(name, list(args)), input=stdin,
                           capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise SystemExit(f"kubectl {' '.join(args)}: {proc.stderr}")
@@ -133,7 +133,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--proxy-mode", choices=("iptables", "nftables"), default="iptables")
     args = parser.parse_args()
-    with labctl.running("conv", proxy_mode=args.proxy_mode) as name:
+    with lifecycle.running("conv", proxy_mode=args.proxy_mode) as name:
         api = KubeClient.from_kubeconfig(str(LabPaths(name).kubeconfig))
         kubectl(name, "apply", "-f", "-", stdin=MANIFEST)
         wait_ready(api, 3)

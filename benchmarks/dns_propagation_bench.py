@@ -26,8 +26,8 @@ import threading
 import time
 
 from probes.stats import percentile
-from svclab import labctl
-from svclab.kube.client import KubeClient
+from labd import lifecycle
+from base.kube.client import KubeClient
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 
@@ -65,7 +65,7 @@ print(json.dumps({"resolved": out, "queries": queries}))
 
 
 def kubectl(name: str, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(labctl.kubectl_argv(name, list(args)), input=stdin,
+    proc = subprocess.run(lifecycle.kubectl_argv(name, list(args)), input=stdin,
                           capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise SystemExit(f"kubectl {' '.join(args)}: {proc.stderr}")
@@ -117,7 +117,7 @@ def main() -> int:
     args = parser.parse_args()
     prefix = f"fresh{int(time.time()) % 100000}"
     names = [f"{prefix}-{i}.default.svc.cluster.local" for i in range(args.services)]
-    with labctl.running("dnsprop", proxy_mode=args.proxy_mode) as lab:
+    with lifecycle.running("dnsprop", proxy_mode=args.proxy_mode) as lab:
         api = KubeClient.from_kubeconfig(str(LabPaths(lab).kubeconfig))
         state = read_state(LabPaths(lab))
         nodes = sorted(r.name for r in state.hosts.values() if r.kind == "node")

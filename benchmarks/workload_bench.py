@@ -21,8 +21,8 @@ import time
 
 from types import SimpleNamespace
 
-from svclab import labctl
-from svclab.kube.client import KubeClient
+from labd import lifecycle
+from base.kube.client import KubeClient
 from topo.state import LabPaths
 
 KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")
@@ -109,7 +109,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("error: needs root (builds a lab of network namespaces)", file=sys.stderr)
         return 2
-    with labctl.running("bench") as name:
+    with lifecycle.running("bench") as name:
         paths = LabPaths(name)
         cluster = SimpleNamespace(kubeconfig=paths.kubeconfig, home=paths.root,
                                   client=KubeClient.from_kubeconfig(str(paths.kubeconfig)))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Callable, TypeVar
 
-from svclab.errors import LabError
-from svclab.waiting import wait_until
+from base.errors import LabError
+from base.waiting import wait_until
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 
-from svclab import labctl
+from labd import lifecycle
 
 STOP_TIMEOUT = 10.0
 
@@ -25,7 +25,7 @@ class LoadError(RuntimeError):
 class SteadyLoad:
     def __init__(self, lab, pod: str, ip: str, port: int, rate: float,
                  timeout: float = 1.0, namespace: str = "default"):
-        self.argv = labctl.exec_argv(lab.name, pod, namespace, [
+        self.argv = lifecycle.exec_argv(lab.name, pod, namespace, [
             sys.executable, "-m", "experiments._load_worker", ip, str(port), str(rate),
             str(timeout)])
         self.timeout = timeout

@@ -43,7 +43,7 @@ CLIENT, EP1, EP1B, EP2 = ("192.168.250.2", "192.168.251.2", "192.168.251.3",
                           "192.168.252.2")
 MODES = ("iptables", "nftables")
 # Kubernetes blog "NFTables mode for kube-proxy" (2025), first-packet round
-# trip in µs read off its chart (shared/reference/performance-anchors.md).
+# trip in µs read off its chart (docs/performance-anchors.md).
 BLOG = {"iptables": {"p50": {5000: 49, 10000: 61, 30000: 274},
                      "p99": {5000: 156, 10000: 262, 30000: 716}},
         "nftables": {"p50": {5000: 14, 10000: 14, 30000: 14},

@@ -39,7 +39,7 @@ import yaml
 from experiments import _kube as kube
 from experiments._load import SteadyLoad
 from experiments.framework import Context, Summary, table
-from svclab.errors import CommandError
+from base.errors import CommandError
 from topo.netns import run_in
 from topo.spec import default_spec_path
 

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svclab import labctl
-from svclab.kube.client import KubeClient
+from labd import lifecycle
+from base.kube.client import KubeClient
 from topo.state import LabPaths
 
 
@@ -46,7 +46,7 @@ class Summary:
         return "\n".join(lines) + "\n"
 
 
-class Lab:
+class LabClient:
     """A running lab as an experiment drives it: kubectl, API client, exec."""
 
     def __init__(self, name: str):
@@ -55,14 +55,14 @@ class Lab:
         self.api = KubeClient.from_kubeconfig(str(self.paths.kubeconfig))
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        argv = labctl.kubectl_argv(self.name, list(args))
+        argv = lifecycle.kubectl_argv(self.name, list(args))
         proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=120)
         if check and proc.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
 
     def exec(self, host: str, *cmd: str, namespace: str | None = None) -> str:
-        argv = labctl.exec_argv(self.name, host, namespace, list(cmd))
+        argv = lifecycle.exec_argv(self.name, host, namespace, list(cmd))
         return subprocess.run(argv, capture_output=True, text=True, check=True,
                               timeout=120).stdout
 
@@ -76,8 +76,8 @@ class Context:
 
     @contextmanager
     def lab(self, spec_file: str | None = None, proxy_mode: str | None = None):
-        with labctl.running("exp", spec_file, proxy_mode) as name:
-            yield Lab(name)
+        with lifecycle.running("exp", spec_file, proxy_mode) as name:
+            yield LabClient(name)
 
     def write_csv(self, filename: str, rows: list[dict]) -> Path:
         path = self.out / filename

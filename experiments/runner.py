@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from experiments.framework import Context, Summary, meta
-from svclab.errors import UsageError
+from base.errors import UsageError
 
 EXPERIMENTS = ("seed-walkthrough", "distribution", "traffic-policy", "failover", "scale")
 

@@ -12,7 +12,7 @@ lab: the rules of one node and a client are all the measurement touches, as
 the issue asks ("on one node namespace").
 
 Plots ours beside the Kubernetes blog's first-packet points (2025, read off
-its chart; shared/reference/performance-anchors.md) and kube-proxy's
+its chart; docs/performance-anchors.md) and kube-proxy's
 published nftables partial sync at 10k services -- measured on other
 hardware, so compare shapes and ratios, not absolute values.
 

@@ -14,6 +14,7 @@ import time
 
 from experiments._kube import running_pod, wait_for
 from experiments.framework import Context, Summary, table
+from labd import lifecycle
 from probes.matrix import run_matrix
 from probes.spread import spread
 from probes.trace import trace
@@ -126,9 +127,7 @@ def run(ctx: Context) -> Summary:
 
 
 def _hosts(lab) -> str:
-    from svclab import labctl
-    from svclab.cli import _status_table
-    return _status_table(*labctl.status(lab.name))
+    return lifecycle.status_table(*lifecycle.status(lab.name))
 
 
 def _http(lab, host: str, url: str) -> str:

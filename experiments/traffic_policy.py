@@ -30,7 +30,7 @@ from experiments.framework import Context, Summary, table
 from probes.reach import Probe
 from probes.runner import probe_from
 from probes.spread import UNIFORM_ALPHA, spread
-from svclab.cloud.status import lb_status
+from labd.lb_status import lb_status
 
 NAME = "traffic-policy"
 TITLE = "externalTrafficPolicy Cluster vs Local, internalTrafficPolicy Local"

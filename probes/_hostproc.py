@@ -13,7 +13,7 @@ import subprocess
 import threading
 from typing import Callable
 
-from svclab.errors import CommandError
+from base.errors import CommandError
 from topo.netns import MNEXEC, ensure_lab_namespace
 
 PROGRESS_PREFIX = "progress "

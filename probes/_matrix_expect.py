@@ -4,7 +4,7 @@ Given Services (as `SvcInfo`: type, ClusterIP, ports, traffic policies,
 ready endpoints with their nodes, the LB's VIP) and the sources (a pod on
 each node, each node, the client), `plan_cells` lists every (source,
 target) cell with the outcome Kubernetes semantics predict and why
-(/work/shared/reference/service-semantics.md):
+(docs/service-semantics.md):
 
 - ClusterIP: unreachable from the internet (the igw drops it); no endpoints
   -> REJECT; internalTrafficPolicy Local -> only same-node endpoints, else DROP.

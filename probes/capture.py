@@ -26,7 +26,7 @@ from typing import Sequence
 from probes._capture_meta import (HostCapture, PacketStats, host_label, lab_links,
                                   parse_ip_addr, parse_link_type, parse_tcpdump_stats,
                                   pcap_name, peers_of, render_capture_json)
-from svclab.errors import CommandError, LabError, LabTimeout, UsageError
+from base.errors import CommandError, LabError, LabTimeout, UsageError
 from topo.netns import MNEXEC, ensure_lab_namespace, netns_inode, run_in
 from topo.plan import plan_lab
 from topo.spec import load_spec

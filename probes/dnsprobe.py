@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from svclab.errors import LabError, UsageError
+from base.errors import LabError, UsageError
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 

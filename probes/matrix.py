@@ -21,9 +21,10 @@ from probes._matrix_expect import (Cell, Endpoint, Node, Source, SvcInfo, SvcPor
                                    plan_cells)
 from probes.reach import Probe
 from probes.runner import probe_from
-from svclab.errors import LabError
+from base.errors import LabError
 from topo.spec import load_spec
 from topo.state import LabPaths, LabState, read_state
+from base.kube.client import KubeClient
 
 PROBE_TIMEOUT = 1.0
 NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-type"
@@ -138,7 +139,6 @@ def pick_sources(state: LabState, namespace: str) -> list[Source]:
 
 
 def load_services(lab: str, namespace: str) -> list[SvcInfo]:
-    from svclab.kube.client import KubeClient
     paths = LabPaths(lab)
     client = KubeClient.from_kubeconfig(str(paths.kubeconfig))
     try:

@@ -25,6 +25,7 @@ import random
 import socket
 import sys
 from dataclasses import asdict, dataclass
+from probes.sockprobe import run_socket_probes
 
 OPEN, REFUSED, REJECTED, DROPPED = "open", "refused", "rejected", "dropped"
 ICMP_UNREACH_CODES = {0: "net-unreachable", 1: "host-unreachable", 3: "port-unreachable",
@@ -128,7 +129,6 @@ def build_packet(probe: Probe, rng: random.Random):
 
 def run_probes(probes: list[Probe], timeout: float) -> list[ProbeResult]:
     """Send every probe at once and wait up to `timeout` for the answers."""
-    from probes.sockprobe import run_socket_probes
     results: dict[int, ProbeResult] = {}
     flows = [(i, p) for i, p in enumerate(probes) if p.proto in ("tcp", "udp")]
     echoes = [(i, p) for i, p in enumerate(probes) if p.proto == "icmp"]

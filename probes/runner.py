@@ -11,7 +11,7 @@ import json
 import sys
 
 from probes.reach import Probe, ProbeResult
-from svclab.errors import LabError, UsageError
+from base.errors import LabError, UsageError
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 

@@ -21,8 +21,10 @@ from typing import Callable, Mapping, Sequence
 
 from probes._spread_worker import OK, OUTCOMES
 from probes.stats import ChiSquareResult, chi_square, percentile
-from svclab.errors import LabError, UsageError
+from base.errors import LabError, UsageError
 from topo.state import LabPaths, LabState, read_state
+from probes._hostproc import run_streaming
+from probes._spread_worker import main as worker_main
 
 UNIFORM_ALPHA = 0.001        # p below this: "not what was expected"
 MAX_CONCURRENCY = 4096
@@ -181,7 +183,6 @@ def spread(lab: str, source: str, namespace: str | None, target_ip: str | Sequen
     (client-side round robin, to compare with a Service's own spread).
     `timeout` is per connection; `on_progress` receives progress lines.
     """
-    from probes._hostproc import run_streaming
     targets = [target_ip] if isinstance(target_ip, str) else list(target_ip)
     _check_request(targets, port, proto, count, timeout, concurrency)
     state = read_state(LabPaths(lab))
@@ -294,7 +295,6 @@ def _describe(result: SpreadResult) -> str:
 
 
 def main() -> int:
-    from probes._spread_worker import main as worker_main
     return worker_main()
 
 

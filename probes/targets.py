@@ -15,9 +15,10 @@ import json
 
 from probes.reach import Probe
 from probes.runner import parse_target
-from svclab.errors import UsageError
+from base.errors import UsageError
 from topo.spec import load_spec
 from topo.state import LabPaths
+from base.kube.client import ApiError, KubeClient
 
 FORMS = ("ADDRESS:PORT", "svc/NAME[:PORT]", "NODE:PORT", "PUBLIC-NAME:PORT")
 
@@ -61,7 +62,6 @@ def _address(lab: str, host: str, text: str) -> str:
 
 
 def _service(lab: str, name: str, port: str, proto: str, namespace: str) -> Probe:
-    from svclab.kube.client import ApiError, KubeClient
     client = KubeClient.from_kubeconfig(str(LabPaths(lab).kubeconfig))
     try:
         service = client.get("services", name, namespace)

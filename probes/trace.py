@@ -30,9 +30,12 @@ from probes._trace_rules import (find_conntrack, igw_rule_for, nat_rule_to, pars
                                  pick_branch, walk_iptables, walk_nftables)
 from probes.capture import Capture
 from probes.targets import resolve_target
-from svclab.errors import CommandError, LabError, UsageError
+from base.errors import CommandError, LabError, UsageError
 from topo.netns import run_in
 from topo.state import HostRecord, LabPaths, LabState, read_state
+from base.elb_api import read_config
+from base.kube.client import KubeClient
+from topo.spec import load_spec
 
 SEND_TIMEOUT = 2.0
 
@@ -81,8 +84,6 @@ def trace(lab: str, source: str, namespace: str | None, target_text: str, proto:
 
 def _behind(lab: str, state: LabState, dst: str, port: int, proto: str):
     """Pods that may answer dst:port, and every port the flow may use on its way."""
-    from svclab.kube.client import KubeClient
-    from agents.elb.config import read_config
     client = KubeClient.from_kubeconfig(str(LabPaths(lab).kubeconfig))
     services, _ = client.list("services")
     node_addresses = {a for r in state.hosts.values() if r.kind == "node" for a in r.addresses}
@@ -116,7 +117,6 @@ def _behind(lab: str, state: LabState, dst: str, port: int, proto: str):
 
 
 def _public_addresses(lab: str) -> set[str]:
-    from topo.spec import load_spec
     return {str(n.public_ip) for n in load_spec(LabPaths(lab).spec).nodes}
 
 
@@ -244,7 +244,6 @@ def _igw_decision(record, host, leg, seen, conntrack_text, proto) -> Decision:
 
 
 def _elb_decision(lab, record, host, leg, seen, conntrack_text, proto) -> Decision | None:
-    from agents.elb.config import read_config
     arrived = seen[0]
     for lb in read_config(LabPaths(lab).root / "elb" / "config.json").load_balancers:
         if lb.vip != arrived.dst.addr:

@@ -11,11 +11,13 @@ import json
 import os
 import sys
 
-from svclab import labctl
-from svclab.probecmds import add_probe_commands
-from svclab.errors import SvclabError, UsageError
+from base.errors import SvclabError, UsageError
+from experiments.runner import describe, run
+from labd import lifecycle
+from labd.lb_status import lb_status, render_lb_status
+from labd.lifecycle import DEFAULT_NAME
+from svclab.probe_commands import add_probe_commands
 
-DEFAULT_NAME = os.environ.get("SVCLAB_NAME", "default")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,69 +95,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_up(args) -> int:
     if args.dry_run:
-        print(labctl.dry_run(args.file, args.proxy_mode), end="")
+        print(lifecycle.dry_run(args.file, args.proxy_mode), end="")
         return 0
-    result = labctl.up(args.name, args.file, args.proxy_mode, args.timeout)
+    result = lifecycle.up(args.name, args.file, args.proxy_mode, args.timeout)
     if args.json:
         print(json.dumps({"name": result.name, "seconds": round(result.seconds, 3),
                           "hosts": len(result.state.hosts)}))
     else:
         print(f"lab {result.name!r} ready in {result.seconds:.2f} s "
               f"({len(result.state.hosts)} hosts)")
-        print(_status_table(*labctl.status(args.name)))
+        print(lifecycle.status_table(*lifecycle.status(args.name)))
     return 0
 
 
 def cmd_down(args) -> int:
-    seconds = labctl.down(args.name, args.timeout)
+    seconds = lifecycle.down(args.name, args.timeout)
     print(f"lab {args.name!r} stopped in {seconds:.2f} s")
     return 0
 
 
 def cmd_status(args) -> int:
-    state, spec = labctl.status(args.name)
+    state, spec = lifecycle.status(args.name)
     if args.json:
         print(json.dumps(state.to_json(), indent=1))
     else:
-        print(_status_table(state, spec))
+        print(lifecycle.status_table(state, spec))
     return 0
 
 
 def cmd_exec(args) -> int:
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    argv = labctl.exec_argv(args.name, args.host, args.namespace, command)
+    argv = lifecycle.exec_argv(args.name, args.host, args.namespace, command)
     sys.stdout.flush()
     os.execvp(argv[0], argv)   # stdin, stdout, stderr and exit code pass through
 
 
 def cmd_lb_status(args) -> int:
-    from svclab.cloud.status import lb_status, render_lb_status
     rows = lb_status(args.name)
     print(json.dumps(rows, indent=1) if args.json else render_lb_status(rows), end="")
     return 0
 
 
 def cmd_kubectl(args) -> int:
-    argv = labctl.kubectl_argv(args.name, args.args)
+    argv = lifecycle.kubectl_argv(args.name, args.args)
     sys.stdout.flush()
     os.execvp(argv[0], argv)
 
 
 def cmd_kubeconfig(args) -> int:
-    print(labctl.kubeconfig(args.name))
+    print(lifecycle.kubeconfig(args.name))
     return 0
 
 
 def cmd_experiment_list(args) -> int:
-    from experiments.runner import describe
     for name, title in describe():
         print(f"{name:18} {title}")
     return 0
 
 
 def cmd_experiment_run(args) -> int:
-    from experiments.runner import run
-    labctl.require_root()
+    lifecycle.require_root()
     folder, summary = run(args.experiment_name, args.out, args.quick, args.seed)
     print((folder / "summary.md").read_text())
     print(f"results in {folder}/")
@@ -163,32 +162,12 @@ def cmd_experiment_run(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    names = labctl.running_labs() if args.all else [args.name]
-    for report in labctl.clean(names):
+    names = lifecycle.running_labs() if args.all else [args.name]
+    for report in lifecycle.clean(names):
         print(f"lab {report.name!r}: daemon stopped: {report.daemon_stopped}, "
               f"processes stopped: {report.processes_stopped}, "
               f"state removed: {report.state_removed}")
     return 0
-
-
-def _status_table(state, spec) -> str:
-    public = {n.name: str(n.public_ip) for n in spec.nodes}
-    rows = [("HOST", "KIND", "ADDRESS", "PUBLIC-IP", "NODE", "PID")]
-    order = {"node": 0, "pod": 1, "router": 2, "loadbalancer": 3, "client": 4, "outside": 5,
-             "bridge": 6}
-    for r in sorted(state.hosts.values(), key=lambda r: (order.get(r.kind, 9), r.host)):
-        name = f"{r.namespace}/{r.name}" if r.kind == "pod" else r.name
-        rows.append((name, r.kind, ",".join(r.addresses) or "-",
-                     public.get(r.name, "-"), r.node or "-", str(r.pid)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    head = (f"lab {state.name}  proxy-mode {state.proxy_mode}  "
-            f"daemon pid {state.daemon_pid}  {'ready' if state.ready else 'starting'}")
-    lines = ["   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    if state.agents:
-        lines.append("")
-        lines += [f"agent {key}: pid {info['pid']}, restarts {info['restarts']}"
-                  for key, info in sorted(state.agents.items())]
-    return "\n".join([head] + lines)
 
 
 # --- entry point ---------------------------------------------------------------
@@ -205,7 +184,7 @@ def _kubectl_passthrough(argv: list[str]) -> list[str] | None:
         name, rest = rest[0].split("=", 1)[1], rest[1:]
     if rest[:1] == ["--"]:
         rest = rest[1:]
-    return labctl.kubectl_argv(name, rest)
+    return lifecycle.kubectl_argv(name, rest)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from svclab.errors import LabError
+from base.errors import LabError
 from topo.netns import call_in_netns
 from topo.spec import ClusterSpec
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from topo.netns import ProcRef, netns_inode, own_netns_inode, start_time
 from topo.state import LabPaths, read_state
-from svclab.errors import LabError
+from base.errors import LabError
 
 STOP_TIMEOUT = 3.0
 

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from typing import Any
 
-from svclab.errors import SpecError
+from base.errors import SpecError
 
 LINK_LOCAL = ipaddress.ip_network("169.254.0.0/16")
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")

@@ -20,7 +20,7 @@ from mininet.link import Link
 from mininet.node import Host
 from mininet.nodelib import LinuxBridge
 
-from svclab.errors import LabError, LabTimeout
+from base.errors import LabError, LabTimeout
 from topo.netns import netns_inode, run_in, start_time
 from topo.plan import HostConfig, LinkPlan
 

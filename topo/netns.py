@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from svclab.errors import CommandError, LabError
+from base.errors import CommandError, LabError
 
 MNEXEC = "mnexec"
 CLONE_NEWNET = 0x40000000

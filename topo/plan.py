@@ -2,7 +2,7 @@
 
 Config-as-data, then render, then apply (IPMininet's way): nothing here touches
 the kernel.  `plan_lab` describes the static lab; `plan_pod` describes one pod
-joined to its node.  The topology code (topo/lab.py) applies these plans, and
+joined to its node.  The topology code (topo/network.py) applies these plans, and
 `svclab up --dry-run` prints them.
 
 Naming lives here too, in one place: Mininet host names are short (n0, p7,

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from svclab.errors import SpecError
+from base.errors import SpecError
 from topo import fields
 
 API_VERSION = "svclab/v1alpha1"

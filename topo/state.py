@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from svclab.errors import LabError, UsageError
+from base.errors import LabError, UsageError
 from topo.netns import ProcRef
 
 DEFAULT_RUN_DIR = "/run/svclab"

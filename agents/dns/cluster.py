@@ -27,8 +27,8 @@ from agents.dns.errors import ZoneError
 from agents.dns.holder import ZoneHolder
 from agents.dns.server import DnsServer
 from agents.dns.zone import DEFAULT_DOMAIN, DEFAULT_SERVICE_CIDR
-from svclab.kube.client import KubeClient, credentials_from_kubeconfig, credentials_in_cluster
-from svclab.kube.informer import Informer
+from base.kube.client import KubeClient, credentials_from_kubeconfig, credentials_in_cluster
+from base.kube.informer import Informer
 
 log = logging.getLogger("svclab.dns")
 REBUILD_SECONDS = 0.05

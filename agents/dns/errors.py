@@ -5,7 +5,7 @@ them to exit codes (UsageError subclasses exit 2).
 """
 from __future__ import annotations
 
-from svclab.errors import SvclabError, UsageError
+from base.errors import SvclabError, UsageError
 
 
 class DnsAgentError(SvclabError):

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from agents.elb.classic import ClassicListener
-from agents.elb.config import CLASSIC, NLB, ElbConfig, HealthCheck, LoadBalancer, read_config, \
-    write_json_atomically
-from agents.elb.errors import ElbError
+from base.elb_api import CLASSIC, NLB, ElbConfig, ElbConfigError, HealthCheck, LoadBalancer, \
+    read_config, write_json_atomically
 from agents.elb.health import INITIAL, TargetHealth, Transition, run_check
 from agents.elb.rules import render_rules
 from agents.elb.status import STATUS_VERSION, lb_status, targets_in_service
+from agents.elb.system import forget_udp_flows
 
 log = logging.getLogger("elb.agent")
 POLL_SECONDS = 0.05
@@ -112,7 +112,7 @@ class ElbAgent:
         self._stamp = stamp
         try:
             config = read_config(self.config_path)
-        except ElbError as err:
+        except ElbConfigError as err:
             self.config_error = str(err)
             self._status_dirty = True
             log.error("%s; keeping the previous configuration", err)
@@ -226,7 +226,6 @@ class ElbAgent:
         self._rules_dirty = False
         if self.netfilter is None:
             return
-        from agents.elb.system import forget_udp_flows
         text = render_rules([s.lb for s in self.lbs.values()],
                             {k: s.in_service for k, s in self.lbs.items()},
                             self.netfilter.present())

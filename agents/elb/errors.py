@@ -1,19 +1,11 @@
 """Typed errors of the ELB agent: bad configuration, and kernel commands that failed."""
 from __future__ import annotations
 
-from svclab.errors import CommandError, SvclabError
+from base.errors import CommandError, SvclabError
 
 
 class ElbError(SvclabError):
     """Base of every error the ELB agent raises on purpose."""
-
-
-class ElbConfigError(ElbError):
-    """A load-balancer config file that does not parse; names the failing field."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"elb config: {field}: {message}")
-        self.field = field
 
 
 class ElbCommandError(ElbError, CommandError):

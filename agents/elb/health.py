@@ -12,7 +12,7 @@ import asyncio
 import errno as errno_module
 from dataclasses import dataclass, field, replace
 
-from agents.elb.config import HealthCheck
+from base.elb_api import HealthCheck
 
 INITIAL, HEALTHY, UNHEALTHY = "initial", "healthy", "unhealthy"
 MAX_TRANSITIONS = 20

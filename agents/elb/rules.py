@@ -20,7 +20,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-from agents.elb.config import NLB, LoadBalancer
+from base.elb_api import NLB, LoadBalancer
 
 NAT_CHAIN = "ELB-PREROUTING"
 FIREWALL_CHAIN = "ELB-FIREWALL"

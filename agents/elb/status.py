@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from agents.elb.config import NLB, LoadBalancer
+from base.elb_api import NLB, LoadBalancer
 from agents.elb.health import HEALTHY, UNHEALTHY, TargetHealth
 
 STATUS_VERSION = 1

@@ -16,7 +16,7 @@ import threading
 from agents.proxy.agent import AgentConfig, ProxyAgent
 from agents.proxy.iptables_backend import IptablesBackend
 from agents.proxy.nft_backend import NftablesBackend
-from svclab.kube.client import KubeClient
+from base.kube.client import KubeClient
 
 
 def _address(text: str) -> tuple[str, int] | None:

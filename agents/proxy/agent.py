@@ -27,8 +27,8 @@ from agents.proxy.model import (NodeInfo, ProxyOptions, endpoint_slice_from_k8s,
                                 service_from_k8s)
 from agents.proxy.ruleset import RuleSet, compute_ruleset
 from agents.proxy.runner import BoundedFrequencyRunner
-from svclab.kube.client import KubeClient
-from svclab.kube.informer import Informer
+from base.kube.client import KubeClient
+from base.kube.informer import Informer
 
 log = logging.getLogger("svclab.proxy")
 SYNC_WAIT = 30.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from svclab.errors import SvclabError
+from base.errors import SvclabError
 
 
 class ProxyError(SvclabError):

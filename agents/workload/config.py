@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from svclab.errors import SvclabError, UsageError
+from base.errors import SvclabError, UsageError
 
 SUPPORTED_PROTOCOLS = ("TCP", "UDP")
 

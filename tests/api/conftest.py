@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from svclab.api import ApiServer
-from svclab.controllers import harness
+from controlplane.api import ApiServer
+from controlplane.controllers import harness
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = REPO / ".venv" / "bin" / "kubectl"

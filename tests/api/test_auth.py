@@ -10,7 +10,7 @@ import stat
 import pytest
 import yaml
 
-from svclab.api import certs
+from controlplane.api import certs
 
 SERVICE = json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "intruder"},
                       "spec": {"ports": [{"port": 80}]}})

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from svclab.api.bootstrap import bootstrap
-from svclab.api.registry import ClusterConfig, Registry
-from svclab.api.resources import BY_PLURAL
-from svclab.api.store import Store
+from controlplane.api.bootstrap import bootstrap
+from controlplane.api.registry import ClusterConfig, Registry
+from controlplane.api.resources import BY_PLURAL
+from controlplane.api.store import Store
 
 PODS = BY_PLURAL["pods"]
 NODE = "ip-172-31-0-11"

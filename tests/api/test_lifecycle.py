@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_cli_prints_address_serves_and_exits_on_sigterm(tmp_path, cluster_info):
     info = tmp_path / "info.json"
     info.write_text(json.dumps(cluster_info))
-    proc = subprocess.Popen([sys.executable, "-m", "svclab.api", "--state-dir", str(tmp_path / "state"),
+    proc = subprocess.Popen([sys.executable, "-m", "controlplane.api", "--state-dir", str(tmp_path / "state"),
                              "--cluster-info", str(info), "--listen", "127.0.0.1:0"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

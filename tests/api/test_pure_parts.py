@@ -7,13 +7,13 @@ import random
 
 import pytest
 
-from svclab.api import patch, protobuf, tables
-from svclab.api.allocators import AllocationError, IPRange, PortRange, allocate_ip, allocate_port
-from svclab.api.errors import StatusError
-from svclab.api.resources import BY_PLURAL
-from svclab.api.selectors import matches_labels, parse_label_selector, selector_string
-from svclab.api.store import Store
-from svclab.api.watch import WatchRequest, watch_events
+from controlplane.api import patch, protobuf, tables
+from controlplane.api.allocators import AllocationError, IPRange, PortRange, allocate_ip, allocate_port
+from controlplane.api.errors import StatusError
+from controlplane.api.resources import BY_PLURAL
+from controlplane.api.selectors import matches_labels, parse_label_selector, selector_string
+from controlplane.api.store import Store
+from controlplane.api.watch import WatchRequest, watch_events
 
 
 def test_ip_allocator_is_pure_and_checks_range_and_conflicts():

@@ -7,11 +7,11 @@ import random
 
 import pytest
 
-from svclab.api.bootstrap import bootstrap, mark_stale_nodes, post_heartbeat
-from svclab.api.errors import StatusError
-from svclab.api.registry import ClusterConfig, Registry
-from svclab.api.resources import BY_PLURAL
-from svclab.api.store import Store
+from controlplane.api.bootstrap import bootstrap, mark_stale_nodes, post_heartbeat
+from controlplane.api.errors import StatusError
+from controlplane.api.registry import ClusterConfig, Registry
+from controlplane.api.resources import BY_PLURAL
+from controlplane.api.store import Store
 
 SVC = BY_PLURAL["services"]
 

@@ -11,8 +11,8 @@ import pytest
 
 from probes.reach import Probe
 from probes.runner import probe_from
-from svclab.errors import LabTimeout
-from svclab.waiting import wait_until
+from base.errors import LabTimeout
+from base.waiting import wait_until
 
 
 def svclab(*args, check=True, input=None, timeout=180):
@@ -104,7 +104,7 @@ def fetch_many(lab, host: str, url: str, count: int, namespace: str | None = Non
 
 def admin_client(lab_name: str):
     """A KubeClient with the lab's admin kubeconfig."""
-    from svclab.kube.client import KubeClient
+    from base.kube.client import KubeClient
     from topo.state import LabPaths
     return KubeClient.from_kubeconfig(str(LabPaths(lab_name).kubeconfig))
 

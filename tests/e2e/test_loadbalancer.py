@@ -19,8 +19,8 @@ from labtools import admin_client, fetch_many, outcomes, running_lab, svclab, wo
 from probes.reach import Probe
 from probes.spread import spread
 from probes.stats import chi_square
-from svclab.cloud.status import lb_status
-from topo.control import ControlClient
+from labd.lb_status import lb_status
+from labd.control import ControlClient
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from probes.reach import Probe
-from topo.control import ControlClient
+from labd.control import ControlClient
 
 from labtools import http_get, outcomes, svclab, wait_open, workload
 

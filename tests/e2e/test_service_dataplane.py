@@ -16,7 +16,7 @@ from labtools import (admin_client, fetch_many, outcomes, running_lab, svclab, w
                       workload)
 from probes.reach import Probe
 from probes.spread import spread
-from topo.control import ControlClient
+from labd.control import ControlClient
 from topo.state import LabPaths, read_state
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]

@@ -19,7 +19,7 @@ from probes.capture import Capture, CaptureFilterError, CaptureInterfaceError, c
 from probes.reach import Probe
 from probes.spread import spread
 from topo.cleanup import processes_in_netns
-from topo.control import ControlClient
+from labd.control import ControlClient
 from topo.plan import cali_name
 from topo.state import LabPaths, read_state
 

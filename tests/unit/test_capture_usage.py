@@ -5,7 +5,7 @@ import pytest
 
 from probes.capture import Capture, capture_for
 from probes.spread import spread
-from svclab.errors import LabError, UsageError
+from base.errors import LabError, UsageError
 
 
 @pytest.fixture(autouse=True)

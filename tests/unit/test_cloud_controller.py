@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from agents.elb.config import read_config
-from svclab.api import ApiServer
-from svclab.cloud.controller import CloudController
-from svclab.controllers import harness
-from svclab.kube.client import KubeClient
+from base.elb_api import read_config
+from controlplane.api import ApiServer
+from controlplane.cloud.controller import CloudController
+from controlplane.controllers import harness
+from base.kube.client import KubeClient
 
 CLUSTER_INFO = harness.cluster_info()    # the seed's 3-node cluster
 STATIC = {"db.example.com": ["203.0.113.50"]}

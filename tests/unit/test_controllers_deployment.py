@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from svclab.controllers.deployment import compute_rollout, new_replicaset
-from svclab.controllers.harness import WORKERS, InProcessCluster, deployment, ready_pods
-from svclab.waiting import wait_until as wait_for
-from svclab.controllers.naming import compute_hash
-from svclab.controllers.replicaset import plan_replicas
+from controlplane.controllers.deployment import compute_rollout, new_replicaset
+from controlplane.controllers.harness import WORKERS, InProcessCluster, deployment, ready_pods
+from base.waiting import wait_until as wait_for
+from controlplane.controllers.naming import compute_hash
+from controlplane.controllers.replicaset import plan_replicas
 
 
 ready = ready_pods

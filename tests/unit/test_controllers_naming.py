@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from svclab.controllers.naming import (ALPHANUMS, compute_hash, fnv32a, generated_name,
+from controlplane.controllers.naming import (ALPHANUMS, compute_hash, fnv32a, generated_name,
                                        safe_encode_string)
 
 TEMPLATE = {"metadata": {"labels": {"app": "hwk"}},

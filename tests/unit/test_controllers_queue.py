@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import time
 
-from svclab.controllers.deployment import compute_rollout
-from svclab.controllers.gc import known_owner_refs
-from svclab.controllers.queue import WorkQueue
+from controlplane.controllers.deployment import compute_rollout
+from controlplane.controllers.gc import known_owner_refs
+from controlplane.controllers.queue import WorkQueue
 
 
 def test_a_key_is_handed_out_once_even_if_added_while_in_work():

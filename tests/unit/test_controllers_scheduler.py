@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from svclab.controllers.harness import WORKERS, InProcessCluster, deployment, ready_pods
-from svclab.waiting import wait_until
-from svclab.controllers.scheduler import choose_node, tolerates
+from controlplane.controllers.harness import WORKERS, InProcessCluster, deployment, ready_pods
+from base.waiting import wait_until
+from controlplane.controllers.scheduler import choose_node, tolerates
 
 CONTROL_PLANE = "ip-172-31-0-10"
 CP_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}

@@ -9,7 +9,7 @@ import probes.dnsprobe as dnsprobe
 from agents.dns import DnsServer, ZoneHolder
 from probes.dnsprobe import (DnsAnswer, DnsResult, ResolveResult, first_nameserver,
                              parse_server, query_name, run_query, run_resolve, worker)
-from svclab.errors import UsageError
+from base.errors import UsageError
 
 SERVICES = [
     {"metadata": {"name": "web", "namespace": "default"},

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from agents.elb.agent import ElbAgent
-from agents.elb.config import ElbConfig, HealthCheck, Listener, LoadBalancer, Target, \
+from base.elb_api import ElbConfig, HealthCheck, Listener, LoadBalancer, Target, \
     write_config
 
 NODES = {"127.0.0.2": "node-a", "127.0.0.3": "node-b"}

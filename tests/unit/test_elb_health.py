@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from agents.elb.config import HealthCheck, Listener, LoadBalancer, Target
+from base.elb_api import HealthCheck, Listener, LoadBalancer, Target
 from agents.elb.health import HEALTHY, INITIAL, UNHEALTHY, TargetHealth, http_check, tcp_check
 from agents.elb.status import targets_in_service
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents.elb.config import HealthCheck, Listener, LoadBalancer, Target, parse_config
-from agents.elb.errors import ElbConfigError
+from base.elb_api import HealthCheck, Listener, LoadBalancer, Target, parse_config
+from base.elb_api import ElbConfigError
 from agents.elb.rules import Present, listener_chain, parse_present, ranges_chain, \
     removal_rules, render_rules
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from topo.elb import ELB_MARK, ElbHandle, elb_agent_argv, elb_vpc_mac, \
-    node_return_path_routes, node_return_path_rules, vip_pool
+from labd.elb import ElbHandle, elb_agent_argv, vip_pool
+from topo.elb import ELB_MARK, elb_vpc_mac, node_return_path_routes, node_return_path_rules
 from topo.spec import load_spec
 
 

@@ -1,8 +1,8 @@
 """What process a container becomes, and how probes count."""
 from __future__ import annotations
 
-from svclab.kubelet.containers import (image_id, plan_pod_containers, qualified_image)
-from svclab.kubelet.probes import ProbeTracker
+from controlplane.kubelet.containers import (image_id, plan_pod_containers, qualified_image)
+from controlplane.kubelet.probes import ProbeTracker
 
 PY = "/usr/bin/python3"
 

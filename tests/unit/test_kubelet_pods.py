@@ -7,12 +7,12 @@ import socket
 
 import pytest
 
-from svclab.api import ApiServer
-from svclab.controllers.harness import InProcessCluster, cluster_info
-from svclab.waiting import wait_until
-from svclab.kube.client import KubeClient
-from svclab.kubelet.fake_runtime import FakePodRuntime
-from svclab.kubelet.kubelet import Kubelet
+from controlplane.api import ApiServer
+from controlplane.controllers.harness import InProcessCluster, cluster_info
+from base.waiting import wait_until
+from base.kube.client import KubeClient
+from controlplane.kubelet.fake_runtime import FakePodRuntime
+from controlplane.kubelet.kubelet import Kubelet
 
 WORKER_IPS = {"ip-172-31-0-11": "172.31.0.11", "ip-172-31-0-12": "172.31.0.12"}
 

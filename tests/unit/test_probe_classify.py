@@ -7,7 +7,7 @@ from scapy.packet import Raw
 
 from probes.reach import Probe, classify
 from probes.runner import parse_target
-from svclab.errors import UsageError
+from base.errors import UsageError
 
 SYN = IP(src="192.168.1.5", dst="10.96.0.20") / TCP(sport=40000, dport=80, flags="S", seq=1000)
 

@@ -1,7 +1,7 @@
 """The Service behaviour table, checked by tracing the rendered rules of both modes.
 
 sources x destinations x policies x endpoint sets, each cell's expectation
-derived from shared/reference/service-semantics.md by ``expected`` below
+derived from docs/service-semantics.md by ``expected`` below
 (written from the document, not from the renderer), plus literal spot
 checks that pin the most important cells by hand.  Every cell runs in both
 proxy modes: over the iptables-restore text (agents.proxy.tracer) and over

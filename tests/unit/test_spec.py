@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from svclab.errors import SpecError
+from base.errors import SpecError
 from topo.spec import load_spec, parse_spec
 
 DEFAULT_NODES = [{"name": "ip-172-31-0-10", "role": "control-plane"},

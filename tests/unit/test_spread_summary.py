@@ -7,7 +7,7 @@ import random
 import pytest
 
 from probes.spread import ConnRecord, Place, SpreadResult, endpoint_directory, summarize
-from svclab.errors import UsageError
+from base.errors import UsageError
 from topo.state import HostRecord, LabState
 
 PODS = {  # pod ip -> (name, node)

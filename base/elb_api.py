@@ -1,0 +1,233 @@
+"""The ELB's configuration as data: what the cloud controller writes, the agent reads.
+
+This is the lab's stand-in for the AWS load-balancer API, the one contract
+between the cloud controller (controlplane/cloud) and the ELB agent
+(agents/elb); it lives in the ground layer so neither imports the other.
+
+One JSON file holds every load balancer the ELB host serves.  The controller
+computes it (controlplane/cloud/lbconfig.py) and replaces the file atomically; the
+agent parses it into these frozen dataclasses and reconciles.  Parsing
+validates every field and raises ElbConfigError naming the one that fails.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from base.errors import SvclabError
+
+CLASSIC = "classic"
+NLB = "nlb"
+FLAVOURS = (CLASSIC, NLB)
+PROTOCOLS = ("TCP", "UDP")
+CHECK_PROTOCOLS = ("TCP", "HTTP")
+CONFIG_VERSION = 1
+
+
+class ElbConfigError(SvclabError):
+    """A load-balancer config file that does not parse; names the failing field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"elb config: {field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Listener:
+    port: int              # the service port, on the VIP
+    protocol: str          # TCP | UDP (UDP: nlb only)
+    node_port: int         # where every target listens
+
+
+@dataclass(frozen=True)
+class Target:
+    node: str              # node name
+    address: str           # its InternalIP (VPC address)
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    protocol: str          # TCP (connect) | HTTP (GET path, 200 = healthy)
+    port: int
+    path: str = "/"
+    interval: float = 10.0
+    timeout: float = 5.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 6
+
+    @property
+    def detection_time(self) -> float:
+        """How long a dead target keeps traffic at most: interval x unhealthy threshold."""
+        return self.interval * self.unhealthy_threshold
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    key: str               # namespace/name of the Service
+    uid: str
+    hostname: str          # AWS-style DNS name
+    flavour: str           # classic | nlb
+    vip: str
+    listeners: tuple[Listener, ...]
+    targets: tuple[Target, ...]
+    health_check: HealthCheck
+    source_ranges: tuple[str, ...] = ("0.0.0.0/0",)
+
+    def allows(self, source: str) -> bool:
+        address = ipaddress.IPv4Address(source)
+        return any(address in ipaddress.IPv4Network(r) for r in self.source_ranges)
+
+
+@dataclass(frozen=True)
+class ElbConfig:
+    load_balancers: tuple[LoadBalancer, ...] = field(default=())
+
+    def by_key(self) -> dict[str, LoadBalancer]:
+        return {lb.key: lb for lb in self.load_balancers}
+
+
+# --- JSON --------------------------------------------------------------------
+
+def config_to_json(config: ElbConfig) -> dict:
+    return {"version": CONFIG_VERSION, "loadBalancers": [_lb_to_json(lb)
+                                                         for lb in config.load_balancers]}
+
+
+def _lb_to_json(lb: LoadBalancer) -> dict:
+    hc = lb.health_check
+    return {"key": lb.key, "uid": lb.uid, "hostname": lb.hostname, "flavour": lb.flavour,
+            "vip": lb.vip,
+            "listeners": [{"port": l.port, "protocol": l.protocol, "nodePort": l.node_port}
+                          for l in lb.listeners],
+            "targets": [{"node": t.node, "address": t.address} for t in lb.targets],
+            "healthCheck": {"protocol": hc.protocol, "port": hc.port, "path": hc.path,
+                            "interval": hc.interval, "timeout": hc.timeout,
+                            "healthyThreshold": hc.healthy_threshold,
+                            "unhealthyThreshold": hc.unhealthy_threshold},
+            "sourceRanges": list(lb.source_ranges)}
+
+
+def parse_config(data: Any) -> ElbConfig:
+    if not isinstance(data, dict) or data.get("version") != CONFIG_VERSION:
+        raise ElbConfigError("version", f"expected a mapping with version {CONFIG_VERSION}")
+    raw = data.get("loadBalancers", [])
+    if not isinstance(raw, list):
+        raise ElbConfigError("loadBalancers", "must be a list")
+    lbs = tuple(_parse_lb(item, f"loadBalancers[{i}]") for i, item in enumerate(raw))
+    for kind in ("key", "vip", "hostname"):
+        values = [getattr(lb, kind) for lb in lbs]
+        if len(set(values)) != len(values):
+            raise ElbConfigError("loadBalancers", f"duplicate {kind} in {values}")
+    return ElbConfig(lbs)
+
+
+def _parse_lb(raw: Any, path: str) -> LoadBalancer:
+    if not isinstance(raw, dict):
+        raise ElbConfigError(path, "must be a mapping")
+    flavour = _choice(raw.get("flavour"), f"{path}.flavour", FLAVOURS)
+    listeners = tuple(_parse_listener(item, f"{path}.listeners[{i}]", flavour)
+                      for i, item in enumerate(_list(raw, "listeners", path)))
+    targets = tuple(Target(node=_text(t, "node", f"{path}.targets[{i}]"),
+                           address=_ip(t.get("address"), f"{path}.targets[{i}].address"))
+                    for i, t in enumerate(_list(raw, "targets", path)))
+    hc = raw.get("healthCheck")
+    if not isinstance(hc, dict):
+        raise ElbConfigError(f"{path}.healthCheck", "must be a mapping")
+    check = HealthCheck(
+        protocol=_choice(hc.get("protocol"), f"{path}.healthCheck.protocol", CHECK_PROTOCOLS),
+        port=_port(hc.get("port"), f"{path}.healthCheck.port"),
+        path=str(hc.get("path", "/")),
+        interval=_positive(hc.get("interval"), f"{path}.healthCheck.interval"),
+        timeout=_positive(hc.get("timeout"), f"{path}.healthCheck.timeout"),
+        healthy_threshold=int(_positive(hc.get("healthyThreshold"),
+                                        f"{path}.healthCheck.healthyThreshold")),
+        unhealthy_threshold=int(_positive(hc.get("unhealthyThreshold"),
+                                          f"{path}.healthCheck.unhealthyThreshold")))
+    ranges = []
+    for i, cidr in enumerate(raw.get("sourceRanges") or ["0.0.0.0/0"]):
+        try:
+            ranges.append(str(ipaddress.IPv4Network(str(cidr), strict=False)))
+        except ValueError as err:
+            raise ElbConfigError(f"{path}.sourceRanges[{i}]", str(err)) from err
+    return LoadBalancer(key=_text(raw, "key", path), uid=str(raw.get("uid", "")),
+                        hostname=_text(raw, "hostname", path), flavour=flavour,
+                        vip=_ip(raw.get("vip"), f"{path}.vip"), listeners=listeners,
+                        targets=targets, health_check=check, source_ranges=tuple(ranges))
+
+
+def _parse_listener(raw: Any, path: str, flavour: str) -> Listener:
+    if not isinstance(raw, dict):
+        raise ElbConfigError(path, "must be a mapping")
+    protocol = _choice(raw.get("protocol", "TCP"), f"{path}.protocol", PROTOCOLS)
+    if protocol == "UDP" and flavour != NLB:
+        raise ElbConfigError(f"{path}.protocol", "UDP listeners need flavour nlb")
+    return Listener(port=_port(raw.get("port"), f"{path}.port"), protocol=protocol,
+                    node_port=_port(raw.get("nodePort"), f"{path}.nodePort"))
+
+
+def _list(raw: dict, key: str, path: str) -> list:
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise ElbConfigError(f"{path}.{key}", "must be a list")
+    return value
+
+
+def _text(raw: Any, key: str, path: str) -> str:
+    value = raw.get(key) if isinstance(raw, dict) else None
+    if not isinstance(value, str) or not value:
+        raise ElbConfigError(f"{path}.{key}", "required: a non-empty string")
+    return value
+
+
+def _choice(value: Any, path: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ElbConfigError(path, f"unsupported value {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _ip(value: Any, path: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError as err:
+        raise ElbConfigError(path, f"invalid IPv4 address {value!r}") from err
+
+
+def _port(value: Any, path: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise ElbConfigError(path, f"invalid port {value!r}; allowed: 1-65535")
+    return value
+
+
+def _positive(value: Any, path: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ElbConfigError(path, f"invalid value {value!r}; allowed: a number > 0")
+    return float(value)
+
+
+# --- files -------------------------------------------------------------------
+
+def write_config(path: Path, config: ElbConfig) -> None:
+    """Atomically replace the config file (the agent reloads on change)."""
+    write_json_atomically(path, config_to_json(config))
+
+
+def read_config(path: Path) -> ElbConfig:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return ElbConfig()
+    try:
+        return parse_config(json.loads(text))
+    except ValueError as err:
+        raise ElbConfigError("file", f"{path} is not valid JSON: {err}") from err
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)

@@ -1,0 +1,133 @@
+"""Discovery and OpenAPI documents kubectl needs before it does anything.
+
+``/api``, ``/apis``, ``/api/v1``, ``/apis/<g>/<v>`` (plain JSON, so kubectl
+falls back from aggregated discovery), ``/version`` and a minimal OpenAPI v3:
+one document per group-version whose PATCH operations carry
+``x-kubernetes-group-version-kind`` and the ``fieldValidation`` parameter, so
+kubectl leaves schema validation to the server (which validates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from controlplane.api.resources import BY_GROUP_VERSION, RESOURCES, VERBS
+
+KUBE_VERSION = "v1.37.1"
+
+
+def version_info() -> dict:
+    major, minor, _ = KUBE_VERSION[1:].split(".")
+    return {"major": major, "minor": minor, "emulationMajor": major, "emulationMinor": minor,
+            "minCompatibilityMajor": major, "minCompatibilityMinor": str(int(minor) - 1),
+            "gitVersion": KUBE_VERSION, "gitCommit": "0000000000000000000000000000000000000000",
+            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25.0",
+            "compiler": "gc", "platform": "linux/amd64"}
+
+
+def api_versions(server_address: str) -> dict:
+    return {"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
+
+
+def api_group_list() -> dict:
+    groups = sorted({rt.group for rt in RESOURCES if rt.group})
+    out = []
+    for group in groups:
+        versions = sorted({rt.version for rt in RESOURCES if rt.group == group})
+        entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+        out.append({"name": group, "versions": entries, "preferredVersion": entries[0]})
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": out}
+
+
+def api_group(group: str) -> dict | None:
+    versions = sorted({rt.version for rt in RESOURCES if rt.group == group})
+    if not versions:
+        return None
+    entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": entries,
+            "preferredVersion": entries[0]}
+
+
+def api_resource_list(group: str, version: str) -> dict | None:
+    types = BY_GROUP_VERSION.get((group, version))
+    if not types:
+        return None
+    resources = []
+    for rt in types.values():
+        entry = {"name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced,
+                 "kind": rt.kind, "verbs": VERBS}
+        if rt.short_names:
+            entry["shortNames"] = list(rt.short_names)
+        if rt.categories:
+            entry["categories"] = list(rt.categories)
+        resources.append(entry)
+        for sub in rt.subresources:
+            if sub == "scale":
+                resources.append({"name": f"{rt.plural}/scale", "singularName": "", "namespaced": rt.namespaced,
+                                  "group": "autoscaling", "version": "v1", "kind": "Scale",
+                                  "verbs": ["get", "patch", "update"]})
+            else:
+                resources.append({"name": f"{rt.plural}/{sub}", "singularName": "", "namespaced": rt.namespaced,
+                                  "kind": rt.kind, "verbs": ["get", "patch", "update"]})
+    return {"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
+
+
+def _gv_path(group: str, version: str) -> str:
+    return f"apis/{group}/{version}" if group else f"api/{version}"
+
+
+def _patch_operation(rt) -> dict:
+    gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+    media = {"schema": {"type": "object"}}
+    return {
+        "operationId": f"patch{rt.kind}",
+        "x-kubernetes-action": "patch",
+        "x-kubernetes-group-version-kind": gvk,
+        "parameters": [
+            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+            {"name": "force", "in": "query", "schema": {"type": "boolean"}},
+        ],
+        "requestBody": {"content": {"application/apply-patch+yaml": media,
+                                    "application/json-patch+json": media,
+                                    "application/merge-patch+json": media}},
+        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}},
+    }
+
+
+def openapi_v3_document(group: str, version: str) -> dict | None:
+    types = BY_GROUP_VERSION.get((group, version))
+    if not types:
+        return None
+    paths = {}
+    schemas = {}
+    prefix = "/" + _gv_path(group, version)
+    for rt in types.values():
+        gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+        item = (f"{prefix}/namespaces/{{namespace}}/{rt.plural}/{{name}}" if rt.namespaced
+                else f"{prefix}/{rt.plural}/{{name}}")
+        paths[item] = {"patch": _patch_operation(rt),
+                       "get": {"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "get",
+                               "responses": {"200": {"description": "OK"}}}}
+        schema_name = f"io.k8s.api.{(rt.group.split('.')[0] or 'core')}.{rt.version}.{rt.kind}"
+        schemas[schema_name] = {"type": "object", "x-kubernetes-group-version-kind": [gvk],
+                                "x-kubernetes-preserve-unknown-fields": True}
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": KUBE_VERSION},
+            "paths": paths, "components": {"schemas": schemas}}
+
+
+def _hash(doc: dict) -> str:
+    return hashlib.sha512(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:64].upper()
+
+
+def openapi_v3_index() -> dict:
+    paths = {}
+    for group, version in sorted(BY_GROUP_VERSION):
+        gv_path = _gv_path(group, version)
+        doc = openapi_v3_document(group, version)
+        paths[gv_path] = {"serverRelativeURL": f"/openapi/v3/{gv_path}?hash={_hash(doc)}"}
+    return {"paths": paths}

@@ -1,0 +1,287 @@
+"""Server-side printing: ``meta.k8s.io/v1`` Table objects with kubectl's columns.
+
+Mirrors pkg/printers/internalversion/printers.go for the types served, so
+``kubectl get`` reads like a real cluster. Pure functions of the objects and
+the current time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from controlplane.api.selectors import format_labels, selector_string
+
+PARTIAL = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1"}
+
+
+def human_duration(seconds: float) -> str:
+    """k8s.io/apimachinery/pkg/util/duration.HumanDuration."""
+    s = int(seconds)
+    if s < -1:
+        return "<invalid>"
+    if s < 0:
+        return "0s"
+    if s < 120:
+        return f"{s}s"
+    minutes = s // 60
+    if minutes < 10:
+        rest = s % 60
+        return f"{minutes}m" if rest == 0 else f"{minutes}m{rest}s"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = s // 3600
+    if hours < 8:
+        rest = minutes % 60
+        return f"{hours}h" if rest == 0 else f"{hours}h{rest}m"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        rest = hours % 24
+        return f"{hours // 24}d" if rest == 0 else f"{hours // 24}d{rest}h"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        rest = (hours // 24) % 365
+        return f"{hours // 24 // 365}y" if rest == 0 else f"{hours // 24 // 365}y{rest}d"
+    return f"{hours // 24 // 365}y"
+
+
+def age(obj: dict, now: dt.datetime) -> str:
+    ts = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not ts:
+        return "<unknown>"
+    created = dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    return human_duration((now - created).total_seconds())
+
+
+def _col(name: str, priority: int = 0, fmt: str = "", typ: str = "string") -> dict:
+    return {"name": name, "type": typ, "format": fmt, "description": "", "priority": priority}
+
+
+NAME = _col("Name", fmt="name")
+AGE = _col("Age")
+
+
+def _lb_ingress(svc: dict, wide: bool) -> str:
+    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    text = ",".join(i.get("ip") or i.get("hostname", "") for i in ingress if i.get("ip") or i.get("hostname"))
+    if not wide and len(text) > 16:
+        text = text[:13] + "..."
+    return text
+
+
+def service_external_ip(svc: dict, wide: bool = False) -> str:
+    spec = svc.get("spec") or {}
+    external = spec.get("externalIPs") or []
+    stype = spec.get("type")
+    if stype in ("ClusterIP", "NodePort"):
+        return ",".join(external) if external else "<none>"
+    if stype == "LoadBalancer":
+        lb = _lb_ingress(svc, wide)
+        parts = (lb.split(",") if lb else []) + external
+        return ",".join(parts) if parts else "<pending>"
+    if stype == "ExternalName":
+        return spec.get("externalName", "")
+    return "<unknown>"
+
+
+def service_ports(spec: dict) -> str:
+    pieces = []
+    for p in spec.get("ports") or []:
+        if p.get("nodePort"):
+            pieces.append(f"{p.get('port')}:{p['nodePort']}/{p.get('protocol', 'TCP')}")
+        else:
+            pieces.append(f"{p.get('port')}/{p.get('protocol', 'TCP')}")
+    return ",".join(pieces) if pieces else "<none>"
+
+
+def _service(svc, now):
+    spec = svc.get("spec") or {}
+    return [svc["metadata"]["name"], spec.get("type", ""), spec.get("clusterIP") or "<none>",
+            # The API server prints tables wide (kubectl picks columns), so an
+            # ELB's long hostname shows in full, as on EKS.
+            service_external_ip(svc, wide=True), service_ports(spec), age(svc, now),
+            format_labels(spec.get("selector"))]
+
+
+def format_endpoints(ep: dict) -> str:
+    subsets = ep.get("subsets") or []
+    if not subsets:
+        return "<none>"
+    out, count, limit = [], 0, 3
+    for ss in subsets:
+        addresses = ss.get("addresses") or []
+        ports = ss.get("ports") or []
+        if not ports:
+            count += len(addresses)
+            out += [a.get("ip", "") for a in addresses]
+            continue
+        for port in ports:
+            count += len(addresses)
+            out += [f"{a.get('ip', '')}:{port.get('port')}" for a in addresses]
+    text = ",".join(out[:limit])
+    return f"{text} + {count - limit} more..." if count > limit else text
+
+
+def _endpoints(ep, now):
+    return [ep["metadata"]["name"], format_endpoints(ep), age(ep, now)]
+
+
+def pod_status_reason(pod: dict) -> str:
+    status = pod.get("status") or {}
+    reason = status.get("reason") or status.get("phase") or ""
+    running = False
+    for cs in reversed(status.get("containerStatuses") or []):
+        state = cs.get("state") or {}
+        if (state.get("waiting") or {}).get("reason"):
+            reason = state["waiting"]["reason"]
+        elif "terminated" in state:
+            term = state["terminated"]
+            reason = term.get("reason") or (f"Signal:{term['signal']}" if term.get("signal")
+                                             else f"ExitCode:{term.get('exitCode', 0)}")
+        elif "running" in state and cs.get("ready"):
+            running = True
+    if reason == "Completed" and running:
+        reason = "Running"
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        reason = "Unknown" if status.get("reason") == "NodeLost" else "Terminating"
+    return reason
+
+
+def _pod(pod, now):
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    statuses = status.get("containerStatuses") or []
+    ready = sum(1 for c in statuses if c.get("ready"))
+    restarts = sum(int(c.get("restartCount", 0)) for c in statuses)
+    gates = spec.get("readinessGates") or []
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    gates_text = (f"{sum(1 for g in gates if conditions.get(g.get('conditionType')) == 'True')}/{len(gates)}"
+                  if gates else "<none>")
+    ips = [p.get("ip") for p in status.get("podIPs") or []] or ([status["podIP"]] if status.get("podIP") else [])
+    return [pod["metadata"]["name"], f"{ready}/{len(spec.get('containers') or [])}", pod_status_reason(pod),
+            str(restarts), age(pod, now), ips[0] if ips else "<none>", spec.get("nodeName") or "<none>",
+            status.get("nominatedNodeName") or "<none>", gates_text]
+
+
+def node_status(node: dict) -> str:
+    parts = []
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            parts = ["Ready" if cond.get("status") == "True" else "NotReady"]
+    parts = parts or ["Unknown"]
+    if (node.get("spec") or {}).get("unschedulable"):
+        parts.append("SchedulingDisabled")
+    return ",".join(parts)
+
+
+def node_roles(node: dict) -> str:
+    roles = set()
+    for key, value in ((node.get("metadata") or {}).get("labels") or {}).items():
+        if key.startswith("node-role.kubernetes.io/"):
+            role = key.split("/", 1)[1]
+            if role:
+                roles.add(role)
+        elif key == "kubernetes.io/role" and value:
+            roles.add(value)
+    return ",".join(sorted(roles)) if roles else "<none>"
+
+
+def _node_address(node: dict, kind: str) -> str:
+    for addr in (node.get("status") or {}).get("addresses") or []:
+        if addr.get("type") == kind:
+            return addr.get("address", "")
+    return "<none>"
+
+
+def _node(node, now):
+    info = (node.get("status") or {}).get("nodeInfo") or {}
+    return [node["metadata"]["name"], node_status(node), node_roles(node), age(node, now),
+            info.get("kubeletVersion", ""), _node_address(node, "InternalIP"), _node_address(node, "ExternalIP"),
+            info.get("osImage") or "<unknown>", info.get("kernelVersion") or "<unknown>",
+            info.get("containerRuntimeVersion") or "<unknown>"]
+
+
+def _containers(template: dict) -> tuple[str, str]:
+    containers = ((template or {}).get("spec") or {}).get("containers") or []
+    return ",".join(c.get("name", "") for c in containers), ",".join(c.get("image", "") for c in containers)
+
+
+def _deployment(dep, now):
+    spec, status = dep.get("spec") or {}, dep.get("status") or {}
+    names, images = _containers(spec.get("template"))
+    return [dep["metadata"]["name"], f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
+            status.get("updatedReplicas", 0), status.get("availableReplicas", 0), age(dep, now),
+            names, images, selector_string(spec.get("selector"))]
+
+
+def _replicaset(rs, now):
+    spec, status = rs.get("spec") or {}, rs.get("status") or {}
+    names, images = _containers(spec.get("template"))
+    return [rs["metadata"]["name"], spec.get("replicas", 0), status.get("replicas", 0),
+            status.get("readyReplicas", 0), age(rs, now), names, images, selector_string(spec.get("selector"))]
+
+
+def _namespace(ns, now):
+    return [ns["metadata"]["name"], (ns.get("status") or {}).get("phase", ""), age(ns, now)]
+
+
+def _endpointslice(es, now):
+    ports = es.get("ports")
+    if ports is None or not ports:
+        port_text = "<unset>"
+    else:
+        port_text = ",".join(str(p["port"]) if p.get("port") is not None else "<unset>" for p in ports)
+    addrs = [a for ep in es.get("endpoints") or [] for a in ep.get("addresses") or []]
+    ep_text = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "") if addrs else "<unset>"
+    return [es["metadata"]["name"], es.get("addressType", ""), port_text, ep_text, age(es, now)]
+
+
+def _event(ev, now):
+    inv = ev.get("involvedObject") or {}
+    last = ev.get("lastTimestamp") or ev.get("eventTime") or (ev.get("metadata") or {}).get("creationTimestamp")
+    seen = age({"metadata": {"creationTimestamp": last}}, now) if last else "<unknown>"
+    return [seen, ev.get("type", ""), ev.get("reason", ""),
+            f"{(inv.get('kind') or '').lower()}/{inv.get('name', '')}", ev.get("message", "")]
+
+
+TABLES = {
+    "services": ([NAME, _col("Type"), _col("Cluster-IP"), _col("External-IP"), _col("Port(s)"), AGE,
+                  _col("Selector", 1)], _service),
+    "endpoints": ([NAME, _col("Endpoints"), AGE], _endpoints),
+    "pods": ([NAME, _col("Ready"), _col("Status"), _col("Restarts", typ="string"), AGE, _col("IP", 1),
+              _col("Node", 1), _col("Nominated Node", 1), _col("Readiness Gates", 1)], _pod),
+    "nodes": ([NAME, _col("Status"), _col("Roles"), AGE, _col("Version"), _col("Internal-IP", 1),
+               _col("External-IP", 1), _col("OS-Image", 1), _col("Kernel-Version", 1),
+               _col("Container-Runtime", 1)], _node),
+    "deployments": ([NAME, _col("Ready"), _col("Up-to-date", typ="integer"), _col("Available", typ="integer"),
+                     AGE, _col("Containers", 1), _col("Images", 1), _col("Selector", 1)], _deployment),
+    "replicasets": ([NAME, _col("Desired", typ="integer"), _col("Current", typ="integer"),
+                     _col("Ready", typ="integer"), AGE, _col("Containers", 1), _col("Images", 1),
+                     _col("Selector", 1)], _replicaset),
+    "namespaces": ([NAME, _col("Status"), AGE], _namespace),
+    "endpointslices": ([NAME, _col("AddressType"), _col("Ports"), _col("Endpoints"), AGE], _endpointslice),
+    "events": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")], _event),
+}
+
+
+def _row_object(obj: dict, include: str) -> dict | None:
+    if include == "None":
+        return None
+    if include == "Object":
+        return obj
+    return {**PARTIAL, "metadata": obj.get("metadata", {})}
+
+
+def to_table(plural: str, objects: list[dict], resource_version: str, include: str = "Metadata",
+             now: dt.datetime | None = None, headers: bool = True) -> dict:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    columns, printer = TABLES[plural]
+    rows = []
+    for obj in objects:
+        row = {"cells": printer(obj, now)}
+        embedded = _row_object(obj, include)
+        if embedded is not None:
+            row["object"] = embedded
+        rows.append(row)
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
+            "columnDefinitions": columns if headers else [], "rows": rows}

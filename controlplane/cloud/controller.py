@@ -1,0 +1,250 @@
+"""The cloud controller: provisions the lab's ELB for every LoadBalancer Service.
+
+It plays cloud-provider-aws's service controller.  Services and Nodes come
+from informers; on any change one worker thread recomputes the whole ELB
+config (pure, controlplane/cloud/lbconfig.py), replaces the agent's config file,
+publishes each LB's hostname in the public DNS records, and writes
+`status.loadBalancer.ingress[0].hostname` so `kubectl get svc` shows it as on
+EKS.  Services that stop being LoadBalancers lose listeners, name and status;
+deleted ones simply drop out of the config.  It also reads the agent's status
+file and reports every target health transition as an Event on the Service.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from base.elb_api import ElbConfig, ElbConfigError, config_to_json, read_config, write_config, \
+    write_json_atomically
+from controlplane.cloud.hostnames import is_elb_hostname
+from controlplane.cloud.lbconfig import LoadBalancerProblem, allocate_vips, compute_load_balancer, \
+    is_ours
+from base.kube.client import ApiError, KubeClient
+from base.kube.informer import Informer
+
+log = logging.getLogger("controlplane.cloud")
+POLL_SECONDS = 0.1
+RESYNC_SECONDS = 10.0
+RETRY_SECONDS = 0.5
+JOIN_TIMEOUT = 5.0
+COMPONENT = "service-controller"
+UNALLOCATED = "0.0.0.0"
+
+
+def status_path_for(config_path: Path) -> Path:
+    """The agent writes its status next to its config (topo/elb.py's layout)."""
+    return config_path.parent / "status.json"
+
+
+class CloudController:
+    """A context manager: informers and one worker thread, joined with timeouts."""
+
+    def __init__(self, client: KubeClient, elb_config_path: Path, outside_dns_path: Path,
+                 static_dns: dict[str, list[str]], vip_pool: list[str], time_factor: float):
+        self.client = client
+        self.config_path = Path(elb_config_path)
+        self.status_path = status_path_for(self.config_path)
+        self.outside_dns_path = Path(outside_dns_path)
+        self.static_dns = {k: list(v) for k, v in static_dns.items()}
+        self.vip_pool = list(vip_pool)
+        self.time_factor = time_factor
+        self.services = Informer(client, "services", self._changed)
+        self.nodes = Informer(client, "nodes", self._changed)
+        self.syncs = 0
+        self.last_error = ""
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._vips: dict[str, str] = {}                 # uid -> VIP
+        self._written_config: dict | None = None
+        self._written_dns: dict | None = None
+        self._reported: set[tuple[str, str]] = set()    # (uid, problem) already evented
+        self._ensured: set[str] = set()                 # uids announced as ensured
+        self._seen_transitions: dict[tuple[str, str], float] = {}
+        self._started = time.time()
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def __enter__(self) -> "CloudController":
+        try:
+            existing = read_config(self.config_path)
+        except ElbConfigError as err:
+            log.warning("ignoring unreadable ELB config: %s", err)
+            existing = ElbConfig()
+        self._vips = {lb.uid: lb.vip for lb in existing.load_balancers}
+        self.services.start()
+        self.nodes.start()
+        self._thread = threading.Thread(target=self._run, name="cloud-controller",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(JOIN_TIMEOUT)
+        self.services.stop(JOIN_TIMEOUT)
+        self.nodes.stop(JOIN_TIMEOUT)
+
+    def wait_synced(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.syncs == 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def _changed(self, *_args) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        next_resync = 0.0
+        while not self._stopping.is_set():
+            woke = self._wake.wait(POLL_SECONDS)
+            if self._stopping.is_set():
+                return
+            if not (self.services.wait_synced(0) and self.nodes.wait_synced(0)):
+                continue
+            if woke or time.monotonic() >= next_resync:
+                self._wake.clear()
+                try:
+                    self.sync()
+                    self.last_error = ""
+                except (ApiError, OSError) as err:
+                    # The API may be briefly away; a controller retries, it does not die.
+                    self.last_error = str(err)
+                    log.warning("cloud controller sync failed (retrying): %s", err)
+                    self._stopping.wait(RETRY_SECONDS)
+                    self._wake.set()
+                next_resync = time.monotonic() + RESYNC_SECONDS
+            try:
+                self.report_target_health()
+            except (ApiError, OSError, ValueError) as err:
+                log.warning("target health report failed (retrying): %s", err)
+
+    # --- the sync ----------------------------------------------------------------
+
+    def sync(self) -> None:
+        services = self.services.items()
+        nodes = self.nodes.items()
+        ours = sorted((s for s in services if is_ours(s) and
+                       not s["metadata"].get("deletionTimestamp")),
+                      key=lambda s: (s["metadata"].get("creationTimestamp", ""),
+                                     s["metadata"]["namespace"], s["metadata"]["name"]))
+        valid = []
+        for service in ours:        # validate first: a broken Service takes no VIP
+            try:
+                valid.append(compute_load_balancer(service, nodes, UNALLOCATED,
+                                                   self.time_factor))
+            except LoadBalancerProblem as problem:
+                self._event_once(service, "Warning", "SyncLoadBalancerFailed", str(problem))
+        self._vips = allocate_vips([lb.uid for lb in valid], self._vips, self.vip_pool)
+        by_uid = {s["metadata"]["uid"]: s for s in ours}
+        lbs, provisioned = [], {}
+        for lb in valid:
+            if lb.uid not in self._vips:
+                self._event_once(by_uid[lb.uid], "Warning", "SyncLoadBalancerFailed",
+                                 f"no free ELB address: all {len(self.vip_pool)} VIPs of "
+                                 "the lab's pool are in use")
+                continue
+            lb = dataclasses.replace(lb, vip=self._vips[lb.uid])
+            lbs.append(lb)
+            provisioned[lb.uid] = lb
+        config = ElbConfig(tuple(lbs))
+        as_json = config_to_json(config)
+        if as_json != self._written_config:
+            write_config(self.config_path, config)
+            self._written_config = as_json
+        records = {**self.static_dns, **{lb.hostname: [lb.vip] for lb in lbs}}
+        if records != self._written_dns:
+            write_json_atomically(self.outside_dns_path, records)
+            self._written_dns = records
+        for service in services:
+            self._sync_status(service, provisioned.get(service["metadata"]["uid"]))
+        self.syncs += 1
+
+    def _sync_status(self, service: dict, lb) -> None:
+        meta = service["metadata"]
+        current = (service.get("status") or {}).get("loadBalancer") or {}
+        if lb is not None:
+            wanted = {"ingress": [{"hostname": lb.hostname}]}
+            if current != wanted:
+                self._patch_status(service, wanted)
+            if meta["uid"] not in self._ensured:
+                self._ensured.add(meta["uid"])
+                self._event(service, "Normal", "EnsuredLoadBalancer",
+                            f"Ensured load balancer {lb.hostname}")
+            return
+        hostnames = [i.get("hostname", "") for i in current.get("ingress") or []]
+        if any(is_elb_hostname(h) for h in hostnames) and not (
+                is_ours(service) and not meta.get("deletionTimestamp")):
+            self._patch_status(service, {})
+            self._ensured.discard(meta["uid"])
+            self._event(service, "Normal", "DeletedLoadBalancer", "Deleted load balancer")
+
+    def _patch_status(self, service: dict, load_balancer: dict) -> None:
+        meta = service["metadata"]
+        try:
+            self.client.patch("services", meta["name"],
+                              {"status": {"loadBalancer": load_balancer or {"ingress": None}}},
+                              namespace=meta["namespace"], subresource="status")
+        except ApiError as err:
+            if not err.not_found:      # deleted meanwhile: nothing to say
+                raise
+
+    # --- events --------------------------------------------------------------------
+
+    def _event_once(self, service: dict, kind: str, reason: str, message: str) -> None:
+        key = (service["metadata"]["uid"], message)
+        if key not in self._reported:
+            self._reported.add(key)
+            self._event(service, kind, reason, message)
+
+    def _event(self, service: dict, kind: str, reason: str, message: str) -> None:
+        meta = service["metadata"]
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {"apiVersion": "v1", "kind": "Event",
+                 "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                              "namespace": meta["namespace"]},
+                 "involvedObject": {"apiVersion": "v1", "kind": "Service",
+                                    "namespace": meta["namespace"], "name": meta["name"],
+                                    "uid": meta["uid"]},
+                 "reason": reason, "message": message, "type": kind, "count": 1,
+                 "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+                 "firstTimestamp": now, "lastTimestamp": now}
+        try:
+            self.client.create("events", event, namespace=meta["namespace"])
+        except ApiError as err:
+            if not err.not_found:
+                raise
+
+    def report_target_health(self) -> None:
+        """Each new target transition in the agent's status -> an Event on the Service."""
+        try:
+            status = json.loads(self.status_path.read_text())
+        except FileNotFoundError:
+            return
+        for lb in status.get("loadBalancers", []):
+            service = self.services.get(lb["key"])
+            if service is None or service["metadata"]["uid"] != lb.get("uid"):
+                continue
+            for target in lb.get("targets", []):
+                key = (lb["uid"], target["address"])
+                seen = self._seen_transitions.get(key, self._started)
+                for change in target.get("transitions", []):
+                    if change["at"] <= seen:
+                        continue
+                    seen = change["at"]
+                    healthy = change["state"] == "healthy"
+                    self._event(service, "Normal" if healthy else "Warning",
+                                "TargetHealthy" if healthy else "TargetUnhealthy",
+                                f"ELB target {target['node']} ({target['address']}) is "
+                                f"{change['state']}: {change['reason']}")
+                self._seen_transitions[key] = seen

@@ -1,0 +1,83 @@
+"""What every controller shares: informers in, a work queue, one worker thread.
+
+A controller subscribes handlers to shared informers (they only enqueue
+keys), waits until every informer has listed once, then reconciles one key
+at a time.  `reconcile` raising ApiError (a conflict with a newer object,
+say) puts the key back with back-off; any other exception is a bug and is
+logged with its traceback before the key is retried the same way, so one
+bad object cannot stop the controller.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from controlplane.controllers.queue import WorkQueue
+from base.kube.client import ApiError, KubeClient
+from base.kube.informer import Informer
+
+log = logging.getLogger("controlplane.controllers")
+SYNC_TIMEOUT = 30.0
+POLL = 0.5
+
+
+class Controller:
+    """Subclasses set `name`, subscribe in __init__ and implement reconcile(key)."""
+
+    name = "controller"
+
+    def __init__(self, client: KubeClient, informers: dict[str, Informer]):
+        self.client = client
+        self.informers = informers
+        self.queue = WorkQueue()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- to implement ----------------------------------------------------------
+
+    def reconcile(self, key: str) -> None:
+        raise NotImplementedError
+
+    # --- helpers ---------------------------------------------------------------
+
+    def watch(self, resource: str, handler) -> None:
+        self.informers[resource].handlers.append(handler)
+
+    def cached(self, resource: str) -> list[dict]:
+        return self.informers[resource].items()
+
+    def get_cached(self, resource: str, key: str) -> dict | None:
+        return self.informers[resource].get(key)
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"ctl-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self.queue.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        for informer in self.informers.values():
+            while not informer.wait_synced(POLL):
+                if self._stopping.is_set():
+                    return
+        while not self._stopping.is_set():
+            key = self.queue.get(POLL)
+            if key is None:
+                continue
+            try:
+                self.reconcile(key)
+                self.queue.forget(key)
+            except ApiError as err:
+                log.debug("%s: %s: %s; retrying", self.name, key, err)
+                self.queue.add_rate_limited(key)
+            except Exception:   # a bug: keep the controller alive, retry with back-off
+                log.exception("%s: reconciling %s failed", self.name, key)
+                self.queue.add_rate_limited(key)
+            finally:
+                self.queue.done(key)

@@ -1,0 +1,179 @@
+"""The endpoints and EndpointSlice controller: Services follow their pods.
+
+One key per Service.  Pod changes enqueue every Service in the pod's
+namespace whose selector matches the pod before or after the change;
+changes to Endpoints or slices enqueue their Service (so a hand edit of a
+managed object is put right).  Services without a selector keep the
+Endpoints the user wrote; they are mirrored into slices.  The
+`default/kubernetes` Service belongs to the API server and is left alone.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from controlplane.controllers import endpoints as ep
+from controlplane.controllers.base import Controller
+from controlplane.controllers.naming import generated_name
+from controlplane.controllers.objects import key_of, map_selector_matches, split_key
+from base.kube.client import ApiError
+
+API_SERVER_OWNED = {"default/kubernetes"}
+PENDING_TTL = 10.0
+
+
+class EndpointsController(Controller):
+    name = "endpoints"
+
+    def __init__(self, client, informers):
+        super().__init__(client, informers)
+        self._lock = threading.Lock()
+        self._created: dict[str, tuple[set[str], float]] = {}   # slices not seen yet
+        self.watch("services", lambda kind, svc, old: self._enqueue(key_of(svc)))
+        self.watch("pods", self._on_pod)
+        self.watch("endpoints", lambda kind, obj, old: self._enqueue(key_of(obj)))
+        self.watch("endpointslices", self._on_slice)
+
+    def _enqueue(self, key: str) -> None:
+        if key not in API_SERVER_OWNED:
+            self.queue.add(key)
+
+    def _on_pod(self, kind: str, pod: dict, old: dict | None) -> None:
+        namespace = pod["metadata"].get("namespace")
+        labels = [pod["metadata"].get("labels")]
+        if old is not None:
+            labels.append(old["metadata"].get("labels"))
+        for svc in self.cached("services"):
+            if svc["metadata"].get("namespace") != namespace:
+                continue
+            selector = (svc.get("spec") or {}).get("selector")
+            if any(map_selector_matches(selector, l) for l in labels):
+                self._enqueue(key_of(svc))
+
+    def _on_slice(self, kind: str, obj: dict, old: dict | None) -> None:
+        service = (obj["metadata"].get("labels") or {}).get(ep.SERVICE_NAME)
+        if service:
+            self._enqueue(f"{obj['metadata']['namespace']}/{service}")
+
+    # --- reconcile -------------------------------------------------------------
+
+    def _waiting_for_cache(self, key: str, existing: list[dict]) -> bool:
+        """Slices created by the last pass and not in the cache yet: wait, never duplicate."""
+        with self._lock:
+            names, since = self._created.get(key, (set(), 0.0))
+            names -= {s["metadata"]["name"] for s in existing}
+            if not names or time.monotonic() - since > PENDING_TTL:
+                self._created.pop(key, None)
+                return False
+            return True
+
+    def reconcile(self, key: str) -> None:
+        namespace, name = split_key(key)
+        service = self.get_cached("services", key)
+        existing = [s for s in self.cached("endpointslices")
+                    if s["metadata"].get("namespace") == namespace
+                    and (s["metadata"].get("labels") or {}).get(ep.SERVICE_NAME) == name]
+        if self._waiting_for_cache(key, existing):
+            self.queue.add_after(key, 0.05)
+            return
+        if service is None:
+            if not self._service_exists(namespace, name):   # never trust a cache miss
+                self._delete_all(namespace, name, existing)
+            return
+        if (service.get("spec") or {}).get("type") == "ExternalName":
+            self._sync_slices(service, [], existing, ep.SLICE_CONTROLLER, remove_only=True)
+            return
+        if (service.get("spec") or {}).get("selector"):
+            pods = [p for p in self.cached("pods") if p["metadata"].get("namespace") == namespace]
+            self._sync_endpoints(service, ep.compute_subsets(service, pods))
+            chunks = ep.slice_chunks(ep.desired_slice_groups(service, pods))
+            self._sync_slices(service, chunks, existing, ep.SLICE_CONTROLLER)
+            self._sync_slices(service, [], existing, ep.MIRROR_CONTROLLER, remove_only=True)
+            return
+        self._sync_slices(service, [], existing, ep.SLICE_CONTROLLER, remove_only=True)
+        endpoints = self.get_cached("endpoints", key)
+        if endpoints is None or (endpoints["metadata"].get("labels") or {}).get(ep.SKIP_MIRROR):
+            self._sync_slices(service, [], existing, ep.MIRROR_CONTROLLER, remove_only=True)
+            return
+        chunks = ep.slice_chunks(ep.mirrored_slice_groups(endpoints))
+        if chunks == [((), [])]:
+            chunks = []
+        self._sync_slices(service, chunks, existing, ep.MIRROR_CONTROLLER)
+
+    def _sync_endpoints(self, service: dict, subsets: list[dict]) -> None:
+        meta = service["metadata"]
+        labels = ep.service_labels(service)
+        current = self.get_cached("endpoints", key_of(service))
+        if current is None:
+            body = {"apiVersion": "v1", "kind": "Endpoints",
+                    "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                                 "labels": labels},
+                    "subsets": subsets}
+            try:
+                self.client.create("endpoints", body)
+            except ApiError as err:
+                if err.status != 409:
+                    raise
+                raise ApiError(409, "Conflict", "endpoints appeared meanwhile; retry") from err
+            return
+        if (current.get("subsets") or []) == subsets and \
+                (current["metadata"].get("labels") or {}) == labels:
+            return
+        body = dict(current)
+        body["metadata"] = dict(current["metadata"], labels=labels)
+        body["subsets"] = subsets
+        self.client.update("endpoints", body)
+
+    def _sync_slices(self, service: dict, chunks: list, existing: list[dict], manager: str,
+                     remove_only: bool = False) -> None:
+        mine = [s for s in existing
+                if (s["metadata"].get("labels") or {}).get(ep.MANAGED_BY) == manager]
+        if remove_only:
+            for obj in mine:
+                self._delete_slice(obj)
+            return
+        pairs, leftovers = ep.plan_slices(chunks, mine)
+        for current, ports, endpoints in pairs:
+            body = ep.slice_body(service, ports, endpoints, manager)
+            if current is None:
+                body["metadata"]["name"] = generated_name(service["metadata"]["name"])
+                self.client.create("endpointslices", body)
+                with self._lock:
+                    names, _ = self._created.get(key_of(service), (set(), 0.0))
+                    self._created[key_of(service)] = (names | {body["metadata"]["name"]},
+                                                       time.monotonic())
+            elif ep.slice_differs(current, body):
+                body["metadata"]["name"] = current["metadata"]["name"]
+                body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                self.client.update("endpointslices", body)
+        for obj in leftovers:
+            self._delete_slice(obj)
+
+    def _delete_slice(self, obj: dict) -> None:
+        try:
+            self.client.delete("endpointslices", obj["metadata"]["name"],
+                               obj["metadata"]["namespace"])
+        except ApiError as err:
+            if not err.not_found:
+                raise
+
+    def _service_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self.client.get("services", name, namespace)
+            return True
+        except ApiError as err:
+            if err.not_found:
+                return False
+            raise
+
+    def _delete_all(self, namespace: str, name: str, existing: list[dict]) -> None:
+        for obj in existing:
+            if (obj["metadata"].get("labels") or {}).get(ep.MANAGED_BY) in (
+                    ep.SLICE_CONTROLLER, ep.MIRROR_CONTROLLER):
+                self._delete_slice(obj)
+        if self.get_cached("endpoints", f"{namespace}/{name}") is not None:
+            try:
+                self.client.delete("endpoints", name, namespace)
+            except ApiError as err:
+                if not err.not_found:
+                    raise

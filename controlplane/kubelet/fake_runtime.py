@@ -1,0 +1,109 @@
+"""An in-memory PodRuntime for unit tests: no root, no namespaces, no processes.
+
+Tests drive it like the world would: `exit_container` makes a container die
+with a code, `set_listening`, `set_tcp`, `set_http`, `set_exec` decide what
+probes see.  Everything the kubelet did is recorded for assertions.
+"""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import signal
+import threading
+
+from base.cri import ContainerHandle, ContainerState, PodRuntimeError
+
+
+class FakePodRuntime:
+    def __init__(self, pod_blocks: dict[str, str] | None = None, *, exit_on_term: bool = True):
+        self._lock = threading.Lock()
+        self._pids = itertools.count(1000)
+        self._blocks = {node: ipaddress.ip_network(cidr) for node, cidr in
+                        (pod_blocks or {}).items()}
+        self.pods: dict[tuple[str, str], dict] = {}          # (ns, name) -> {node, ip}
+        self.containers: dict[ContainerHandle, dict] = {}    # -> {argv, running, exit_code}
+        self.signals: list[tuple[str, str, int]] = []        # (pod, container, signum)
+        self.exit_on_term = exit_on_term
+        self.tcp_open: set[tuple[str, int]] = set()
+        self.http_status: dict[tuple[str, int, str], int] = {}
+        self.exec_codes: dict[tuple[str, str], int] = {}     # (pod "ns/name", argv[0]) -> rc
+        self.listening_ports: set[tuple[str, int, str]] | None = None   # None: all listen
+        self.removed: list[tuple[str, str]] = []
+
+    # --- pods ------------------------------------------------------------------
+
+    def create_pod(self, namespace: str, name: str, node: str) -> str:
+        with self._lock:
+            used = {p["ip"] for p in self.pods.values()}
+            block = self._blocks.get(node, ipaddress.ip_network("192.168.99.0/24"))
+            ip = next(str(a) for a in block.hosts() if str(a) not in used)
+            self.pods[(namespace, name)] = {"node": node, "ip": ip}
+            return ip
+
+    def remove_pod(self, namespace: str, name: str) -> None:
+        with self._lock:
+            if self.pods.pop((namespace, name), None) is not None:
+                self.removed.append((namespace, name))
+            for handle, info in self.containers.items():
+                if (handle.namespace, handle.pod) == (namespace, name):
+                    info["running"] = False
+
+    # --- containers ----------------------------------------------------------
+
+    def start_container(self, namespace: str, name: str, container: str,
+                        argv: list[str]) -> ContainerHandle:
+        with self._lock:
+            if (namespace, name) not in self.pods:
+                raise PodRuntimeError(f"pod {namespace}/{name} has no host")
+            handle = ContainerHandle(namespace, name, container, next(self._pids), 1)
+            self.containers[handle] = {"argv": list(argv), "running": True, "exit_code": None}
+            return handle
+
+    def container_state(self, handle: ContainerHandle) -> ContainerState:
+        with self._lock:
+            info = self.containers[handle]
+            return ContainerState(info["running"], info["exit_code"])
+
+    def signal_container(self, handle: ContainerHandle, signum: int) -> None:
+        with self._lock:
+            self.signals.append((f"{handle.namespace}/{handle.pod}", handle.container, signum))
+            info = self.containers[handle]
+            if signum == signal.SIGKILL or (signum == signal.SIGTERM and self.exit_on_term):
+                if info["running"]:
+                    info["running"], info["exit_code"] = False, 128 + signum
+
+    def exit_container(self, namespace: str, name: str, container: str, code: int) -> None:
+        with self._lock:
+            for handle, info in self.containers.items():
+                if (handle.namespace, handle.pod, handle.container) == (namespace, name,
+                                                                        container):
+                    if info["running"]:
+                        info["running"], info["exit_code"] = False, code
+
+    def running(self, namespace: str, name: str) -> list[ContainerHandle]:
+        with self._lock:
+            return [h for h, i in self.containers.items()
+                    if (h.namespace, h.pod) == (namespace, name) and i["running"]]
+
+    def listening(self, handle: ContainerHandle, port: int, protocol: str) -> bool:
+        with self._lock:
+            return self.listening_ports is None or (
+                f"{handle.namespace}/{handle.pod}", port, protocol) in self.listening_ports
+
+    # --- probes --------------------------------------------------------------
+
+    def exec_in_pod(self, namespace: str, name: str, argv: list[str], timeout: float) -> int:
+        with self._lock:
+            return self.exec_codes.get((f"{namespace}/{name}", argv[0]), 0)
+
+    def tcp_probe(self, node: str, ip: str, port: int, timeout: float) -> bool:
+        with self._lock:
+            return (ip, port) in self.tcp_open
+
+    def http_probe(self, node: str, scheme: str, host: str, port: int, path: str,
+                   headers: dict, timeout: float) -> int:
+        with self._lock:
+            return self.http_status.get((host, port, path), 0)
+
+    def close(self) -> None:
+        pass

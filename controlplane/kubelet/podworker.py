@@ -1,0 +1,254 @@
+"""One pod's life on a node, in its own thread: start, tend, probe, terminate.
+
+The worker creates the pod's host (and so its IP), starts each container,
+restarts dead ones per restartPolicy with a bounded back-off, runs
+readiness and liveness probes, and writes the pod's status whenever what
+kubectl would show changes.  When the API marks the pod for deletion it
+sends SIGTERM, keeps the pod (serving, probing) until its containers exit or
+the grace period ends, kills what is left, removes the host and finishes
+the deletion with gracePeriodSeconds=0.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from controlplane.controllers.objects import is_terminating, now_rfc3339
+from base.kube.client import ApiError
+from controlplane.kubelet.containers import plan_pod_containers
+from controlplane.kubelet.probes import ProbeTracker, run_probe
+from base.cri import PodRuntimeError
+from controlplane.kubelet.status import ContainerRecord, PodRecord, pod_status
+
+log = logging.getLogger("controlplane.kubelet")
+TICK = 0.1
+LISTEN_WAIT = 5.0          # longest wait for the built-in server's listeners
+BACKOFF_START = 1.0
+BACKOFF_MAX = 10.0
+SETUP_RETRY = 1.0
+
+
+class PodWorker:
+    def __init__(self, kubelet, pod: dict):
+        self.kubelet = kubelet
+        self.runtime = kubelet.runtime
+        self.client = kubelet.client
+        self.pod = pod
+        meta = pod["metadata"]
+        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.record = PodRecord(host_ip=kubelet.host_ip, start_time=now_rfc3339(),
+                                containers=[ContainerRecord(spec=c) for c in
+                                            pod["spec"].get("containers") or []])
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._gone = False
+        self._terminating = False
+        self._created = False
+        self._posted: dict | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name=f"pod-{self.namespace}/{self.name}")
+
+    # --- from the kubelet ------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def update(self, pod: dict) -> None:
+        self.pod = pod
+        if self._posted is not None and _ready(pod.get("status")) != _ready(self._posted):
+            # Someone else changed what we said (the node lifecycle controller
+            # marks pods of an unreachable node not ready): say it again.
+            self._posted = None
+        self._wake.set()
+
+    def mark_gone(self) -> None:
+        self._gone = True
+        self._wake.set()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.thread.join(timeout)
+
+    # --- the life of the pod ----------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set() and not self._gone and not self._created:
+                if is_terminating(self.pod):
+                    break
+                try:
+                    self._create()
+                except (PodRuntimeError, ApiError) as err:
+                    log.warning("%s/%s: cannot start yet: %s", self.namespace, self.name, err)
+                    self._sleep(SETUP_RETRY)
+            while not self._stop.is_set():
+                if self._gone:
+                    self._teardown()
+                    return
+                if is_terminating(self.pod):
+                    self._terminate()
+                    return
+                try:
+                    self._tick()
+                except ApiError as err:   # the next tick writes the status again
+                    log.warning("%s/%s: %s", self.namespace, self.name, err)
+                self._sleep(self._next_wait())
+        finally:
+            self.kubelet.worker_done(self)
+
+    def _sleep(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def _create(self) -> None:
+        self._post_status()        # Pending, ContainerCreating
+        self.record.pod_ip = self.runtime.create_pod(self.namespace, self.name,
+                                                     self.kubelet.node_name)
+        plans = plan_pod_containers(self.pod, self.record.pod_ip, self.kubelet.python,
+                                    self.kubelet.builtin_images)
+        for container, plan in zip(self.record.containers, plans):
+            container.plan = plan
+            self._start_container(container, time.monotonic())
+        self._created = True
+        self._tick()
+
+    def _start_container(self, container: ContainerRecord, now: float) -> None:
+        container.handle = self.runtime.start_container(
+            self.namespace, self.name, container.spec.get("name", ""), list(container.plan.argv))
+        container.started_at = now_rfc3339()
+        container.terminated = None
+        container.waiting_reason = container.waiting_message = ""
+        container.started = not container.plan.builtin
+        container.start_deadline = now + LISTEN_WAIT
+        probe = container.spec.get("readinessProbe")
+        container.readiness = ProbeTracker(probe, now) if probe else None
+        live = container.spec.get("livenessProbe")
+        container.liveness = ProbeTracker(live, now, result=True) if live else None
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for container in self.record.containers:
+            self._tend(container, now)
+        self._probe(now)
+        self._post_status()
+
+    def _tend(self, container: ContainerRecord, now: float) -> None:
+        if container.handle is None:
+            return
+        if container.running:
+            state = self.runtime.container_state(container.handle)
+            if state.running:
+                if not container.started:
+                    container.started = now >= container.start_deadline or all(
+                        self.runtime.listening(container.handle, port, protocol)
+                        for port, protocol in container.plan.ports)
+                return
+            self._exited(container, state.exit_code, now)
+        elif container.backoff_until and now >= container.backoff_until \
+                and not self._terminating:
+            container.last_terminated = container.terminated
+            container.restart_count += 1
+            container.backoff_until = 0.0
+            self._start_container(container, now)
+
+    def _exited(self, container: ContainerRecord, code: int | None, now: float) -> None:
+        code = 137 if code is None else code
+        container.terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                "startedAt": container.started_at, "finishedAt": now_rfc3339(),
+                                "containerID": container.handle.container_id}
+        container.started = False
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        if self._terminating or policy == "Never" or (policy == "OnFailure" and code == 0):
+            container.waiting_reason = ""
+            return
+        container.backoff = min(BACKOFF_MAX, container.backoff * 2 or BACKOFF_START)
+        container.backoff_until = now + container.backoff
+        container.waiting_reason = "CrashLoopBackOff"
+        container.waiting_message = (f"back-off {container.backoff:g}s restarting failed "
+                                     f"container={container.spec.get('name', '')} "
+                                     f"pod={self.name}_{self.namespace}({self.uid})")
+
+    def _probe(self, now: float) -> None:
+        for container in self.record.containers:
+            if not (container.running and container.started):
+                continue
+            for tracker in (container.readiness, container.liveness):
+                if tracker is None or not tracker.due(now):
+                    continue
+                ok, message = run_probe(self.runtime, tracker.probe, container.spec,
+                                        node=self.kubelet.node_name, pod_ip=self.record.pod_ip,
+                                        namespace=self.namespace, pod=self.name)
+                tracker.record(ok, time.monotonic(), message)
+            if container.liveness is not None and not container.liveness.result \
+                    and not self._terminating:
+                self.runtime.signal_container(container.handle, signal.SIGKILL)
+
+    def _next_wait(self) -> float:
+        now = time.monotonic()
+        waits = [TICK if any(not c.started or c.backoff_until for c in self.record.containers)
+                 else 0.5]
+        for container in self.record.containers:
+            for tracker in (container.readiness, container.liveness):
+                if tracker is not None:
+                    waits.append(max(0.01, tracker.next_due - now))
+        return min(waits)
+
+    def _post_status(self) -> None:
+        status = pod_status(self.pod, self.record, now_rfc3339())
+        if status == self._posted:
+            return
+        try:
+            self.client.patch("pods", self.name, {"status": status}, self.namespace,
+                              subresource="status")
+            self._posted = status
+        except ApiError as err:
+            if err.not_found:
+                self._gone = True
+                return
+            raise
+
+    # --- the end ---------------------------------------------------------------
+
+    def _grace(self) -> float:
+        meta, spec = self.pod["metadata"], self.pod["spec"]
+        grace = meta.get("deletionGracePeriodSeconds")
+        return float(spec.get("terminationGracePeriodSeconds", 30) if grace is None else grace)
+
+    def _terminate(self) -> None:
+        self._terminating = True
+        began = time.monotonic()
+        for container in self.record.containers:
+            if container.running:
+                self.runtime.signal_container(container.handle, signal.SIGTERM)
+        while not self._stop.is_set() and not self._gone:
+            if time.monotonic() >= began + self._grace():
+                break
+            try:
+                self._tick()
+            except ApiError as err:
+                log.warning("%s/%s: status while terminating: %s", self.namespace, self.name, err)
+            if not any(c.running for c in self.record.containers):
+                break
+            self._sleep(TICK)
+        if self._stop.is_set():
+            return
+        self._teardown()
+        try:
+            self.client.delete("pods", self.name, self.namespace, grace_period=0)
+        except ApiError as err:
+            if not err.not_found:
+                raise
+
+    def _teardown(self) -> None:
+        for container in self.record.containers:
+            if container.running:
+                self.runtime.signal_container(container.handle, signal.SIGKILL)
+        self.runtime.remove_pod(self.namespace, self.name)
+
+
+def _ready(status: dict | None) -> str | None:
+    return next((c.get("status") for c in (status or {}).get("conditions") or []
+                 if c.get("type") == "Ready"), None)

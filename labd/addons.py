@@ -1,0 +1,114 @@
+"""Cluster add-ons the lab installs, as kubeadm does: cluster DNS.
+
+The objects are kubeadm's CoreDNS add-on (Deployment `coredns` labelled
+k8s-app=kube-dns with 2 replicas, Service `kube-dns` at the service CIDR's
+.10 with 53/UDP, 53/TCP and 9153/TCP).  The lab's kubelets run svclab's own
+cluster DNS (agents/dns/cluster.py) for the coredns image, with a
+service-account kubeconfig that reaches the API through 10.96.0.1:443 — the
+`kubernetes` Service, as a real CoreDNS pod does.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from base.errors import LabTimeout
+from base.kube.client import ApiError, KubeClient
+from topo.plan import KUBE_DNS_IP_OFFSET
+from topo.spec import ClusterSpec
+
+COREDNS_IMAGE = "registry.k8s.io/coredns/coredns:v1.12.0"
+DNS_READY_TIMEOUT = 30.0
+
+
+def kube_dns_ip(spec: ClusterSpec) -> str:
+    return str(spec.network.service_cidr.network_address + KUBE_DNS_IP_OFFSET)
+
+
+def coredns_objects(spec: ClusterSpec) -> tuple[dict, dict]:
+    """kubeadm's kube-dns Service and coredns Deployment (pure data)."""
+    labels = {"k8s-app": "kube-dns"}
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                     "labels": {**labels, "kubernetes.io/cluster-service": "true",
+                                "kubernetes.io/name": "CoreDNS"},
+                     "annotations": {"prometheus.io/port": "9153",
+                                     "prometheus.io/scrape": "true"}},
+        "spec": {"clusterIP": kube_dns_ip(spec), "selector": labels,
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                           {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                           {"name": "metrics", "port": 9153, "protocol": "TCP",
+                            "targetPort": 9153}]}}
+    container = {
+        "name": "coredns", "image": COREDNS_IMAGE, "args": ["-conf", "/etc/coredns/Corefile"],
+        "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                  {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": 9153, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181},
+                           "periodSeconds": 1},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": 8080},
+                          "initialDelaySeconds": 5, "periodSeconds": 10,
+                          "failureThreshold": 5}}
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                 "strategy": {"type": "RollingUpdate",
+                              "rollingUpdate": {"maxUnavailable": 1}},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [container],
+                                       "dnsPolicy": "Default",
+                                       "priorityClassName": "system-cluster-critical",
+                                       "serviceAccountName": "coredns",
+                                       "tolerations": [
+                                           {"key": "CriticalAddonsOnly", "operator": "Exists"},
+                                           {"key": "node-role.kubernetes.io/control-plane",
+                                            "effect": "NoSchedule"}]}}}}
+    return service, deployment
+
+
+def coredns_stand_in(spec: ClusterSpec, kubeconfig: Path) -> list[str]:
+    """What the kubelets run for the coredns image."""
+    return [sys.executable, "-m", "agents.dns.cluster", "--kubeconfig", str(kubeconfig),
+            "--upstream", f"{spec.network.vpc_resolver}:53",
+            "--service-cidr", str(spec.network.service_cidr)]
+
+
+def write_coredns_kubeconfig(spec: ClusterSpec, api, root: Path) -> Path:
+    """A service-account kubeconfig that reaches the API via the kubernetes Service."""
+    api_ip = spec.network.service_cidr.network_address + 1
+    (root / "serviceaccounts").mkdir(mode=0o700, exist_ok=True)
+    token = api.mint_token("system:serviceaccount:kube-system:coredns",
+                           ("system:serviceaccounts",))
+    return api.write_kubeconfig(root / "serviceaccounts" / "coredns.kubeconfig",
+                                f"https://{api_ip}:443", token=token,
+                                user="system:serviceaccount:kube-system:coredns")
+
+
+def install_cluster_dns(client: KubeClient, spec: ClusterSpec) -> None:
+    service, deployment = coredns_objects(spec)
+    for resource, obj in (("services", service), ("deployments", deployment)):
+        try:
+            client.create(resource, obj, namespace="kube-system")
+        except ApiError as err:
+            if not err.conflict:
+                raise
+
+
+def wait_for_cluster_dns(client: KubeClient, timeout: float = DNS_READY_TIMEOUT) -> None:
+    """Until kube-dns has a ready endpoint (DNS answers in the cluster)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            endpoints = client.get("endpoints", "kube-dns", "kube-system")
+            if any(s.get("addresses") for s in endpoints.get("subsets") or []):
+                return
+        except ApiError as err:
+            if not err.not_found:
+                raise
+        if time.monotonic() > deadline:
+            raise LabTimeout(f"cluster DNS not ready after {timeout:.0f} s; see the lab log "
+                             "and `svclab kubectl -n kube-system get po`")
+        time.sleep(0.05)

@@ -1,0 +1,140 @@
+"""The lab's own programs inside its hosts: per-node proxy agents and the
+emulated outside world (public DNS on the igw, outside services).
+
+The daemon gives every node an agent (the kube-proxy equivalent) with its own
+API credentials, started inside the node and supervised; the lab is ready
+once every agent has programmed its first rule set (its healthz answers 200)
+and the outside resolver answers.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from dnslib import DNSRecord
+
+from base.errors import LabTimeout
+from topo.apihost import API_PORT
+from topo.network import LabNetwork
+from topo.netns import call_in_netns
+from topo.plan import outside_dns_records, outside_host_name
+from topo.spec import ClusterSpec, NodeSpec
+from labd.supervisor import Supervisor
+from base.kube.client import KubeClient, credentials_from_kubeconfig
+from topo.netns import netns_connector
+
+HEALTHZ_PORT = 10256
+AGENT_READY_TIMEOUT = 30.0
+
+
+def proxy_agent_argv(spec: ClusterSpec, node: NodeSpec, kubeconfig: Path,
+                     netns: int) -> list[str]:
+    net = spec.network
+    return [sys.executable, "-m", "agents.proxy", "--kubeconfig", str(kubeconfig),
+            "--node", node.name, "--proxy-mode", spec.proxy_mode,
+            "--netns-inode", str(netns),
+            "--cluster-cidr", str(net.pod_cidr), "--service-cidr", str(net.service_cidr)]
+
+
+def start_proxy_agents(spec: ClusterSpec, lab: LabNetwork, api, supervisor: Supervisor) -> None:
+    """One agent per node, each with a token of its own, reaching the API in-lab."""
+    control = next(n for n in spec.nodes if n.is_control_plane)
+    server = f"https://{control.address}:{API_PORT}"
+    for record in _node_records(lab):
+        node = spec.node(record.name)
+        token = api.mint_token(f"system:node:{node.name}", ("system:nodes",))
+        kubeconfig = api.write_kubeconfig(lab.paths.files / record.host / "kubeconfig",
+                                          server, token=token, user=f"proxy-{node.name}")
+        supervisor.add(f"proxy/{node.name}", record.host,
+                       proxy_agent_argv(spec, node, kubeconfig, record.netns))
+
+
+def kubelet_clients(lab: LabNetwork) -> dict:
+    """Per node, an API client whose connections leave from the node itself
+    (to the control plane's :6443), so a node cut off from the VPC stops
+    reporting, as a real kubelet would."""
+    return {record.name: KubeClient(
+                credentials_from_kubeconfig(str(lab.paths.files / record.host / "kubeconfig")),
+                socket_factory=netns_connector(record.pid))
+            for record in _node_records(lab)}
+
+
+def wait_for_proxy_agents(lab: LabNetwork, timeout: float = AGENT_READY_TIMEOUT) -> None:
+    """Wait until every node's agent reports a successful sync on :10256."""
+    deadline = time.monotonic() + timeout
+    pending = {r.name: r.pid for r in _node_records(lab)}
+    while pending:
+        pending = {name: pid for name, pid in pending.items() if not _healthy(pid)}
+        if pending and time.monotonic() > deadline:
+            raise LabTimeout(f"proxy agents not healthy after {timeout:.0f} s on "
+                             f"{', '.join(sorted(pending))}; see the lab log")
+        time.sleep(0.05)
+
+
+def _healthy(pid: int) -> bool:
+    def ask() -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", HEALTHZ_PORT, timeout=1)
+        try:
+            conn.request("GET", "/healthz")
+            return conn.getresponse().status
+        finally:
+            conn.close()
+    try:
+        return call_in_netns(pid, ask, timeout=3) == 200
+    except OSError:
+        return False
+
+
+def _node_records(lab: LabNetwork):
+    return sorted((r for r in lab.state.hosts.values() if r.kind == "node"),
+                  key=lambda r: r.host)
+
+
+def write_outside_records(path: Path, records: dict[str, list[str]]) -> None:
+    """Atomically replace the outside resolver's records (it reloads on change)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def start_outside_world(spec: ClusterSpec, lab: LabNetwork, supervisor: Supervisor) -> None:
+    """Public DNS on the igw, and a workload server on every outside host."""
+    net = spec.network
+    records = lab.paths.outside_dns
+    write_outside_records(records, outside_dns_records(spec))
+    supervisor.add("dns/outside", "igw", [
+        sys.executable, "-m", "agents.dns.outside", "--records", str(records),
+        "--listen", f"{net.vpc_resolver}:53", "--listen", f"{net.internet_resolver}:53"])
+    for index, service in enumerate(spec.outside):
+        argv = [sys.executable, "-m", "agents.workload", "--pod-name", service.name,
+                "--pod-ip", str(service.address)]
+        for port, proto in service.ports:
+            argv += ["--port", f"{port}/{proto}"]
+        supervisor.add(f"outside/{service.name}", outside_host_name(index), argv)
+
+
+def wait_for_outside_dns(spec: ClusterSpec, lab: LabNetwork, timeout: float = AGENT_READY_TIMEOUT) -> None:
+    igw = lab.nodes["igw"]
+    resolver = str(spec.network.vpc_resolver)
+    question = DNSRecord.question(f"{spec.nodes[0].name}.ec2.internal").pack()
+
+    def ask() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.5)
+            sock.sendto(question, (resolver, 53))
+            return bool(DNSRecord.parse(sock.recv(4096)).rr)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if call_in_netns(igw.pid, ask, timeout=3):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise LabTimeout(f"outside DNS on {resolver} not answering after {timeout:.0f} s")
+        time.sleep(0.05)

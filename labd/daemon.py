@@ -1,0 +1,136 @@
+"""The lab daemon: owns one lab's Mininet network for its whole life.
+
+`svclab up` validates the spec, writes it into the state folder and starts
+`python -m labd.daemon NAME` detached.  The daemon builds the lab (hosts and
+links), the API server, the per-node proxy agents, the outside world, the
+ELB and its cloud controller, the control plane (controllers and kubelets)
+and cluster DNS; marks the state ready once all of them answer; serves the
+control socket; and on SIGTERM (or a `stop` request) tears everything down in
+reverse order and removes its state folder.  If it is killed, what it
+recorded lets `svclab clean` finish the job.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+
+from mininet.log import setLogLevel
+
+from controlplane.api.server import ApiServer
+from controlplane.control_plane import ControlPlane
+from base.kube.client import KubeClient
+from topo.pod_runtime import LabPodRuntime
+from topo.apihost import cluster_info, listener_in_netns, loopback_listener
+from labd.addons import (coredns_stand_in, install_cluster_dns, wait_for_cluster_dns,
+                         write_coredns_kubeconfig)
+from labd.components import (kubelet_clients, start_outside_world, start_proxy_agents,
+                             wait_for_outside_dns, wait_for_proxy_agents)
+from labd.control import ControlServer, record_to_json
+from labd.elb import cloud_controller_for, start_elb
+from topo.network import LabNetwork
+from topo.netns import ProcRef
+from topo.spec import load_spec
+from topo.state import LabPaths, LabState, write_state
+from labd.supervisor import Supervisor
+
+log = logging.getLogger("svclab.daemon")
+
+
+def run(name: str) -> int:
+    paths = LabPaths(name)
+    spec = load_spec(paths.spec)
+    me = ProcRef.of(os.getpid())
+    state = LabState(name=name, daemon_pid=me.pid, daemon_start=me.start,
+                     proxy_mode=spec.proxy_mode)
+    write_state(paths, state)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stopping.set())
+    with ExitStack() as lab_life:
+        lab = lab_life.enter_context(LabNetwork(spec, paths, state))
+        api = lab_life.enter_context(ApiServer(
+            paths.api, cluster_info(spec), node_grace_period=spec.node_monitor_grace_period))
+        supervisor = lab_life.enter_context(Supervisor(lab))
+        supervisor.on_change = lambda: _save_agents(state, paths, supervisor)
+        serve_api(api, lab, spec, state, paths)
+        # Start everything, then wait for everything: the waits overlap.
+        start_proxy_agents(spec, lab, api, supervisor)
+        start_outside_world(spec, lab, supervisor)
+        elb = start_elb(spec, lab, supervisor, api)
+        admin = KubeClient.from_kubeconfig(str(paths.kubeconfig))
+        coredns = coredns_stand_in(spec, write_coredns_kubeconfig(spec, api, paths.root))
+        lab_life.enter_context(ControlPlane(admin, LabPodRuntime(lab),
+                                            [n.name for n in spec.nodes],
+                                            builtin_images={"coredns": coredns},
+                                            node_clients=kubelet_clients(lab),
+                                            # kubelets report 4x per grace period
+                                            heartbeat_seconds=min(
+                                                5.0, spec.node_monitor_grace_period / 4)))
+        lab_life.enter_context(cloud_controller_for(spec, lab, elb, admin))
+        install_cluster_dns(admin, spec)
+        lab_life.enter_context(ControlServer(paths.control, _control_handlers(lab, state,
+                                                                             stopping)))
+        wait_for_proxy_agents(lab)
+        wait_for_outside_dns(spec, lab)
+        wait_for_cluster_dns(admin)
+        state.ready = True
+        write_state(paths, state)
+        log.info("lab %s ready: %d hosts", name, len(state.hosts))
+        while not stopping.wait(0.05):
+            pass
+        log.info("lab %s stopping", name)
+        state.ready = False
+        write_state(paths, state)
+    shutil.rmtree(paths.root, ignore_errors=True)
+    return 0
+
+
+def _control_handlers(lab: LabNetwork, state: LabState, stopping: threading.Event) -> dict:
+    return {
+        "status": lambda: state.to_json(),
+        "add_pod": lambda name, namespace, node, ip=None, command=None:
+            record_to_json(lab.add_pod(name, namespace, node, ip, command)),
+        "remove_pod": lambda name, namespace: lab.remove_pod(name, namespace),
+        "stop": stopping.set,
+    }
+
+
+def serve_api(api: ApiServer, lab: LabNetwork, spec, state: LabState, paths: LabPaths) -> None:
+    """Listen on the host's loopback (kubectl) and on the control plane's :6443."""
+    control_node = next(lab.nodes[r.host] for r in state.hosts.values()
+                        if r.kind == "node" and spec.node(r.name).is_control_plane)
+    local = api.add_listener(loopback_listener())
+    api.add_listener(listener_in_netns(control_node.pid))
+    api.start()
+    state.api_url = f"https://{local}"
+    state.kubeconfig = str(api.write_kubeconfig(paths.kubeconfig, state.api_url))
+
+
+def _save_agents(state: LabState, paths: LabPaths, supervisor: Supervisor) -> None:
+    state.agents = supervisor.summary()
+    write_state(paths, state)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Mininet warns about the host's br_netfilter; our bridges live in their
+    # own namespaces, where the plan turns bridge-nf-call-* off.
+    setLogLevel("error")
+    if len(sys.argv) != 2:
+        print("usage: python -m labd.daemon NAME", file=sys.stderr)
+        return 2
+    try:
+        return run(sys.argv[1])
+    except Exception:
+        log.exception("lab daemon failed")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""`svclab lb status`: what the lab's ELB serves and how healthy every target is.
+
+Reads the status file the ELB agent keeps (LabPaths(name).root/elb/status.json)
+and renders one block per load balancer: hostname, VIP, flavour, listeners,
+health-check settings, and a row per target with its state, the last check,
+consecutive successes/failures and the last transition.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+from base.errors import LabError
+from labd.elb import elb_dir
+from topo.state import LabPaths, read_state
+
+STATUS_FILE = "status.json"
+
+
+def status_file(lab_name: str):
+    return elb_dir(LabPaths(lab_name).root) / STATUS_FILE
+
+
+def lb_status(lab_name: str) -> list[dict]:
+    """One dict per load balancer, as the agent reported it (targets nested)."""
+    read_state(LabPaths(lab_name))          # raises LabError if the lab is not running
+    path = status_file(lab_name)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise LabError(f"lab {lab_name!r} has no ELB status ({path}); the ELB agent "
+                       "has not started (see the lab log)") from err
+    except ValueError as err:
+        raise LabError(f"unreadable ELB status {path}: {err}") from err
+    if data.get("configError"):
+        raise LabError(f"the ELB agent rejected its config: {data['configError']}")
+    updated = data.get("updated", 0)
+    return [dict(lb, statusAge=round(time.time() - updated, 2))
+            for lb in data.get("loadBalancers", [])]
+
+
+def _when(stamp: float | None) -> str:
+    if not stamp:
+        return "-"
+    return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+def render_lb_status(rows: list[dict]) -> str:
+    if not rows:
+        return "No load balancers.\n"
+    out = []
+    for lb in rows:
+        listeners = ", ".join(f"{l['port']}/{l['protocol']}->{l['nodePort']}"
+                              for l in lb["listeners"])
+        hc = lb["healthCheck"]
+        out.append(f"{lb['key']}  {lb['flavour'].upper()}  {lb['hostname']}")
+        out.append(f"  VIP {lb['vip']}  listeners {listeners}  "
+                   f"sources {','.join(lb['sourceRanges'])}")
+        out.append(f"  health check {hc['target']} every {hc['interval']:g} s, timeout "
+                   f"{hc['timeout']:g} s, healthy {hc['healthyThreshold']}, unhealthy "
+                   f"{hc['unhealthyThreshold']} (a dead target leaves within "
+                   f"{hc['detectionTime']:g} s)")
+        header = ("NODE", "ADDRESS", "STATE", "IN-SERVICE", "OK/FAIL", "LAST-CHECK",
+                  "RESULT", "CONNS", "LAST-TRANSITION")
+        table = [header]
+        for t in lb["targets"]:
+            last = t["transitions"][-1] if t["transitions"] else None
+            table.append((t["node"], t["address"], t["state"],
+                          "yes" if t["inService"] else "no",
+                          f"{t['consecutiveSuccesses']}/{t['consecutiveFailures']}",
+                          _when(t["lastCheck"]), t["lastResult"] or "-",
+                          "-" if t["connections"] is None else str(t["connections"]),
+                          f"{_when(last['at'])} -> {last['state']}" if last else "-"))
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        out += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                for row in table]
+        if lb.get("failingOpen"):
+            out.append("  every target is unhealthy: the NLB fails open and sends to all")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,232 @@
+"""The running lab: builds a LabPlan into Mininet hosts and owns their lifetime.
+
+`with LabNetwork(spec, paths) as lab:` brings the cluster up and guarantees it goes
+away.  Pods come and go while it runs (`add_pod` / `remove_pod`), each a host
+of its own joined to its node by a cali* veth.  Every host and every process
+started in a host is recorded in the state folder as it appears, so a crashed
+lab can still be cleaned up by what it wrote down.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+from base.errors import LabError, UsageError
+from topo.cleanup import processes_in_netns, stop_processes
+from topo.hosts import (LabBridge, LabHost, configure, configure_pod_side_of_node,
+                        connect, wait_links_up)
+from topo.netns import MNEXEC, ProcRef
+from topo.plan import (DEFAULT_NAMESPACE, HostConfig, plan_lab, plan_pod,
+                       pod_host_name, static_pod_name)
+from topo.spec import ClusterSpec
+from topo.state import HostRecord, LabPaths, LabState, ProcessRecord, write_state
+
+log = logging.getLogger("svclab.lab")
+TEARDOWN_GRACE = 0.5      # seconds between SIGTERM and SIGKILL when the lab stops
+
+
+class LabNetwork:
+    """A cluster of lab hosts built from a spec; a context manager."""
+
+    def __init__(self, spec: ClusterSpec, paths: LabPaths, state: LabState):
+        self.spec = spec
+        self.paths = paths
+        self.state = state
+        self.nodes: dict[str, object] = {}      # Mininet host name -> node object
+        self._links: dict[str, object] = {}     # pod host name -> its veth Link
+        self._lock = threading.RLock()
+        self._pod_seq = 0
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def __enter__(self) -> "LabNetwork":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self.spec.switch != "linuxbridge":
+            raise LabError("switch: ovs needs Open vSwitch's kernel module"
+                           + (", which this kernel does not have"
+                              if not os.path.exists("/sys/module/openvswitch")
+                              else "; OVS switching is not implemented yet")
+                           + "; use switch: linuxbridge")
+        plan = plan_lab(self.spec)
+        started = time.monotonic()
+        for index, config in enumerate(plan.hosts):
+            node = (LabBridge(config.host, dpid=index + 1) if config.kind == "bridge"
+                    else LabHost(config.host))
+            self.nodes[config.host] = node
+            self._record_host(config, node)
+        for link in plan.links:
+            connect(self.nodes, link)
+        for bridge in plan.bridges:
+            self.nodes[bridge].start([])
+        for config in plan.hosts:
+            configure(self.nodes[config.host], config, self.paths.files / config.host)
+        for bridge in plan.bridges:
+            wait_links_up(self.nodes[bridge])
+        log.info("static lab up in %.2f s", time.monotonic() - started)
+        for index, node in enumerate(self.spec.nodes):
+            for i in range(node.static_pods):
+                self.add_pod(static_pod_name(i, node), "kube-system", node.name)
+        self._save()
+
+    def stop(self) -> None:
+        """Stop every process in the lab's namespaces, then the hosts."""
+        with self._lock:
+            recorded = [p.proc for p in self.state.processes]
+            # The whole lab is going: no grace periods (a DNS pod's lameduck
+            # would hold the teardown for seconds).
+            stop_processes(recorded + processes_in_netns(self._all_netns(),
+                                                         exclude=self._shell_pids()),
+                           timeout=TEARDOWN_GRACE)
+            for name in list(self.nodes):
+                self._terminate(name)
+            self.state.processes.clear()
+
+    # --- pods ----------------------------------------------------------------
+
+    def add_pod(self, name: str, namespace: str, node_name: str,
+                ip: str | None = None, command: list[str] | None = None) -> HostRecord:
+        """Create a pod host on a node, wired like Calico; optionally run a command."""
+        with self._lock:
+            if self._find_pod(name, namespace):
+                raise UsageError(f"pod {namespace}/{name} already exists")
+            node_index = self._node_index(node_name)
+            address = self._pick_pod_ip(node_index, ip)
+            self._pod_seq += 1
+            plan = plan_pod(self.spec, node_index, pod_host_name(self._pod_seq),
+                            name, namespace, address)
+            host = LabHost(plan.pod.host)
+            self.nodes[plan.pod.host] = host
+            record = self._record_host(plan.pod, host)
+            try:
+                self._links[plan.pod.host] = connect(self.nodes, plan.link)
+                configure(host, plan.pod, self.paths.files / plan.pod.host)
+                configure_pod_side_of_node(self.nodes[plan.link.host1],
+                                           plan.node_batch, plan.node_sysctls)
+                wait_links_up(host)
+                if command:
+                    self.spawn(plan.pod.host, command, role="container")
+            except BaseException:
+                self._remove_host(plan.pod.host)
+                raise
+            self._save()
+            return record
+
+    def remove_pod(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> None:
+        with self._lock:
+            record = self._find_pod(name, namespace)
+            if record is None:
+                raise UsageError(f"pod {namespace}/{name} not found")
+            self._remove_host(record.host)
+            self._save()
+
+    def pods(self) -> list[HostRecord]:
+        return [r for r in self.state.hosts.values() if r.kind == "pod"]
+
+    # --- processes -------------------------------------------------------------
+
+    def spawn(self, host: str, argv: list[str], role: str = "") -> ProcessRecord:
+        """Start argv inside a host, detached, with its output in the lab log."""
+        node = self.nodes[host]
+        with open(self.paths.log, "ab") as logfile:
+            proc = subprocess.Popen([MNEXEC, "-da", str(node.pid), *argv],
+                                    stdin=subprocess.DEVNULL, stdout=logfile,
+                                    stderr=subprocess.STDOUT, close_fds=True)
+        ref = ProcRef.of(proc.pid)
+        record = ProcessRecord(host, ref.pid, ref.start, list(argv), role)
+        with self._lock:
+            self.state.processes.append(record)
+            self._save()
+        return record
+
+    def forget_process(self, record: ProcessRecord) -> None:
+        """Drop a process that has exited from the records."""
+        with self._lock:
+            self.state.processes = [p for p in self.state.processes if p is not record]
+            self._save()
+
+    # --- internals -----------------------------------------------------------
+
+    def _record_host(self, config: HostConfig, node) -> HostRecord:
+        record = HostRecord(host=config.host, kind=config.kind, name=config.name,
+                            pid=node.pid, start=node.start_time, netns=node.netns,
+                            namespace=config.namespace, node=config.node,
+                            addresses=list(config.addresses))
+        self.state.hosts[config.host] = record
+        if record.netns not in self.state.netns_seen:
+            self.state.netns_seen.append(record.netns)
+        self._save()
+        return record
+
+    def _remove_host(self, host: str) -> None:
+        record = self.state.hosts.get(host)
+        if record is not None:
+            mine = [p for p in self.state.processes if p.host == host]
+            stop_processes([p.proc for p in mine] + processes_in_netns(
+                {record.netns}, exclude={record.pid}))
+            self.state.processes = [p for p in self.state.processes if p.host != host]
+        link = self._links.pop(host, None)
+        if link is not None:
+            link.delete()
+        self._terminate(host)
+        shutil.rmtree(self.paths.files / host, ignore_errors=True)
+
+    def _terminate(self, host: str) -> None:
+        node = self.nodes.pop(host, None)
+        self.state.hosts.pop(host, None)
+        if node is None:
+            return
+        node.terminate()
+
+    def _find_pod(self, name: str, namespace: str) -> HostRecord | None:
+        for record in self.state.hosts.values():
+            if record.kind == "pod" and record.name == name and record.namespace == namespace:
+                return record
+        return None
+
+    def _node_index(self, node_name: str) -> int:
+        for index, node in enumerate(self.spec.nodes):
+            if node.name == node_name:
+                return index
+        raise UsageError(f"node: no node {node_name!r}; nodes: "
+                         + ", ".join(n.name for n in self.spec.nodes))
+
+    def _pick_pod_ip(self, node_index: int, wanted: str | None) -> ipaddress.IPv4Address:
+        block = self.spec.nodes[node_index].pod_block
+        used = {ipaddress.IPv4Address(a) for r in self.pods() for a in r.addresses}
+        if wanted is not None:
+            address = ipaddress.IPv4Address(wanted)
+            if address not in block or address in (block.network_address,
+                                                   block.broadcast_address):
+                raise UsageError(f"ip: {address} is not a pod address in {block}")
+            if address in used:
+                raise UsageError(f"ip: {address} is already used by another pod")
+            return address
+        for address in block.hosts():
+            if address not in used:
+                return address
+        raise LabError(f"pod block {block} of node "
+                       f"{self.spec.nodes[node_index].name} is full")
+
+    def _shell_pids(self) -> set[int]:
+        return {r.pid for r in self.state.hosts.values()}
+
+    def _all_netns(self) -> set[int]:
+        return set(self.state.netns_seen)
+
+    def _save(self) -> None:
+        write_state(self.paths, self.state)
