@@ -9,7 +9,7 @@ host with its IP on a node, start container processes in it, tell whether
 one runs (and its exit code), signal it, remove the pod, and run probes —
 tcpSocket/httpGet from the node's network namespace to the pod IP (as a
 kubelet does), exec inside the pod.  `topo.pod_runtime.LabPodRuntime`
-implements it over a running lab; `controlplane.kubelet.fake_runtime` does it
+implements it over a running lab; `support.fake_runtime` does it
 in memory for unit tests.
 """
 from __future__ import annotations

@@ -36,7 +36,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments._scale import (MODES, ScaleError,  # noqa: E402
+from experiments.scale_measurement import (MODES, ScaleError,  # noqa: E402
                                 draw_latency, measure, targets)
 
 

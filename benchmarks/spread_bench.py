@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from probes.reach import Probe  # noqa: E402
 from probes.runner import probe_from  # noqa: E402
-from probes.spread import spread  # noqa: E402
+from probes.spread.probe import spread  # noqa: E402
 from topo.cleanup import clean_lab  # noqa: E402
 from labd.control import ControlClient  # noqa: E402
 

@@ -18,9 +18,9 @@ distribution_pvalues.png.
 """
 from __future__ import annotations
 
-from experiments import _kube as kube
+from experiments import cluster_ops as kube
 from experiments.framework import Context, Summary, table
-from probes.spread import UNIFORM_ALPHA, spread
+from probes.spread.probe import UNIFORM_ALPHA, spread
 
 NAME = "distribution"
 TITLE = "Spread over 2..20 endpoints, both proxy modes, with and without session affinity"

@@ -2,7 +2,7 @@
 
 Four pods (two pinned to each worker with spec.nodeName) behind a ClusterIP;
 a loader pod on ip-172-31-0-11 opens new connections to it at a fixed rate
-(experiments/_load_worker.py) and records, per connection, when it started,
+(experiments/load/worker.py) and records, per connection, when it started,
 which pod answered or how it failed.  Three things happen in turn:
 
   pod deletion   `kubectl delete pod` of one pod (chosen with the seeded rng):
@@ -36,8 +36,8 @@ import time
 
 import yaml
 
-from experiments import _kube as kube
-from experiments._load import SteadyLoad
+from experiments import cluster_ops as kube
+from experiments.load.steady import SteadyLoad
 from experiments.framework import Context, Summary, table
 from base.errors import CommandError
 from topo.netns import run_in

@@ -1,6 +1,6 @@
 """Scale: nftables vs iptables mode, sync time and first-packet latency vs N services.
 
-The benchmark of issue 6 (experiments/_scale.py, shared with
+The benchmark of issue 6 (experiments/scale_measurement.py, shared with
 benchmarks/scale_bench.py) as an experiment: for N in {100, 1000, 10000}
 services x 3 endpoints (quick: 100, 1000) and both proxy modes it measures,
 on one node namespace of its own with the agent's real backends and its
@@ -20,7 +20,7 @@ Writes scale.csv, scale_latency_p50.png, scale_latency_p99.png, scale_sync.png.
 """
 from __future__ import annotations
 
-from experiments._scale import COLOURS, MODES, draw_latency, measure, targets
+from experiments.scale_measurement import COLOURS, MODES, draw_latency, measure, targets
 from experiments.framework import Context, Summary, table
 
 NAME = "scale"

@@ -12,12 +12,12 @@ from __future__ import annotations
 import subprocess
 import time
 
-from experiments._kube import running_pod, wait_for
+from experiments.cluster_ops import running_pod, wait_for
 from experiments.framework import Context, Summary, table
 from labd import lifecycle
-from probes.matrix import run_matrix
-from probes.spread import spread
-from probes.trace import trace
+from probes.matrix.probe import run_matrix
+from probes.spread.probe import spread
+from probes.trace.probe import trace
 
 NAME = "seed-walkthrough"
 TITLE = "The seed's walkthrough: ClusterIP, NodePort on EC2 public IPs, ExternalName, LoadBalancer"

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import time
 
-from experiments import _kube as kube
+from experiments import cluster_ops as kube
 from experiments.framework import Context, Summary, table
 from probes.reach import Probe
 from probes.runner import probe_from
-from probes.spread import UNIFORM_ALPHA, spread
+from probes.spread.probe import UNIFORM_ALPHA, spread
 from labd.lb_status import lb_status
 
 NAME = "traffic-policy"

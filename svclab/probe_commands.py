@@ -12,13 +12,13 @@ import time
 
 from base.errors import UsageError
 from labd.lifecycle import DEFAULT_NAME
-from probes.capture import Capture
+from probes.capture.probe import Capture
 from probes.dnsprobe import probe_dns_command
-from probes.matrix import run_matrix
+from probes.matrix.probe import run_matrix
 from probes.runner import probe_from
-from probes.spread import spread
+from probes.spread.probe import spread
 from probes.targets import resolve_target
-from probes.trace import trace
+from probes.trace.probe import trace
 
 
 def add_probe_commands(sub, named) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.api import ApiServer
-from controlplane.controllers import harness
+from support import controller_harness as harness
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = REPO / ".venv" / "bin" / "kubectl"

@@ -17,7 +17,7 @@ import pytest
 import labtools
 from labtools import admin_client, fetch_many, outcomes, running_lab, svclab, workload
 from probes.reach import Probe
-from probes.spread import spread
+from probes.spread.probe import spread
 from probes.stats import chi_square
 from labd.lb_status import lb_status
 from labd.control import ControlClient

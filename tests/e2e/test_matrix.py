@@ -18,7 +18,7 @@ import pytest
 
 import labtools
 from labtools import admin_client, running_lab, svclab
-from probes.matrix import run_matrix
+from probes.matrix.probe import run_matrix
 from labd.lb_status import lb_status
 
 wait_for = functools.partial(labtools.wait_for, timeout=30.0, every=0.2)

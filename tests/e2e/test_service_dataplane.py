@@ -15,7 +15,7 @@ import pytest
 from labtools import (admin_client, fetch_many, outcomes, running_lab, svclab, wait_open,
                       workload)
 from probes.reach import Probe
-from probes.spread import spread
+from probes.spread.probe import spread
 from labd.control import ControlClient
 from topo.state import LabPaths, read_state
 

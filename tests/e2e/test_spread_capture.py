@@ -15,9 +15,9 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
-from probes.capture import Capture, CaptureFilterError, CaptureInterfaceError, capture_for
+from probes.capture.probe import Capture, CaptureFilterError, CaptureInterfaceError, capture_for
 from probes.reach import Probe
-from probes.spread import spread
+from probes.spread.probe import spread
 from topo.cleanup import processes_in_netns
 from labd.control import ControlClient
 from topo.plan import cali_name

@@ -12,7 +12,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
 from labtools import admin_client, running_lab, svclab
-from probes.trace import trace
+from probes.trace.probe import trace
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 

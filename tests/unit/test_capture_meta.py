@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from probes._capture_meta import (HostCapture, Interface, PacketStats, Peer, host_label,
+from probes.capture.meta import (HostCapture, Interface, PacketStats, Peer, host_label,
                                   lab_links, parse_ip_addr, parse_link_type,
                                   parse_tcpdump_stats, pcap_name, peers_of,
                                   render_capture_json)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from probes.capture import Capture, capture_for
-from probes.spread import spread
+from probes.capture.probe import Capture, capture_for
+from probes.spread.probe import spread
 from base.errors import LabError, UsageError
 
 

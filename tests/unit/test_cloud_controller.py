@@ -12,7 +12,7 @@ import pytest
 from base.elb_api import read_config
 from controlplane.api import ApiServer
 from controlplane.cloud.controller import CloudController
-from controlplane.controllers import harness
+from support import controller_harness as harness
 from base.kube.client import KubeClient
 
 CLUSTER_INFO = harness.cluster_info()    # the seed's 3-node cluster

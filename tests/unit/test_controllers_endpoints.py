@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from controlplane.controllers import endpoints as ep
-from controlplane.controllers.harness import InProcessCluster, deployment, ready_pods, service
+from support.controller_harness import InProcessCluster, deployment, ready_pods, service
 from base.waiting import wait_until
 
 SVC = {"metadata": {"name": "web", "namespace": "default", "uid": "svc-uid",

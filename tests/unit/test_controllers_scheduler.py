@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.controllers.harness import WORKERS, InProcessCluster, deployment, ready_pods
+from support.controller_harness import WORKERS, InProcessCluster, deployment, ready_pods
 from base.waiting import wait_until
 from controlplane.controllers.scheduler import choose_node, tolerates
 

@@ -8,10 +8,10 @@ import socket
 import pytest
 
 from controlplane.api import ApiServer
-from controlplane.controllers.harness import InProcessCluster, cluster_info
+from support.controller_harness import InProcessCluster, cluster_info
 from base.waiting import wait_until
 from base.kube.client import KubeClient
-from controlplane.kubelet.fake_runtime import FakePodRuntime
+from support.fake_runtime import FakePodRuntime
 from controlplane.kubelet.kubelet import Kubelet
 
 WORKER_IPS = {"ip-172-31-0-11": "172.31.0.11", "ip-172-31-0-12": "172.31.0.12"}

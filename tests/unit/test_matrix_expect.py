@@ -1,9 +1,9 @@
 """The matrix's expected cells, from Service objects alone, and how it shows them."""
 from __future__ import annotations
 
-from probes._matrix_expect import (Cell, Endpoint, Node, Source, SvcInfo, SvcPort,
+from probes.matrix.expect import (Cell, Endpoint, Node, Source, SvcInfo, SvcPort,
                                    plan_cells)
-from probes.matrix import Matrix, service_info
+from probes.matrix.probe import Matrix, service_info
 
 N10, N11, N12 = "ip-172-31-0-10", "ip-172-31-0-11", "ip-172-31-0-12"
 NODES = [Node(N10, "172.31.0.10", "198.51.100.10"), Node(N11, "172.31.0.11", "198.51.100.11"),

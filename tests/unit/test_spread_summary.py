@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from probes.spread import ConnRecord, Place, SpreadResult, endpoint_directory, summarize
+from probes.spread.probe import ConnRecord, Place, SpreadResult, endpoint_directory, summarize
 from base.errors import UsageError
 from topo.state import HostRecord, LabState
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from probes._spread_worker import (SpreadEngine, parse_http_reply, parse_udp_reply,
+from probes.spread.worker import (SpreadEngine, parse_http_reply, parse_udp_reply,
                                    udp_payload)
 
 REPO = Path(__file__).resolve().parents[2]

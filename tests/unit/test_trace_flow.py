@@ -1,8 +1,8 @@
 """Following one connection through synthetic captures: legs, hops, NAT and the story."""
 from __future__ import annotations
 
-from probes._trace_flow import (CapturedPacket, Endpoint, FlowOrigin, IcmpError, follow)
-from probes._trace_model import Decision, Trace
+from probes.trace.flow import (CapturedPacket, Endpoint, FlowOrigin, IcmpError, follow)
+from probes.trace.report import Decision, Trace
 
 TOKEN = b"svclab-trace-abc"
 CLIENT = Endpoint("203.0.113.100", 54321)

@@ -1,7 +1,7 @@
 """What `svclab trace` reports: the Trace record, its JSON and its readable form.
 
 A Trace holds, per leg of the traced connection, the request packet's and
-the reply packet's sightings in capture order (probes/_trace_flow.py), and
+the reply packet's sightings in capture order (probes/trace/flow.py), and
 per host that decided something a Decision: the chains kube-proxy's rules
 walked (and the conntrack entry that confirms it), the igw's 1:1 NAT rule,
 the ELB listener.  `steps()` folds the sightings into the seed's numbered
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from probes._trace_flow import Leg, Sighting
+from probes.trace.flow import Leg, Sighting
 
 
 @dataclass(frozen=True)

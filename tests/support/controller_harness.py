@@ -16,7 +16,7 @@ from controlplane.api import ApiServer
 from controlplane.control_plane import ControlPlane
 from base.errors import LabTimeout
 from base.kube.client import KubeClient
-from controlplane.kubelet.fake_runtime import FakePodRuntime
+from support.fake_runtime import FakePodRuntime
 
 NODES = (
     {"name": "ip-172-31-0-10", "role": "control-plane", "internalIP": "172.31.0.10",

@@ -1,7 +1,7 @@
 """A steady client load from inside a lab pod, owned by the experiment.
 
 `SteadyLoad(lab, pod, ip, port, rate)` is a context manager: it starts
-experiments._load_worker inside the pod's namespaces, collects its JSON
+experiments.load.worker inside the pod's namespaces, collects its JSON
 lines in a reader thread, and on exit closes the worker's stdin (the worker
 finishes its last connections and exits), waits for it with a timeout and
 kills it if it must.  `records` are the connections so far, oldest first.
@@ -26,7 +26,7 @@ class SteadyLoad:
     def __init__(self, lab, pod: str, ip: str, port: int, rate: float,
                  timeout: float = 1.0, namespace: str = "default"):
         self.argv = lifecycle.exec_argv(lab.name, pod, namespace, [
-            sys.executable, "-m", "experiments._load_worker", ip, str(port), str(rate),
+            sys.executable, "-m", "experiments.load.worker", ip, str(port), str(rate),
             str(timeout)])
         self.timeout = timeout
         self._records: list[dict] = []

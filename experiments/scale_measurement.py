@@ -16,7 +16,7 @@ syncs), a full resync of the filled table (the periodic one), the child's
 peak RSS, and the
 first-packet latency of many new TCP connections from the client to one
 ClusterIP (p50/p99 of connect()).  `measure(n, mode, connects)` runs one
-case in a child (`python -m experiments._scale N MODE CONNECTS`);
+case in a child (`python -m experiments.scale_measurement N MODE CONNECTS`);
 `draw_latency` plots ours beside the Kubernetes blog's published points.
 """
 
@@ -255,7 +255,7 @@ class ScaleError(RuntimeError):
 
 def measure(n: int, mode: str, connects: int, timeout: float = 3600) -> dict:
     """One (N, mode) case in a child process of its own; its result row."""
-    argv = [sys.executable, "-m", "experiments._scale", str(n), mode, str(connects)]
+    argv = [sys.executable, "-m", "experiments.scale_measurement", str(n), mode, str(connects)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                           check=False)
     if done.returncode != 0:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probes._capture_meta import HostCapture
-from probes._trace_flow import CapturedPacket, Endpoint, IcmpError
+from probes.capture.meta import HostCapture
+from probes.trace.flow import CapturedPacket, Endpoint, IcmpError
 
 PACKET_OUTGOING = 4
 

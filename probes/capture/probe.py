@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from probes._capture_meta import (HostCapture, PacketStats, host_label, lab_links,
+from probes.capture.meta import (HostCapture, PacketStats, host_label, lab_links,
                                   parse_ip_addr, parse_link_type, parse_tcpdump_stats,
                                   pcap_name, peers_of, render_capture_json)
 from base.errors import CommandError, LabError, LabTimeout, UsageError

@@ -8,7 +8,7 @@ A proxy (a Classic ELB listener) opens a second connection with a sequence
 space of its own, carrying the same request bytes: each packet carrying the
 trace token with an unknown sequence number starts another *leg*.
 
-Input: `CapturedPacket`s from every pcap (probes/_trace_pcap.py).  Output:
+Input: `CapturedPacket`s from every pcap (probes/trace/pcap.py).  Output:
 per leg, the sightings of its first request packet (SYN or datagram) and of
 its first answer (SYN-ACK, RST, ICMP error or UDP reply), ordered by capture
 time, each with the address change against the sighting before it on the

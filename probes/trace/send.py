@@ -1,6 +1,6 @@
 """The one connection a trace follows, sent from inside the source host.
 
-`python -m probes._trace_send` reads {"dst", "port", "proto", "token",
+`python -m probes.trace.send` reads {"dst", "port", "proto", "token",
 "timeout"} on stdin, and prints what happened as JSON: the socket's own
 address (bound before connecting, so it is known even when nothing answers),
 wall-clock times around the exchange (pcap timestamps use the same clock),

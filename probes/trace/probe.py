@@ -2,15 +2,15 @@
 
     trace(lab, "client", None, "198.51.100.11:31326") -> Trace
 
-Steps: resolve the target (probes/targets.py); capture (probes/capture.py)
+Steps: resolve the target (probes/targets.py); capture (probes/capture/probe.py)
 on the source, the igw, the elb, every node and the pods behind the target
 (the Service's endpoints, or the pod with that address), filtered to the
-trace's ports; send ONE connection from the source (probes/_trace_send.py:
+trace's ports; send ONE connection from the source (probes/trace/send.py:
 a real TCP connect + `GET /` to the workload server, or one UDP datagram);
 read every node's conntrack while the entries are fresh; then follow the
-flow through the pcaps (probes/_trace_flow.py) and explain each host's
+flow through the pcaps (probes/trace/flow.py) and explain each host's
 decision: kube-proxy's live rules walked by the proxy tracers with the chain
-path (probes/_trace_rules.py), the conntrack entry, the igw's IGW-* rule,
+path (probes/trace/rules.py), the conntrack entry, the igw's IGW-* rule,
 the ELB listener.  Pcaps go to a temporary folder unless keep_pcaps_dir.
 """
 from __future__ import annotations
@@ -23,12 +23,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from probes._trace_flow import Endpoint, FlowOrigin, Leg, follow
-from probes._trace_model import Decision, Trace
-from probes._trace_pcap import read_capture
-from probes._trace_rules import (find_conntrack, igw_rule_for, nat_rule_to, parse_conntrack,
+from probes.trace.flow import Endpoint, FlowOrigin, Leg, follow
+from probes.trace.report import Decision, Trace
+from probes.trace.pcap import read_capture
+from probes.trace.rules import (find_conntrack, igw_rule_for, nat_rule_to, parse_conntrack,
                                  pick_branch, walk_iptables, walk_nftables)
-from probes.capture import Capture
+from probes.capture.probe import Capture
 from probes.targets import resolve_target
 from base.errors import CommandError, LabError, UsageError
 from topo.netns import run_in
@@ -136,7 +136,7 @@ def _capture_hosts(state: LabState, origin: HostRecord, pods) -> list[HostRecord
 def _send(record: HostRecord, dst: str, port: int, proto: str, token: str) -> dict:
     request = json.dumps({"dst": dst, "port": port, "proto": proto, "token": token,
                           "timeout": SEND_TIMEOUT})
-    out = run_in(record.pid, [sys.executable, "-m", "probes._trace_send"], input=request,
+    out = run_in(record.pid, [sys.executable, "-m", "probes.trace.send"], input=request,
                  timeout=SEND_TIMEOUT + 20, where=record.name)
     return json.loads(out)
 

@@ -8,7 +8,7 @@ the namespace and per port: its ClusterIP, its NodePort on every node (the
 private address from nodes and pods, the public IP from the client), its LB
 hostname from the client (resolved through the lab's public DNS records),
 and the IPs of its ready endpoints.  Expected outcomes come from the Service
-objects alone (probes/_matrix_expect.py); observed ones from one
+objects alone (probes/matrix/expect.py); observed ones from one
 probe_from batch per source, the batches run side by side.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from probes._matrix_expect import (Cell, Endpoint, Node, Source, SvcInfo, SvcPort,
+from probes.matrix.expect import (Cell, Endpoint, Node, Source, SvcInfo, SvcPort,
                                    plan_cells)
 from probes.reach import Probe
 from probes.runner import probe_from

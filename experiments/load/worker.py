@@ -1,7 +1,7 @@
 """The failover experiment's client: new connections at a fixed rate, inside a pod.
 
-`python -m experiments._load_worker IP PORT RATE TIMEOUT` runs inside a lab
-host (started by experiments/_load.py).  Every 1/RATE seconds it opens a
+`python -m experiments.load.worker IP PORT RATE TIMEOUT` runs inside a lab
+host (started by experiments/load/steady.py).  Every 1/RATE seconds it opens a
 fresh TCP connection to IP:PORT in a thread of its own, asks the workload
 server `GET /hostname`, and prints one JSON line per connection:
 {"t": start (epoch s), "ms": duration, "pod": who answered or null,

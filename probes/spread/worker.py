@@ -1,7 +1,7 @@
 """The spread probe's engine: many new connections at once, inside a lab host.
 
-`python -m probes.spread` runs this inside the source host (started by
-probes/spread.py).  Counting thousands of connections per second is a job for
+`python -m probes.spread.worker` runs this inside the source host (started by
+probes/spread/probe.py).  Counting thousands of connections per second is a job for
 plain non-blocking sockets and a selector, not scapy: each connection is a
 fresh socket, `count` of them with at most `concurrency` in flight.
 
@@ -276,3 +276,7 @@ def main() -> int:
     result = SpreadEngine(request, progress if request.get("progress_every") else None).run()
     json.dump(result, sys.stdout, separators=(",", ":"))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

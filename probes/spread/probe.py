@@ -2,8 +2,8 @@
 
 A Service should split new connections over its endpoints (uniformly, or
 only over local ones under a Local traffic policy).  `spread()` opens `count`
-fresh connections from a lab host -- the engine (probes/_spread_worker.py)
-runs inside that host as `python -m probes.spread` -- and `summarize()` turns
+fresh connections from a lab host -- the engine (probes/spread/worker.py)
+runs inside that host as `python -m probes.spread.worker` -- and `summarize()` turns
 the per-connection records into a SpreadResult: counts per endpoint and per
 node, the client addresses each endpoint saw, failures by kind, the rate,
 latency percentiles and a chi-square p-value against uniform (or given
@@ -19,12 +19,11 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Callable, Mapping, Sequence
 
-from probes._spread_worker import OK, OUTCOMES
+from probes.spread.worker import OK, OUTCOMES
 from probes.stats import ChiSquareResult, chi_square, percentile
 from base.errors import LabError, UsageError
 from topo.state import LabPaths, LabState, read_state
-from probes._hostproc import run_streaming
-from probes._spread_worker import main as worker_main
+from probes.hostproc import run_streaming
 
 UNIFORM_ALPHA = 0.001        # p below this: "not what was expected"
 MAX_CONCURRENCY = 4096
@@ -193,7 +192,7 @@ def spread(lab: str, source: str, namespace: str | None, target_ip: str | Sequen
                "count": count, "timeout": timeout, "concurrency": concurrency,
                "progress_every": progress_every if on_progress else 0}
     rounds = math.ceil(count / concurrency) + 1
-    out = run_streaming(record.pid, [sys.executable, "-m", "probes.spread"],
+    out = run_streaming(record.pid, [sys.executable, "-m", "probes.spread.worker"],
                         input=json.dumps(request), timeout=60 + timeout * rounds + count / 100,
                         where=source, on_progress=on_progress)
     try:
@@ -292,11 +291,3 @@ def _describe(result: SpreadResult) -> str:
                      f"dof {result.fit.dof}, p-value {result.fit.p_value:.3g} -> {verdict} "
                      f"(alpha {UNIFORM_ALPHA})")
     return "\n".join(lines) + "\n"
-
-
-def main() -> int:
-    return worker_main()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

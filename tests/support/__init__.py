@@ -1,0 +1,5 @@
+"""Test-only helpers shared by the unit tiers (importable as `support.*`).
+
+    fake_runtime        FakePodRuntime: the kubelet's runtime interface in memory
+    controller_harness  InProcessCluster: API server on loopback + control plane + fake runtime
+"""
