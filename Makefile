@@ -5,7 +5,7 @@
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-unit bench clean-labs
+.PHONY: setup demo lint test test-unit bench clean-labs
 
 setup:
 	$(SUDO) sh scripts/setup.sh
@@ -13,10 +13,15 @@ setup:
 demo: setup
 	$(SUDO) .venv/bin/svclab experiment run seed-walkthrough --out results/seed-walkthrough
 
-test: setup
+# The layers contract (import-linter) and ruff: a broken layer or lint fails `make test`.
+lint: setup
+	.venv/bin/lint-imports --no-cache
+	.venv/bin/ruff check --no-cache .
+
+test: lint
 	$(SUDO) $(PY) -m pytest
 
-test-unit: setup
+test-unit: lint
 	$(PY) -m pytest tests/unit tests/api
 
 bench: setup

@@ -4,7 +4,8 @@ its tests (each raises its own error through ``error``)."""
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from base.errors import LabTimeout
 

@@ -7,7 +7,8 @@ certificate from N concurrent keep-alive clients:
   get     GET  /api/v1/namespaces/default/services/kubernetes
   list    GET  /api/v1/namespaces/default/services   (with --list-size services present)
   create  POST /api/v1/namespaces/default/services   (ClusterIP, allocates an IP)
-  watch   W watchers on services; time from each create's response to its ADDED event at every watcher
+  watch   W watchers on services; time from each create's response to its ADDED
+          event at every watcher
 
 Usage: .venv/bin/python benchmarks/api_bench.py [--clients 8] [--requests 200] [--watchers 20]
 """
@@ -46,7 +47,8 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controlplane.api", "--state-dir", str(workdir / "state"),
              "--cluster-info", str(workdir / "info.json"), "--listen", "127.0.0.1:0"],
-            cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+            cwd=REPO, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
         line = self.proc.stdout.readline()
         if not line.startswith("listening on https://"):
             self.stop()
@@ -83,10 +85,12 @@ def call(conn, method, path, body=None) -> tuple[int, bytes]:
 
 def service_body(name: str) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-                       "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}})
+                       "spec": {"selector": {"app": name},
+                                "ports": [{"port": 80, "targetPort": 8080}]}})
 
 
-def run_clients(server: Server, clients: int, per_client: int, make_request) -> tuple[list[float], float]:
+def run_clients(server: Server, clients: int, per_client: int,
+                make_request) -> tuple[list[float], float]:
     latencies: list[float] = []
     lock = threading.Lock()
     failures: list[str] = []
@@ -138,8 +142,8 @@ def watch_fanout(server: Server, watchers: int, creates: int) -> None:
     def watcher() -> None:
         wconn = server.connect()
         try:
-            wconn.request("GET", f"/api/v1/namespaces/default/services?watch=true&resourceVersion={rv}"
-                                 f"&timeoutSeconds=60")
+            wconn.request("GET", "/api/v1/namespaces/default/services?watch=true"
+                                 f"&resourceVersion={rv}&timeoutSeconds=60")
             resp = wconn.getresponse()
             ready.wait()
             seen = 0
@@ -148,9 +152,11 @@ def watch_fanout(server: Server, watchers: int, creates: int) -> None:
                 if not line:
                     return
                 event = json.loads(line)
-                if event["type"] == "ADDED" and event["object"]["metadata"]["name"].startswith("fan-"):
+                if (event["type"] == "ADDED"
+                        and event["object"]["metadata"]["name"].startswith("fan-")):
                     with lock:
-                        received.setdefault(event["object"]["metadata"]["name"], []).append(time.perf_counter())
+                        received.setdefault(event["object"]["metadata"]["name"], []).append(
+                            time.perf_counter())
                     seen += 1
         finally:
             wconn.close()
@@ -179,14 +185,16 @@ def watch_fanout(server: Server, watchers: int, creates: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200, help="requests per client per phase")
     parser.add_argument("--list-size", type=int, default=100)
     parser.add_argument("--watchers", type=int, default=20)
     parser.add_argument("--watch-creates", type=int, default=50)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="svclab-api-bench-") as tmp, Server(Path(tmp)) as server:
+    with (tempfile.TemporaryDirectory(prefix="svclab-api-bench-") as tmp,
+          Server(Path(tmp)) as server):
         print(f"svclab API server on {server.host}:{server.port}; clients={args.clients}, "
               f"requests/client={args.requests}")
         lat, el = run_clients(server, args.clients, args.requests, lambda c, i: (

@@ -21,8 +21,8 @@ import sys
 import threading
 import time
 
-from labd import lifecycle
 from base.kube.client import KubeClient
+from labd import lifecycle
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 

@@ -117,7 +117,7 @@ def windowed_throughput(port: int, names: list[str], seconds: float, window: int
             try:
                 sock.recv(65535)
                 answered += 1
-            except socket.timeout:
+            except TimeoutError:
                 timeouts += 1
                 for _ in range(window):      # assume the window was lost; refill it
                     sock.send(next_query())

@@ -25,9 +25,9 @@ import sys
 import threading
 import time
 
-from probes.stats import percentile
-from labd import lifecycle
 from base.kube.client import KubeClient
+from labd import lifecycle
+from probes.stats import percentile
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 

@@ -27,8 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from topo.cleanup import clean_lab  # noqa: E402
+from base.kube.client import KubeClient  # noqa: E402
 from labd.control import ControlClient  # noqa: E402
+from topo.cleanup import clean_lab  # noqa: E402
 from topo.state import LabPaths, read_state  # noqa: E402
 
 PODS = {"web-a": ("ip-172-31-0-11", "192.168.1.20"), "web-b": ("ip-172-31-0-12", "192.168.2.20"),
@@ -80,7 +81,6 @@ def manifest(name: str, flavour: str) -> tuple[str, dict]:
 
 
 def one_run(lab: str, flavour: str, index: int, workdir: Path) -> dict:
-    from base.kube.client import KubeClient
     api = KubeClient.from_kubeconfig(str(LabPaths(lab).kubeconfig))
     name = f"bench-{flavour}-{index}"
     name_file = workdir / f"{name}.host"

@@ -24,13 +24,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agents.proxy import (NodeInfo, compute_ruleset,  # noqa: E402
-                          endpoint_slice_from_k8s, render_iptables,
-                          service_from_k8s)
-from agents.proxy.iptables_render import NAT_CHAINS, render  # noqa: E402
-from agents.proxy.iptables_state import state_after  # noqa: E402
-from agents.proxy.fixtures import endpoint, service_dict, slice_dict  # noqa: E402
-from agents.proxy.iptables_backend import IptablesBackend  # noqa: E402
+from agents.proxy import (
+    NodeInfo,
+    compute_ruleset,
+    endpoint_slice_from_k8s,
+    render_iptables,
+    service_from_k8s,
+)
+from agents.proxy.fixtures import endpoint, service_dict, slice_dict
+from agents.proxy.iptables_backend import IptablesBackend
+from agents.proxy.iptables_render import NAT_CHAINS, render
+from agents.proxy.iptables_state import state_after
 
 NODE = NodeInfo("ip-172-31-0-11", ("172.31.0.11",))
 

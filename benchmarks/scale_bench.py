@@ -36,8 +36,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.scale_measurement import (MODES, ScaleError,  # noqa: E402
-                                draw_latency, measure, targets)
+from experiments.scale_measurement import MODES, ScaleError, draw_latency, measure, targets
 
 
 def plot(rows: list[dict], path: str) -> None:

@@ -22,11 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from labd.control import ControlClient  # noqa: E402
 from probes.reach import Probe  # noqa: E402
 from probes.runner import probe_from  # noqa: E402
 from probes.spread.probe import spread  # noqa: E402
 from topo.cleanup import clean_lab  # noqa: E402
-from labd.control import ControlClient  # noqa: E402
 
 NODES = ["ip-172-31-0-10", "ip-172-31-0-11", "ip-172-31-0-12"]
 PODS = {"web-0": (NODES[0], "192.168.0.50"), "web-1": (NODES[1], "192.168.1.50"),

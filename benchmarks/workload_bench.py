@@ -18,11 +18,10 @@ import statistics
 import subprocess
 import sys
 import time
-
 from types import SimpleNamespace
 
-from labd import lifecycle
 from base.kube.client import KubeClient
+from labd import lifecycle
 from topo.state import LabPaths
 
 KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")

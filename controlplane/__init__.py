@@ -8,5 +8,5 @@ and the layers contract keeps it independent of topo/ and agents/.
     controllers/    deployments, replicasets, scheduler, endpoints/EndpointSlices, GC
     kubelet/        one kubelet per node: pod workers, probes, status; runs pods through base.cri
     cloud/          the cloud controller: Services of type LoadBalancer -> the ELB's config
-    control_plane   ControlPlane: the controllers and kubelets as threads, started and stopped together
+    control_plane   ControlPlane: controllers and kubelets as threads, started and stopped together
 """

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import sys
 
+from base.cri import PodRuntime
+from base.kube.client import KubeClient
+from base.kube.informer import Informer
 from controlplane.controllers.deployment import DeploymentController
 from controlplane.controllers.endpoints_controller import EndpointsController
 from controlplane.controllers.gc import GarbageCollector
 from controlplane.controllers.replicaset import ReplicaSetController
 from controlplane.controllers.scheduler import Scheduler
-from base.kube.client import KubeClient
-from base.kube.informer import Informer
 from controlplane.kubelet.kubelet import HEARTBEAT_SECONDS, Kubelet
-from base.cri import PodRuntime
 
 SHARED_RESOURCES = ("pods", "services", "endpoints", "endpointslices", "deployments",
                     "replicasets", "nodes")
@@ -48,7 +48,7 @@ class ControlPlane:
                          for name in node_names]
         self._started = False
 
-    def start(self) -> "ControlPlane":
+    def start(self) -> ControlPlane:
         self._started = True
         for kubelet in self.kubelets:
             kubelet.start()
@@ -71,7 +71,7 @@ class ControlPlane:
             kubelet.stop(timeout)
         self.runtime.close()
 
-    def __enter__(self) -> "ControlPlane":
+    def __enter__(self) -> ControlPlane:
         try:
             self.start()
         except BaseException:

@@ -10,7 +10,8 @@ ExperimentError naming what it waited for.
 from __future__ import annotations
 
 import json
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from base.errors import LabError
 from base.waiting import wait_until

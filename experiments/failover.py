@@ -36,10 +36,10 @@ import time
 
 import yaml
 
-from experiments import cluster_ops as kube
-from experiments.load.steady import SteadyLoad
-from experiments.framework import Context, Summary, table
 from base.errors import CommandError
+from experiments import cluster_ops as kube
+from experiments.framework import Context, Summary, table
+from experiments.load.steady import SteadyLoad
 from topo.netns import run_in
 from topo.spec import default_spec_path
 

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labd import lifecycle
 from base.kube.client import KubeClient
+from labd import lifecycle
 from topo.state import LabPaths
 
 

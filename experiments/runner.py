@@ -11,8 +11,8 @@ import random
 import time
 from pathlib import Path
 
-from experiments.framework import Context, Summary, meta
 from base.errors import UsageError
+from experiments.framework import Context, Summary, meta
 
 EXPERIMENTS = ("seed-walkthrough", "distribution", "traffic-policy", "failover", "scale")
 
@@ -27,7 +27,8 @@ def describe() -> list[tuple[str, str]]:
     return [(name, module_of(name).TITLE) for name in EXPERIMENTS]
 
 
-def run(name: str, out: str | None = None, quick: bool = False, seed: int = 1) -> tuple[Path, Summary]:
+def run(name: str, out: str | None = None, quick: bool = False,
+        seed: int = 1) -> tuple[Path, Summary]:
     module = module_of(name)
     folder = Path(out or Path("results") / name)
     folder.mkdir(parents=True, exist_ok=True)

@@ -20,8 +20,8 @@ Writes scale.csv, scale_latency_p50.png, scale_latency_p99.png, scale_sync.png.
 """
 from __future__ import annotations
 
-from experiments.scale_measurement import COLOURS, MODES, draw_latency, measure, targets
 from experiments.framework import Context, Summary, table
+from experiments.scale_measurement import COLOURS, MODES, draw_latency, measure, targets
 
 NAME = "scale"
 TITLE = "nftables vs iptables: sync time and first-packet latency vs number of Services"

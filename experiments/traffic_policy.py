@@ -27,10 +27,10 @@ import time
 
 from experiments import cluster_ops as kube
 from experiments.framework import Context, Summary, table
+from labd.lb_status import lb_status
 from probes.reach import Probe
 from probes.runner import probe_from
 from probes.spread.probe import UNIFORM_ALPHA, spread
-from labd.lb_status import lb_status
 
 NAME = "traffic-policy"
 TITLE = "externalTrafficPolicy Cluster vs Local, internalTrafficPolicy Local"
@@ -141,9 +141,9 @@ def empty_a_node(lab, info, connections, spread_rows, mode, pods) -> dict:
                 if t["state"] == "unhealthy" and t["at"] > scaled_at) - scaled_at
     remaining = {ip: node for ip, node in pods.items() if node == kube.N11}
     result = spread(lab.name, "client", None, info["vips"]["Local"], 80, "tcp", connections,
-                    2.0, 100, expected={ip: 1.0 for ip in remaining})
+                    2.0, 100, expected=dict.fromkeys(remaining, 1.0))
     add_rows(spread_rows, mode, "external", "Local", "ELB (nlb), pod on N12 scaled away",
-             "client", result, pods, {ip: 1.0 for ip in remaining})
+             "client", result, pods, dict.fromkeys(remaining, 1.0))
     probes = probe_from(lab.name, "client", [Probe(kube.PUBLIC_IPS[kube.N12],
                                                    info["nodeports"][p]) for p in POLICIES],
                         timeout=1.0)

@@ -19,14 +19,13 @@ from pathlib import Path
 from dnslib import DNSRecord
 
 from base.errors import LabTimeout
+from base.kube.client import KubeClient, credentials_from_kubeconfig
+from labd.supervisor import Supervisor
 from topo.apihost import API_PORT
+from topo.netns import call_in_netns, netns_connector
 from topo.network import LabNetwork
-from topo.netns import call_in_netns
 from topo.plan import outside_dns_records, outside_host_name
 from topo.spec import ClusterSpec, NodeSpec
-from labd.supervisor import Supervisor
-from base.kube.client import KubeClient, credentials_from_kubeconfig
-from topo.netns import netns_connector
 
 HEALTHZ_PORT = 10256
 AGENT_READY_TIMEOUT = 30.0
@@ -118,7 +117,8 @@ def start_outside_world(spec: ClusterSpec, lab: LabNetwork, supervisor: Supervis
         supervisor.add(f"outside/{service.name}", outside_host_name(index), argv)
 
 
-def wait_for_outside_dns(spec: ClusterSpec, lab: LabNetwork, timeout: float = AGENT_READY_TIMEOUT) -> None:
+def wait_for_outside_dns(spec: ClusterSpec, lab: LabNetwork,
+                         timeout: float = AGENT_READY_TIMEOUT) -> None:
     igw = lab.nodes["igw"]
     resolver = str(spec.network.vpc_resolver)
     question = DNSRecord.question(f"{spec.nodes[0].name}.ec2.internal").pack()

@@ -11,9 +11,9 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 from base import errors
 from topo.state import LabPaths
@@ -32,7 +32,7 @@ class ControlServer:
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
 
-    def __enter__(self) -> "ControlServer":
+    def __enter__(self) -> ControlServer:
         self.start()
         return self
 
@@ -65,7 +65,7 @@ class ControlServer:
         while not self._closing.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
@@ -123,7 +123,7 @@ class ControlClient:
             sock.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
             try:
                 reply = json.loads(_read_line(sock))
-            except socket.timeout as err:
+            except TimeoutError as err:
                 raise errors.LabTimeout(f"lab daemon did not answer {op!r} "
                                         f"within {self.timeout} s") from err
         if reply.get("ok"):

@@ -21,22 +21,31 @@ from contextlib import ExitStack
 
 from mininet.log import setLogLevel
 
+from base.kube.client import KubeClient
 from controlplane.api.server import ApiServer
 from controlplane.control_plane import ControlPlane
-from base.kube.client import KubeClient
-from topo.pod_runtime import LabPodRuntime
-from topo.apihost import cluster_info, listener_in_netns, loopback_listener
-from labd.addons import (coredns_stand_in, install_cluster_dns, wait_for_cluster_dns,
-                         write_coredns_kubeconfig)
-from labd.components import (kubelet_clients, start_outside_world, start_proxy_agents,
-                             wait_for_outside_dns, wait_for_proxy_agents)
+from labd.addons import (
+    coredns_stand_in,
+    install_cluster_dns,
+    wait_for_cluster_dns,
+    write_coredns_kubeconfig,
+)
+from labd.components import (
+    kubelet_clients,
+    start_outside_world,
+    start_proxy_agents,
+    wait_for_outside_dns,
+    wait_for_proxy_agents,
+)
 from labd.control import ControlServer, record_to_json
 from labd.elb import cloud_controller_for, start_elb
-from topo.network import LabNetwork
+from labd.supervisor import Supervisor
+from topo.apihost import cluster_info, listener_in_netns, loopback_listener
 from topo.netns import ProcRef
+from topo.network import LabNetwork
+from topo.pod_runtime import LabPodRuntime
 from topo.spec import load_spec
 from topo.state import LabPaths, LabState, write_state
-from labd.supervisor import Supervisor
 
 log = logging.getLogger("svclab.daemon")
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 
 from base.errors import LabError, LabTimeout, UsageError
-from topo.cleanup import CleanReport, clean_lab, stop_processes
 from topo.apihost import kubectl_path
+from topo.cleanup import CleanReport, clean_lab, stop_processes
 from topo.netns import MNEXEC, ProcRef, ensure_lab_namespace
 from topo.plan import plan_lab, render_plan
 from topo.spec import ClusterSpec, default_spec_path, load_spec

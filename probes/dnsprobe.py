@@ -85,7 +85,7 @@ class DnsResult:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "DnsResult":
+    def from_json(cls, data: dict) -> DnsResult:
         fields = dict(data)
         fields["answers"] = tuple(DnsAnswer(**a) for a in data.get("answers") or ())
         fields["additional"] = tuple(DnsAnswer(**a) for a in data.get("additional") or ())
@@ -135,7 +135,7 @@ class ResolveResult:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "ResolveResult":
+    def from_json(cls, data: dict) -> ResolveResult:
         return cls(**{**data, "addresses": tuple(data.get("addresses") or ())})
 
     def describe(self) -> str:
@@ -348,7 +348,7 @@ def run_query(item: dict, default_server: str | None) -> dict:
             data, responder = _exchange_tcp(wire, server, port, deadline)
         else:
             data, responder = _exchange_udp(wire, server, port, request.id, deadline)
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return {**result, "error": f"timeout after {timeout:g} s"}
     except ConnectionRefusedError:
         return {**result, "error": "refused (nothing listening)"}

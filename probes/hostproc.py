@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from base.errors import CommandError
 from topo.netns import MNEXEC, ensure_lab_namespace

@@ -25,6 +25,7 @@ import random
 import socket
 import sys
 from dataclasses import asdict, dataclass
+
 from probes.sockprobe import run_socket_probes
 
 OPEN, REFUSED, REJECTED, DROPPED = "open", "refused", "rejected", "dropped"
@@ -61,7 +62,7 @@ class ProbeResult:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "ProbeResult":
+    def from_json(cls, data: dict) -> ProbeResult:
         data = dict(data)
         data.pop("target", None)
         return cls(probe=Probe(**data.pop("probe")), **data)

@@ -10,8 +10,8 @@ import ipaddress
 import json
 import sys
 
-from probes.reach import Probe, ProbeResult
 from base.errors import LabError, UsageError
+from probes.reach import Probe, ProbeResult
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 

@@ -11,8 +11,8 @@ carries no SciPy dependency.  Everything here is pure.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 _EPS = 1e-15          # relative accuracy of the series / continued fraction
 _TINY = 1e-300        # guards Lentz's method against division by zero
@@ -100,7 +100,7 @@ def chi_square(observed: Mapping[str, int],
     non-zero expected share.
     """
     if expected_shares is None:
-        expected_shares = {key: 1.0 for key in observed}
+        expected_shares = dict.fromkeys(observed, 1.0)
     categories = sorted(set(observed) | set(expected_shares))
     if any(observed.get(key, 0) < 0 for key in categories):
         raise StatsError(f"observed counts must be >= 0: {dict(observed)}")

@@ -13,12 +13,12 @@ from __future__ import annotations
 import ipaddress
 import json
 
+from base.errors import UsageError
+from base.kube.client import ApiError, KubeClient
 from probes.reach import Probe
 from probes.runner import parse_target
-from base.errors import UsageError
 from topo.spec import load_spec
 from topo.state import LabPaths
-from base.kube.client import ApiError, KubeClient
 
 FORMS = ("ADDRESS:PORT", "svc/NAME[:PORT]", "NODE:PORT", "PUBLIC-NAME:PORT")
 

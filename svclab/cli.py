@@ -19,7 +19,6 @@ from labd.lifecycle import DEFAULT_NAME
 from svclab.probe_commands import add_probe_commands
 
 
-
 class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of exiting."""
 

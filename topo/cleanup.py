@@ -15,9 +15,9 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from base.errors import LabError
 from topo.netns import ProcRef, netns_inode, own_netns_inode, start_time
 from topo.state import LabPaths, read_state
-from base.errors import LabError
 
 STOP_TIMEOUT = 3.0
 

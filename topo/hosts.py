@@ -7,14 +7,13 @@ lab leaves no interface, bridge or route in the host's namespace.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import signal
 import subprocess
 import time
 from pathlib import Path
-
-import logging
 
 from mininet.link import Link
 from mininet.node import Host
@@ -23,7 +22,6 @@ from mininet.nodelib import LinuxBridge
 from base.errors import LabError, LabTimeout
 from topo.netns import netns_inode, run_in, start_time
 from topo.plan import HostConfig, LinkPlan
-
 
 # Importing mininet makes every logger created afterwards a MininetLogger with
 # a handler of its own (so each of our log lines would print twice); undo that.

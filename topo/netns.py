@@ -12,8 +12,9 @@ import errno
 import os
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from base.errors import CommandError, LabError
 
@@ -54,7 +55,7 @@ class ProcRef:
     start: int
 
     @classmethod
-    def of(cls, pid: int) -> "ProcRef":
+    def of(cls, pid: int) -> ProcRef:
         start = start_time(pid)
         if start is None:
             raise LabError(f"process {pid} is gone")
@@ -67,7 +68,7 @@ class ProcRef:
         return {"pid": self.pid, "start": self.start}
 
     @classmethod
-    def from_json(cls, data: dict) -> "ProcRef":
+    def from_json(cls, data: dict) -> ProcRef:
         return cls(int(data["pid"]), int(data["start"]))
 
 

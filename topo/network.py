@@ -18,11 +18,23 @@ import time
 
 from base.errors import LabError, UsageError
 from topo.cleanup import processes_in_netns, stop_processes
-from topo.hosts import (LabBridge, LabHost, configure, configure_pod_side_of_node,
-                        connect, wait_links_up)
+from topo.hosts import (
+    LabBridge,
+    LabHost,
+    configure,
+    configure_pod_side_of_node,
+    connect,
+    wait_links_up,
+)
 from topo.netns import MNEXEC, ProcRef
-from topo.plan import (DEFAULT_NAMESPACE, HostConfig, plan_lab, plan_pod,
-                       pod_host_name, static_pod_name)
+from topo.plan import (
+    DEFAULT_NAMESPACE,
+    HostConfig,
+    plan_lab,
+    plan_pod,
+    pod_host_name,
+    static_pod_name,
+)
 from topo.spec import ClusterSpec
 from topo.state import HostRecord, LabPaths, LabState, ProcessRecord, write_state
 
@@ -44,7 +56,7 @@ class LabNetwork:
 
     # --- lifecycle -----------------------------------------------------------
 
-    def __enter__(self) -> "LabNetwork":
+    def __enter__(self) -> LabNetwork:
         try:
             self.start()
         except BaseException:
@@ -78,7 +90,7 @@ class LabNetwork:
         for bridge in plan.bridges:
             wait_links_up(self.nodes[bridge])
         log.info("static lab up in %.2f s", time.monotonic() - started)
-        for index, node in enumerate(self.spec.nodes):
+        for node in self.spec.nodes:
             for i in range(node.static_pods):
                 self.add_pod(static_pod_name(i, node), "kube-system", node.name)
         self._save()

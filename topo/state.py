@@ -126,7 +126,7 @@ class LabState:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "LabState":
+    def from_json(cls, data: dict) -> LabState:
         hosts = {k: HostRecord(**v) for k, v in data.get("hosts", {}).items()}
         procs = [ProcessRecord(**p) for p in data.get("processes", [])]
         rest = {k: v for k, v in data.items() if k not in ("hosts", "processes")}

@@ -5,8 +5,15 @@ zone.build_zone (pure) -> Zone (frozen) -> answer.answer (pure but for the
 upstream callable) -> server.DnsServer (sockets). ZoneHolder swaps whole zones.
 """
 from agents.dns.answer import answer, answer_packet
-from agents.dns.errors import (DnsAgentError, DnsServerError, MalformedQuery, UpstreamError,
-                               UpstreamTimeout, ZoneError, ZoneFileError)
+from agents.dns.errors import (
+                               DnsAgentError,
+                               DnsServerError,
+                               MalformedQuery,
+                               UpstreamError,
+                               UpstreamTimeout,
+                               ZoneError,
+                               ZoneFileError,
+)
 from agents.dns.holder import ZoneHolder
 from agents.dns.server import DnsServer
 from agents.dns.upstream import UpstreamResolver

@@ -9,10 +9,23 @@ are REFUSED and ExternalName answers stop at the CNAME.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from dnslib import (AAAA, CNAME, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, A, DNSLabel, DNSQuestion,
-                    DNSRecord)
+from dnslib import (
+    AAAA,
+    CNAME,
+    NS,
+    PTR,
+    QTYPE,
+    RCODE,
+    RR,
+    SOA,
+    SRV,
+    A,
+    DNSLabel,
+    DNSQuestion,
+    DNSRecord,
+)
 
 from agents.dns import wire
 from agents.dns.errors import MalformedQuery, UpstreamError

@@ -48,7 +48,7 @@ class ClusterZone:
                           for r in ("services", "endpointslices")]
         self._thread = threading.Thread(target=self._rebuild_loop, name="zone", daemon=True)
 
-    def __enter__(self) -> "ClusterZone":
+    def __enter__(self) -> ClusterZone:
         for informer in self.informers:
             informer.start()
         for informer in self.informers:
@@ -90,7 +90,7 @@ class ClusterZone:
 
 def serve_health(address: tuple[str, int], ready: threading.Event) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:   # noqa: N802
+        def do_GET(self) -> None:
             ok = self.path == "/health" or (self.path == "/ready" and ready.is_set())
             body = b"OK" if ok else b"not ready"
             try:

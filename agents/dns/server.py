@@ -41,7 +41,7 @@ class _StaticZone:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: "DnsServer"):
+    def __init__(self, server: DnsServer):
         self.server = server
 
     def datagram_received(self, data: bytes, addr) -> None:
@@ -118,7 +118,7 @@ class DnsServer:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def __enter__(self) -> "DnsServer":
+    def __enter__(self) -> DnsServer:
         self.start()
         return self
 

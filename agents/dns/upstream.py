@@ -12,7 +12,7 @@ import secrets
 import socket
 import time
 
-from dnslib import DNSHeader, DNSRecord, EDNS0
+from dnslib import EDNS0, DNSHeader, DNSRecord
 
 from agents.dns import wire
 from agents.dns.errors import UpstreamError, UpstreamTimeout
@@ -67,7 +67,7 @@ class UpstreamResolver:
                     reply = self._matches(query, sock.recv(65535))
                     if reply is not None:
                         return reply
-            except socket.timeout as error:
+            except TimeoutError as error:
                 raise UpstreamTimeout(self.address, f"no answer within {self.timeout}s") from error
             except OSError as error:
                 raise UpstreamError(self.address, f"UDP: {error}") from error
@@ -79,7 +79,7 @@ class UpstreamResolver:
                 sock.sendall(len(data).to_bytes(2, "big") + data)
                 length = int.from_bytes(self._read_exactly(sock, 2, deadline), "big")
                 reply = self._matches(query, self._read_exactly(sock, length, deadline))
-        except socket.timeout as error:
+        except TimeoutError as error:
             raise UpstreamTimeout(self.address, f"no answer within {self.timeout}s") from error
         except OSError as error:
             raise UpstreamError(self.address, f"TCP: {error}") from error

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import struct
 
-from dnslib import DNSError, DNSHeader, DNSRecord, EDNS0, QTYPE, RCODE
-from dnslib.buffer import BufferError as DnslibBufferError
+from dnslib import EDNS0, QTYPE, RCODE, DNSError, DNSHeader, DNSRecord
 from dnslib.bimap import BimapError
+from dnslib.buffer import BufferError as DnslibBufferError
 from dnslib.label import DNSLabelError
 
 from agents.dns.errors import MalformedQuery

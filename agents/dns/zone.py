@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
-from agents.dns.k8s_objects import (EndpointInfo, ServiceInfo, parse_endpoints, parse_pod_ips,
-                                    parse_service)
+from agents.dns.k8s_objects import (
+    EndpointInfo,
+    ServiceInfo,
+    parse_endpoints,
+    parse_pod_ips,
+    parse_service,
+)
 
 DEFAULT_DOMAIN = "cluster.local"
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"

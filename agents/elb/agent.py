@@ -13,17 +13,25 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from agents.elb.classic import ClassicListener
-from base.elb_api import CLASSIC, NLB, ElbConfig, ElbConfigError, HealthCheck, LoadBalancer, \
-    read_config, write_json_atomically
 from agents.elb.health import INITIAL, TargetHealth, Transition, run_check
 from agents.elb.rules import render_rules
 from agents.elb.status import STATUS_VERSION, lb_status, targets_in_service
 from agents.elb.system import forget_udp_flows
+from base.elb_api import (
+    CLASSIC,
+    NLB,
+    ElbConfig,
+    ElbConfigError,
+    HealthCheck,
+    LoadBalancer,
+    read_config,
+    write_json_atomically,
+)
 
 log = logging.getLogger("elb.agent")
 POLL_SECONDS = 0.05

@@ -13,7 +13,7 @@ import asyncio
 import collections
 import logging
 import random
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("elb.classic")
 CONNECT_TIMEOUT = 3.0
@@ -35,13 +35,8 @@ class ClassicListener:
         self.rng = rng or random.Random()
         self.sent = collections.Counter()       # target address -> connections
         self.failed = collections.Counter()     # target address ("-" none) -> failures
-        self.refused_sources = 0
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
-
-    @property
-    def bound_port(self) -> int:
-        return self._server.sockets[0].getsockname()[1] if self._server else self.port
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.vip, self.port,
@@ -76,7 +71,6 @@ class ClassicListener:
     async def _proxy(self, reader, writer) -> None:
         client = writer.get_extra_info("peername")[0]
         if not self.allows(client):
-            self.refused_sources += 1
             return
         target = self.choose()
         if target is None:

@@ -43,7 +43,7 @@ class TargetHealth:
     def in_service(self) -> bool:
         return self.state == HEALTHY
 
-    def observe(self, ok: bool, detail: str, now: float, check: HealthCheck) -> "TargetHealth":
+    def observe(self, ok: bool, detail: str, now: float, check: HealthCheck) -> TargetHealth:
         successes = self.successes + 1 if ok else 0
         failures = 0 if ok else self.failures + 1
         state = self.state

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from base.elb_api import NLB, LoadBalancer
 from agents.elb.health import HEALTHY, UNHEALTHY, TargetHealth
+from base.elb_api import NLB, LoadBalancer
 
 STATUS_VERSION = 1
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from typing import Sequence
+from collections.abc import Sequence
 
 from agents.elb.errors import ElbCommandError
-from agents.elb.rules import Present, parse_present, removal_rules
+from agents.elb.rules import Present, parse_present
 
 TIMEOUT = 10.0
 _LINE = re.compile(r"line:? (\d+)")
@@ -40,11 +40,6 @@ class Netfilter:
 
     def apply(self, text: str) -> None:
         run(["iptables-restore", "--noflush"], text)
-
-    def remove_all(self) -> None:
-        present = self.present()
-        if present.nat_chains or present.mangle_chains:
-            self.apply(removal_rules(present))
 
 
 class VipAddresses:

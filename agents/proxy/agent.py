@@ -23,8 +23,7 @@ from agents.proxy.changes import ChangeTracker, stale_udp_flows
 from agents.proxy.errors import ModelError
 from agents.proxy.health import HttpFaces, SyncMetrics
 from agents.proxy.iptables_backend import IptablesBackend
-from agents.proxy.model import (NodeInfo, ProxyOptions, endpoint_slice_from_k8s,
-                                service_from_k8s)
+from agents.proxy.model import NodeInfo, ProxyOptions, endpoint_slice_from_k8s, service_from_k8s
 from agents.proxy.ruleset import RuleSet, compute_ruleset
 from agents.proxy.runner import BoundedFrequencyRunner
 from base.kube.client import KubeClient
@@ -67,7 +66,7 @@ class ProxyAgent:
         self.last_ruleset: RuleSet | None = None
         self.synced = threading.Event()
 
-    def __enter__(self) -> "ProxyAgent":
+    def __enter__(self) -> ProxyAgent:
         self.faces.start(self.config.healthz, self.config.metrics)
         for informer in self.informers.values():
             informer.start()

@@ -12,7 +12,6 @@ away, as kube-proxy does (UDP has no connection end to clear them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
 
 from agents.proxy.errors import ModelError
 from agents.proxy.model import EndpointSlice, Service
@@ -73,22 +72,6 @@ class ChangeTracker:
             if s is not None and s.service_name:
                 self._pending.add((s.namespace, s.service_name))
         return True
-
-    def replace_all(self, services: Iterable[Service],
-                    slices: Iterable[EndpointSlice]) -> frozenset[ServiceKey]:
-        """After a re-list: adopt the full lists, mark what differs."""
-        before = set(self._pending)
-        new_services = {(s.namespace, s.name): s for s in services}
-        new_slices = {(s.namespace, s.name): s for s in slices}
-        for key in set(self._services) - set(new_services):
-            self.on_service(DELETED, self._services[key])
-        for key in set(self._slices) - set(new_slices):
-            self.on_endpoint_slice(DELETED, self._slices[key])
-        for service in new_services.values():
-            self.on_service(MODIFIED, service)
-        for es in new_slices.values():
-            self.on_endpoint_slice(MODIFIED, es)
-        return frozenset(self._pending - before)
 
     @property
     def services(self) -> tuple[Service, ...]:

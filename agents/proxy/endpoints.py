@@ -12,11 +12,10 @@ service has any usable endpoint at all (REJECT versus DROP).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
-from agents.proxy.model import (HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL,
-                                EndpointSlice, is_ipv4)
+from agents.proxy.model import HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL, EndpointSlice, is_ipv4
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from base.errors import SvclabError
+from base.errors import CommandError, SvclabError
 
 
 class ProxyError(SvclabError):
@@ -23,7 +23,9 @@ class ModelError(ProxyError):
 
 
 class TracerError(ProxyError):
-    """The packet tracer met a rule it does not understand (it never skips)."""
+    """A packet tracer could not follow the rules it was given: a rule or
+    command it does not understand (it never skips one), one that nft would
+    refuse, a jump to a missing chain, or chains nested too deep (a loop)."""
 
 
 @dataclass(frozen=True)
@@ -34,21 +36,27 @@ class ContextLine:
     text: str
 
 
-class CommandError(ProxyError):
-    """A command the backend ran failed (non-zero exit or timeout)."""
+class ProxyCommandError(ProxyError, CommandError):
+    """A command the backend ran failed (non-zero exit, or None on a timeout).
 
-    def __init__(self, command: tuple[str, ...], exit_code: int | None,
+    svclab's CommandError (argv, returncode, stderr) that is also a
+    ProxyError, so the agent can catch everything of its own at once.
+    """
+
+    def __init__(self, command: tuple[str, ...], returncode: int | None,
                  stderr: str, message: str = "") -> None:
-        self.command = tuple(command)
-        self.exit_code = exit_code
+        self.argv = tuple(command)
+        self.returncode = returncode
+        self.stdout = ""
         self.stderr = stderr
+        self.where = "proxy agent"
         text = message or "command failed"
-        super().__init__(
-            f"{text}: {' '.join(self.command)} (exit code {exit_code}): "
+        SvclabError.__init__(
+            self, f"{text}: {' '.join(self.argv)} (exit code {returncode}): "
             f"{stderr.strip()}")
 
 
-class RuleFileError(CommandError):
+class RuleFileError(ProxyCommandError):
     """A rule file (iptables-restore or nft -f input) was refused.
 
     ``line`` is the 1-based number of the failing line of the input (None
@@ -56,7 +64,7 @@ class RuleFileError(CommandError):
     lines around it, shown with the failing line marked.
     """
 
-    def __init__(self, command: tuple[str, ...], exit_code: int | None,
+    def __init__(self, command: tuple[str, ...], returncode: int | None,
                  stderr: str, line: int | None,
                  context: tuple[ContextLine, ...], summary: str) -> None:
         self.line = line
@@ -67,7 +75,7 @@ class RuleFileError(CommandError):
             f"{'>' if c.number == line else ' '} {c.number:6d}  {c.text}"
             for c in context)
         where = f"line {line}" if line is not None else "unknown line"
-        super().__init__(command, exit_code, stderr,
+        super().__init__(command, returncode, stderr,
                          f"{summary} at {where}"
                          + (f"\n{shown}\n" if shown else ""))
 
@@ -80,10 +88,10 @@ class IptablesRestoreError(RuleFileError):
     content (empty when nothing had been committed).
     """
 
-    def __init__(self, command: tuple[str, ...], exit_code: int | None,
+    def __init__(self, command: tuple[str, ...], returncode: int | None,
                  stderr: str, line: int | None,
                  context: tuple[ContextLine, ...],
                  rolled_back: tuple[str, ...] = ()) -> None:
         self.rolled_back = rolled_back
-        super().__init__(command, exit_code, stderr, line, context,
+        super().__init__(command, returncode, stderr, line, context,
                          "iptables-restore failed")

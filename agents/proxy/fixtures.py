@@ -8,7 +8,8 @@ parsing path is exercised too.  No I/O.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def service_dict(name: str, namespace: str = "default", *,

@@ -79,7 +79,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def do_GET(self) -> None:   # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         status, ctype, body = self.server.respond(self.path.split("?")[0])
         data = body.encode()
         self.send_response(status)

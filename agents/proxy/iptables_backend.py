@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
-from agents.proxy.errors import CommandError, ContextLine, IptablesRestoreError
+from agents.proxy.errors import ContextLine, IptablesRestoreError, ProxyCommandError
 from agents.proxy.iptables_render import NAT_CHAINS, render
-from agents.proxy.iptables_state import (IptablesState, parse_iptables_save,
-                                         render_cleanup, render_rollback,
-                                         state_after)
+from agents.proxy.iptables_state import (
+    IptablesState,
+    parse_iptables_save,
+    render_cleanup,
+    render_rollback,
+    state_after,
+)
 from agents.proxy.ruleset import RuleSet
 
 CONTEXT_LINES = 3
@@ -46,17 +50,17 @@ Runner = Callable[[Sequence[str], "str | None", float], CommandResult]
 
 def subprocess_runner(argv: Sequence[str], input_text: str | None,
                       timeout_s: float) -> CommandResult:
-    """Run argv with input_text on stdin; raise CommandError on timeout."""
+    """Run argv with input_text on stdin; raise ProxyCommandError on timeout."""
     try:
         done = subprocess.run(list(argv), input=input_text, text=True,
                               capture_output=True, timeout=timeout_s,
                               check=False)
     except subprocess.TimeoutExpired as exc:
         stderr = exc.stderr if isinstance(exc.stderr, str) else ""
-        raise CommandError(tuple(argv), None, stderr,
+        raise ProxyCommandError(tuple(argv), None, stderr,
                            f"timed out after {timeout_s} s") from exc
     except OSError as exc:
-        raise CommandError(tuple(argv), None, str(exc),
+        raise ProxyCommandError(tuple(argv), None, str(exc),
                            "could not start") from exc
     return CommandResult(done.returncode, done.stdout, done.stderr)
 
@@ -126,7 +130,7 @@ class IptablesBackend:
     def _checked(self, argv: tuple[str, ...], input_text: str | None) -> str:
         result = self._run(argv, input_text, self.timeout_s)
         if result.returncode != 0:
-            raise CommandError(argv, result.returncode, result.stderr)
+            raise ProxyCommandError(argv, result.returncode, result.stderr)
         return result.stdout
 
     def save(self, table: str) -> str:

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from agents.proxy import names
 from agents.proxy.endpoints import Endpoint
 from agents.proxy.iptables_state import EMPTY_STATE, IptablesState
-from agents.proxy.ruleset import (REJECT, TO_CLUSTER, TO_LOCAL, RuleSet,
-                                  ServicePortRules)
+from agents.proxy.ruleset import REJECT, TO_CLUSTER, TO_LOCAL, RuleSet, ServicePortRules
 
 SERVICES = "KUBE-SERVICES"
 EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"

@@ -33,15 +33,30 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from agents.proxy.errors import CommandError, ContextLine, RuleFileError
-from agents.proxy.iptables_backend import (CommandResult, Runner, SyncReport,
-                                           context_around, subprocess_runner)
+from agents.proxy.errors import ContextLine, ProxyCommandError, RuleFileError
+from agents.proxy.iptables_backend import (
+    CommandResult,
+    Runner,
+    SyncReport,
+    context_around,
+    subprocess_runner,
+)
 from agents.proxy.nft_plan import plan_services
-from agents.proxy.nft_render import (FAMILY, TABLE, NftPlan, ServiceKey,
-                                     ServiceObjects, TableState, plan_ruleset,
-                                     Transaction, intact_chains,
-                                     render_cold_start, render_created,
-                                     render_full, render_partial)
+from agents.proxy.nft_render import (
+    FAMILY,
+    TABLE,
+    NftPlan,
+    ServiceKey,
+    ServiceObjects,
+    TableState,
+    Transaction,
+    intact_chains,
+    plan_ruleset,
+    render_cold_start,
+    render_created,
+    render_full,
+    render_partial,
+)
 from agents.proxy.ruleset import RuleSet
 
 _ERROR = re.compile(r"^(?:/dev/stdin|-):(\d+):(\d+)-(\d+): Error: (.*)$",
@@ -59,12 +74,12 @@ class NftApplyError(RuleFileError):
     nft's message, ``line_text`` the line and ``context`` lines around it.
     """
 
-    def __init__(self, command: tuple[str, ...], exit_code: int | None,
+    def __init__(self, command: tuple[str, ...], returncode: int | None,
                  stderr: str, line: int | None,
                  columns: tuple[int, int] | None, reason: str,
                  context: tuple[ContextLine, ...]) -> None:
         self.columns, self.reason = columns, reason
-        super().__init__(command, exit_code, stderr, line, context,
+        super().__init__(command, returncode, stderr, line, context,
                          f"nft -f failed: {reason}")
 
 
@@ -85,7 +100,7 @@ def parse_table_state(chains_json: str, sets_json: str) -> TableState:
         try:
             items = json.loads(text or "{}").get("nftables", [])
         except json.JSONDecodeError as exc:
-            raise CommandError(("nft", "-j", "list", kind), 0, text[:200],
+            raise ProxyCommandError(("nft", "-j", "list", kind), 0, text[:200],
                                "unparseable nft JSON") from exc
         return frozenset(
             i[kind]["name"] for i in items
@@ -124,7 +139,7 @@ class NftablesBackend:
     def _checked(self, argv: tuple[str, ...]) -> str:
         result = self._run(argv, None, self.timeout_s)
         if result.returncode != 0:
-            raise CommandError(argv, result.returncode, result.stderr)
+            raise ProxyCommandError(argv, result.returncode, result.stderr)
         return result.stdout
 
     def read_state(self) -> TableState:
@@ -143,7 +158,7 @@ class NftablesBackend:
         if result.returncode != 0:
             if "No such file or directory" in result.stderr:
                 return ""
-            raise CommandError(argv, result.returncode, result.stderr)
+            raise ProxyCommandError(argv, result.returncode, result.stderr)
         return result.stdout
 
     def apply(self, text: str) -> None:

@@ -16,12 +16,11 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping
 
 from agents.proxy.endpoints import Endpoint
-from agents.proxy.ruleset import (REJECT, TO_CLUSTER, TO_LOCAL, RuleSet,
-                                  ServicePortRules)
+from agents.proxy.ruleset import REJECT, TO_CLUSTER, TO_LOCAL, RuleSet, ServicePortRules
 
 FAMILY, TABLE = "ip", "kube-proxy"
 T = f"{FAMILY} {TABLE}"

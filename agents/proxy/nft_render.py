@@ -24,22 +24,37 @@ The text is shaped for nft 1.0's cache: a chain and its rules are one
 ``add chain T c { rule ; ... ; }`` and elements go in as
 ``add map T m { spec ; elements = { ... } ; }``; both need only nft's table
 cache, where ``add rule`` / ``add element`` / ``delete chain`` make nft list
-every chain of the table first (~100 ms at 40k chains).  ``nft_model.expand``
+every chain of the table first (~100 ms at 40k chains).  ``nft_table.expand``
 reads them back as kube-proxy's one-object commands.
 """
 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Iterable, Mapping, Sequence
 
 from agents.proxy.nft_plan import (  # noqa: F401  (re-exported)
-    CONTAINERS, EMPTY_TABLE, FAMILY, TABLE, AffinitySet, Chain, Element,
-    NftPlan, ServiceKey, ServiceObjects, TableState, T, endpoint_chain_base,
-    hash_and_truncate, is_affinity_set, is_service_chain, plan_ruleset,
-    service_chain_base)
+    CONTAINERS,
+    EMPTY_TABLE,
+    FAMILY,
+    TABLE,
+    AffinitySet,
+    Chain,
+    Element,
+    NftPlan,
+    ServiceKey,
+    ServiceObjects,
+    T,
+    TableState,
+    endpoint_chain_base,
+    hash_and_truncate,
+    is_affinity_set,
+    is_service_chain,
+    plan_ruleset,
+    service_chain_base,
+)
 from agents.proxy.ruleset import RuleSet
 
 ELEMENTS_PER_LINE = 1000

@@ -5,23 +5,33 @@ what kube-proxy would do on this node: which entries exist (ClusterIP,
 NodePort, externalIPs, LoadBalancer VIPs), which endpoints each traffic
 policy uses, where traffic is masqueraded, rejected or dropped, source
 ranges, session affinity and health-check ports.  The result is a frozen
-RuleSet with no iptables syntax in it, so the iptables renderer and a later
-nftables renderer read the same decisions.
+RuleSet with no iptables or nft syntax in it, so both renderers
+(iptables_render and nft_plan/nft_render) read the same decisions.
 """
 
 from __future__ import annotations
 
 import bisect
 import ipaddress
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Collection, Iterable
 
-from agents.proxy.endpoints import (Endpoint, EndpointCategories, PortKey,
-                                    categorize_endpoints,
-                                    endpoints_by_service_port)
-from agents.proxy.model import (HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL,
-                                EndpointSlice, NodeInfo, ProxyOptions,
-                                Service, ServicePort)
+from agents.proxy.endpoints import (
+    Endpoint,
+    EndpointCategories,
+    PortKey,
+    categorize_endpoints,
+    endpoints_by_service_port,
+)
+from agents.proxy.model import (
+    HEADLESS_LABEL,
+    SERVICE_PROXY_NAME_LABEL,
+    EndpointSlice,
+    NodeInfo,
+    ProxyOptions,
+    Service,
+    ServicePort,
+)
 
 # What traffic to an entry (internal: ClusterIP; external: NodePort,
 # externalIPs, LB VIPs) is sent to.
@@ -65,7 +75,6 @@ class ServicePortRules:
     known_endpoints: int
     internal_action: str
     external_action: str
-    masquerade_off_cluster: bool
     firewall: bool
     firewall_allows_node: bool
 
@@ -99,11 +108,6 @@ class ServicePortRules:
         node sources are still short-circuited to the cluster endpoints.
         """
         return self.has_endpoints and self.externally_accessible
-
-    @property
-    def masquerade_all_external(self) -> bool:
-        """eTP Cluster: every packet through an external entry is SNATed."""
-        return not self.external_policy_local
 
     @property
     def shares(self) -> dict[str, float]:
@@ -186,7 +190,6 @@ def _port_rules(service: Service, port: ServicePort,
         internal_action=_decide(itp_local, has_any, has_local),
         external_action=(_decide(etp_local, has_any, has_local)
                          if accessible else NO_ENTRY),
-        masquerade_off_cluster=node.cluster_cidr is not None,
         firewall=has_any and bool(lb_ips) and bool(ranges),
         firewall_allows_node=allows_node)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("svclab.proxy.runner")
 
@@ -35,7 +35,7 @@ class BoundedFrequencyRunner:
         self._last_run = float("-inf")
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "BoundedFrequencyRunner":
+    def __enter__(self) -> BoundedFrequencyRunner:
         self.start()
         return self
 

@@ -13,8 +13,12 @@ import json
 import signal
 import sys
 
-from agents.workload.config import (WorkloadConfig, WorkloadConfigError, WorkloadError,
-                                    parse_port_spec)
+from agents.workload.config import (
+    WorkloadConfig,
+    WorkloadConfigError,
+    WorkloadError,
+    parse_port_spec,
+)
 from agents.workload.server import WorkloadServer
 
 

@@ -53,7 +53,6 @@ class WorkloadServer:
         self._terminating = False
         self._term_requested: asyncio.Event | None = None
         self._stop_now: asyncio.Event | None = None
-        self.terminated_at: float | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -85,7 +84,6 @@ class WorkloadServer:
             self._stop_now.set()
             return
         self._terminating = True
-        self.terminated_at = time.monotonic()
         self._term_requested.set()
 
     async def serve_until_terminated(self) -> None:

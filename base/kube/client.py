@@ -17,8 +17,8 @@ import ssl
 import tempfile
 import threading
 import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import yaml
 
@@ -124,7 +124,7 @@ class KubeClient:
         self._local = threading.local()
 
     @classmethod
-    def from_kubeconfig(cls, path: str, server: str | None = None) -> "KubeClient":
+    def from_kubeconfig(cls, path: str, server: str | None = None) -> KubeClient:
         return cls(credentials_from_kubeconfig(path, server))
 
     # --- verbs -----------------------------------------------------------------
@@ -176,7 +176,7 @@ class KubeClient:
 
     def watch(self, resource: str, resource_version: str, namespace: str | None = None,
               timeout_seconds: int = 300, *, label_selector: str | None = None,
-              field_selector: str | None = None) -> "Watch":
+              field_selector: str | None = None) -> Watch:
         params = {"watch": "true", "resourceVersion": resource_version,
                   "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
         params.update({k: v for k, v in (("labelSelector", label_selector),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from base.kube.client import ApiError, KubeClient, Watch
 
@@ -46,7 +46,7 @@ class Informer:
         self._thread: threading.Thread | None = None
         self._rv = "0"
 
-    def __enter__(self) -> "Informer":
+    def __enter__(self) -> Informer:
         self.start()
         return self
 

@@ -4,7 +4,7 @@ The lab embeds :class:`ApiServer` (see ``server.py``); ``python -m controlplane.
 runs it stand-alone for tests and debugging.
 """
 
-from controlplane.api.errors import ApiError, StatusError
+from controlplane.api.errors import ApiServerError, StatusError
 from controlplane.api.server import ApiServer
 
-__all__ = ["ApiError", "ApiServer", "StatusError"]
+__all__ = ["ApiServerError", "ApiServer", "StatusError"]

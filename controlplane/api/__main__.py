@@ -30,8 +30,10 @@ def _listen(spec: str) -> socket.socket:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m controlplane.api", description=__doc__)
     parser.add_argument("--state-dir", required=True, type=Path)
-    parser.add_argument("--cluster-info", required=True, type=Path, help="cluster info JSON written by the lab")
-    parser.add_argument("--listen", action="append", default=[], help="HOST:PORT (repeatable; port 0 = any)")
+    parser.add_argument("--cluster-info", required=True, type=Path,
+                        help="cluster info JSON written by the lab")
+    parser.add_argument("--listen", action="append", default=[],
+                        help="HOST:PORT (repeatable; port 0 = any)")
     parser.add_argument("--node-grace-period", type=float, default=40.0)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)

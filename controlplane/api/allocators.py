@@ -12,10 +12,10 @@ import ipaddress
 import random
 from dataclasses import dataclass
 
-from controlplane.api.errors import ApiError
+from controlplane.api.errors import ApiServerError
 
 
-class AllocationError(ApiError):
+class AllocationError(ApiServerError):
     """The requested address/port cannot be allocated; str() is Kubernetes' text."""
 
 
@@ -30,7 +30,7 @@ class IPRange:
     cidr: ipaddress.IPv4Network
 
     @classmethod
-    def parse(cls, text: str) -> "IPRange":
+    def parse(cls, text: str) -> IPRange:
         return cls(ipaddress.IPv4Network(text, strict=False))
 
     @property
@@ -53,7 +53,8 @@ class IPRange:
         return self.first <= value <= self.last
 
 
-def _random_free(candidates_lo: int, candidates_hi: int, used_ints: set[int], rng: random.Random) -> int | None:
+def _random_free(candidates_lo: int, candidates_hi: int, used_ints: set[int],
+                 rng: random.Random) -> int | None:
     """A random free integer in [lo, hi] (tries randomly, then scans)."""
     span = candidates_hi - candidates_lo + 1
     if span <= 0:
@@ -92,7 +93,7 @@ def allocate_ip(rng: IPRange, used: frozenset[str], requested: str | None,
     if pick is None:
         pick = _random_free(rng.first, rng.last, used_ints, rand)
     if pick is None:
-        raise RangeFull(f"range is full")
+        raise RangeFull("range is full")
     ip = str(ipaddress.IPv4Address(pick))
     return ip, used | {ip}
 
@@ -103,7 +104,7 @@ class PortRange:
     size: int
 
     @classmethod
-    def parse(cls, text: str) -> "PortRange":
+    def parse(cls, text: str) -> PortRange:
         lo, _, hi = text.partition("-")
         return cls(int(lo), int(hi or lo) - int(lo) + 1)
 

@@ -62,7 +62,8 @@ class Authenticator:
         cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if not cns:
             return None
-        groups = tuple(a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+        groups = tuple(a.value
+                       for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
         return User(str(cns[0].value), tuple(map(str, groups)))
 
     def authenticate(self, peer_der: bytes | None, authorization: str | None) -> User | None:

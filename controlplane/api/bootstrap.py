@@ -24,7 +24,8 @@ UNREACHABLE_TAINT = {"key": "node.kubernetes.io/unreachable", "effect": "NoSched
 def node_object(node: dict) -> dict:
     name = node["name"]
     labels = {"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
-              "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+              "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": name,
+              "kubernetes.io/os": "linux"}
     spec: dict = {}
     if node.get("podCIDR"):
         spec["podCIDR"], spec["podCIDRs"] = node["podCIDR"], [node["podCIDR"]]
@@ -39,28 +40,35 @@ def node_object(node: dict) -> dict:
     now = now_rfc3339()
 
     def condition(kind: str, status: str, reason: str, message: str) -> dict:
-        return {"type": kind, "status": status, "lastHeartbeatTime": now, "lastTransitionTime": now,
-                "reason": reason, "message": message}
-    resources = {"cpu": "2", "ephemeral-storage": "20134592Ki", "memory": "3928460Ki", "pods": "110"}
+        return {"type": kind, "status": status, "lastHeartbeatTime": now,
+                "lastTransitionTime": now, "reason": reason, "message": message}
+    resources = {"cpu": "2", "ephemeral-storage": "20134592Ki", "memory": "3928460Ki",
+                 "pods": "110"}
     return {
         "kind": "Node", "apiVersion": "v1",
         "metadata": {"name": name, "labels": labels,
-                     "annotations": {"node.alpha.kubernetes.io/ttl": "0",
-                                     "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+                     "annotations": {
+                         "node.alpha.kubernetes.io/ttl": "0",
+                         "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
         "spec": spec,
         "status": {
             "addresses": addresses, "capacity": resources, "allocatable": dict(resources),
             "conditions": [
-                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                condition("MemoryPressure", "False", "KubeletHasSufficientMemory",
+                          "kubelet has sufficient memory available"),
+                condition("DiskPressure", "False", "KubeletHasNoDiskPressure",
+                          "kubelet has no disk pressure"),
+                condition("PIDPressure", "False", "KubeletHasSufficientPID",
+                          "kubelet has sufficient PID available"),
                 condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
             ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-            "nodeInfo": {"architecture": "amd64", "bootID": "", "containerRuntimeVersion": "containerd://2.1.4",
+            "nodeInfo": {"architecture": "amd64", "bootID": "",
+                         "containerRuntimeVersion": "containerd://2.1.4",
                          "kernelVersion": os.uname().release, "kubeProxyVersion": "",
-                         "kubeletVersion": KUBE_VERSION, "machineID": "", "operatingSystem": "linux",
-                         "osImage": "Ubuntu 24.04.3 LTS", "systemUUID": ""},
+                         "kubeletVersion": KUBE_VERSION, "machineID": "",
+                         "operatingSystem": "linux", "osImage": "Ubuntu 24.04.3 LTS",
+                         "systemUUID": ""},
         },
     }
 
@@ -73,17 +81,21 @@ def bootstrap(registry: Registry, info: dict) -> None:
     endpoint = info.get("controlPlaneEndpoint") or {}
     cp_ip, cp_port = endpoint.get("ip"), int(endpoint.get("port", 6443))
     registry.create(svc_rt, "default", {
-        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "metadata": {"name": "kubernetes",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
         "spec": {"clusterIP": registry.config.service_range.address(0), "type": "ClusterIP",
                  "sessionAffinity": "None",
-                 "ports": [{"name": "https", "protocol": "TCP", "port": 443, "targetPort": cp_port}]}})
+                 "ports": [{"name": "https", "protocol": "TCP", "port": 443,
+                            "targetPort": cp_port}]}})
     if cp_ip:
         registry.create(BY_PLURAL["endpoints"], "default", {
-            "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "metadata": {"name": "kubernetes",
+                         "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
             "subsets": [{"addresses": [{"ip": cp_ip}],
                          "ports": [{"name": "https", "port": cp_port, "protocol": "TCP"}]}]})
         registry.create(BY_PLURAL["endpointslices"], "default", {
-            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "metadata": {"name": "kubernetes",
+                         "labels": {"kubernetes.io/service-name": "kubernetes"}},
             "addressType": "IPv4",
             "endpoints": [{"addresses": [cp_ip], "conditions": {"ready": True}}],
             "ports": [{"name": "https", "port": cp_port, "protocol": "TCP"}]})
@@ -113,7 +125,8 @@ def mark_stale_nodes(registry: Registry, grace_seconds: float, now: dt.datetime)
                 stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
                 for cond in conditions:
                     cond.update({"status": "Unknown", "reason": "NodeStatusUnknown",
-                                 "message": "Kubelet stopped posting node status.", "lastTransitionTime": stamp})
+                                 "message": "Kubelet stopped posting node status.",
+                                 "lastTransitionTime": stamp})
                 node["status"]["conditions"] = conditions
                 registry.update(rt, "", node["metadata"]["name"], {**node, "metadata": {
                     **node["metadata"], "resourceVersion": ""}}, "status")
@@ -125,7 +138,8 @@ def mark_stale_nodes(registry: Registry, grace_seconds: float, now: dt.datetime)
                 registry.update(rt, "", node["metadata"]["name"], {**node, "metadata": {
                     **node["metadata"], "resourceVersion": ""}})
             elif not stale and ready.get("status") == "True" and tainted:
-                node["spec"]["taints"] = [t for t in taints if t.get("key") != UNREACHABLE_TAINT["key"]]
+                node["spec"]["taints"] = [t for t in taints
+                                          if t.get("key") != UNREACHABLE_TAINT["key"]]
                 registry.update(rt, "", node["metadata"]["name"], {**node, "metadata": {
                     **node["metadata"], "resourceVersion": ""}})
     return changed
@@ -161,7 +175,8 @@ def post_heartbeat(registry: Registry, node_name: str) -> dict:
             if cond.get("type") == "Ready":
                 if cond.get("status") != "True":
                     cond.update({"status": "True", "reason": "KubeletReady",
-                                 "message": "kubelet is posting ready status", "lastTransitionTime": now})
+                                 "message": "kubelet is posting ready status",
+                                 "lastTransitionTime": now})
                 cond["lastHeartbeatTime"] = now
         node["metadata"]["resourceVersion"] = ""
         return registry.update(rt, "", node_name, node, "status")
@@ -174,7 +189,8 @@ class NodeMonitor:
         self.registry = registry
         self.grace_seconds = grace_seconds
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="svclab-api-node-monitor", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="svclab-api-node-monitor",
+                                        daemon=True)
 
     def start(self) -> None:
         self._thread.start()

@@ -28,7 +28,8 @@ def version_info() -> dict:
 
 def api_versions(server_address: str) -> dict:
     return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
+                                            "serverAddress": server_address}]}
 
 
 def api_group_list() -> dict:
@@ -65,11 +66,13 @@ def api_resource_list(group: str, version: str) -> dict | None:
         resources.append(entry)
         for sub in rt.subresources:
             if sub == "scale":
-                resources.append({"name": f"{rt.plural}/scale", "singularName": "", "namespaced": rt.namespaced,
+                resources.append({"name": f"{rt.plural}/scale", "singularName": "",
+                                  "namespaced": rt.namespaced,
                                   "group": "autoscaling", "version": "v1", "kind": "Scale",
                                   "verbs": ["get", "patch", "update"]})
             else:
-                resources.append({"name": f"{rt.plural}/{sub}", "singularName": "", "namespaced": rt.namespaced,
+                resources.append({"name": f"{rt.plural}/{sub}", "singularName": "",
+                                  "namespaced": rt.namespaced,
                                   "kind": rt.kind, "verbs": ["get", "patch", "update"]})
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
@@ -95,7 +98,8 @@ def _patch_operation(rt) -> dict:
         "requestBody": {"content": {"application/apply-patch+yaml": media,
                                     "application/json-patch+json": media,
                                     "application/merge-patch+json": media}},
-        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}},
+        "responses": {"200": {"description": "OK",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}},
     }
 
 

@@ -11,12 +11,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-
-class ApiError(Exception):
-    """Base class of every error raised by controlplane.api."""
+from base.errors import SvclabError
 
 
-class StatusError(ApiError):
+class ApiServerError(SvclabError):
+    """Base class of every error the API server raises (its clients get ApiError,
+    base.kube.client's, from the Status it answers)."""
+
+
+class StatusError(ApiServerError):
     """An error that is answered to the client as a Kubernetes ``Status``."""
 
     def __init__(self, code: int, reason: str, message: str,
@@ -153,7 +156,8 @@ def conflict(resource: str, group: str, name: str) -> StatusError:
     return StatusError(
         409, "Conflict",
         f'Operation cannot be fulfilled on {qualified(resource, group)} "{name}": '
-        "the object has been modified; please apply your changes to the latest version and try again",
+        "the object has been modified; "
+        "please apply your changes to the latest version and try again",
         details)
 
 
@@ -170,13 +174,15 @@ def unauthorized() -> StatusError:
     return StatusError(401, "Unauthorized", "Unauthorized")
 
 
-def method_not_allowed(message: str = "the server does not allow this method on the requested resource") -> StatusError:
+def method_not_allowed(message: str = "the server does not allow this method "
+                                      "on the requested resource") -> StatusError:
     return StatusError(405, "MethodNotAllowed", message)
 
 
 def unsupported_media_type(content_type: str) -> StatusError:
     return StatusError(415, "UnsupportedMediaType",
-                       f'the body of the request was in an unknown format - accepted media types include: '
+                       f'the body of the request was in an unknown format - '
+                       f'accepted media types include: '
                        f'application/json, application/yaml, application/vnd.kubernetes.protobuf '
                        f'(got {content_type!r})')
 
@@ -187,4 +193,5 @@ def expired(message: str) -> StatusError:
 
 def path_not_found(path: str) -> StatusError:
     return StatusError(404, "NotFound", "the server could not find the requested resource",
-                       {"causes": [{"reason": "UnexpectedServerResponse", "message": f"404 page not found: {path}"}]})
+                       {"causes": [{"reason": "UnexpectedServerResponse",
+                                    "message": f"404 page not found: {path}"}]})

@@ -7,8 +7,8 @@ Independent of the HTTP server: it receives a :class:`Request` and returns a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -16,8 +16,13 @@ import yaml
 from controlplane.api import discovery, errors, protobuf, tables
 from controlplane.api.registry import Registry
 from controlplane.api.resources import ResourceType, lookup
+from controlplane.api.selectors import (
+    matches_fields,
+    matches_labels,
+    parse_field_selector,
+    parse_label_selector,
+)
 from controlplane.api.strict import check_strict, check_strict_apply
-from controlplane.api.selectors import matches_fields, matches_labels, parse_field_selector, parse_label_selector
 from controlplane.api.watch import WatchRequest, watch_events
 
 DEFAULT_WATCH_TIMEOUT = 1800.0
@@ -37,7 +42,8 @@ class Request:
 
     @property
     def query(self) -> dict[str, str]:
-        return {k: v[-1] for k, v in parse_qs(urlsplit(self.target).query, keep_blank_values=True).items()}
+        return {k: v[-1]
+                for k, v in parse_qs(urlsplit(self.target).query, keep_blank_values=True).items()}
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,8 @@ def _grace_period(request: Request) -> int | None:
 class Api:
     """Dispatches requests against one :class:`Registry`."""
 
-    def __init__(self, registry: Registry, server_address: str, stopped: Callable[[], bool]) -> None:
+    def __init__(self, registry: Registry, server_address: str,
+                 stopped: Callable[[], bool]) -> None:
         self.registry = registry
         self.server_address = server_address
         self.stopped = stopped
@@ -200,7 +207,8 @@ class Api:
         if route.subresource == "scale":
             return Response(200, self.registry.scale_of(obj))
         if _wants_table(request.headers):
-            return Response(200, tables.to_table(route.rt.plural, [obj], obj["metadata"]["resourceVersion"],
+            return Response(200, tables.to_table(route.rt.plural, [obj],
+                                                 obj["metadata"]["resourceVersion"],
                                                  q.get("includeObject", "Metadata")))
         return Response(200, obj)
 
@@ -222,9 +230,12 @@ class Api:
 
     def _watch(self, request: Request, route: Route) -> Stream:
         q = request.query
-        watch = WatchRequest(route.rt, route.namespace, parse_label_selector(q.get("labelSelector")),
-                             parse_field_selector(q.get("fieldSelector")), q.get("resourceVersion", ""),
-                             q.get("sendInitialEvents") == "true", q.get("allowWatchBookmarks") == "true",
+        watch = WatchRequest(route.rt, route.namespace,
+                             parse_label_selector(q.get("labelSelector")),
+                             parse_field_selector(q.get("fieldSelector")),
+                             q.get("resourceVersion", ""),
+                             q.get("sendInitialEvents") == "true",
+                             q.get("allowWatchBookmarks") == "true",
                              float(q.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT))
         as_table = _wants_table(request.headers)
         include = q.get("includeObject", "Metadata")
@@ -235,7 +246,8 @@ class Api:
     def _event(rt: ResourceType, item: tuple[str, dict], as_table: bool, include: str) -> dict:
         kind, obj = item
         if as_table and kind != "BOOKMARK":
-            obj = tables.to_table(rt.plural, [obj], obj["metadata"].get("resourceVersion", ""), include)
+            obj = tables.to_table(rt.plural, [obj], obj["metadata"].get("resourceVersion", ""),
+                                  include)
         return {"type": kind, "object": obj}
 
     # ---- writes ---------------------------------------------------------
@@ -265,20 +277,25 @@ class Api:
             raise errors.method_not_allowed()
         body = self._body(request, route)
         if route.subresource == "scale":
-            return Response(200, self.registry.update_scale(route.rt, route.namespace or "", route.name, body,
+            return Response(200, self.registry.update_scale(route.rt, route.namespace or "",
+                                                            route.name, body,
                                                             self._dry_run(request)))
-        return Response(200, self.registry.update(route.rt, route.namespace or "", route.name, body,
-                                                  route.subresource, self._dry_run(request)))
+        return Response(200, self.registry.update(route.rt, route.namespace or "", route.name,
+                                                  body, route.subresource,
+                                                  self._dry_run(request)))
 
     def _patch(self, request: Request, route: Route) -> Response:
         if not route.name:
             raise errors.method_not_allowed()
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
-        if ctype == "application/apply-patch+yaml" and request.query.get("fieldValidation") == "Strict":
+        if (ctype == "application/apply-patch+yaml"
+                and request.query.get("fieldValidation") == "Strict"):
             applied = decode_body(request)
             if isinstance(applied, dict):
-                check_strict_apply(applied, route.rt.kind, route.rt.api_version, route.namespace or "", route.name)
-        existed = self.registry.store.get(route.rt.plural, route.namespace or "", route.name) is not None
+                check_strict_apply(applied, route.rt.kind, route.rt.api_version,
+                                   route.namespace or "", route.name)
+        existed = (self.registry.store.get(route.rt.plural, route.namespace or "", route.name)
+                   is not None)
         obj = self.registry.patch(route.rt, route.namespace or "", route.name, ctype, request.body,
                                   route.subresource, self._dry_run(request))
         return Response(200 if existed else 201, obj)
@@ -288,16 +305,17 @@ class Api:
         grace = _grace_period(request)
         if not route.name:
             items, _ = self._selected(request, route)
-            gone = [self.registry.delete(route.rt, o["metadata"].get("namespace", ""), o["metadata"]["name"], dry,
-                                         grace)
+            gone = [self.registry.delete(route.rt, o["metadata"].get("namespace", ""),
+                                         o["metadata"]["name"], dry, grace)
                     for o in items]
             return Response(200, {"kind": route.rt.list_kind, "apiVersion": route.rt.api_version,
                                   "metadata": {}, "items": gone})
         gone = self.registry.delete(route.rt, route.namespace or "", route.name, dry, grace)
         if route.rt.plural in RETURN_DELETED_OBJECT:
             return Response(200, gone)
-        details = {"name": route.name, "kind": route.rt.plural, "uid": gone["metadata"].get("uid", "")}
+        details = {"name": route.name, "kind": route.rt.plural,
+                   "uid": gone["metadata"].get("uid", "")}
         if route.rt.group:
             details["group"] = route.rt.group
-        return Response(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                              "details": details})
+        return Response(200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                              "status": "Success", "details": details})

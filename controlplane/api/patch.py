@@ -18,8 +18,8 @@ MERGE_KEYS = {
     "containers": "name", "initContainers": "name", "ephemeralContainers": "name",
     "env": "name", "volumes": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath",
     "imagePullSecrets": "name", "conditions": "type", "addresses": "type", "hostAliases": "ip",
-    "ownerReferences": "uid", "podIPs": "ip", "hostIPs": "ip", "topologySpreadConstraints": "topologyKey",
-    "resourceClaims": "name",
+    "ownerReferences": "uid", "podIPs": "ip", "hostIPs": "ip",
+    "topologySpreadConstraints": "topologyKey", "resourceClaims": "name",
 }
 MERGED_PRIMITIVE_LISTS = {"finalizers"}
 CONTAINER_LISTS = {"containers", "initContainers", "ephemeralContainers"}
@@ -55,8 +55,11 @@ def _order_by(items: list, order: list, key: str | None) -> list:
         rank = {repr(v): i for i, v in enumerate(order)}
         ident = repr
     else:
-        rank = {repr(o.get(key)) if isinstance(o, dict) else repr(o): i for i, o in enumerate(order)}
-        ident = (lambda item: repr(item.get(key)) if isinstance(item, dict) else repr(item))
+        rank = {repr(o.get(key)) if isinstance(o, dict) else repr(o): i
+                for i, o in enumerate(order)}
+
+        def ident(item):
+            return repr(item.get(key)) if isinstance(item, dict) else repr(item)
     known = sorted((i for i in items if ident(i) in rank), key=lambda i: rank[ident(i)])
     unknown = [i for i in items if ident(i) not in rank]
     return known + unknown
@@ -222,6 +225,6 @@ def json_patch(doc, operations) -> dict:
         except (KeyError, IndexError, ValueError, TypeError) as exc:
             raise StatusError(422, "Invalid",
                               f"the server rejected our request due to an error in our request: "
-                              f"jsonpatch {op.get('op', '?')} operation does not apply: doc is missing "
-                              f"path: \"{op.get('path', '')}\": {exc}") from exc
+                              f"jsonpatch {op.get('op', '?')} operation does not apply: "
+                              f"doc is missing path: \"{op.get('path', '')}\": {exc}") from exc
     return doc

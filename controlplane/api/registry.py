@@ -17,15 +17,20 @@ from dataclasses import dataclass
 
 import yaml
 
-from controlplane.api import errors, patch as patches
+from controlplane.api import defaults, errors
+from controlplane.api import patch as patches
 from controlplane.api.allocators import IPRange, PortRange, allocate_pod_ip, release
 from controlplane.api.resources import BY_PLURAL, ResourceType
 from controlplane.api.selectors import selector_string
-from controlplane.api.service_alloc import (ServiceAllocations, allocate_service, drop_type_dependent_fields,
-                                      normalize_cluster_ips, release_service)
+from controlplane.api.service_alloc import (
+    ServiceAllocations,
+    allocate_service,
+    drop_type_dependent_fields,
+    normalize_cluster_ips,
+    release_service,
+)
 from controlplane.api.store import Store
 from controlplane.api.strategies import STRATEGIES, spec_part
-from controlplane.api import defaults
 
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 
@@ -41,10 +46,11 @@ class ClusterConfig:
     pod_blocks: dict            # node name -> IPRange of its pod CIDR
 
     @classmethod
-    def from_info(cls, info: dict) -> "ClusterConfig":
+    def from_info(cls, info: dict) -> ClusterConfig:
         return cls(IPRange.parse(info.get("serviceCIDR", "10.96.0.0/12")),
                    PortRange.parse(info.get("nodePortRange", "30000-32767")),
-                   {n["name"]: IPRange.parse(n["podCIDR"]) for n in info.get("nodes", []) if n.get("podCIDR")})
+                   {n["name"]: IPRange.parse(n["podCIDR"])
+                    for n in info.get("nodes", []) if n.get("podCIDR")})
 
 
 def _without_nulls(value):
@@ -59,7 +65,8 @@ def _without_nulls(value):
 class Registry:
     """CRUD with Kubernetes semantics; owns the allocation state."""
 
-    def __init__(self, store: Store, config: ClusterConfig, rand: random.Random | None = None) -> None:
+    def __init__(self, store: Store, config: ClusterConfig,
+                 rand: random.Random | None = None) -> None:
         self.store = store
         self.config = config
         self.rand = rand or random.Random()
@@ -82,13 +89,14 @@ class Registry:
         obj = self._check_body(rt, namespace, body)
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
-            suffix = "".join(self.rand.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+            suffix = "".join(self.rand.choice(string.ascii_lowercase + string.digits)
+                             for _ in range(5))
             meta["name"] = meta["generateName"] + suffix
         strategy = STRATEGIES[rt.plural]
         if strategy.reset_status_on_create:
             obj["status"] = {}
-        for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation",
-                    "managedFields", "selfLink"):
+        for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
+                    "generation", "managedFields", "selfLink"):
             meta.pop(key, None)
         with self.store.lock:
             self._require_namespace(rt, namespace)
@@ -96,13 +104,14 @@ class Registry:
             if rt.plural == "services":
                 obj = normalize_cluster_ips(obj, None)
             self._raise_invalid(rt, obj, strategy.validate(obj))
-            if self.store.get(rt.plural, namespace if rt.namespaced else "", meta["name"]) is not None:
+            if self.store.get(rt.plural, namespace if rt.namespaced else "",
+                              meta["name"]) is not None:
                 raise errors.already_exists(rt.plural, rt.group, meta["name"])
             new_state = None
             if rt.plural == "services":
                 obj, new_state, errs = allocate_service(obj, None, self.service_allocations,
-                                                        self.config.service_range, self.config.node_port_range,
-                                                        self.rand)
+                                                        self.config.service_range,
+                                                        self.config.node_port_range, self.rand)
                 self._raise_invalid(rt, obj, errs)
                 obj = defaults.service_ip_families(obj)
             meta = obj["metadata"]
@@ -126,17 +135,19 @@ class Registry:
         obj = _without_nulls(body)
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
         if kind and kind != rt.kind or api_version and api_version != rt.api_version:
-            raise errors.bad_request(f"the API version in the data ({api_version}) does not match the expected "
-                                     f"API version ({rt.api_version})" if api_version != rt.api_version else
-                                     f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")
+            raise errors.bad_request(f"the API version in the data ({api_version}) does not match "
+                                     f"the expected API version ({rt.api_version})"
+                                     if api_version != rt.api_version else
+                                     f"the kind in the data ({kind}) does not match "
+                                     f"the expected kind ({rt.kind})")
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise errors.bad_request("metadata must be an object")
         if rt.namespaced:
             if meta.get("namespace") and meta["namespace"] != namespace:
-                raise errors.bad_request("the namespace of the provided object does not match the namespace "
-                                         "sent on the request")
+                raise errors.bad_request("the namespace of the provided object does not match "
+                                         "the namespace sent on the request")
             meta["namespace"] = namespace
         return obj
 
@@ -150,8 +161,8 @@ class Registry:
                subresource: str = "", dry_run: bool = False) -> dict:
         obj = self._check_body(rt, namespace, body)
         if obj["metadata"].get("name", name) != name:
-            raise errors.bad_request(f"the name of the object ({obj['metadata'].get('name')}) does not match "
-                                     f"the name on the URL ({name})")
+            raise errors.bad_request(f"the name of the object ({obj['metadata'].get('name')}) "
+                                     f"does not match the name on the URL ({name})")
         obj["metadata"]["name"] = name
         with self.store.lock:
             old = self.get(rt, namespace, name)
@@ -160,9 +171,9 @@ class Registry:
                 raise errors.conflict(rt.plural, rt.group, name)
             return self._commit_update(rt, old, obj, subresource, dry_run)
 
-    def _commit_update(self, rt: ResourceType, old: dict, obj: dict, subresource: str, dry_run: bool) -> dict:
+    def _commit_update(self, rt: ResourceType, old: dict, obj: dict, subresource: str,
+                       dry_run: bool) -> dict:
         strategy = STRATEGIES[rt.plural]
-        namespace, name = old["metadata"].get("namespace", ""), old["metadata"]["name"]
         if subresource == "status":
             new = copy.deepcopy(old)
             new["status"] = obj.get("status", {})
@@ -190,8 +201,8 @@ class Registry:
         self._raise_invalid(rt, new, errs)
         if rt.plural == "services":
             new, new_state, errs = allocate_service(new, old, self.service_allocations,
-                                                    self.config.service_range, self.config.node_port_range,
-                                                    self.rand)
+                                                    self.config.service_range,
+                                                    self.config.node_port_range, self.rand)
             self._raise_invalid(rt, new, errs)
             new = defaults.service_ip_families(new)
         if strategy.tracks_generation and spec_part(new) != spec_part(old):
@@ -258,13 +269,16 @@ class Registry:
                                                    "creationTimestamp") if k in meta},
                 "spec": {"replicas": obj["spec"].get("replicas", 1)},
                 "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                           "selector": selector_string(obj["spec"].get("selector")).replace("<none>", "")}}
+                           "selector": selector_string(obj["spec"].get("selector"))
+                                       .replace("<none>", "")}}
 
-    def _patch_scale(self, rt: ResourceType, old: dict, content_type: str, body, dry_run: bool) -> dict:
+    def _patch_scale(self, rt: ResourceType, old: dict, content_type: str, body,
+                     dry_run: bool) -> dict:
         scale = self._apply_patch(self.scale_of(old), content_type, body)
         return self._set_replicas(rt, old, scale, dry_run)
 
-    def update_scale(self, rt: ResourceType, namespace: str, name: str, body: dict, dry_run: bool) -> dict:
+    def update_scale(self, rt: ResourceType, namespace: str, name: str, body: dict,
+                     dry_run: bool) -> dict:
         with self.store.lock:
             old = self.get(rt, namespace, name)
             want_rv = (body.get("metadata") or {}).get("resourceVersion")
@@ -289,7 +303,8 @@ class Registry:
             obj = self.get(rt, namespace, name)
             if rt.plural == "namespaces":
                 if name in PROTECTED_NAMESPACES:
-                    raise errors.forbidden_request("namespaces", name, "this namespace may not be deleted")
+                    raise errors.forbidden_request("namespaces", name,
+                                                   "this namespace may not be deleted")
                 if dry_run:
                     return obj
                 for other in BY_PLURAL.values():

@@ -26,10 +26,6 @@ class ResourceType:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
-    def group_version(self) -> str:
-        return self.api_version
-
-    @property
     def list_kind(self) -> str:
         return self.kind + "List"
 
@@ -47,7 +43,8 @@ RESOURCES: tuple[ResourceType, ...] = (
                  ("status", "scale"), ("all",)),
     ResourceType("replicasets", "replicaset", "ReplicaSet", "apps", "v1", True, ("rs",),
                  ("status", "scale"), ("all",)),
-    ResourceType("endpointslices", "endpointslice", "EndpointSlice", "discovery.k8s.io", "v1", True),
+    ResourceType("endpointslices", "endpointslice", "EndpointSlice", "discovery.k8s.io", "v1",
+                 True),
 )
 
 BY_GROUP_VERSION: dict[tuple[str, str], dict[str, ResourceType]] = {}

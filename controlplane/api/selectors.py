@@ -36,7 +36,8 @@ class Requirement:
         raise ValueError(self.op)
 
 
-_SET_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9_./-]+)\s*(?:(notin|in)\s*\(([^)]*)\)|(==|=|!=)\s*([A-Za-z0-9_.-]*))?\s*$")
+_SET_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9_./-]+)\s*"
+                     r"(?:(notin|in)\s*\(([^)]*)\)|(==|=|!=)\s*([A-Za-z0-9_.-]*))?\s*$")
 
 
 def _split_top(text: str) -> list[str]:
@@ -116,7 +117,8 @@ def label_selector_requirements(selector: dict | None) -> tuple[Requirement, ...
     """Requirements of a metav1.LabelSelector object (matchLabels + matchExpressions)."""
     if not selector:
         return ()
-    reqs = [Requirement(k, "=", (v,)) for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    reqs = [Requirement(k, "=", (v,))
+            for k, v in sorted((selector.get("matchLabels") or {}).items())]
     op_map = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
     for expr in selector.get("matchExpressions") or []:
         reqs.append(Requirement(expr.get("key", ""), op_map.get(expr.get("operator"), "?"),

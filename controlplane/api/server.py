@@ -28,7 +28,7 @@ import yaml
 from controlplane.api import certs, errors
 from controlplane.api.allocators import IPRange
 from controlplane.api.auth import Authenticator, User
-from controlplane.api.bootstrap import NodeMonitor, bootstrap, post_heartbeat
+from controlplane.api.bootstrap import NodeMonitor, bootstrap
 from controlplane.api.handlers import Api, Request, Response, Stream
 from controlplane.api.registry import ClusterConfig, Registry
 from controlplane.api.store import Store
@@ -44,9 +44,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "svclab-apiserver"
     timeout = IDLE_TIMEOUT
     wbufsize = 64 * 1024   # headers and body leave in one write; flushed after each request
-    server: "_HttpsServer"
+    server: _HttpsServer
 
-    def log_message(self, fmt, *args):  # noqa: D102 - routed to logging, not stderr
+    def log_message(self, fmt, *args):  # routed to logging, not stderr
         log.debug("%s " + fmt, self.address_string(), *args)
 
     def _read_body(self) -> bytes:
@@ -65,12 +65,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         body = self._read_body()
         owner = self.server.owner
-        peer = self.connection.getpeercert(binary_form=True) if isinstance(self.connection, ssl.SSLSocket) else None
+        peer = (self.connection.getpeercert(binary_form=True)
+                if isinstance(self.connection, ssl.SSLSocket) else None)
         user = owner.authenticator.authenticate(peer, self.headers.get("Authorization"))
         if user is None:
             self._send(Response(401, errors.unauthorized().to_status()))
             return
-        request = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        request = Request(self.command, self.path,
+                          {k.lower(): v for k, v in self.headers.items()}, body)
         result = owner.api.dispatch(request)
         log.debug("%s %s %s -> %s", user.name, self.command, self.path,
                   result.code if isinstance(result, Response) else "stream")
@@ -108,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, socket.timeout):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, ssl.SSLError):
             return  # the client went away: the watch simply ends
         finally:
             close = getattr(stream.events, "close", None)
@@ -122,7 +124,7 @@ class _HttpsServer(socketserver.ThreadingMixIn, HTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, sock: socket.socket, context: ssl.SSLContext, owner: "ApiServer") -> None:
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, owner: ApiServer) -> None:
         super().__init__(sock.getsockname()[:2], _Handler, bind_and_activate=False)
         self.socket.close()
         self.socket = sock
@@ -147,7 +149,7 @@ class _HttpsServer(socketserver.ThreadingMixIn, HTTPServer):
             tls.settimeout(None)
             try:
                 self.RequestHandlerClass(tls, client_address, self)
-            except (ConnectionError, ssl.SSLError, socket.timeout):
+            except (TimeoutError, ConnectionError, ssl.SSLError):
                 pass   # client hung up mid-request: nothing to answer
             finally:
                 with self.lock:
@@ -170,8 +172,8 @@ class _HttpsServer(socketserver.ThreadingMixIn, HTTPServer):
 class ApiServer:
     """The lab's Kubernetes API server (in memory, HTTPS, authenticated)."""
 
-    def __init__(self, state_dir: Path, cluster_info: dict, *, node_grace_period: float | None = 40.0,
-                 seed: int | None = None) -> None:
+    def __init__(self, state_dir: Path, cluster_info: dict, *,
+                 node_grace_period: float | None = 40.0, seed: int | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
@@ -181,13 +183,16 @@ class ApiServer:
         self.admin_token = self.authenticator.mint_token("kubernetes-admin", ("system:masters",))
         certs.write_private(self.state_dir / "admin.token", self.admin_token.encode())
         self.store = Store()
-        self.registry = Registry(self.store, ClusterConfig.from_info(cluster_info), random.Random(seed))
+        self.registry = Registry(self.store, ClusterConfig.from_info(cluster_info),
+                                 random.Random(seed))
         bootstrap(self.registry, cluster_info)
         endpoint = cluster_info.get("controlPlaneEndpoint") or {}
         self._stopping = threading.Event()
-        self.api = Api(self.registry, f"{endpoint.get('ip', '127.0.0.1')}:{endpoint.get('port', 6443)}",
+        self.api = Api(self.registry,
+                       f"{endpoint.get('ip', '127.0.0.1')}:{endpoint.get('port', 6443)}",
                        self._stopping.is_set)
-        self._context = server_context(str(self.state_dir / "apiserver.crt"), str(self.state_dir / "apiserver.key"))
+        self._context = server_context(str(self.state_dir / "apiserver.crt"),
+                                       str(self.state_dir / "apiserver.key"))
         self._servers: list[_HttpsServer] = []
         self._threads: list[threading.Thread] = []
         self._started: list[_HttpsServer] = []
@@ -202,13 +207,15 @@ class ApiServer:
         service_ip = IPRange.parse(self.cluster_info.get("serviceCIDR", "10.96.0.0/12")).address(0)
         domain = self.cluster_info.get("clusterDomain", "cluster.local")
         ips = ["127.0.0.1", service_ip] + ([endpoint["ip"]] if endpoint.get("ip") else [])
-        ips += [n["internalIP"] for n in self.cluster_info.get("nodes", []) if n.get("role") == "control-plane"]
+        ips += [n["internalIP"] for n in self.cluster_info.get("nodes", [])
+                if n.get("role") == "control-plane"]
         dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                f"kubernetes.default.svc.{domain}"]
         server = certs.make_server_cert(self.ca, ips, dns)
         self.admin = certs.make_client_cert(self.ca, "kubernetes-admin", ("system:masters",))
-        files = {"ca.crt": self.ca.cert_pem, "ca.key": self.ca.key_pem, "apiserver.crt": server.cert_pem,
-                 "apiserver.key": server.key_pem, "admin.crt": self.admin.cert_pem, "admin.key": self.admin.key_pem}
+        files = {"ca.crt": self.ca.cert_pem, "ca.key": self.ca.key_pem,
+                 "apiserver.crt": server.cert_pem, "apiserver.key": server.key_pem,
+                 "admin.crt": self.admin.cert_pem, "admin.key": self.admin.key_pem}
         for name, data in files.items():
             certs.write_private(self.state_dir / name, data)
 
@@ -228,10 +235,12 @@ class ApiServer:
         creds = {"token": token} if token else {"client-certificate-data": b64(self.admin.cert_pem),
                                                  "client-key-data": b64(self.admin.key_pem)}
         config = {"apiVersion": "v1", "kind": "Config", "preferences": {},
-                  "clusters": [{"name": "svclab", "cluster": {"server": server_url,
-                                                             "certificate-authority-data": b64(self.ca.cert_pem)}}],
+                  "clusters": [{"name": "svclab",
+                                "cluster": {"server": server_url,
+                                            "certificate-authority-data": b64(self.ca.cert_pem)}}],
                   "users": [{"name": user, "user": creds}],
-                  "contexts": [{"name": f"{user}@svclab", "context": {"cluster": "svclab", "user": user}}],
+                  "contexts": [{"name": f"{user}@svclab",
+                                "context": {"cluster": "svclab", "user": user}}],
                   "current-context": f"{user}@svclab"}
         certs.write_private(Path(path), yaml.safe_dump(config, sort_keys=False).encode())
         return Path(path)
@@ -242,10 +251,6 @@ class ApiServer:
 
     def release_pod_ip(self, ip: str) -> None:
         self.registry.release_pod_ip(ip)
-
-    def post_node_heartbeat(self, node: str) -> None:
-        """Mark ``node`` Ready now, as its kubelet's status update would (for in-process callers)."""
-        post_heartbeat(self.registry, node)
 
     # ---- lifecycle ------------------------------------------------------
     def add_listener(self, sock: socket.socket) -> str:
@@ -271,9 +276,9 @@ class ApiServer:
         self._started.append(server)
         thread.start()
 
-    def start(self) -> "ApiServer":
+    def start(self) -> ApiServer:
         if not self._servers:
-            raise errors.ApiError("add_listener() before start()")
+            raise errors.ApiServerError("add_listener() before start()")
         for server in self._servers:
             self._start_server(server)
         if self._monitor:
@@ -294,7 +299,7 @@ class ApiServer:
         for thread in self._threads:
             thread.join(timeout)
 
-    def __enter__(self) -> "ApiServer":
+    def __enter__(self) -> ApiServer:
         return self
 
     def __exit__(self, *exc) -> None:

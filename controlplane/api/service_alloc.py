@@ -13,7 +13,13 @@ import copy
 import random
 from dataclasses import dataclass, replace
 
-from controlplane.api.allocators import (AllocationError, IPRange, PortRange, allocate_ip, allocate_port)
+from controlplane.api.allocators import (
+    AllocationError,
+    IPRange,
+    PortRange,
+    allocate_ip,
+    allocate_port,
+)
 from controlplane.api.errors import FieldError, invalid
 from controlplane.api.validation import externally_accessible, needs_health_check
 
@@ -30,7 +36,8 @@ def needs_cluster_ip(spec: dict) -> bool:
 
 def needs_node_ports(spec: dict) -> bool:
     return spec.get("type") == "NodePort" or (
-        spec.get("type") == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts", True) is not False)
+        spec.get("type") == "LoadBalancer"
+        and spec.get("allocateLoadBalancerNodePorts", True) is not False)
 
 
 def normalize_cluster_ips(new: dict, old: dict | None) -> dict:
@@ -39,7 +46,8 @@ def normalize_cluster_ips(new: dict, old: dict | None) -> dict:
     spec = new.setdefault("spec", {})
     ip, ips = spec.get("clusterIP", ""), list(spec.get("clusterIPs") or [])
     old_spec = (old or {}).get("spec") or {}
-    if old is not None and ip != old_spec.get("clusterIP", "") and ips == list(old_spec.get("clusterIPs") or []):
+    if (old is not None and ip != old_spec.get("clusterIP", "")
+            and ips == list(old_spec.get("clusterIPs") or [])):
         ips = [ip] + ips[1:] if ip else []
     if ip and not ips:
         ips = [ip]
@@ -81,10 +89,12 @@ def drop_type_dependent_fields(new: dict, old: dict | None) -> dict:
     for key in ("allocateLoadBalancerNodePorts", "loadBalancerClass"):
         if spec.get("type") != "LoadBalancer" and key in spec and spec[key] == old_spec.get(key):
             spec.pop(key)
-    if not externally_accessible(spec) and spec.get("externalTrafficPolicy") == old_spec.get("externalTrafficPolicy"):
+    if (not externally_accessible(spec)
+            and spec.get("externalTrafficPolicy") == old_spec.get("externalTrafficPolicy")):
         spec.pop("externalTrafficPolicy", None)
     if not needs_health_check(spec):
-        if spec.get("healthCheckNodePort") and spec.get("healthCheckNodePort") == old_spec.get("healthCheckNodePort"):
+        if (spec.get("healthCheckNodePort")
+                and spec.get("healthCheckNodePort") == old_spec.get("healthCheckNodePort")):
             spec.pop("healthCheckNodePort")
     elif not spec.get("healthCheckNodePort") and old_spec.get("healthCheckNodePort"):
         spec["healthCheckNodePort"] = old_spec["healthCheckNodePort"]
@@ -129,16 +139,20 @@ def allocate_service(new: dict, old: dict | None, state: ServiceAllocations, ip_
         for i, port in enumerate(spec.get("ports") or []):
             if port.get("nodePort") or needs_node_ports(spec):
                 try:
-                    port["nodePort"], ports_f = allocate_port(port_range, ports_f, port.get("nodePort") or None, rand)
+                    port["nodePort"], ports_f = allocate_port(port_range, ports_f,
+                                                              port.get("nodePort") or None, rand)
                 except AllocationError as exc:
-                    raise _Reject(invalid(port.get("nodePort"), f"spec.ports[{i}].nodePort", str(exc))) from exc
+                    raise _Reject(invalid(port.get("nodePort"), f"spec.ports[{i}].nodePort",
+                                          str(exc))) from exc
         if needs_health_check(spec):
             requested = spec.get("healthCheckNodePort") or None
             try:
-                spec["healthCheckNodePort"], ports_f = allocate_port(port_range, ports_f, requested, rand)
+                spec["healthCheckNodePort"], ports_f = allocate_port(port_range, ports_f,
+                                                                     requested, rand)
             except AllocationError as exc:
                 raise _Reject(invalid(requested, "spec.healthCheckNodePort",
-                                      f"failed to allocate requested HealthCheck NodePort {requested}: {exc}")) from exc
+                                      f"failed to allocate requested HealthCheck NodePort "
+                                      f"{requested}: {exc}")) from exc
     except _Reject as rej:
         return new, state, [rej.error]
     return new, replace(state, cluster_ips=ips_f, node_ports=ports_f), []

@@ -74,7 +74,8 @@ class Store:
             meta = obj["metadata"]
             meta["resourceVersion"] = str(self._rv)
             stored = copy.deepcopy(obj)
-            self._objects.setdefault(resource, {})[(meta.get("namespace", ""), meta["name"])] = stored
+            self._objects.setdefault(resource, {})[
+                (meta.get("namespace", ""), meta["name"])] = stored
             self._record(resource, event_type, stored)
             return copy.deepcopy(stored)
 
@@ -105,7 +106,8 @@ class Store:
         return out, self._rv
 
     def wait_for_change(self, rv: int, timeout: float) -> None:
-        """Block until the global rv passes ``rv``, the store closes, or timeout. Caller holds lock."""
+        """Block until the global rv passes ``rv``, the store closes, or timeout. Caller holds
+        lock."""
         if self._rv <= rv and not self.closed:
             self.changed.wait(timeout)
 

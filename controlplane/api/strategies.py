@@ -6,8 +6,8 @@ One :class:`Strategy` per resource type, as data; the generic flow lives in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from controlplane.api import defaults
 from controlplane.api import validation as v
@@ -18,7 +18,7 @@ Validator = Callable[[dict], list[FieldError]]
 UpdateValidator = Callable[[dict, dict], list[FieldError]]
 
 
-def _no_update_rules(new: dict, old: dict) -> list[FieldError]:  # noqa: ARG001
+def _no_update_rules(new: dict, old: dict) -> list[FieldError]:
     return []
 
 
@@ -35,10 +35,10 @@ class Strategy:
 
 STRATEGIES: dict[str, Strategy] = {
     "services": Strategy(defaults.service, v.validate_service, v.validate_service_update),
-    "deployments": Strategy(defaults.deployment, vw.validate_deployment, vw.validate_selector_update,
-                            tracks_generation=True),
-    "replicasets": Strategy(defaults.replicaset, vw.validate_replicaset, vw.validate_selector_update,
-                            tracks_generation=True),
+    "deployments": Strategy(defaults.deployment, vw.validate_deployment,
+                            vw.validate_selector_update, tracks_generation=True),
+    "replicasets": Strategy(defaults.replicaset, vw.validate_replicaset,
+                            vw.validate_selector_update, tracks_generation=True),
     "pods": Strategy(defaults.pod, vw.validate_pod),
     "namespaces": Strategy(defaults.namespace, vw.validate_namespace),
     "nodes": Strategy(defaults.identity, vw.validate_node, reset_status_on_create=False),
@@ -53,4 +53,5 @@ STRATEGIES: dict[str, Strategy] = {
 
 def spec_part(obj: dict) -> dict:
     """Everything but metadata and status: what bumps metadata.generation."""
-    return {k: val for k, val in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
+    return {k: val for k, val in obj.items()
+            if k not in ("metadata", "status", "kind", "apiVersion")}

@@ -1,9 +1,11 @@
-"""Strict field validation (``fieldValidation=Strict``, kubectl's default): unknown fields are errors.
+"""Strict field validation (``fieldValidation=Strict``, kubectl's default): unknown fields
+are errors.
 
 Only the objects users write by hand are described (metadata, Service,
 Deployment/ReplicaSet and their pod templates, Namespace); other kinds and
 free-form maps (labels, annotations, selector, resources) are not checked.
-The message matches the apiserver's: ``strict decoding error: unknown field "spec.ports[0].targetport"``.
+The message matches the apiserver's:
+``strict decoding error: unknown field "spec.ports[0].targetport"``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ ANY = None   # a leaf or a free-form value
 
 
 def _fields(*names: str, **nested) -> dict:
-    out = {name: ANY for name in names}
+    out = dict.fromkeys(names, ANY)
     out.update(nested)
     return out
 
@@ -24,39 +26,46 @@ class ListOf:
         self.schema = schema
 
 
-METADATA = _fields("name", "generateName", "namespace", "labels", "annotations", "uid", "resourceVersion",
-                   "generation", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                   "ownerReferences", "finalizers", "managedFields", "selfLink")
+METADATA = _fields("name", "generateName", "namespace", "labels", "annotations", "uid",
+                   "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
+                   "deletionGracePeriodSeconds", "ownerReferences", "finalizers", "managedFields",
+                   "selfLink")
 SERVICE_PORT = _fields("name", "protocol", "appProtocol", "port", "targetPort", "nodePort")
-SERVICE_SPEC = _fields("selector", "clusterIP", "clusterIPs", "type", "externalIPs", "sessionAffinity",
-                       "loadBalancerIP", "loadBalancerSourceRanges", "externalName", "externalTrafficPolicy",
-                       "healthCheckNodePort", "publishNotReadyAddresses", "sessionAffinityConfig", "ipFamilies",
+SERVICE_SPEC = _fields("selector", "clusterIP", "clusterIPs", "type", "externalIPs",
+                       "sessionAffinity", "loadBalancerIP", "loadBalancerSourceRanges",
+                       "externalName", "externalTrafficPolicy", "healthCheckNodePort",
+                       "publishNotReadyAddresses", "sessionAffinityConfig", "ipFamilies",
                        "ipFamilyPolicy", "allocateLoadBalancerNodePorts", "loadBalancerClass",
                        "internalTrafficPolicy", "trafficDistribution", ports=ListOf(SERVICE_PORT))
 CONTAINER_PORT = _fields("name", "hostPort", "containerPort", "protocol", "hostIP")
-CONTAINER = _fields("name", "image", "command", "args", "workingDir", "env", "envFrom", "resources",
-                    "resizePolicy", "restartPolicy", "volumeMounts", "volumeDevices", "livenessProbe",
-                    "readinessProbe", "startupProbe", "lifecycle", "terminationMessagePath",
-                    "terminationMessagePolicy", "imagePullPolicy", "securityContext", "stdin", "stdinOnce", "tty",
-                    "restartPolicyRules", ports=ListOf(CONTAINER_PORT))
-POD_SPEC = _fields("volumes", "restartPolicy", "terminationGracePeriodSeconds", "activeDeadlineSeconds",
-                   "dnsPolicy", "nodeSelector", "serviceAccountName", "serviceAccount",
-                   "automountServiceAccountToken", "nodeName", "hostNetwork", "hostPID", "hostIPC",
-                   "shareProcessNamespace", "securityContext", "imagePullSecrets", "hostname", "subdomain",
-                   "affinity", "schedulerName", "tolerations", "hostAliases", "priorityClassName", "priority",
-                   "dnsConfig", "readinessGates", "runtimeClassName", "enableServiceLinks", "preemptionPolicy",
+CONTAINER = _fields("name", "image", "command", "args", "workingDir", "env", "envFrom",
+                    "resources", "resizePolicy", "restartPolicy", "volumeMounts", "volumeDevices",
+                    "livenessProbe", "readinessProbe", "startupProbe", "lifecycle",
+                    "terminationMessagePath", "terminationMessagePolicy", "imagePullPolicy",
+                    "securityContext", "stdin", "stdinOnce", "tty", "restartPolicyRules",
+                    ports=ListOf(CONTAINER_PORT))
+POD_SPEC = _fields("volumes", "restartPolicy", "terminationGracePeriodSeconds",
+                   "activeDeadlineSeconds", "dnsPolicy", "nodeSelector", "serviceAccountName",
+                   "serviceAccount", "automountServiceAccountToken", "nodeName", "hostNetwork",
+                   "hostPID", "hostIPC", "shareProcessNamespace", "securityContext",
+                   "imagePullSecrets", "hostname", "subdomain", "affinity", "schedulerName",
+                   "tolerations", "hostAliases", "priorityClassName", "priority", "dnsConfig",
+                   "readinessGates", "runtimeClassName", "enableServiceLinks", "preemptionPolicy",
                    "overhead", "topologySpreadConstraints", "setHostnameAsFQDN", "os", "hostUsers",
                    "schedulingGates", "resourceClaims", "resources", "ephemeralContainers",
                    containers=ListOf(CONTAINER), initContainers=ListOf(CONTAINER))
 TEMPLATE = _fields(metadata=METADATA, spec=POD_SPEC)
-DEPLOYMENT_SPEC = _fields("replicas", "selector", "strategy", "minReadySeconds", "revisionHistoryLimit",
-                          "paused", "progressDeadlineSeconds", template=TEMPLATE)
+DEPLOYMENT_SPEC = _fields("replicas", "selector", "strategy", "minReadySeconds",
+                          "revisionHistoryLimit", "paused", "progressDeadlineSeconds",
+                          template=TEMPLATE)
 REPLICASET_SPEC = _fields("replicas", "selector", "minReadySeconds", template=TEMPLATE)
 
 SCHEMAS = {
     "Service": _fields("kind", "apiVersion", "status", metadata=METADATA, spec=SERVICE_SPEC),
-    "Deployment": _fields("kind", "apiVersion", "status", metadata=METADATA, spec=DEPLOYMENT_SPEC),
-    "ReplicaSet": _fields("kind", "apiVersion", "status", metadata=METADATA, spec=REPLICASET_SPEC),
+    "Deployment": _fields("kind", "apiVersion", "status", metadata=METADATA,
+                          spec=DEPLOYMENT_SPEC),
+    "ReplicaSet": _fields("kind", "apiVersion", "status", metadata=METADATA,
+                          spec=REPLICASET_SPEC),
     "Namespace": _fields("kind", "apiVersion", "spec", "status", metadata=METADATA),
 }
 
@@ -65,7 +74,8 @@ def unknown_fields(value, schema, path: str = "") -> list[str]:
     if isinstance(schema, ListOf):
         if not isinstance(value, list):
             return []
-        return [u for i, item in enumerate(value) for u in unknown_fields(item, schema.schema, f"{path}[{i}]")]
+        return [u for i, item in enumerate(value)
+                for u in unknown_fields(item, schema.schema, f"{path}[{i}]")]
     if schema is ANY or not isinstance(value, dict):
         return []
     out = []
@@ -86,11 +96,13 @@ def check_strict(obj: dict, kind: str, api_version: str) -> None:
     unknown = unknown_fields(obj, schema)
     if unknown:
         listed = ", ".join(f'unknown field "{u}"' for u in unknown)
-        raise StatusError(400, "BadRequest", f'{kind} in version "{api_version.split("/")[-1]}" cannot be '
-                                             f"handled as a {kind}: strict decoding error: {listed}")
+        raise StatusError(400, "BadRequest",
+                          f'{kind} in version "{api_version.split("/")[-1]}" cannot be '
+                          f"handled as a {kind}: strict decoding error: {listed}")
 
 
-def check_strict_apply(obj: dict, kind: str, api_version: str, namespace: str, name: str) -> None:
+def check_strict_apply(obj: dict, kind: str, api_version: str, namespace: str,
+                       name: str) -> None:
     """Server-side apply's version of the check (the typed-patch error)."""
     schema = SCHEMAS.get(kind)
     if schema is None:
@@ -99,5 +111,6 @@ def check_strict_apply(obj: dict, kind: str, api_version: str, namespace: str, n
     if unknown:
         group, _, version = api_version.rpartition("/")
         where = f"{namespace}/{name}" if namespace else name
-        raise StatusError(400, "BadRequest", f"failed to create typed patch object ({group}/{version}, Kind={kind}) "
-                                             f"{where}: .{unknown[0]}: field not declared in schema")
+        raise StatusError(400, "BadRequest",
+                          f"failed to create typed patch object ({group}/{version}, Kind={kind}) "
+                          f"{where}: .{unknown[0]}: field not declared in schema")

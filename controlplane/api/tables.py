@@ -64,7 +64,8 @@ AGE = _col("Age")
 
 def _lb_ingress(svc: dict, wide: bool) -> str:
     ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    text = ",".join(i.get("ip") or i.get("hostname", "") for i in ingress if i.get("ip") or i.get("hostname"))
+    text = ",".join(i.get("ip") or i.get("hostname", "") for i in ingress
+                    if i.get("ip") or i.get("hostname"))
     if not wide and len(text) > 16:
         text = text[:13] + "..."
     return text
@@ -155,12 +156,14 @@ def _pod(pod, now):
     restarts = sum(int(c.get("restartCount", 0)) for c in statuses)
     gates = spec.get("readinessGates") or []
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
-    gates_text = (f"{sum(1 for g in gates if conditions.get(g.get('conditionType')) == 'True')}/{len(gates)}"
-                  if gates else "<none>")
-    ips = [p.get("ip") for p in status.get("podIPs") or []] or ([status["podIP"]] if status.get("podIP") else [])
-    return [pod["metadata"]["name"], f"{ready}/{len(spec.get('containers') or [])}", pod_status_reason(pod),
-            str(restarts), age(pod, now), ips[0] if ips else "<none>", spec.get("nodeName") or "<none>",
-            status.get("nominatedNodeName") or "<none>", gates_text]
+    gates_text = (f"{sum(1 for g in gates if conditions.get(g.get('conditionType')) == 'True')}"
+                  f"/{len(gates)}" if gates else "<none>")
+    ips = ([p.get("ip") for p in status.get("podIPs") or []]
+           or ([status["podIP"]] if status.get("podIP") else []))
+    return [pod["metadata"]["name"], f"{ready}/{len(spec.get('containers') or [])}",
+            pod_status_reason(pod), str(restarts), age(pod, now), ips[0] if ips else "<none>",
+            spec.get("nodeName") or "<none>", status.get("nominatedNodeName") or "<none>",
+            gates_text]
 
 
 def node_status(node: dict) -> str:
@@ -196,14 +199,16 @@ def _node_address(node: dict, kind: str) -> str:
 def _node(node, now):
     info = (node.get("status") or {}).get("nodeInfo") or {}
     return [node["metadata"]["name"], node_status(node), node_roles(node), age(node, now),
-            info.get("kubeletVersion", ""), _node_address(node, "InternalIP"), _node_address(node, "ExternalIP"),
+            info.get("kubeletVersion", ""), _node_address(node, "InternalIP"),
+            _node_address(node, "ExternalIP"),
             info.get("osImage") or "<unknown>", info.get("kernelVersion") or "<unknown>",
             info.get("containerRuntimeVersion") or "<unknown>"]
 
 
 def _containers(template: dict) -> tuple[str, str]:
     containers = ((template or {}).get("spec") or {}).get("containers") or []
-    return ",".join(c.get("name", "") for c in containers), ",".join(c.get("image", "") for c in containers)
+    return (",".join(c.get("name", "") for c in containers),
+            ",".join(c.get("image", "") for c in containers))
 
 
 def _deployment(dep, now):
@@ -218,7 +223,8 @@ def _replicaset(rs, now):
     spec, status = rs.get("spec") or {}, rs.get("status") or {}
     names, images = _containers(spec.get("template"))
     return [rs["metadata"]["name"], spec.get("replicas", 0), status.get("replicas", 0),
-            status.get("readyReplicas", 0), age(rs, now), names, images, selector_string(spec.get("selector"))]
+            status.get("readyReplicas", 0), age(rs, now), names, images,
+            selector_string(spec.get("selector"))]
 
 
 def _namespace(ns, now):
@@ -230,37 +236,44 @@ def _endpointslice(es, now):
     if ports is None or not ports:
         port_text = "<unset>"
     else:
-        port_text = ",".join(str(p["port"]) if p.get("port") is not None else "<unset>" for p in ports)
+        port_text = ",".join(str(p["port"]) if p.get("port") is not None else "<unset>"
+                             for p in ports)
     addrs = [a for ep in es.get("endpoints") or [] for a in ep.get("addresses") or []]
-    ep_text = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "") if addrs else "<unset>"
+    ep_text = (",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "")
+               if addrs else "<unset>")
     return [es["metadata"]["name"], es.get("addressType", ""), port_text, ep_text, age(es, now)]
 
 
 def _event(ev, now):
     inv = ev.get("involvedObject") or {}
-    last = ev.get("lastTimestamp") or ev.get("eventTime") or (ev.get("metadata") or {}).get("creationTimestamp")
+    last = (ev.get("lastTimestamp") or ev.get("eventTime")
+            or (ev.get("metadata") or {}).get("creationTimestamp"))
     seen = age({"metadata": {"creationTimestamp": last}}, now) if last else "<unknown>"
     return [seen, ev.get("type", ""), ev.get("reason", ""),
             f"{(inv.get('kind') or '').lower()}/{inv.get('name', '')}", ev.get("message", "")]
 
 
 TABLES = {
-    "services": ([NAME, _col("Type"), _col("Cluster-IP"), _col("External-IP"), _col("Port(s)"), AGE,
-                  _col("Selector", 1)], _service),
+    "services": ([NAME, _col("Type"), _col("Cluster-IP"), _col("External-IP"), _col("Port(s)"),
+                  AGE, _col("Selector", 1)], _service),
     "endpoints": ([NAME, _col("Endpoints"), AGE], _endpoints),
-    "pods": ([NAME, _col("Ready"), _col("Status"), _col("Restarts", typ="string"), AGE, _col("IP", 1),
-              _col("Node", 1), _col("Nominated Node", 1), _col("Readiness Gates", 1)], _pod),
+    "pods": ([NAME, _col("Ready"), _col("Status"), _col("Restarts", typ="string"), AGE,
+              _col("IP", 1), _col("Node", 1), _col("Nominated Node", 1),
+              _col("Readiness Gates", 1)], _pod),
     "nodes": ([NAME, _col("Status"), _col("Roles"), AGE, _col("Version"), _col("Internal-IP", 1),
                _col("External-IP", 1), _col("OS-Image", 1), _col("Kernel-Version", 1),
                _col("Container-Runtime", 1)], _node),
-    "deployments": ([NAME, _col("Ready"), _col("Up-to-date", typ="integer"), _col("Available", typ="integer"),
-                     AGE, _col("Containers", 1), _col("Images", 1), _col("Selector", 1)], _deployment),
+    "deployments": ([NAME, _col("Ready"), _col("Up-to-date", typ="integer"),
+                     _col("Available", typ="integer"), AGE, _col("Containers", 1),
+                     _col("Images", 1), _col("Selector", 1)], _deployment),
     "replicasets": ([NAME, _col("Desired", typ="integer"), _col("Current", typ="integer"),
                      _col("Ready", typ="integer"), AGE, _col("Containers", 1), _col("Images", 1),
                      _col("Selector", 1)], _replicaset),
     "namespaces": ([NAME, _col("Status"), AGE], _namespace),
-    "endpointslices": ([NAME, _col("AddressType"), _col("Ports"), _col("Endpoints"), AGE], _endpointslice),
-    "events": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")], _event),
+    "endpointslices": ([NAME, _col("AddressType"), _col("Ports"), _col("Endpoints"), AGE],
+                       _endpointslice),
+    "events": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")],
+               _event),
 }
 
 
@@ -272,8 +285,9 @@ def _row_object(obj: dict, include: str) -> dict | None:
     return {**PARTIAL, "metadata": obj.get("metadata", {})}
 
 
-def to_table(plural: str, objects: list[dict], resource_version: str, include: str = "Metadata",
-             now: dt.datetime | None = None, headers: bool = True) -> dict:
+def to_table(plural: str, objects: list[dict], resource_version: str,
+             include: str = "Metadata", now: dt.datetime | None = None,
+             headers: bool = True) -> dict:
     now = now or dt.datetime.now(dt.timezone.utc)
     columns, printer = TABLES[plural]
     rows = []
@@ -283,5 +297,6 @@ def to_table(plural: str, objects: list[dict], resource_version: str, include: s
         if embedded is not None:
             row["object"] = embedded
         rows.append(row)
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": resource_version},
             "columnDefinitions": columns if headers else [], "rows": rows}

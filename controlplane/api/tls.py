@@ -14,18 +14,18 @@ import ctypes.util
 import ssl
 import sys
 
-from controlplane.api.errors import ApiError
+from controlplane.api.errors import ApiServerError
 
 SSL_VERIFY_PEER = 0x01
 _VERIFY_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 
 
-class TlsSetupError(ApiError):
+class TlsSetupError(ApiServerError):
     """The OpenSSL hook needed for certificate authentication is unavailable."""
 
 
 @_VERIFY_CB
-def _accept_any(preverify_ok: int, store_ctx: int) -> int:  # noqa: ARG001 - OpenSSL signature
+def _accept_any(preverify_ok: int, store_ctx: int) -> int:  # OpenSSL's signature: args unused
     return 1
 
 

@@ -10,8 +10,15 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from controlplane.api.errors import (FieldError, GoRaw, duplicate, forbidden, invalid, not_supported,
-                               required)
+from controlplane.api.errors import (
+    FieldError,
+    GoRaw,
+    duplicate,
+    forbidden,
+    invalid,
+    not_supported,
+    required,
+)
 
 
 def regex_error(msg: str, fmt: str, *examples: str) -> str:
@@ -41,8 +48,9 @@ def is_dns1123_label(value: str) -> list[str]:
     if len(value) > 63:
         errs.append(max_len_error(63))
     if not re.fullmatch(DNS1123_LABEL_FMT, value):
-        errs.append(regex_error("a lowercase RFC 1123 label must consist of lower case alphanumeric "
-                                "characters or '-', and must start and end with an alphanumeric character",
+        errs.append(regex_error("a lowercase RFC 1123 label must consist of lower case "
+                                "alphanumeric characters or '-', and must start and end with an "
+                                "alphanumeric character",
                                 DNS1123_LABEL_FMT, "my-name", "123-abc"))
     return errs
 
@@ -52,9 +60,9 @@ def is_dns1123_subdomain(value: str) -> list[str]:
     if len(value) > 253:
         errs.append(max_len_error(253))
     if not re.fullmatch(DNS1123_SUBDOMAIN_FMT, value):
-        errs.append(regex_error("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                                "characters, '-' or '.', and must start and end with an alphanumeric "
-                                "character", DNS1123_SUBDOMAIN_FMT, "example.com"))
+        errs.append(regex_error("a lowercase RFC 1123 subdomain must consist of lower case "
+                                "alphanumeric characters, '-' or '.', and must start and end with "
+                                "an alphanumeric character", DNS1123_SUBDOMAIN_FMT, "example.com"))
     return errs
 
 
@@ -63,9 +71,10 @@ def is_dns1035_label(value: str) -> list[str]:
     if len(value) > 63:
         errs.append(max_len_error(63))
     if not re.fullmatch(DNS1035_LABEL_FMT, value):
-        errs.append(regex_error("a DNS-1035 label must consist of lower case alphanumeric characters or "
-                                "'-', start with an alphabetic character, and end with an alphanumeric "
-                                "character", DNS1035_LABEL_FMT, "my-name", "abc-123"))
+        errs.append(regex_error("a DNS-1035 label must consist of lower case alphanumeric "
+                                "characters or '-', start with an alphabetic character, and end "
+                                "with an alphanumeric character",
+                                DNS1035_LABEL_FMT, "my-name", "abc-123"))
     return errs
 
 
@@ -81,8 +90,9 @@ def is_qualified_name(value: str) -> list[str]:
         else:
             errs += ["prefix part " + m for m in is_dns1123_subdomain(prefix)]
     else:
-        return [regex_error("a qualified name must consist of alphanumeric characters, '-', '_' or '.', "
-                            "and must start and end with an alphanumeric character",
+        return [regex_error("a qualified name must consist of alphanumeric characters, "
+                            "'-', '_' or '.', and must start and end with an alphanumeric "
+                            "character",
                             QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
                 + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
     if not name:
@@ -91,8 +101,8 @@ def is_qualified_name(value: str) -> list[str]:
         errs.append("name part " + max_len_error(63))
     if name and not re.fullmatch(QUALIFIED_NAME_FMT, name):
         errs.append("name part " + regex_error(
-            "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
-            "alphanumeric character", QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc"))
+            "must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+            "with an alphanumeric character", QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc"))
     return errs
 
 
@@ -102,8 +112,9 @@ def is_label_value(value: str) -> list[str]:
         errs.append(max_len_error(63))
     if not re.fullmatch(LABEL_VALUE_FMT, value):
         errs.append(regex_error("a valid label must be an empty string or consist of alphanumeric "
-                                "characters, '-', '_' or '.', and must start and end with an alphanumeric "
-                                "character", LABEL_VALUE_FMT, "MyValue", "my_value", "12345"))
+                                "characters, '-', '_' or '.', and must start and end with an "
+                                "alphanumeric character", LABEL_VALUE_FMT, "MyValue", "my_value",
+                                "12345"))
     return errs
 
 
@@ -163,7 +174,8 @@ def is_ip(value) -> bool:
 
 IP_MSG = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
 
-NAME_RULES = {"label": is_dns1123_label, "subdomain": is_dns1123_subdomain, "dns1035": is_dns1035_label}
+NAME_RULES = {"label": is_dns1123_label, "subdomain": is_dns1123_subdomain,
+              "dns1035": is_dns1035_label}
 
 
 def validate_metadata(obj: dict, name_rule: str, namespaced: bool) -> list[FieldError]:
@@ -193,7 +205,8 @@ def validate_metadata(obj: dict, name_rule: str, namespaced: bool) -> list[Field
             errs.append(invalid(annotations, "metadata.annotations", "must be a map"))
         else:
             for key in sorted(annotations):
-                errs += [invalid(key, "metadata.annotations", m) for m in is_qualified_name(key.lower())]
+                errs += [invalid(key, "metadata.annotations", m)
+                         for m in is_qualified_name(key.lower())]
     return errs
 
 
@@ -238,7 +251,8 @@ def _validate_service_ports(spec: dict, headless: bool) -> list[FieldError]:
             if name in names:
                 errs.append(duplicate(name, f"{path}.name"))
             names.add(name)
-        errs += [invalid(port.get("port"), f"{path}.port", m) for m in port_num_errors(port.get("port"))]
+        errs += [invalid(port.get("port"), f"{path}.port", m)
+                 for m in port_num_errors(port.get("port"))]
         proto = port.get("protocol", "")
         if not proto:
             errs.append(required(f"{path}.protocol"))
@@ -279,9 +293,11 @@ def validate_service(svc: dict) -> list[FieldError]:
         for i, port in enumerate(spec.get("ports") or []):
             if isinstance(port, dict) and port.get("port") == 10250:
                 errs.append(invalid(10250, f"spec.ports[{i}]",
-                                    "may not expose port 10250 externally since it is used by kubelet"))
+                                    "may not expose port 10250 externally "
+                                    "since it is used by kubelet"))
     if stype in ("LoadBalancer", "NodePort") and headless:
-        errs.append(invalid("None", "spec.clusterIPs[0]", f"may not be set to 'None' for {stype} services"))
+        errs.append(invalid("None", "spec.clusterIPs[0]",
+                            f"may not be set to 'None' for {stype} services"))
     if stype == "ExternalName":
         if cluster_ips:
             errs.append(forbidden("spec.clusterIPs", "may not be set for ExternalName services"))
@@ -303,18 +319,21 @@ def validate_service(svc: dict) -> list[FieldError]:
     if affinity not in ("ClientIP", "None"):
         errs.append(not_supported(affinity, "spec.sessionAffinity", ("ClientIP", "None")))
     elif affinity == "ClientIP":
-        timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
+        timeout = (((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
+                   .get("timeoutSeconds"))
         if not isinstance(timeout, int) or not 0 < timeout <= 86400:
             errs.append(invalid(timeout, "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
                                 "must be greater than 0 and less than 86400"))
     elif spec.get("sessionAffinityConfig"):
-        errs.append(forbidden("spec.sessionAffinityConfig", "must not be set when session affinity is None"))
+        errs.append(forbidden("spec.sessionAffinityConfig",
+                              "must not be set when session affinity is None"))
     errs += validate_labels(spec.get("selector"), "spec.selector")
     for i, ip in enumerate(spec.get("externalIPs") or []):
         if not is_ip(ip):
             errs.append(invalid(ip, f"spec.externalIPs[{i}]", IP_MSG))
     if spec.get("loadBalancerSourceRanges") and stype != "LoadBalancer":
-        errs.append(forbidden("spec.loadBalancerSourceRanges", "may only be used when `type` is 'LoadBalancer'"))
+        errs.append(forbidden("spec.loadBalancerSourceRanges",
+                              "may only be used when `type` is 'LoadBalancer'"))
     for i, cidr in enumerate(spec.get("loadBalancerSourceRanges") or []):
         try:
             ipaddress.ip_network(cidr, strict=False)
@@ -322,11 +341,13 @@ def validate_service(svc: dict) -> list[FieldError]:
             errs.append(invalid(cidr, f"spec.loadBalancerSourceRanges[{i}]",
                                 "must be a CIDR (e.g. 10.0.0.0/8)"))
     if "allocateLoadBalancerNodePorts" in spec and stype != "LoadBalancer":
-        errs.append(forbidden("spec.allocateLoadBalancerNodePorts", "may only be used when `type` is 'LoadBalancer'"))
+        errs.append(forbidden("spec.allocateLoadBalancerNodePorts",
+                              "may only be used when `type` is 'LoadBalancer'"))
     etp = spec.get("externalTrafficPolicy", "")
     if not externally_accessible(spec):
         if etp:
-            errs.append(invalid(etp, "spec.externalTrafficPolicy", "may only be set for externally-accessible services"))
+            errs.append(invalid(etp, "spec.externalTrafficPolicy",
+                                "may only be set for externally-accessible services"))
     elif not etp:
         errs.append(required("spec.externalTrafficPolicy"))
     elif etp not in TRAFFIC_POLICIES:
@@ -334,7 +355,8 @@ def validate_service(svc: dict) -> list[FieldError]:
     hc = spec.get("healthCheckNodePort", 0)
     if hc and not needs_health_check(spec):
         errs.append(invalid(hc, "spec.healthCheckNodePort",
-                            "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"))
+                            "may only be set when `type` is 'LoadBalancer' and "
+                            "`externalTrafficPolicy` is 'Local'"))
     itp = spec.get("internalTrafficPolicy")
     if itp is None and stype in ("ClusterIP", "NodePort", "LoadBalancer"):
         errs.append(required("spec.internalTrafficPolicy"))
@@ -350,7 +372,8 @@ def validate_service_update(new: dict, old: dict) -> list[FieldError]:
     if "ExternalName" in (new_spec.get("type"), old_spec.get("type")):
         return errs
     old_ips = old_spec.get("clusterIPs") or []
-    new_ips = new_spec.get("clusterIPs") or ([new_spec["clusterIP"]] if new_spec.get("clusterIP") else [])
+    new_ips = (new_spec.get("clusterIPs")
+               or ([new_spec["clusterIP"]] if new_spec.get("clusterIP") else []))
     if old_ips and new_ips and old_ips[0] != new_ips[0]:
         errs.append(invalid(list(new_ips), "spec.clusterIPs[0]", "may not change once set"))
     return errs

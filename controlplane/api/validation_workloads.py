@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from controlplane.api.errors import FieldError, GoRaw, duplicate, invalid, not_supported, required
 from controlplane.api.selectors import label_selector_requirements, matches_labels
-from controlplane.api.validation import (IP_MSG, PROTOCOLS, is_dns1123_label, is_ip, port_name_errors,
-                                   port_num_errors, validate_labels, validate_metadata)
+from controlplane.api.validation import (
+    IP_MSG,
+    PROTOCOLS,
+    is_dns1123_label,
+    is_ip,
+    port_name_errors,
+    port_num_errors,
+    validate_labels,
+    validate_metadata,
+)
 
 RESTART_POLICIES = ("Always", "Never", "OnFailure")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -46,14 +54,16 @@ def _validate_container(c, path: str, names: set[str]) -> list[FieldError]:
             errs.append(invalid(port, ppath, "must be an object"))
             continue
         if port.get("name"):
-            errs += [invalid(port["name"], f"{ppath}.name", m) for m in port_name_errors(port["name"])]
+            errs += [invalid(port["name"], f"{ppath}.name", m)
+                     for m in port_name_errors(port["name"])]
             if port["name"] in port_names:
                 errs.append(duplicate(port["name"], f"{ppath}.name"))
             port_names.add(port["name"])
         errs += [invalid(port.get("containerPort", 0), f"{ppath}.containerPort", m)
                  for m in port_num_errors(port.get("containerPort", 0))]
         if port.get("hostPort"):
-            errs += [invalid(port["hostPort"], f"{ppath}.hostPort", m) for m in port_num_errors(port["hostPort"])]
+            errs += [invalid(port["hostPort"], f"{ppath}.hostPort", m)
+                     for m in port_num_errors(port["hostPort"])]
         proto = port.get("protocol", "")
         if not proto:
             errs.append(required(f"{ppath}.protocol"))
@@ -83,7 +93,8 @@ def validate_pod_spec(spec, path: str, restart_policies=RESTART_POLICIES) -> lis
     dns = spec.get("dnsPolicy")
     if dns is not None and dns not in DNS_POLICIES:
         errs.append(not_supported(dns, f"{path}.dnsPolicy", DNS_POLICIES))
-    errs += _nonnegative(spec.get("terminationGracePeriodSeconds"), f"{path}.terminationGracePeriodSeconds")
+    errs += _nonnegative(spec.get("terminationGracePeriodSeconds"),
+                         f"{path}.terminationGracePeriodSeconds")
     errs += validate_labels(spec.get("nodeSelector"), f"{path}.nodeSelector")
     return errs
 
@@ -109,9 +120,11 @@ def validate_label_selector(selector, path: str) -> list[FieldError]:
         epath = f"{path}.matchExpressions[{i}]"
         op = (expr or {}).get("operator")
         if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            errs.append(not_supported(op, f"{epath}.operator", ("DoesNotExist", "Exists", "In", "NotIn")))
+            errs.append(not_supported(op, f"{epath}.operator",
+                                      ("DoesNotExist", "Exists", "In", "NotIn")))
         elif op in ("In", "NotIn") and not expr.get("values"):
-            errs.append(required(f"{epath}.values", "must be specified when `operator` is 'In' or 'NotIn'"))
+            errs.append(required(f"{epath}.values",
+                                 "must be specified when `operator` is 'In' or 'NotIn'"))
     return errs
 
 
@@ -196,7 +209,8 @@ def validate_endpoints(ep: dict) -> list[FieldError]:
             errs += [invalid(port.get("port"), f"{spath}.ports[{j}].port", m)
                      for m in port_num_errors((port or {}).get("port"))]
             if port.get("protocol") not in PROTOCOLS:
-                errs.append(not_supported(port.get("protocol"), f"{spath}.ports[{j}].protocol", PROTOCOLS))
+                errs.append(not_supported(port.get("protocol"), f"{spath}.ports[{j}].protocol",
+                                          PROTOCOLS))
     return errs
 
 
@@ -214,7 +228,8 @@ def validate_endpointslice(es: dict) -> list[FieldError]:
                 errs.append(invalid(addr, f"endpoints[{i}].addresses[{j}]", IP_MSG))
     for i, port in enumerate(es.get("ports") or []):
         if (port or {}).get("port") is not None:
-            errs += [invalid(port["port"], f"ports[{i}].port", m) for m in port_num_errors(port["port"])]
+            errs += [invalid(port["port"], f"ports[{i}].port", m)
+                     for m in port_num_errors(port["port"])]
     return errs
 
 

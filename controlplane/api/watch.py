@@ -11,8 +11,8 @@ adds the current state and a bookmark marking its end.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from controlplane.api.errors import expired
 from controlplane.api.resources import ResourceType
@@ -70,7 +70,8 @@ def watch_events(store: Store, req: WatchRequest, stopped: Callable[[], bool]
             except ValueError:
                 start = -1
             if start < store.oldest_watchable_rv():
-                raise expired(f"too old resource version: {rv_text} ({store.oldest_watchable_rv() + 1})")
+                raise expired(f"too old resource version: {rv_text} "
+                              f"({store.oldest_watchable_rv() + 1})")
             initial = []
     return _stream(store, req, stopped, initial, start)
 

@@ -20,13 +20,23 @@ import time
 import uuid
 from pathlib import Path
 
-from base.elb_api import ElbConfig, ElbConfigError, config_to_json, read_config, write_config, \
-    write_json_atomically
-from controlplane.cloud.hostnames import is_elb_hostname
-from controlplane.cloud.lbconfig import LoadBalancerProblem, allocate_vips, compute_load_balancer, \
-    is_ours
+from base.elb_api import (
+    ElbConfig,
+    ElbConfigError,
+    config_to_json,
+    read_config,
+    write_config,
+    write_json_atomically,
+)
 from base.kube.client import ApiError, KubeClient
 from base.kube.informer import Informer
+from controlplane.cloud.hostnames import is_elb_hostname
+from controlplane.cloud.lbconfig import (
+    LoadBalancerProblem,
+    allocate_vips,
+    compute_load_balancer,
+    is_ours,
+)
 
 log = logging.getLogger("controlplane.cloud")
 POLL_SECONDS = 0.1
@@ -71,7 +81,7 @@ class CloudController:
 
     # --- lifecycle -------------------------------------------------------------
 
-    def __enter__(self) -> "CloudController":
+    def __enter__(self) -> CloudController:
         try:
             existing = read_config(self.config_path)
         except ElbConfigError as err:

@@ -21,8 +21,8 @@ import ipaddress
 from dataclasses import dataclass
 
 from base.elb_api import CLASSIC, NLB, HealthCheck, Listener, LoadBalancer, Target
-from controlplane.cloud.hostnames import classic_hostname, nlb_hostname
 from base.errors import SvclabError
+from controlplane.cloud.hostnames import classic_hostname, nlb_hostname
 
 PREFIX = "service.beta.kubernetes.io/"
 TYPE_ANNOTATION = PREFIX + "aws-load-balancer-type"

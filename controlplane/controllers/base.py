@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from controlplane.controllers.queue import WorkQueue
 from base.kube.client import ApiError, KubeClient
 from base.kube.informer import Informer
+from controlplane.controllers.queue import WorkQueue
 
 log = logging.getLogger("controlplane.controllers")
 SYNC_TIMEOUT = 30.0

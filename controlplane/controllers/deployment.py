@@ -13,11 +13,19 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from base.kube.client import ApiError
 from controlplane.controllers.base import Controller
 from controlplane.controllers.naming import POD_TEMPLATE_HASH, compute_hash, template_for_hash
-from controlplane.controllers.objects import (controller_ref, int_or_percent, is_terminating, key_of,
-                                        now_rfc3339, owned_by, owner_reference, split_key)
-from base.kube.client import ApiError
+from controlplane.controllers.objects import (
+    controller_ref,
+    int_or_percent,
+    is_terminating,
+    key_of,
+    now_rfc3339,
+    owned_by,
+    owner_reference,
+    split_key,
+)
 
 REVISION = "deployment.kubernetes.io/revision"
 DESIRED = "deployment.kubernetes.io/desired-replicas"

@@ -12,8 +12,12 @@ slices (as the EndpointSliceMirroring controller does).
 """
 from __future__ import annotations
 
-from controlplane.controllers.objects import (is_ready, is_terminal, is_terminating,
-                                        map_selector_matches)
+from controlplane.controllers.objects import (
+    is_ready,
+    is_terminal,
+    is_terminating,
+    map_selector_matches,
+)
 
 SERVICE_NAME = "kubernetes.io/service-name"
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"

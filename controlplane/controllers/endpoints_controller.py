@@ -12,11 +12,11 @@ from __future__ import annotations
 import threading
 import time
 
+from base.kube.client import ApiError
 from controlplane.controllers import endpoints as ep
 from controlplane.controllers.base import Controller
 from controlplane.controllers.naming import generated_name
 from controlplane.controllers.objects import key_of, map_selector_matches, split_key
-from base.kube.client import ApiError
 
 API_SERVER_OWNED = {"default/kubernetes"}
 PENDING_TTL = 10.0

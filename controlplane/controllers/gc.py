@@ -9,9 +9,9 @@ finalizers): dependents always follow their owner.
 """
 from __future__ import annotations
 
+from base.kube.client import ApiError
 from controlplane.controllers.base import Controller
 from controlplane.controllers.objects import key_of, split_key
-from base.kube.client import ApiError
 
 OWNER_RESOURCES = {("apps/v1", "Deployment"): "deployments",
                    ("apps/v1", "ReplicaSet"): "replicasets",

@@ -15,13 +15,23 @@ import threading
 import time
 from dataclasses import dataclass
 
+from base.kube.client import ApiError
 from controlplane.controllers.base import Controller
 from controlplane.controllers.naming import generated_name
-from controlplane.controllers.objects import (controller_ref, is_active, is_available, is_ready,
-                                        is_terminating, key_of, owned_by, owner_reference,
-                                        parse_time, restart_count, selector_matches,
-                                        split_key)
-from base.kube.client import ApiError
+from controlplane.controllers.objects import (
+    controller_ref,
+    is_active,
+    is_available,
+    is_ready,
+    is_terminating,
+    key_of,
+    owned_by,
+    owner_reference,
+    parse_time,
+    restart_count,
+    selector_matches,
+    split_key,
+)
 
 EXPECTATION_TTL = 15.0
 BURST = 500

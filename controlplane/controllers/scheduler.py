@@ -15,10 +15,17 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from controlplane.controllers.base import Controller
-from controlplane.controllers.objects import (condition, controller_ref, is_terminal, is_terminating,
-                                        key_of, now_rfc3339, split_key)
 from base.kube.client import ApiError
+from controlplane.controllers.base import Controller
+from controlplane.controllers.objects import (
+    condition,
+    controller_ref,
+    is_terminal,
+    is_terminating,
+    key_of,
+    now_rfc3339,
+    split_key,
+)
 
 SCHEDULER_NAME = "default-scheduler"
 RETRY_UNSCHEDULABLE = 5.0

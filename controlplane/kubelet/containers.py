@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 DEFAULT_PORT = (80, "TCP")
 KNOWN_IMAGE_PORTS: dict[str, tuple[tuple[int, str], ...]] = {

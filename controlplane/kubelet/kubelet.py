@@ -10,15 +10,14 @@ import logging
 import sys
 import threading
 
-from controlplane.controllers.objects import now_rfc3339
+from base.cri import PodRuntime
 from base.kube.client import ApiError, KubeClient
 from base.kube.informer import Informer
+from controlplane.controllers.objects import now_rfc3339
 from controlplane.kubelet.podworker import PodWorker
-from base.cri import PodRuntime
 
 log = logging.getLogger("controlplane.kubelet")
 HEARTBEAT_SECONDS = 5.0
-STARTUP_TIMEOUT = 10.0
 
 
 class Kubelet:

@@ -15,11 +15,11 @@ import signal
 import threading
 import time
 
-from controlplane.controllers.objects import is_terminating, now_rfc3339
+from base.cri import PodRuntimeError
 from base.kube.client import ApiError
+from controlplane.controllers.objects import is_terminating, now_rfc3339
 from controlplane.kubelet.containers import plan_pod_containers
 from controlplane.kubelet.probes import ProbeTracker, run_probe
-from base.cri import PodRuntimeError
 from controlplane.kubelet.status import ContainerRecord, PodRecord, pod_status
 
 log = logging.getLogger("controlplane.kubelet")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from base.cri import ContainerHandle
 from controlplane.kubelet.containers import ContainerPlan, image_id, qualified_image
 from controlplane.kubelet.probes import ProbeTracker
-from base.cri import ContainerHandle
 
 
 @dataclass

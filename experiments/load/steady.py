@@ -41,7 +41,7 @@ class SteadyLoad:
         with self._lock:
             return sorted(self._records, key=lambda r: r["t"])
 
-    def __enter__(self) -> "SteadyLoad":
+    def __enter__(self) -> SteadyLoad:
         self._proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True, name="load-reader")

@@ -42,7 +42,7 @@ def one(ip: str, port: int, timeout: float) -> None:
                 pod = body.decode(errors="replace").strip()
             else:
                 err = "bad-reply"
-        except socket.timeout:
+        except TimeoutError:
             err = "timeout"
         except OSError as exc:
             err = ERRNO_KIND.get(exc.errno, f"error-{exc.errno}")

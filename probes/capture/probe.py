@@ -20,13 +20,22 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from probes.capture.meta import (HostCapture, PacketStats, host_label, lab_links,
-                                  parse_ip_addr, parse_link_type, parse_tcpdump_stats,
-                                  pcap_name, peers_of, render_capture_json)
 from base.errors import CommandError, LabError, LabTimeout, UsageError
+from probes.capture.meta import (
+    HostCapture,
+    PacketStats,
+    host_label,
+    lab_links,
+    parse_ip_addr,
+    parse_link_type,
+    parse_tcpdump_stats,
+    pcap_name,
+    peers_of,
+    render_capture_json,
+)
 from topo.netns import MNEXEC, ensure_lab_namespace, netns_inode, run_in
 from topo.plan import plan_lab
 from topo.spec import load_spec
@@ -146,7 +155,7 @@ class Capture:
     def manifest(self) -> Path:
         return self.out_dir / CAPTURE_JSON
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         state = read_state(LabPaths(self.lab))
         records = self._resolve(state)
         if self.filter:

@@ -37,7 +37,7 @@ class SvcPort:
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class SvcEndpoint:
     ip: str
     node: str | None
     pod: str | None = None
@@ -53,7 +53,7 @@ class SvcInfo:
     etp: str = "Cluster"
     itp: str = "Cluster"
     affinity: str = "None"
-    endpoints: tuple[Endpoint, ...] = ()     # ready ones
+    endpoints: tuple[SvcEndpoint, ...] = ()     # ready ones
     lb_hostname: str | None = None
     lb_vip: str | None = None
     lb_flavour: str | None = None   # classic | nlb
@@ -203,6 +203,6 @@ def plan_cells(services: list[SvcInfo], sources: list[Source], nodes: list[Node]
     return Plan(tuple(cells), tuple(notes))
 
 
-__all__ = ["OPEN", "REFUSED", "REJECTED", "DROPPED", "SvcPort", "Endpoint", "SvcInfo",
+__all__ = ["OPEN", "REFUSED", "REJECTED", "DROPPED", "SvcPort", "SvcEndpoint", "SvcInfo",
            "Source", "Node", "Target", "Cell", "Plan", "plan_cells", "expect_cluster_ip",
            "expect_node_port", "expect_lb", "expect_pod_ip"]

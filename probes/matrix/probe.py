@@ -17,14 +17,13 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from probes.matrix.expect import (Cell, Endpoint, Node, Source, SvcInfo, SvcPort,
-                                   plan_cells)
+from base.errors import LabError
+from base.kube.client import KubeClient
+from probes.matrix.expect import Cell, Node, Source, SvcEndpoint, SvcInfo, SvcPort, plan_cells
 from probes.reach import Probe
 from probes.runner import probe_from
-from base.errors import LabError
 from topo.spec import load_spec
 from topo.state import LabPaths, LabState, read_state
-from base.kube.client import KubeClient
 
 PROBE_TIMEOUT = 1.0
 NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-type"
@@ -163,7 +162,7 @@ def service_info(svc: dict, slices: list[dict], dns: dict[str, list[str]]) -> Sv
     if cluster_ip in (None, "", "None") or spec.get("type") == "ExternalName":
         cluster_ip = None
     slice_ports: dict[tuple[str, str], int] = {}
-    endpoints: dict[str, Endpoint] = {}
+    endpoints: dict[str, SvcEndpoint] = {}
     for item in slices:
         for port in item.get("ports") or []:
             if port.get("port"):
@@ -173,7 +172,7 @@ def service_info(svc: dict, slices: list[dict], dns: dict[str, list[str]]) -> Sv
             if (ep.get("conditions") or {}).get("ready") is False:
                 continue
             for address in ep.get("addresses") or []:
-                endpoints[address] = Endpoint(address, ep.get("nodeName"),
+                endpoints[address] = SvcEndpoint(address, ep.get("nodeName"),
                                               (ep.get("targetRef") or {}).get("name"))
     ports = []
     for port in spec.get("ports") or []:

@@ -16,14 +16,14 @@ import ipaddress
 import json
 import math
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping, Sequence
 
+from base.errors import LabError, UsageError
+from probes.hostproc import run_streaming
 from probes.spread.worker import OK, OUTCOMES
 from probes.stats import ChiSquareResult, chi_square, percentile
-from base.errors import LabError, UsageError
 from topo.state import LabPaths, LabState, read_state
-from probes.hostproc import run_streaming
 
 UNIFORM_ALPHA = 0.001        # p below this: "not what was expected"
 MAX_CONCURRENCY = 4096

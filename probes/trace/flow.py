@@ -23,7 +23,9 @@ SLACK_S = 0.5           # capture time margin around the send
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class AddrPort:
+    """An address and port as a packet carries them (port 0: ICMP, no port)."""
+
     addr: str
     port: int
 
@@ -36,8 +38,8 @@ class IcmpError:
     type: int
     code: int
     inner_proto: str            # tcp | udp
-    inner_src: Endpoint
-    inner_dst: Endpoint
+    inner_src: AddrPort
+    inner_dst: AddrPort
     inner_seq: int | None = None
     inner_payload: bytes = b""
 
@@ -51,8 +53,8 @@ class CapturedPacket:
     direction: str              # in | out
     ts: float
     proto: str                  # tcp | udp | icmp
-    src: Endpoint
-    dst: Endpoint
+    src: AddrPort
+    dst: AddrPort
     flags: str = ""             # TCP flags, scapy notation (S, SA, PA, R, RA ...)
     seq: int = 0
     ack: int = 0
@@ -77,8 +79,8 @@ class FlowOrigin:
 
     proto: str
     source_host: str
-    local: Endpoint
-    target: Endpoint
+    local: AddrPort
+    target: AddrPort
     token: bytes
     started: float
     finished: float
@@ -92,14 +94,10 @@ class Sighting:
     interface: str
     direction: str
     ts: float
-    src: Endpoint
-    dst: Endpoint
+    src: AddrPort
+    dst: AddrPort
     kind: str
     changes: tuple[str, ...] = ()     # "dst A -> B", "src A -> B" against the previous sighting
-
-    @property
-    def translated(self) -> bool:
-        return bool(self.changes)
 
 
 @dataclass(frozen=True)
@@ -188,7 +186,7 @@ def _first_sightings(packets: list[CapturedPacket]) -> list[CapturedPacket]:
     return out
 
 
-def _changes(before: tuple[Endpoint, Endpoint], after: tuple[Endpoint, Endpoint]) -> tuple:
+def _changes(before: tuple[AddrPort, AddrPort], after: tuple[AddrPort, AddrPort]) -> tuple:
     changes = []
     if before[0] != after[0]:
         changes.append(f"src {before[0]} -> {after[0]}")
@@ -220,7 +218,7 @@ def _veth_order(packets: list[CapturedPacket], peers: Peers) -> list[CapturedPac
     return ordered
 
 
-def sightings_of(packets: list[CapturedPacket], start: tuple[Endpoint, Endpoint] | None = None,
+def sightings_of(packets: list[CapturedPacket], start: tuple[AddrPort, AddrPort] | None = None,
                  start_host: str | None = None, peers: Peers | None = None
                  ) -> tuple[Sighting, ...]:
     """Ordered sightings of one packet, with the changes made on each host.
@@ -229,7 +227,7 @@ def sightings_of(packets: list[CapturedPacket], start: tuple[Endpoint, Endpoint]
     done on the sending host itself shows against it).  peers: veth ends,
     to order a receive after its send (see _veth_order).
     """
-    last_on_host: dict[str, tuple[Endpoint, Endpoint]] = {}
+    last_on_host: dict[str, tuple[AddrPort, AddrPort]] = {}
     if start is not None and start_host is not None:
         last_on_host[start_host] = start
     out = []
@@ -293,5 +291,5 @@ def _same_packet(packet: CapturedPacket, first: CapturedPacket) -> bool:
     return packet.payload == first.payload
 
 
-__all__ = ["Endpoint", "IcmpError", "CapturedPacket", "FlowOrigin", "Sighting", "Leg",
+__all__ = ["AddrPort", "IcmpError", "CapturedPacket", "FlowOrigin", "Sighting", "Leg",
            "find_legs", "follow", "sightings_of", "WINDOW"]

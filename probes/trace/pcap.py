@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from probes.capture.meta import HostCapture
-from probes.trace.flow import CapturedPacket, Endpoint, IcmpError
+from probes.trace.flow import AddrPort, CapturedPacket, IcmpError
 
 PACKET_OUTGOING = 4
 
@@ -59,20 +59,20 @@ def convert(frame, host: str, interface: str, direction: str,
             return None
         proto = "tcp" if isinstance(layer, TCPerror) else "udp"
         error = IcmpError(int(icmp.type), int(icmp.code), proto,
-                          Endpoint(inner.src, int(layer.sport)),
-                          Endpoint(inner.dst, int(layer.dport)),
+                          AddrPort(inner.src, int(layer.sport)),
+                          AddrPort(inner.dst, int(layer.dport)),
                           int(layer.seq) if proto == "tcp" else None,
                           bytes(layer.payload) if proto == "udp" else b"")
-        return CapturedPacket(host, interface, direction, ts, "icmp", Endpoint(ip.src, 0),
-                              Endpoint(ip.dst, 0), icmp=error)
+        return CapturedPacket(host, interface, direction, ts, "icmp", AddrPort(ip.src, 0),
+                              AddrPort(ip.dst, 0), icmp=error)
     if ip.haslayer(TCP) and not ip.haslayer(IPerror):
         tcp = ip[TCP]
         return CapturedPacket(host, interface, direction, ts, "tcp",
-                              Endpoint(ip.src, int(tcp.sport)), Endpoint(ip.dst, int(tcp.dport)),
+                              AddrPort(ip.src, int(tcp.sport)), AddrPort(ip.dst, int(tcp.dport)),
                               str(tcp.flags), int(tcp.seq), int(tcp.ack), bytes(tcp.payload))
     if ip.haslayer(UDP) and not ip.haslayer(IPerror):
         udp = ip[UDP]
         return CapturedPacket(host, interface, direction, ts, "udp",
-                              Endpoint(ip.src, int(udp.sport)), Endpoint(ip.dst, int(udp.dport)),
+                              AddrPort(ip.src, int(udp.sport)), AddrPort(ip.dst, int(udp.dport)),
                               payload=bytes(udp.payload))
     return None

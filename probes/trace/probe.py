@@ -23,19 +23,26 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from probes.trace.flow import Endpoint, FlowOrigin, Leg, follow
-from probes.trace.report import Decision, Trace
-from probes.trace.pcap import read_capture
-from probes.trace.rules import (find_conntrack, igw_rule_for, nat_rule_to, parse_conntrack,
-                                 pick_branch, walk_iptables, walk_nftables)
+from base.elb_api import read_config
+from base.errors import CommandError, LabError, UsageError
+from base.kube.client import KubeClient
 from probes.capture.probe import Capture
 from probes.targets import resolve_target
-from base.errors import CommandError, LabError, UsageError
+from probes.trace.flow import AddrPort, FlowOrigin, Leg, follow
+from probes.trace.pcap import read_capture
+from probes.trace.report import Decision, Trace
+from probes.trace.rules import (
+    find_conntrack,
+    igw_rule_for,
+    nat_rule_to,
+    parse_conntrack,
+    pick_branch,
+    walk_iptables,
+    walk_nftables,
+)
 from topo.netns import run_in
-from topo.state import HostRecord, LabPaths, LabState, read_state
-from base.elb_api import read_config
-from base.kube.client import KubeClient
 from topo.spec import load_spec
+from topo.state import HostRecord, LabPaths, LabState, read_state
 
 SEND_TIMEOUT = 2.0
 
@@ -66,8 +73,8 @@ def trace(lab: str, source: str, namespace: str | None, target_text: str, proto:
         if not keep_pcaps_dir:
             shutil.rmtree(folder, ignore_errors=True)
     label = {h.host: h.label for h in capture.hosts}
-    origin = FlowOrigin(proto, label[origin_record.host], Endpoint(sent["local"], sent["lport"]),
-                        Endpoint(probe.dst, probe.port), token.encode(),
+    origin = FlowOrigin(proto, label[origin_record.host], AddrPort(sent["local"], sent["lport"]),
+                        AddrPort(probe.dst, probe.port), token.encode(),
                         sent["started"], sent["finished"])
     peers = {(h.label, i.name): (i.peer.host, i.peer.interface)
              for h in capture.hosts for i in h.interfaces if i.peer is not None}

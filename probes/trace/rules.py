@@ -1,10 +1,12 @@
 """Which rules decided a traced packet's fate: the proxy tracers, with the path.
 
 agents/proxy's tracers answer "what can happen to this packet" (verdict,
-DNAT, masquerade, probability per branch).  A trace also wants "through
-which chains", so these subclasses record every chain a branch enters, and
-`walk_*` return every branch with its path; `pick_branch` chooses the one
-the capture shows (same DNAT target, same masquerade, same fate).
+DNAT, masquerade, probability per branch) and record, per branch, every
+chain it entered and every rule that matched (agents.proxy.trace_core's
+path).  `walk_*` return every branch as a `Branch` with that path, labelled
+by where the chain ran (nat, filter, or nat-post for postrouting);
+`pick_branch` chooses the one the capture shows (same DNAT target, same
+masquerade, same fate).
 
 The node's rules come live from the kernel: `iptables-save` (only the nat
 and filter tables are walked: they are kube-proxy's) or `nft list table ip
@@ -15,10 +17,12 @@ kube-proxy`, whose listing syntax `listing_to_commands` turns back into the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from agents.proxy import nft_tracer, tracer
 from agents.proxy.errors import TracerError
+from agents.proxy.iptables_tracer import Tracer
+from agents.proxy.nft_tracer import NftTracer
+from agents.proxy.trace_core import TracedBranch
 
 NFT_PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0,
                   "security": 50, "srcnat": 100}
@@ -40,29 +44,6 @@ class Branch:
 
 # --- iptables ------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _IptPacket(tracer.Packet):
-    path: tuple = ()
-
-
-class _IptPathTracer(tracer.Tracer):
-    _where = "nat"
-
-    def _hook(self, table, chain, branches, recent):
-        self._where = "nat-post" if chain == "POSTROUTING" else table
-        return super()._hook(table, chain, branches, recent)
-
-    def run_chain(self, table, chain, pk, recent, depth=0):
-        if chain not in tracer.BUILTIN_ALL:
-            pk = replace(pk, path=pk.path + ((self._where, chain),))
-        return super().run_chain(table, chain, pk, recent, depth)
-
-    def walk_paths(self, src, dst, dport, protocol, locally_originated) -> list[Branch]:
-        pk = _IptPacket(src, dst, dport, protocol.upper())
-        return [_branch(r, pk3, v3)
-                for _, r, pk3, v3 in self.walk(pk, locally_originated, frozenset())]
-
-
 def kube_tables(iptables_save: str) -> str:
     """Only the nat and filter tables of an iptables-save (the tracer's subset)."""
     keep, lines = False, []
@@ -76,42 +57,26 @@ def kube_tables(iptables_save: str) -> str:
 
 def walk_iptables(iptables_save: str, local_addresses, src: str, dst: str, dport: int,
                   protocol: str = "tcp", locally_originated: bool = False) -> list[Branch]:
-    walker = _IptPathTracer(kube_tables(iptables_save), local_addresses)
-    return walker.walk_paths(src, dst, dport, protocol, locally_originated)
+    tracer = Tracer(kube_tables(iptables_save), local_addresses)
+    return [_branch(b) for b in tracer.branches(src, dst, dport, protocol,
+                                                locally_originated=locally_originated)]
 
 
 # --- nftables ------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _NftPacket(nft_tracer.Packet):
-    path: tuple = ()
-
-
-class _NftPathTracer(nft_tracer.NftTracer):
-    def run_chain(self, chain, pk, recent, depth=0):
-        if chain in self.table.base:
-            kind, hook, _ = self.table.base[chain]
-            self._kind = "nat-post" if hook == "postrouting" else kind
-        kind = getattr(self, "_kind", "nat")
-        if chain not in self.table.base:
-            pk = replace(pk, path=pk.path + ((kind, chain),))
-        return super().run_chain(chain, pk, recent, depth)
-
-    def walk_paths(self, src, dst, dport, protocol, locally_originated) -> list[Branch]:
-        pk = _NftPacket(src, dst, dport, protocol.upper())
-        return [_branch(q, pk3, v3)
-                for _, q, pk3, v3 in self.walk(pk, locally_originated, frozenset())]
-
-
 def walk_nftables(listing: str, local_addresses, src: str, dst: str, dport: int,
                   protocol: str = "tcp", locally_originated: bool = False) -> list[Branch]:
-    walker = _NftPathTracer(listing_to_commands(listing), local_addresses)
-    return walker.walk_paths(src, dst, dport, protocol, locally_originated)
+    tracer = NftTracer(listing_to_commands(listing), local_addresses)
+    return [_branch(b) for b in tracer.branches(src, dst, dport, protocol,
+                                                locally_originated=locally_originated)]
 
 
-def _branch(probability, pk, verdict) -> Branch:
-    return Branch(tracer.final_verdict(pk, verdict), pk.dnat, pk.masquerade, probability,
-                  pk.path)
+def _branch(traced: TracedBranch) -> Branch:
+    """A tracer's branch, its chains labelled by where they ran."""
+    path = tuple(("nat-post" if step.hook == "postrouting" else step.table, step.chain)
+                 for step in traced.entered)
+    return Branch(traced.verdict, traced.packet.dnat, traced.packet.masquerade,
+                  traced.probability, path)
 
 
 _MARK_OP = re.compile(r"meta mark set meta mark ([|^]) (0x[0-9a-f]+)")

@@ -40,7 +40,7 @@ def send(dst: str, port: int, proto: str, token: str, timeout: float) -> dict:
                 sock.send(token.encode())
                 result["reply"] = sock.recv(65535).decode(errors="replace")
             result["outcome"] = "open"
-        except socket.timeout:
+        except TimeoutError:
             result["outcome"] = "dropped"
         except OSError as err:
             icmp = read_icmp_error(sock)

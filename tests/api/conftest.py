@@ -41,12 +41,14 @@ class Kubectl:
     cwd: Path
 
     def argv(self, *args: str) -> list[str]:
-        return [str(KUBECTL), "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache_dir), *args]
+        return [str(KUBECTL), "--kubeconfig", str(self.kubeconfig),
+                "--cache-dir", str(self.cache_dir), *args]
 
     def env(self) -> dict:
         return {**os.environ, "KUBECACHEDIR": str(self.cache_dir), "HOME": str(self.cwd)}
 
-    def run(self, *args: str, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    def run(self, *args: str, stdin: str | None = None,
+            timeout: float = 30) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv(*args), input=stdin, capture_output=True, text=True,
                               timeout=timeout, cwd=self.cwd, env=self.env())
 

@@ -1,4 +1,5 @@
-"""Nobody gets in without credentials: 401 for no token, a wrong token or a foreign CA's certificate."""
+"""Nobody gets in without credentials: 401 for no token, a wrong token or a
+foreign CA's certificate."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ SERVICE = json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name"
                       "spec": {"ports": [{"port": 80}]}})
 
 
-def request(server, method: str, path: str, *, token: str | None = None, cert: certs.KeyPair | None = None,
-            body: str | None = None, tmp_path=None) -> tuple[int, dict]:
+def request(server, method: str, path: str, *, token: str | None = None,
+            cert: certs.KeyPair | None = None, body: str | None = None,
+            tmp_path=None) -> tuple[int, dict]:
     ctx = ssl.create_default_context(cafile=str(server.ca_cert_path))
     if cert is not None:
         (tmp_path / "c.crt").write_bytes(cert.cert_pem)
@@ -39,19 +41,24 @@ def request(server, method: str, path: str, *, token: str | None = None, cert: c
 SERVICES = "/api/v1/namespaces/default/services"
 
 
-@pytest.mark.parametrize("credential", ["none", "wrong-token", "foreign-ca-cert", "self-signed-as-admin"])
-def test_requests_without_valid_credentials_get_401_and_store_nothing(api_server, tmp_path, credential):
+@pytest.mark.parametrize("credential",
+                         ["none", "wrong-token", "foreign-ca-cert", "self-signed-as-admin"])
+def test_requests_without_valid_credentials_get_401_and_store_nothing(api_server, tmp_path,
+                                                                      credential):
     token, cert = None, None
     if credential == "wrong-token":
         token = "not-a-token"
     elif credential == "foreign-ca-cert":
-        cert = certs.make_client_cert(certs.make_ca("other-ca"), "kubernetes-admin", ("system:masters",))
+        cert = certs.make_client_cert(certs.make_ca("other-ca"), "kubernetes-admin",
+                                      ("system:masters",))
     elif credential == "self-signed-as-admin":
-        cert = certs.make_ca("kubernetes-admin")  # a CA cert is self-signed; not issued by the lab CA
+        # a CA cert is self-signed; not issued by the lab CA
+        cert = certs.make_ca("kubernetes-admin")
     before = api_server.store.resource_version
     for method, path, body in (("GET", SERVICES, None), ("POST", SERVICES, SERVICE),
                                ("DELETE", SERVICES + "/kubernetes", None)):
-        code, status = request(api_server, method, path, token=token, cert=cert, body=body, tmp_path=tmp_path)
+        code, status = request(api_server, method, path, token=token, cert=cert, body=body,
+                               tmp_path=tmp_path)
         assert code == 401
         assert (status["kind"], status["reason"], status["code"]) == ("Status", "Unauthorized", 401)
     assert api_server.store.resource_version == before
@@ -68,8 +75,8 @@ def test_lab_client_cert_and_minted_token_are_accepted(api_server, tmp_path):
 
 
 def test_kubectl_with_wrong_token_is_unauthorized(api_server, kubectl, tmp_path):
-    path = api_server.write_kubeconfig(tmp_path / "bad.kubeconfig", f"https://{api_server.addresses[0]}",
-                                       token="wrong")
+    path = api_server.write_kubeconfig(tmp_path / "bad.kubeconfig",
+                                       f"https://{api_server.addresses[0]}", token="wrong")
     proc = kubectl.run("--kubeconfig", str(path), "get", "svc")
     assert proc.returncode == 1
     assert "You must be logged in to the server" in proc.stderr
@@ -77,7 +84,8 @@ def test_kubectl_with_wrong_token_is_unauthorized(api_server, kubectl, tmp_path)
 
 def test_kubectl_with_minted_token_kubeconfig_works(api_server, kubectl, tmp_path):
     token = api_server.mint_token("agent")
-    path = api_server.write_kubeconfig(tmp_path / "agent.kubeconfig", f"https://{api_server.addresses[0]}",
+    path = api_server.write_kubeconfig(tmp_path / "agent.kubeconfig",
+                                       f"https://{api_server.addresses[0]}",
                                        token=token, user="agent")
     proc = kubectl.run("--kubeconfig", str(path), "get", "svc", "kubernetes", "-o", "name")
     assert proc.returncode == 0 and proc.stdout.strip() == "service/kubernetes"
@@ -98,4 +106,5 @@ def test_server_certificate_names_the_control_plane(api_server):
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
     assert {"127.0.0.1", "172.31.0.10", "10.96.0.1"} <= ips
-    assert {"kubernetes", "kubernetes.default.svc.cluster.local"} <= set(san.get_values_for_type(x509.DNSName))
+    assert ({"kubernetes", "kubernetes.default.svc.cluster.local"}
+            <= set(san.get_values_for_type(x509.DNSName)))

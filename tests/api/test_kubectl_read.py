@@ -37,7 +37,8 @@ def test_node_object_has_kubeadm_labels_taint_and_addresses(kubectl):
     node = json.loads(kubectl("get", "node", "ip-172-31-0-10", "-o", "json"))
     assert node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] == ""
     assert node["metadata"]["labels"]["kubernetes.io/hostname"] == "ip-172-31-0-10"
-    assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in node["spec"]["taints"]
+    assert ({"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
+            in node["spec"]["taints"])
     assert node["spec"]["podCIDR"] == "192.168.0.0/24"
     types = [a["type"] for a in node["status"]["addresses"]]
     assert types == ["InternalIP", "ExternalIP", "Hostname"]
@@ -51,7 +52,8 @@ def test_system_namespaces_exist(kubectl):
 
 def test_output_formats_yaml_json_jsonpath(kubectl):
     svc = yaml.safe_load(kubectl("get", "svc", "kubernetes", "-o", "yaml"))
-    assert svc["spec"]["ports"] == [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]
+    assert svc["spec"]["ports"] == [{"name": "https", "port": 443, "protocol": "TCP",
+                                     "targetPort": 6443}]
     as_json = json.loads(kubectl("get", "svc", "kubernetes", "-o", "json"))
     assert as_json["spec"]["clusterIPs"] == ["10.96.0.1"]
     assert kubectl("get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}") == "10.96.0.1"
@@ -61,7 +63,8 @@ def test_all_namespaces_and_label_selector(kubectl):
     out = rows(kubectl("get", "svc", "-A"))
     assert out[0][0] == "NAMESPACE"
     assert out[1][:2] == ["default", "kubernetes"]
-    assert kubectl("get", "svc", "-l", "component=apiserver", "-o", "name").split() == ["service/kubernetes"]
+    assert (kubectl("get", "svc", "-l", "component=apiserver", "-o", "name").split()
+            == ["service/kubernetes"])
     assert kubectl("get", "svc", "-l", "component!=apiserver", "-o", "name") == ""
 
 
@@ -81,7 +84,7 @@ def test_missing_object_is_not_found(kubectl):
 def test_pods_table_wide_columns(kubectl):
     kubectl("run", "p1", "--image=nginx", "--port=80")
     out = rows(kubectl("get", "pods", "-o", "wide"))
-    assert out[0] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE",
-                      "READINESS", "GATES"]
+    assert out[0] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED",
+                      "NODE", "READINESS", "GATES"]
     assert out[1][:4] == ["p1", "0/1", "Pending", "0"]
     assert out[1][5:] == ["<none>", "<none>", "<none>", "<none>"]

@@ -1,4 +1,5 @@
-"""Lifecycle: the CLI entry point runs until SIGTERM; stop() ends open watches and joins its threads."""
+"""Lifecycle: the CLI entry point runs until SIGTERM; stop() ends open watches and joins
+its threads."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_cli_prints_address_serves_and_exits_on_sigterm(tmp_path, cluster_info):
     info = tmp_path / "info.json"
     info.write_text(json.dumps(cluster_info))
-    proc = subprocess.Popen([sys.executable, "-m", "controlplane.api", "--state-dir", str(tmp_path / "state"),
+    proc = subprocess.Popen([sys.executable, "-m", "controlplane.api",
+                             "--state-dir", str(tmp_path / "state"),
                              "--cluster-info", str(info), "--listen", "127.0.0.1:0"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -24,7 +26,8 @@ def test_cli_prints_address_serves_and_exits_on_sigterm(tmp_path, cluster_info):
         assert proc.stdout.readline().strip() == f"kubeconfig {tmp_path / 'state' / 'kubeconfig'}"
         kubectl = REPO / ".venv" / "bin" / "kubectl"
         out = subprocess.run([str(kubectl), "--kubeconfig", str(tmp_path / "state" / "kubeconfig"),
-                              "--cache-dir", str(tmp_path / "cache"), "get", "svc", "kubernetes", "-o", "name"],
+                              "--cache-dir", str(tmp_path / "cache"),
+                              "get", "svc", "kubernetes", "-o", "name"],
                              capture_output=True, text=True, timeout=30)
         assert out.stdout.strip() == "service/kubernetes"
         proc.send_signal(signal.SIGTERM)
@@ -37,8 +40,9 @@ def test_cli_prints_address_serves_and_exits_on_sigterm(tmp_path, cluster_info):
 
 def test_stop_ends_open_watches(make_server):
     server, kubectl = make_server()
-    watcher = subprocess.Popen(kubectl.argv("get", "svc", "-w"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=kubectl.env(), cwd=kubectl.cwd)
+    watcher = subprocess.Popen(kubectl.argv("get", "svc", "-w"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=kubectl.env(),
+                               cwd=kubectl.cwd)
     try:
         assert "kubernetes" in watcher.stdout.readline() + watcher.stdout.readline()
         before = {t.name for t in threading.enumerate()}

@@ -1,4 +1,5 @@
-"""Node Ready follows heartbeats: NotReady when the agent stops posting, Ready again when it resumes."""
+"""Node Ready follows heartbeats: NotReady when the agent stops posting, Ready again when
+it resumes."""
 
 from __future__ import annotations
 

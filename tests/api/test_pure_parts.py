@@ -8,7 +8,13 @@ import random
 import pytest
 
 from controlplane.api import patch, protobuf, tables
-from controlplane.api.allocators import AllocationError, IPRange, PortRange, allocate_ip, allocate_port
+from controlplane.api.allocators import (
+    AllocationError,
+    IPRange,
+    PortRange,
+    allocate_ip,
+    allocate_port,
+)
 from controlplane.api.errors import StatusError
 from controlplane.api.resources import BY_PLURAL
 from controlplane.api.selectors import matches_labels, parse_label_selector, selector_string
@@ -21,7 +27,8 @@ def test_ip_allocator_is_pure_and_checks_range_and_conflicts():
     ip, after = allocate_ip(rng, used, None, random.Random(1))
     assert used == frozenset({"10.96.0.1"}) and after == used | {ip}
     assert rng.contains(ip) and ip not in used
-    with pytest.raises(AllocationError, match=r"the provided IP \(10.0.0.1\) is not in the valid range"):
+    with pytest.raises(AllocationError,
+                       match=r"the provided IP \(10.0.0.1\) is not in the valid range"):
         allocate_ip(rng, used, "10.0.0.1", random.Random(1))
     with pytest.raises(AllocationError, match="provided IP is already allocated"):
         allocate_ip(rng, used, "10.96.0.1", random.Random(1))
@@ -45,25 +52,30 @@ def test_port_allocator_range_and_conflict():
 
 
 def test_strategic_merge_merges_containers_by_name_and_ports_by_key():
-    original = {"spec": {"containers": [{"name": "a", "image": "x:1", "ports": [{"containerPort": 80}]},
+    original = {"spec": {"containers": [{"name": "a", "image": "x:1",
+                                         "ports": [{"containerPort": 80}]},
                                         {"name": "b", "image": "y:1"}],
-                         "ports": [{"port": 80, "targetPort": 8080}, {"port": 443, "targetPort": 8443}]}}
+                         "ports": [{"port": 80, "targetPort": 8080},
+                                   {"port": 443, "targetPort": 8443}]}}
     result = patch.strategic_merge(original, {"spec": {
         "containers": [{"name": "b", "image": "y:2"}, {"name": "a", "$patch": "delete"}],
         "$setElementOrder/ports": [{"port": 443}, {"port": 80}],
         "ports": [{"port": 443, "targetPort": 9443}]}})
     assert result["spec"]["containers"] == [{"name": "b", "image": "y:2"}]
-    assert result["spec"]["ports"] == [{"port": 443, "targetPort": 9443}, {"port": 80, "targetPort": 8080}]
+    assert result["spec"]["ports"] == [{"port": 443, "targetPort": 9443},
+                                       {"port": 80, "targetPort": 8080}]
     assert original["spec"]["containers"][1]["image"] == "y:1"
 
 
 def test_strategic_merge_null_deletes_and_replace_directive():
-    assert patch.strategic_merge({"a": 1, "b": {"c": 2}}, {"a": None, "b": {"$patch": "replace", "d": 3}}) == {
+    assert patch.strategic_merge({"a": 1, "b": {"c": 2}},
+                                 {"a": None, "b": {"$patch": "replace", "d": 3}}) == {
         "b": {"d": 3}}
 
 
 def test_json_merge_and_json_patch():
-    assert patch.json_merge_patch({"a": {"b": 1, "c": 2}}, {"a": {"b": None, "d": 3}}) == {"a": {"c": 2, "d": 3}}
+    assert (patch.json_merge_patch({"a": {"b": 1, "c": 2}}, {"a": {"b": None, "d": 3}})
+            == {"a": {"c": 2, "d": 3}})
     doc = {"spec": {"ports": [{"port": 80}]}}
     out = patch.json_patch(doc, [{"op": "add", "path": "/spec/ports/-", "value": {"port": 81}},
                                  {"op": "replace", "path": "/spec/ports/0/port", "value": 82},
@@ -99,20 +111,25 @@ def _field(number: int, value) -> bytes:
 
 def test_protobuf_service_envelope_decodes_to_json_form():
     target = _field(1, 0) + _field(2, 8080) + _field(3, "")
-    port = _field(1, "80-8080") + _field(2, "TCP") + _field(3, 80) + _field(4, target) + _field(5, 30080)
-    spec = _field(1, port) + _field(2, _field(1, "app") + _field(2, "web")) + _field(3, "") + _field(4, "NodePort")
+    port = (_field(1, "80-8080") + _field(2, "TCP") + _field(3, 80) + _field(4, target)
+            + _field(5, 30080))
+    spec = (_field(1, port) + _field(2, _field(1, "app") + _field(2, "web")) + _field(3, "")
+            + _field(4, "NodePort"))
     meta = _field(1, "web") + _field(3, "") + _field(11, _field(1, "app") + _field(2, "web"))
     raw = _field(1, meta) + _field(2, spec) + _field(3, b"")
-    envelope = _field(1, _field(1, "v1") + _field(2, "Service")) + _field(2, raw) + _field(3, "") + _field(4, "")
+    envelope = (_field(1, _field(1, "v1") + _field(2, "Service")) + _field(2, raw) + _field(3, "")
+                + _field(4, ""))
     obj = protobuf.decode_object(b"k8s\x00" + envelope)
-    assert obj == {"kind": "Service", "apiVersion": "v1", "metadata": {"name": "web", "labels": {"app": "web"}},
-                   "spec": {"ports": [{"name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080,
-                                       "nodePort": 30080}],
+    assert obj == {"kind": "Service", "apiVersion": "v1",
+                   "metadata": {"name": "web", "labels": {"app": "web"}},
+                   "spec": {"ports": [{"name": "80-8080", "protocol": "TCP", "port": 80,
+                                       "targetPort": 8080, "nodePort": 30080}],
                             "selector": {"app": "web"}, "type": "NodePort"}}
 
 
 def test_human_duration_matches_kubectl():
-    assert [tables.human_duration(s) for s in (5, 119, 150, 3600 * 5 + 16 * 60, 3600 * 30, 86400 * 3)] == [
+    assert [tables.human_duration(s)
+            for s in (5, 119, 150, 3600 * 5 + 16 * 60, 3600 * 30, 86400 * 3)] == [
         "5s", "119s", "2m30s", "5h16m", "30h", "3d"]
 
 
@@ -125,10 +142,13 @@ def test_service_table_columns():
     table = tables.to_table("services", [svc], "7", now=now)
     assert [c["name"] for c in table["columnDefinitions"] if c["priority"] == 0] == [
         "Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age"]
-    assert table["rows"][0]["cells"] == ["lb", "LoadBalancer", "10.96.5.5", "<pending>", "80:32472/TCP", "0s", "app=x"]
-    svc["status"]["loadBalancer"]["ingress"] = [{"hostname": "a1b2c3-123456789.us-east-1.elb.amazonaws.com"}]
+    assert table["rows"][0]["cells"] == ["lb", "LoadBalancer", "10.96.5.5", "<pending>",
+                                         "80:32472/TCP", "0s", "app=x"]
+    svc["status"]["loadBalancer"]["ingress"] = [
+        {"hostname": "a1b2c3-123456789.us-east-1.elb.amazonaws.com"}]
     assert tables.service_external_ip(svc) == "a1b2c3-123456..."
-    assert tables.service_external_ip(svc, wide=True) == "a1b2c3-123456789.us-east-1.elb.amazonaws.com"
+    assert (tables.service_external_ip(svc, wide=True)
+            == "a1b2c3-123456789.us-east-1.elb.amazonaws.com")
 
 
 def _watch(store, rv, initial=False, bookmarks=False):
@@ -140,8 +160,10 @@ def test_watch_resumes_from_resource_version_and_expires_old_ones():
     store = Store(history_length=4)
     for i in range(3):
         store.put("services", {"metadata": {"name": f"s{i}", "namespace": "default"}}, "ADDED")
-    assert [(t, o["metadata"]["name"]) for t, o in _watch(store, "1")] == [("ADDED", "s1"), ("ADDED", "s2")]
-    assert [t for t, _ in _watch(store, "", initial=True, bookmarks=True)] == ["ADDED"] * 3 + ["BOOKMARK"]
+    assert ([(t, o["metadata"]["name"]) for t, o in _watch(store, "1")]
+            == [("ADDED", "s1"), ("ADDED", "s2")])
+    assert ([t for t, _ in _watch(store, "", initial=True, bookmarks=True)]
+            == ["ADDED"] * 3 + ["BOOKMARK"])
     for i in range(3, 8):
         store.put("services", {"metadata": {"name": f"s{i}", "namespace": "default"}}, "ADDED")
     with pytest.raises(StatusError) as err:

@@ -16,9 +16,10 @@ def core_api(server) -> client.CoreV1Api:
 def test_python_client_lists_creates_and_watches(api_server):
     v1 = core_api(api_server)
     assert [s.metadata.name for s in v1.list_namespaced_service("default").items] == ["kubernetes"]
-    body = client.V1Service(metadata=client.V1ObjectMeta(name="py"),
-                            spec=client.V1ServiceSpec(type="NodePort", selector={"app": "py"},
-                                                      ports=[client.V1ServicePort(port=80, target_port=8080)]))
+    body = client.V1Service(
+        metadata=client.V1ObjectMeta(name="py"),
+        spec=client.V1ServiceSpec(type="NodePort", selector={"app": "py"},
+                                  ports=[client.V1ServicePort(port=80, target_port=8080)]))
     created = v1.create_namespaced_service("default", body)
     assert created.spec.cluster_ip.startswith("10.")
     assert 30000 <= created.spec.ports[0].node_port <= 32767
@@ -26,8 +27,8 @@ def test_python_client_lists_creates_and_watches(api_server):
     seen = []
 
     def consume():
-        for event in watch.Watch().stream(v1.list_namespaced_service, "default", resource_version=rv,
-                                          timeout_seconds=10):
+        for event in watch.Watch().stream(v1.list_namespaced_service, "default",
+                                          resource_version=rv, timeout_seconds=10):
             seen.append((event["type"], event["object"].metadata.name))
             if event["type"] == "DELETED":
                 return

@@ -1,4 +1,5 @@
-"""Registry behaviour without HTTP: service type transitions, allocation bookkeeping, pod IPs, nodes."""
+"""Registry behaviour without HTTP: service type transitions, allocation bookkeeping, pod IPs,
+nodes."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def update(reg, name, **changes) -> dict:
 
 def test_bootstrap_reserves_first_address_for_kubernetes_and_never_hands_out_dns_ip(registry):
     assert registry.get(SVC, "default", "kubernetes")["spec"]["clusterIP"] == "10.96.0.1"
-    ips = {registry.create(SVC, "default", service(f"s{i}"))["spec"]["clusterIP"] for i in range(200)}
+    ips = {registry.create(SVC, "default", service(f"s{i}"))["spec"]["clusterIP"]
+           for i in range(200)}
     assert "10.96.0.10" not in ips and "10.96.0.1" not in ips
     dns = registry.create(SVC, "kube-system", service("kube-dns", clusterIP="10.96.0.10"))
     assert dns["spec"]["clusterIPs"] == ["10.96.0.10"]
@@ -48,7 +50,8 @@ def test_clusterip_nodeport_loadbalancer_externalname_round_trip(registry):
     ip = created["spec"]["clusterIP"]
     node_port_svc = update(registry, "web", type="NodePort")
     node_port = node_port_svc["spec"]["ports"][0]["nodePort"]
-    assert node_port_svc["spec"]["clusterIP"] == ip and node_port in registry.service_allocations.node_ports
+    assert (node_port_svc["spec"]["clusterIP"] == ip
+            and node_port in registry.service_allocations.node_ports)
     lb = update(registry, "web", type="LoadBalancer", externalTrafficPolicy="Local")
     assert lb["spec"]["ports"][0]["nodePort"] == node_port
     health = lb["spec"]["healthCheckNodePort"]
@@ -60,12 +63,15 @@ def test_clusterip_nodeport_loadbalancer_externalname_round_trip(registry):
     ext = update(registry, "web", type="ExternalName", externalName="example.com")
     assert "clusterIP" not in ext["spec"] and ip not in registry.service_allocations.cluster_ips
     again = update(registry, "web", type="ClusterIP")
-    assert again["spec"]["clusterIP"] and again["spec"]["clusterIP"] in registry.service_allocations.cluster_ips
+    assert (again["spec"]["clusterIP"]
+            and again["spec"]["clusterIP"] in registry.service_allocations.cluster_ips)
 
 
 def test_rejected_update_keeps_old_allocations(registry):
-    registry.create(SVC, "default", service("a", type="NodePort", ports=[{"port": 80, "nodePort": 30001}]))
-    registry.create(SVC, "default", service("b", type="NodePort", ports=[{"port": 80, "nodePort": 30002}]))
+    registry.create(SVC, "default",
+                    service("a", type="NodePort", ports=[{"port": 80, "nodePort": 30001}]))
+    registry.create(SVC, "default",
+                    service("b", type="NodePort", ports=[{"port": 80, "nodePort": 30002}]))
     before = registry.service_allocations
     obj = registry.get(SVC, "default", "b")
     obj["spec"]["ports"][0]["nodePort"] = 30001
@@ -110,7 +116,8 @@ def test_pod_ips_come_from_the_node_block_and_are_freed_with_the_pod(registry):
 def test_node_goes_not_ready_without_heartbeats_and_back_with_one(registry):
     nodes = BY_PLURAL["nodes"]
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=60)
-    assert set(mark_stale_nodes(registry, 40, later)) == {"ip-172-31-0-10", "ip-172-31-0-11", "ip-172-31-0-12"}
+    assert set(mark_stale_nodes(registry, 40, later)) == {"ip-172-31-0-10", "ip-172-31-0-11",
+                                                          "ip-172-31-0-12"}
     node = registry.get(nodes, "", "ip-172-31-0-11")
     ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "Unknown"
@@ -118,11 +125,13 @@ def test_node_goes_not_ready_without_heartbeats_and_back_with_one(registry):
     stamp = later.strftime("%Y-%m-%dT%H:%M:%SZ")
     patch = ('{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady",'
              f'"lastHeartbeatTime":"{stamp}"}}]}}}}').encode()
-    registry.patch(nodes, "", "ip-172-31-0-11", "application/strategic-merge-patch+json", patch, "status")
+    registry.patch(nodes, "", "ip-172-31-0-11", "application/strategic-merge-patch+json", patch,
+                   "status")
     mark_stale_nodes(registry, 40, later)
     node = registry.get(nodes, "", "ip-172-31-0-11")
     assert next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
-    assert not any(t["key"] == "node.kubernetes.io/unreachable" for t in node["spec"].get("taints", []))
+    assert not any(t["key"] == "node.kubernetes.io/unreachable"
+                   for t in node["spec"].get("taints", []))
 
 
 def test_in_process_heartbeat_makes_a_stale_node_ready_again(registry):

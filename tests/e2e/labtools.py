@@ -9,10 +9,13 @@ import uuid
 
 import pytest
 
+from base.errors import LabTimeout
+from base.kube.client import KubeClient
+from base.waiting import wait_until
 from probes.reach import Probe
 from probes.runner import probe_from
-from base.errors import LabTimeout
-from base.waiting import wait_until
+from topo.cleanup import clean_lab
+from topo.state import LabPaths
 
 
 def svclab(*args, check=True, input=None, timeout=180):
@@ -33,7 +36,6 @@ def unique_name(prefix: str) -> str:
 @contextlib.contextmanager
 def running_lab(*up_args: str, prefix: str = "e2e"):
     """A lab up for the block, always down and cleaned afterwards."""
-    from topo.cleanup import clean_lab
     name = unique_name(prefix)
     svclab("up", "--name", name, *up_args)
     try:
@@ -104,8 +106,6 @@ def fetch_many(lab, host: str, url: str, count: int, namespace: str | None = Non
 
 def admin_client(lab_name: str):
     """A KubeClient with the lab's admin kubeconfig."""
-    from base.kube.client import KubeClient
-    from topo.state import LabPaths
     return KubeClient.from_kubeconfig(str(LabPaths(lab_name).kubeconfig))
 
 

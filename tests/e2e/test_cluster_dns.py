@@ -206,10 +206,10 @@ def test_headless_service_follows_ready_pods(lab):
 
     for replicas in (2, 3):
         lab.kubectl("scale", "deployment", "peers", f"--replicas={replicas}")
-        ips = wait_for(f"{replicas} ready peers", lambda: len(ready_ips()) == replicas
-                       and ready_ips())
-        wait_for(f"one A per ready peer ({ips})", lambda: sorted(query(
-            lab.name, lab.box["default"], "default", fqdn).addresses) == ips)
+        ips = wait_for(f"{replicas} ready peers",
+                       lambda n=replicas: len(ready_ips()) == n and ready_ips())
+        wait_for(f"one A per ready peer ({ips})", lambda want=ips: sorted(query(
+            lab.name, lab.box["default"], "default", fqdn).addresses) == want)
     srv = query(lab.name, lab.box["default"], "default", f"_http._tcp.{fqdn}", "SRV")
     targets = [f"{ip.replace('.', '-')}.{fqdn}." for ip in ips]
     assert sorted(d.split()[3] for d in srv.data()) == sorted(targets), srv.describe()
@@ -271,8 +271,8 @@ def test_a_new_service_resolves_from_every_pod(lab):
     # the coredns pods ask themselves (their own resolv.conf is the VPC's: dnsPolicy Default)
     askers += [(p["metadata"]["name"], "kube-system", p["status"]["podIP"]) for p in coredns]
     for pod, namespace, server in askers:
-        wait_for(f"{fqdn} from {namespace}/{pod}", lambda: query(
-            lab.name, pod, namespace, fqdn, server=server).addresses == [ip], timeout=10)
+        wait_for(f"{fqdn} from {namespace}/{pod}", lambda p=pod, ns=namespace, s=server: query(
+            lab.name, p, ns, fqdn, server=s).addresses == [ip], timeout=10)
 
 
 # --- availability --------------------------------------------------------------------

@@ -4,9 +4,8 @@ the source the pod sees, health checks taking nodes out and back, source
 ranges, and teardown on type change and delete."""
 from __future__ import annotations
 
-import functools
-
 import collections
+import functools
 import json
 import os
 import signal
@@ -15,12 +14,12 @@ import time
 import pytest
 
 import labtools
+from labd.control import ControlClient
+from labd.lb_status import lb_status
 from labtools import admin_client, fetch_many, outcomes, running_lab, svclab, workload
 from probes.reach import Probe
 from probes.spread.probe import spread
 from probes.stats import chi_square
-from labd.lb_status import lb_status
-from labd.control import ControlClient
 from topo.netns import run_in
 from topo.state import LabPaths, read_state
 
@@ -89,7 +88,8 @@ def states(lab, name):
 
 
 def wait_states(lab, name, wanted, timeout=15.0):
-    return wait_for(f"{name} targets {wanted}", lambda: states(lab, name) == wanted, timeout=timeout)
+    return wait_for(f"{name} targets {wanted}", lambda: states(lab, name) == wanted,
+                    timeout=timeout)
 
 
 def hostname_of(lab, name):

@@ -11,15 +11,14 @@ Local ClusterIP; and a NodePort Service whose selector matches nothing.
 from __future__ import annotations
 
 import functools
-
 import json
 
 import pytest
 
 import labtools
+from labd.lb_status import lb_status
 from labtools import admin_client, running_lab, svclab
 from probes.matrix.probe import run_matrix
-from labd.lb_status import lb_status
 
 wait_for = functools.partial(labtools.wait_for, timeout=30.0, every=0.2)
 

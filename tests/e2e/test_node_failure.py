@@ -5,7 +5,6 @@ with the link."""
 from __future__ import annotations
 
 import functools
-
 import time
 
 import pytest

@@ -12,10 +12,9 @@ import sys
 
 import pytest
 
-from probes.reach import Probe
 from labd.control import ControlClient
-
 from labtools import http_get, outcomes, svclab, wait_open, workload
+from probes.reach import Probe
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -37,11 +36,12 @@ def pods(lab):
         control.add_pod(name, node, ip=ip, command=workload(name, ip, "80/TCP", "5353/UDP"))
     # Servers on the client and on a node, started as a user would (svclab exec).
     lab.spawned = []
-    for host, ip, port in (("client", CLIENT_IP, "8080/TCP"), (NODES[2], "172.31.0.12", "8080/TCP")):
+    for host, ip, port in (("client", CLIENT_IP, "8080/TCP"),
+                           (NODES[2], "172.31.0.12", "8080/TCP")):
         lab.spawned.append(subprocess.Popen(
             [sys.executable, "-m", "svclab.cli", "exec", "--name", lab.name, host, "--",
              *workload(host, ip, port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    for name, (node, ip) in PODS.items():
+    for _node, ip in PODS.values():
         wait_open(lab.name, NODES[0], Probe(ip, 80, "tcp"))
     wait_open(lab.name, NODES[0], Probe(CLIENT_IP, 8080, "tcp"))
     wait_open(lab.name, NODES[0], Probe("172.31.0.12", 8080, "tcp"))

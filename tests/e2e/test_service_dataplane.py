@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from labtools import (admin_client, fetch_many, outcomes, running_lab, svclab, wait_open,
-                      workload)
-from probes.reach import Probe
-from probes.spread.probe import spread
 from labd.control import ControlClient
+from labtools import admin_client, fetch_many, outcomes, running_lab, svclab, wait_open, workload
+from probes.reach import Probe
+from probes.runner import probe_from
+from probes.spread.probe import spread
 from topo.state import LabPaths, read_state
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -259,7 +259,6 @@ def test_each_mode_programs_only_its_own_tables(lab, services):
 def test_wrong_port_on_a_live_cluster_ip_differs_by_mode_on_purpose(lab, services):
     """nftables mode REJECTs a port the ClusterIP does not serve; iptables mode
     has no rule for it, so the packet is routed on (and the igw refuses it)."""
-    from probes.runner import probe_from
     result = probe_from(lab.name, "src", [Probe(services["web"], 81)], timeout=1.0)[0]
     if lab.mode == "nftables":
         assert (result.outcome, result.icmp_code) == ("rejected", 3)

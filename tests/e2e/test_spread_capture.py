@@ -15,15 +15,14 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
+from labd.control import ControlClient
+from labtools import wait_open, workload
 from probes.capture.probe import Capture, CaptureFilterError, CaptureInterfaceError, capture_for
 from probes.reach import Probe
 from probes.spread.probe import spread
 from topo.cleanup import processes_in_netns
-from labd.control import ControlClient
 from topo.plan import cali_name
 from topo.state import LabPaths, read_state
-
-from labtools import wait_open, workload
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -43,7 +42,7 @@ def pods(lab):
     for name, (node, ip) in SERVERS.items():
         control.add_pod(name, node, ip=ip, command=workload(name, ip, "80/TCP", "5353/UDP"))
     control.add_pod(PROBER, PROBER_NODE, ip=PROBER_IP)
-    for name, (_, ip) in SERVERS.items():
+    for _, ip in SERVERS.values():
         wait_open(lab.name, PROBER, Probe(ip, 80, "tcp"))
     return SERVERS
 
@@ -100,7 +99,7 @@ def syn_keys(packets) -> collections.Counter:
 
 def test_capture_on_three_hosts_loses_no_syn_of_1000_connections(lab, pods, tmp_path):
     hosts = [(PROBER, None), (PROBER_NODE, None), ("web-1", "default")]
-    with Capture(lab.name, hosts, tmp_path, SYN_ONLY) as capture:
+    with Capture(lab.name, hosts, tmp_path, SYN_ONLY):
         result = spread(lab.name, PROBER, None, "192.168.1.50", 80, count=1000, timeout=5.0)
     assert result.ok == 1000
     probe_ports = {int(r.local.rsplit(":", 1)[1]) for r in result.records}

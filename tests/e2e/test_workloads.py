@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.controllers.naming import ALPHANUMS
 from base.kube.client import KubeClient
+from controlplane.controllers.naming import ALPHANUMS
 from labtools import running_lab, wait_for
 from topo.netns import run_in
 from topo.state import LabPaths, read_state

@@ -16,12 +16,11 @@ import subprocess
 
 import pytest
 
-from agents.proxy import (NodeInfo, compute_ruleset, endpoint_slice_from_k8s,
-                          service_from_k8s)
+from agents.proxy import NodeInfo, compute_ruleset, endpoint_slice_from_k8s, service_from_k8s
+from agents.proxy.errors import ProxyCommandError
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
-from agents.proxy.iptables_backend import (CommandResult, IptablesBackend,
-                                          subprocess_runner)
-from agents.proxy.nft_backend import NftApplyError, NftablesBackend
+from agents.proxy.iptables_backend import CommandResult, IptablesBackend, subprocess_runner
+from agents.proxy.nft_backend import NftablesBackend, NftApplyError
 from agents.proxy.nft_render import plan_ruleset, render_full
 
 pytestmark = pytest.mark.root
@@ -217,7 +216,7 @@ def test_broken_transaction_keeps_old_rules(netns):
         backend.apply("\n".join(lines) + "\n")
     err = info.value
     assert err.line == at + 1 and err.line_text == bad
-    assert err.exit_code != 0 and "Error" in err.stderr and err.columns
+    assert err.returncode != 0 and "Error" in err.stderr and err.columns
     assert len(err.context) > 1
     assert backend.list_table() == before          # atomic: nothing applied
 
@@ -226,7 +225,7 @@ def test_failed_sync_is_followed_by_a_full_sync(netns):
     backend = NftablesBackend(netns=netns)
     backend.sync(ruleset())
     backend.binary = "/bin/false"                  # the next apply fails
-    with pytest.raises(Exception):
+    with pytest.raises(ProxyCommandError):
         backend.sync(ruleset(2), frozenset({("shop", "web")}))
     backend.binary = "nft"
     report = backend.sync(ruleset(2), frozenset({("shop", "web")}))

@@ -15,13 +15,18 @@ import subprocess
 
 import pytest
 
-from agents.proxy import (IptablesRestoreError, NodeInfo, compute_ruleset,
-                          endpoint_slice_from_k8s, render_iptables,
-                          service_from_k8s)
-from agents.proxy import names
+from agents.proxy import (
+    IptablesRestoreError,
+    NodeInfo,
+    compute_ruleset,
+    endpoint_slice_from_k8s,
+    names,
+    render_iptables,
+    service_from_k8s,
+)
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
 from agents.proxy.iptables_backend import IptablesBackend
-from agents.proxy.tracer import Tracer
+from agents.proxy.iptables_tracer import Tracer
 
 pytestmark = pytest.mark.root
 
@@ -142,7 +147,7 @@ def test_apply_reapply_change_break_cleanup(netns):
         backend.apply("\n".join(lines) + "\n", state)
     err = info.value
     assert err.line == at + 1 and err.line_text == bad
-    assert err.exit_code != 0 and err.stderr
+    assert err.returncode != 0 and err.stderr
     assert any(c.text == bad for c in err.context) and len(err.context) > 1
     assert err.rolled_back == ("filter",)
     assert saved(netns) == after_second       # old rules, both tables

@@ -12,10 +12,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from controlplane.api import ApiServer
-from controlplane.control_plane import ControlPlane
 from base.errors import LabTimeout
 from base.kube.client import KubeClient
+from controlplane.api import ApiServer
+from controlplane.control_plane import ControlPlane
 from support.fake_runtime import FakePodRuntime
 
 NODES = (
@@ -42,7 +42,7 @@ class InProcessCluster:
         self.client: KubeClient | None = None
         self.plane: ControlPlane | None = None
 
-    def __enter__(self) -> "InProcessCluster":
+    def __enter__(self) -> InProcessCluster:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)

@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from controlplane.api import ApiServer
 from base.kube.client import KubeClient
+from controlplane.api import ApiServer
 
 ONE_NODE = {"serviceCIDR": "10.96.0.0/12", "nodePortRange": "30000-32767",
             "podCIDR": "192.168.0.0/16", "clusterDomain": "cluster.local",

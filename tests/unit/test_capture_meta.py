@@ -5,10 +5,20 @@ import json
 
 import pytest
 
-from probes.capture.meta import (HostCapture, Interface, PacketStats, Peer, host_label,
-                                  lab_links, parse_ip_addr, parse_link_type,
-                                  parse_tcpdump_stats, pcap_name, peers_of,
-                                  render_capture_json)
+from probes.capture.meta import (
+    HostCapture,
+    Interface,
+    PacketStats,
+    Peer,
+    host_label,
+    lab_links,
+    parse_ip_addr,
+    parse_link_type,
+    parse_tcpdump_stats,
+    pcap_name,
+    peers_of,
+    render_capture_json,
+)
 from topo.plan import LinkPlan, cali_name
 from topo.state import HostRecord, LabState
 

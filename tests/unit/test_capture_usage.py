@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from base.errors import LabError, UsageError
 from probes.capture.probe import Capture, capture_for
 from probes.spread.probe import spread
-from base.errors import LabError, UsageError
 
 
 @pytest.fixture(autouse=True)

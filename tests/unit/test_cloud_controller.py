@@ -10,10 +10,10 @@ import time
 import pytest
 
 from base.elb_api import read_config
+from base.kube.client import KubeClient
 from controlplane.api import ApiServer
 from controlplane.cloud.controller import CloudController
 from support import controller_harness as harness
-from base.kube.client import KubeClient
 
 CLUSTER_INFO = harness.cluster_info()    # the seed's 3-node cluster
 STATIC = {"db.example.com": ["203.0.113.50"]}

@@ -5,11 +5,21 @@ import re
 
 import pytest
 
-from base.elb_api import config_to_json, parse_config, ElbConfig
-from controlplane.cloud.hostnames import classic_hostname, is_elb_hostname, load_balancer_name, \
-    nlb_hostname
-from controlplane.cloud.lbconfig import (CHECK_ANNOTATIONS, TYPE_ANNOTATION, LoadBalancerProblem,
-                                   allocate_vips, compute_load_balancer, is_ours)
+from base.elb_api import ElbConfig, config_to_json, parse_config
+from controlplane.cloud.hostnames import (
+    classic_hostname,
+    is_elb_hostname,
+    load_balancer_name,
+    nlb_hostname,
+)
+from controlplane.cloud.lbconfig import (
+    CHECK_ANNOTATIONS,
+    TYPE_ANNOTATION,
+    LoadBalancerProblem,
+    allocate_vips,
+    compute_load_balancer,
+    is_ours,
+)
 
 UID = "5f0c9d2e-1b7a-4c3e-9a8d-2e4f6a8b0c1d"
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.controllers.deployment import compute_rollout, new_replicaset
-from support.controller_harness import WORKERS, InProcessCluster, deployment, ready_pods
 from base.waiting import wait_until as wait_for
+from controlplane.controllers.deployment import compute_rollout, new_replicaset
 from controlplane.controllers.naming import compute_hash
 from controlplane.controllers.replicaset import plan_replicas
-
+from support.controller_harness import WORKERS, InProcessCluster, deployment, ready_pods
 
 ready = ready_pods
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from base.waiting import wait_until
 from controlplane.controllers import endpoints as ep
 from support.controller_harness import InProcessCluster, deployment, ready_pods, service
-from base.waiting import wait_until
 
 SVC = {"metadata": {"name": "web", "namespace": "default", "uid": "svc-uid",
                     "labels": {"app": "web"}},

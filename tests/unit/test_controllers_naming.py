@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import random
 
-from controlplane.controllers.naming import (ALPHANUMS, compute_hash, fnv32a, generated_name,
-                                       safe_encode_string)
+from controlplane.controllers.naming import (
+    ALPHANUMS,
+    compute_hash,
+    fnv32a,
+    generated_name,
+    safe_encode_string,
+)
 
 TEMPLATE = {"metadata": {"labels": {"app": "hwk"}},
             "spec": {"containers": [{"name": "nginx", "image": "nginx"}]}}

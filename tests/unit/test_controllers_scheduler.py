@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from support.controller_harness import WORKERS, InProcessCluster, deployment, ready_pods
 from base.waiting import wait_until
 from controlplane.controllers.scheduler import choose_node, tolerates
+from support.controller_harness import WORKERS, InProcessCluster, deployment, ready_pods
 
 CONTROL_PLANE = "ip-172-31-0-10"
 CP_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}

@@ -14,6 +14,7 @@ from agents.dns.holder import ZoneHolder
 from agents.dns.server import DnsServer
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
 
+
 @pytest.fixture
 def client(api_client):
     return api_client

@@ -43,7 +43,7 @@ def udp_exchange(server, data, timeout=0.5):
         sock.send(data)
         try:
             return sock.recv(65535)
-        except socket.timeout:
+        except TimeoutError:
             return None
 
 

@@ -13,7 +13,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from agents.dns import DnsServer, Record, ZoneHolder, build_static_zone
+from agents.dns import DnsServer, DnsServerError, Record, ZoneHolder, build_static_zone
 
 OUTSIDE_IP = "203.0.113.50"
 
@@ -228,7 +228,6 @@ def test_metrics_count_queries_by_rcode(cluster_dns):
 
 
 def test_port_already_taken_fails_loudly(cluster_dns):
-    from agents.dns import DnsServerError
     with pytest.raises(DnsServerError, match=str(cluster_dns.port)):
         DnsServer("127.0.0.1", cluster_dns.port, ZoneHolder()).start()
 

@@ -2,7 +2,7 @@
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from agents.dns import MalformedQuery, ZoneError, ZoneHolder, answer, build_zone
+from agents.dns import MalformedQuery, UpstreamTimeout, ZoneError, ZoneHolder, answer, build_zone
 from agents.dns.zone import Authority, Record
 
 DOMAIN = "cluster.local."
@@ -205,7 +205,6 @@ def test_outside_names_are_refused_without_upstream_and_forwarded_with(zone):
 
 
 def test_upstream_failure_is_servfail(zone):
-    from agents.dns import UpstreamTimeout
 
     def upstream(question):
         raise UpstreamTimeout(("127.0.0.1", 9), "no answer")

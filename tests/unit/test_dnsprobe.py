@@ -7,9 +7,18 @@ import pytest
 
 import probes.dnsprobe as dnsprobe
 from agents.dns import DnsServer, ZoneHolder
-from probes.dnsprobe import (DnsAnswer, DnsResult, ResolveResult, first_nameserver,
-                             parse_server, query_name, run_query, run_resolve, worker)
 from base.errors import UsageError
+from probes.dnsprobe import (
+    DnsAnswer,
+    DnsResult,
+    ResolveResult,
+    first_nameserver,
+    parse_server,
+    query_name,
+    run_query,
+    run_resolve,
+    worker,
+)
 
 SERVICES = [
     {"metadata": {"name": "web", "namespace": "default"},

@@ -9,8 +9,7 @@ import socket
 import pytest
 
 from agents.elb.agent import ElbAgent
-from base.elb_api import ElbConfig, HealthCheck, Listener, LoadBalancer, Target, \
-    write_config
+from base.elb_api import ElbConfig, HealthCheck, Listener, LoadBalancer, Target, write_config
 
 NODES = {"127.0.0.2": "node-a", "127.0.0.3": "node-b"}
 FAST = HealthCheck("TCP", 1, interval=0.03, timeout=0.03, healthy_threshold=2,

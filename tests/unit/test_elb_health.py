@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from base.elb_api import HealthCheck, Listener, LoadBalancer, Target
 from agents.elb.health import HEALTHY, INITIAL, UNHEALTHY, TargetHealth, http_check, tcp_check
 from agents.elb.status import targets_in_service
+from base.elb_api import HealthCheck, Listener, LoadBalancer, Target
 
 CLASSIC_CHECK = HealthCheck("TCP", 1, interval=10, timeout=5, healthy_threshold=2,
                             unhealthy_threshold=6)

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from base.elb_api import HealthCheck, Listener, LoadBalancer, Target, parse_config
-from base.elb_api import ElbConfigError
-from agents.elb.rules import Present, listener_chain, parse_present, ranges_chain, \
-    removal_rules, render_rules
+from agents.elb.rules import (
+    Present,
+    listener_chain,
+    parse_present,
+    ranges_chain,
+    removal_rules,
+    render_rules,
+)
+from base.elb_api import ElbConfigError, HealthCheck, Listener, LoadBalancer, Target, parse_config
 
 CHECK = HealthCheck("TCP", 31000)
 TARGETS = (Target("n1", "172.31.0.11"), Target("n2", "172.31.0.12"),
@@ -28,7 +33,7 @@ def test_nlb_listener_dnats_each_new_flow_to_one_target_in_service():
     one = lb()
     text = render_rules([one], {one.key: ("172.31.0.11", "172.31.0.12", "172.31.0.13")})
     chain = listener_chain(one, 80, "TCP")
-    assert f"-A PREROUTING -j ELB-PREROUTING" in lines(text)
+    assert "-A PREROUTING -j ELB-PREROUTING" in lines(text)
     jump = [l for l in lines(text) if l.startswith("-A ELB-PREROUTING")]
     assert len(jump) == 1 and "-d 203.0.113.11/32 -p tcp -m tcp --dport 80" in jump[0]
     assert jump[0].endswith(f"-j {chain}")

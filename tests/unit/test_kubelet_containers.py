@@ -1,7 +1,7 @@
 """What process a container becomes, and how probes count."""
 from __future__ import annotations
 
-from controlplane.kubelet.containers import (image_id, plan_pod_containers, qualified_image)
+from controlplane.kubelet.containers import image_id, plan_pod_containers, qualified_image
 from controlplane.kubelet.probes import ProbeTracker
 
 PY = "/usr/bin/python3"

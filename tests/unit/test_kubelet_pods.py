@@ -7,12 +7,12 @@ import socket
 
 import pytest
 
-from controlplane.api import ApiServer
-from support.controller_harness import InProcessCluster, cluster_info
-from base.waiting import wait_until
 from base.kube.client import KubeClient
-from support.fake_runtime import FakePodRuntime
+from base.waiting import wait_until
+from controlplane.api import ApiServer
 from controlplane.kubelet.kubelet import Kubelet
+from support.controller_harness import InProcessCluster, cluster_info
+from support.fake_runtime import FakePodRuntime
 
 WORKER_IPS = {"ip-172-31-0-11": "172.31.0.11", "ip-172-31-0-12": "172.31.0.12"}
 

@@ -1,9 +1,9 @@
 """`svclab lb status`: the rendering of what the ELB agent reports."""
 from __future__ import annotations
 
-from base.elb_api import HealthCheck, Listener, LoadBalancer, Target
 from agents.elb.health import TargetHealth
 from agents.elb.status import lb_status
+from base.elb_api import HealthCheck, Listener, LoadBalancer, Target
 from labd.lb_status import render_lb_status
 
 CHECK = HealthCheck("HTTP", 32100, "/healthz", interval=1.0, timeout=1.0,

@@ -1,8 +1,7 @@
 """The matrix's expected cells, from Service objects alone, and how it shows them."""
 from __future__ import annotations
 
-from probes.matrix.expect import (Cell, Endpoint, Node, Source, SvcInfo, SvcPort,
-                                   plan_cells)
+from probes.matrix.expect import Cell, Node, Source, SvcEndpoint, SvcInfo, SvcPort, plan_cells
 from probes.matrix.probe import Matrix, service_info
 
 N10, N11, N12 = "ip-172-31-0-10", "ip-172-31-0-11", "ip-172-31-0-12"
@@ -13,8 +12,8 @@ SOURCES = [Source("pod 172-31-0-10", "dns-0", "kube-system", "pod", N10),
            Source("node 172-31-0-10", N10, None, "node", N10),
            Source("node 172-31-0-12", N12, None, "node", N12),
            Source("client", "client", None, "client", None)]
-ON_N12 = (Endpoint("192.168.2.5", N12, "solo-x"),)
-WEB = (Endpoint("192.168.1.2", N11, "web-a"), Endpoint("192.168.2.1", N12, "web-b"))
+ON_N12 = (SvcEndpoint("192.168.2.5", N12, "solo-x"),)
+WEB = (SvcEndpoint("192.168.1.2", N11, "web-a"), SvcEndpoint("192.168.2.1", N12, "web-b"))
 HTTP = SvcPort("http", 80, "tcp", None, 80)
 
 
@@ -118,7 +117,7 @@ def test_service_info_reads_api_objects():
                     "conditions": {"ready": False}}]}]
     info = service_info(service, slices, {"x.elb.amazonaws.com": ["203.0.113.15"]})
     assert info.ports == (SvcPort("http", 80, "tcp", 30080, 8080),)
-    assert info.endpoints == (Endpoint("192.168.1.2", N11, "web-a"),)
+    assert info.endpoints == (SvcEndpoint("192.168.1.2", N11, "web-a"),)
     assert (info.etp, info.lb_vip, info.lb_flavour) == ("Local", "203.0.113.15", "nlb")
     headless = service_info({"metadata": {"name": "h"}, "spec": {"clusterIP": "None"}}, [], {})
     assert headless.cluster_ip is None and headless.lb_flavour is None

@@ -13,12 +13,23 @@ import json
 
 import pytest
 
-from agents.proxy import (CommandError, NodeInfo, compute_ruleset,
-                          endpoint_slice_from_k8s, service_from_k8s)
+from agents.proxy import (
+    NodeInfo,
+    ProxyCommandError,
+    compute_ruleset,
+    endpoint_slice_from_k8s,
+    service_from_k8s,
+)
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
 from agents.proxy.iptables_backend import CommandResult
-from agents.proxy.nft_backend import (NftApplyError, NftablesBackend,
-                                      failing_position, parse_table_state)
+from agents.proxy.nft_backend import (
+    NftablesBackend,
+    NftApplyError,
+    failing_position,
+    parse_table_state,
+)
+from agents.proxy.nft_render import plan_ruleset, render_full
+from agents.proxy.nft_table import apply_commands
 
 NODE = NodeInfo("n1", ("172.31.0.11",))
 
@@ -115,13 +126,13 @@ def test_failure_names_the_line_and_next_sync_is_full():
     with pytest.raises(NftApplyError) as info:
         backend.sync(ruleset(3), frozenset({("shop", "web")}))
     err = info.value
-    assert isinstance(err, CommandError) and err.exit_code == 1
+    assert isinstance(err, ProxyCommandError) and err.returncode == 1
     assert err.line == 3 and err.columns == (24, 30)
     assert err.reason.startswith("Could not process rule")
     text = fake.applied()[-1].splitlines()
     assert err.line_text == text[2] and any(c.number == 3
                                             for c in err.context)
-    assert "line 3" in str(err) and err.command[-2:] == ("-f", "-")
+    assert "line 3" in str(err) and err.argv[-2:] == ("-f", "-")
     fake.calls.clear()
     assert not backend.sync(ruleset(3), frozenset({("shop", "web")})).partial
 
@@ -174,8 +185,6 @@ def test_a_cold_start_hooks_the_table_in_last():
     assert "elements" not in last and "filter-forward" in last
     assert report.lines == sum(t.count("\n") for t in fake.applied())
     # the same table as one transaction would make
-    from agents.proxy.nft_render import plan_ruleset, render_full
-    from agents.proxy.nft_tracer import apply_commands
     table = None
     for text in fake.applied():
         table = apply_commands(text, table)

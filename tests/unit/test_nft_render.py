@@ -5,7 +5,7 @@ kube-proxy's own pkg/proxy/nftables TestOverallNFTablesRules (same services,
 same node), so svclab's table reads like a real node's; the renderer writes
 a chain's rules and a map's elements in blocks, which ``expand`` reads back
 as kube-proxy's one-object commands.  Partial renders are
-checked by applying them in the pure nft model (agents.proxy.nft_tracer)
+checked by applying them in the pure nft table model (agents.proxy.nft_table)
 on top of a full render and comparing with the full render of the new state.
 """
 
@@ -15,14 +15,26 @@ import random
 
 import pytest
 
-from agents.proxy import (NodeInfo, ProxyOptions, compute_ruleset,
-                          endpoint_slice_from_k8s, service_from_k8s)
+from agents.proxy import (
+    NodeInfo,
+    ProxyOptions,
+    compute_ruleset,
+    endpoint_slice_from_k8s,
+    service_from_k8s,
+)
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
-from agents.proxy.nft_model import _references, expand
-from agents.proxy.nft_render import (TableState, hash_and_truncate,
-                                     plan_ruleset, render_created, render_full,
-                                     render_nftables, render_partial)
-from agents.proxy.nft_tracer import apply_commands
+from agents.proxy.nft_render import (
+    TableState,
+    hash_and_truncate,
+    intact_chains,
+    plan_ruleset,
+    render_created,
+    render_full,
+    render_nftables,
+    render_partial,
+)
+from agents.proxy.nft_table import apply_commands, expand
+from agents.proxy.nft_table import is_referenced as _references
 
 NODE = NodeInfo("test-node", ("192.168.0.2",), "10.0.0.0/8", "172.30.0.0/16")
 LIBERAL = ProxyOptions(conntrack_tcp_liberal=True)
@@ -350,7 +362,6 @@ def test_an_endpoint_back_before_the_next_full_sync_is_not_doubled():
 def test_a_resync_leaves_endpoint_chains_whose_name_says_it_all():
     """kube-proxy's restart shortcut (kubernetes#130119): an endpoint chain
     in the table holds what its name implies, unless affinity changed."""
-    from agents.proxy.nft_render import intact_chains
     rs = bench_ruleset(6, 2)                 # s0 and s5 have affinity
     plan = plan_ruleset(rs)
     table = apply_commands(render_nftables(rs))

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import pytest
 
-from agents.proxy import (NodeInfo, ProxyOptions, TracerError,
-                          compute_ruleset, endpoint_slice_from_k8s,
-                          service_from_k8s)
+from agents.proxy import (
+    NodeInfo,
+    ProxyOptions,
+    TracerError,
+    compute_ruleset,
+    endpoint_slice_from_k8s,
+    service_from_k8s,
+)
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
 from agents.proxy.nft_render import render_nftables
-from agents.proxy.nft_tracer import NftTracer, apply_commands
+from agents.proxy.nft_table import apply_commands
+from agents.proxy.nft_tracer import NftTracer
 
 NODE = NodeInfo("n1", ("172.31.0.11",), "192.168.0.0/16", "10.96.0.0/12")
 HEAD = ('add table ip kube-proxy\n'

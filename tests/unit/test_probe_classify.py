@@ -5,9 +5,9 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror
 from scapy.packet import Raw
 
+from base.errors import UsageError
 from probes.reach import Probe, classify
 from probes.runner import parse_target
-from base.errors import UsageError
 
 SYN = IP(src="192.168.1.5", dst="10.96.0.20") / TCP(sport=40000, dport=80, flags="S", seq=1000)
 

@@ -11,9 +11,10 @@ import time
 import pytest
 
 from agents.proxy.agent import AgentConfig, ProxyAgent
-from agents.proxy.fixtures import service_dict, slice_dict, endpoint
+from agents.proxy.fixtures import endpoint, service_dict, slice_dict
 from agents.proxy.iptables_backend import SyncReport
 from agents.proxy.runner import BoundedFrequencyRunner
+
 
 class RecordingBackend:
     def __init__(self):

@@ -4,9 +4,10 @@ sources x destinations x policies x endpoint sets, each cell's expectation
 derived from docs/service-semantics.md by ``expected`` below
 (written from the document, not from the renderer), plus literal spot
 checks that pin the most important cells by hand.  Every cell runs in both
-proxy modes: over the iptables-restore text (agents.proxy.tracer) and over
-the nft text (agents.proxy.nft_tracer).  Where kube-proxy's nftables mode
-differs on purpose, ``expected`` says so for mode "nftables".
+proxy modes: over the iptables-restore text (agents.proxy.iptables_tracer)
+and over the nft text (agents.proxy.nft_tracer).  Where kube-proxy's
+nftables mode differs on purpose, ``expected`` says so for mode "nftables".
+A failing cell prints the chain path of every branch the packet took.
 """
 
 from __future__ import annotations
@@ -17,13 +18,19 @@ from dataclasses import dataclass
 
 import pytest
 
-from agents.proxy import (NodeInfo, ProxyOptions, compute_ruleset,
-                          endpoint_slice_from_k8s, render_iptables,
-                          service_from_k8s)
+from agents.proxy import (
+    NodeInfo,
+    ProxyOptions,
+    compute_ruleset,
+    endpoint_slice_from_k8s,
+    render_iptables,
+    service_from_k8s,
+)
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
+from agents.proxy.iptables_tracer import Tracer
 from agents.proxy.nft_render import render_nftables
 from agents.proxy.nft_tracer import NftTracer
-from agents.proxy.tracer import Tracer
+from agents.proxy.trace_core import PacketTracer
 
 NODE = NodeInfo("ip-172-31-0-11", ("172.31.0.11",), "192.168.0.0/16",
                 "10.96.0.0/12")
@@ -95,7 +102,7 @@ def make_objects(policy: str, endpoint_set: str):
     return [service_from_k8s(svc)], [endpoint_slice_from_k8s(es)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tracer_for(policy: str, endpoint_set: str,
                localhost_nodeports: bool = False, mode: str = "iptables"):
     services, slices = make_objects(policy, endpoint_set)
@@ -170,20 +177,36 @@ def expected(source: str, dest: str, policy: str, endpoint_set: str,
     return accept(cluster, masquerade=True)            # Cluster: always SNAT
 
 
-def observe(tracer: Tracer, source: str, dest: str) -> tuple[Expect, dict]:
+def packet(source: str, dest: str) -> tuple[str, str, int, bool]:
+    """(src, dst, port, locally originated) of a cell's first packet."""
     src, local_origin = SOURCES[source]
     dst, port = DESTINATIONS[dest]
     if source == "localhost" and dest == "nodeport":
         dst = "127.0.0.1"
+    return src, dst, port, local_origin
+
+
+def paths(tracer: PacketTracer, source: str, dest: str) -> str:
+    """Every branch of the cell's packet with the chains it went through
+    (the message of a failing expectation)."""
+    src, dst, port, local_origin = packet(source, dest)
+    branches = tracer.branches(src, dst, port, "TCP", locally_originated=local_origin)
+    return "\n".join([f"{source} -> {dest} ({src} -> {dst}:{port}) took:"] + [
+        f"  p={b.probability:.2f} {b.verdict} dnat={b.packet.dnat}"
+        f" masquerade={b.packet.masquerade}: {b.describe()}" for b in branches])
+
+
+def observe(tracer: PacketTracer, source: str, dest: str) -> tuple[Expect, dict]:
+    src, dst, port, local_origin = packet(source, dest)
     outcomes = tracer.trace(src, dst, port, "TCP",
                             locally_originated=local_origin)
     assert sum(o.probability for o in outcomes) == pytest.approx(1.0)
     verdicts = {o.verdict for o in outcomes}
-    assert len(verdicts) == 1, outcomes
+    assert len(verdicts) == 1, paths(tracer, source, dest)
     masq = {o.masquerade for o in outcomes}
-    assert len(masq) == 1, outcomes
+    assert len(masq) == 1, paths(tracer, source, dest)
     for o in outcomes:
-        assert o.masquerade == o.masquerade_mark, o
+        assert o.masquerade == o.masquerade_mark, f"{o}\n{paths(tracer, source, dest)}"
     shares = {o.dnat: o.probability for o in outcomes if o.dnat}
     return Expect(verdicts.pop(), frozenset(shares), masq.pop()), shares
 
@@ -201,12 +224,13 @@ CELLS = [
 @pytest.mark.parametrize("source,dest,policy,endpoint_set", CELLS,
                          ids=["-".join(c) for c in CELLS])
 def test_behaviour_table(source, dest, policy, endpoint_set, mode):
-    got, shares = observe(tracer_for(policy, endpoint_set, mode=mode),
-                          source, dest)
+    tracer = tracer_for(policy, endpoint_set, mode=mode)
+    got, shares = observe(tracer, source, dest)
     want = expected(source, dest, policy, endpoint_set, mode=mode)
-    assert got == want
+    assert got == want, paths(tracer, source, dest)
     for target in want.targets:           # uniform spreading
-        assert shares[target] == pytest.approx(1 / len(want.targets))
+        assert shares[target] == pytest.approx(1 / len(want.targets)), \
+            paths(tracer, source, dest)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -217,7 +241,8 @@ def test_localhost_nodeports_enabled(policy, endpoint_set, mode):
                         mode=mode)
     got, _ = observe(tracer, "localhost", "nodeport")
     assert got == expected("localhost", "nodeport", policy, endpoint_set,
-                           localhost_nodeports=True, mode=mode)
+                           localhost_nodeports=True, mode=mode), \
+        paths(tracer, "localhost", "nodeport")
 
 
 L, R = f"192.168.1.10:{TARGET}", f"192.168.2.20:{TARGET}"
@@ -278,9 +303,9 @@ def test_spot_checks(cell, want, mode):
     if want is None or (mode == "nftables" and cell in NFT_SPOT_CHECKS):
         want = NFT_SPOT_CHECKS[cell] if mode == "nftables" else \
             expected(*cell)
-    got, _ = observe(tracer_for(policy, endpoint_set, mode=mode),
-                     source, dest)
-    assert got == want
+    tracer = tracer_for(policy, endpoint_set, mode=mode)
+    got, _ = observe(tracer, source, dest)
+    assert got == want, paths(tracer, source, dest)
     assert expected(*cell, mode=mode) == want
 
 

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from agents.proxy import (IptablesRestoreError, ModelError, NodeInfo, compute_ruleset,
-                          endpoint_slice_from_k8s, parse_iptables_save,
-                          render_iptables, service_from_k8s)
-from agents.proxy import names
+import agents.proxy.iptables_backend as ib
+from agents.proxy import (
+    IptablesRestoreError,
+    ModelError,
+    NodeInfo,
+    compute_ruleset,
+    endpoint_slice_from_k8s,
+    names,
+    parse_iptables_save,
+    render_iptables,
+    service_from_k8s,
+)
 from agents.proxy.changes import ChangeTracker, StaleUDPFlow, stale_udp_flows
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
-import agents.proxy.iptables_backend as ib
 from agents.proxy.iptables_backend import CommandResult, IptablesBackend
 from agents.proxy.iptables_render import render
-from agents.proxy.tracer import Tracer
+from agents.proxy.iptables_tracer import Tracer
 
 NODE = NodeInfo("n1", ("172.31.0.11",))
 
@@ -55,17 +62,6 @@ def test_slice_events_mark_their_service():
     assert not t.on_service("BOOKMARK", svc())
     with pytest.raises(ModelError):
         t.on_service("ERROR", svc())
-
-
-def test_replace_all_after_relist():
-    t = ChangeTracker()
-    t.on_service("ADDED", svc("a", cluster_ip="10.96.0.1"))
-    t.on_service("ADDED", svc("b", cluster_ip="10.96.0.2"))
-    t.take()
-    changed = t.replace_all([svc("b", cluster_ip="10.96.0.2"),
-                             svc("c", cluster_ip="10.96.0.3")], [])
-    assert changed == {("shop", "a"), ("shop", "c")}
-    assert [s.name for s in t.services] == ["b", "c"]
 
 
 def test_partial_render_rewrites_only_changed_services():
@@ -166,9 +162,6 @@ def test_partial_render_applied_on_top_traces_like_full():
 
 
 def test_objects_of_gives_only_the_asked_services_and_their_slices():
-    from agents.proxy.changes import ChangeTracker
-    from agents.proxy.fixtures import endpoint, service_dict, slice_dict
-    from agents.proxy.model import endpoint_slice_from_k8s, service_from_k8s
     tracker = ChangeTracker()
     for name in ("a", "b", "c"):
         tracker.on_service("ADDED", service_from_k8s(service_dict(name, "ns")))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from agents.proxy import (Endpoint, categorize_endpoints,
-                          endpoint_slice_from_k8s, endpoints_by_service_port)
+from agents.proxy import (
+    Endpoint,
+    categorize_endpoints,
+    endpoint_slice_from_k8s,
+    endpoints_by_service_port,
+)
 from agents.proxy.endpoints import PortKey
 from agents.proxy.fixtures import endpoint, slice_dict
 

@@ -14,8 +14,13 @@ import random
 
 import pytest
 
-from agents.proxy import (NodeInfo, ProxyOptions, compute_ruleset,
-                          endpoint_slice_from_k8s, service_from_k8s)
+from agents.proxy import (
+    NodeInfo,
+    ProxyOptions,
+    compute_ruleset,
+    endpoint_slice_from_k8s,
+    service_from_k8s,
+)
 from agents.proxy.agent import gc_paused, sync_rules
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents.proxy import (ModelError, NodeInfo, endpoint_slice_from_k8s,
-                          service_from_k8s)
+from agents.proxy import ModelError, NodeInfo, endpoint_slice_from_k8s, service_from_k8s
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
+from agents.proxy.model import is_ipv4
 
 
 def test_full_load_balancer_service():
@@ -133,7 +133,6 @@ def test_is_ipv4_reads_addresses_as_ipaddress_does():
     import ipaddress
     import random
 
-    from agents.proxy.model import is_ipv4
 
     def reference(text):
         try:

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from agents.proxy import (NodeInfo, ProxyOptions, compute_ruleset,
-                          endpoint_slice_from_k8s, render_iptables,
-                          service_from_k8s)
-from agents.proxy import names
+from agents.proxy import (
+    NodeInfo,
+    ProxyOptions,
+    compute_ruleset,
+    endpoint_slice_from_k8s,
+    names,
+    render_iptables,
+    service_from_k8s,
+)
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
 
 

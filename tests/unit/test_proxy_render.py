@@ -6,12 +6,18 @@ import random
 
 import pytest
 
-from agents.proxy import (NodeInfo, ProxyOptions, compute_ruleset,
-                          endpoint_slice_from_k8s, parse_iptables_save,
-                          render_iptables, service_from_k8s)
-from agents.proxy import names
+from agents.proxy import (
+    NodeInfo,
+    ProxyOptions,
+    compute_ruleset,
+    endpoint_slice_from_k8s,
+    names,
+    parse_iptables_save,
+    render_iptables,
+    service_from_k8s,
+)
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
-from agents.proxy.tracer import Tracer
+from agents.proxy.iptables_tracer import Tracer
 
 NODE = NodeInfo("ip-172-31-0-11", ("172.31.0.11",))
 OTHER = "ip-172-31-0-12"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.proxy import TracerError
-from agents.proxy.tracer import Tracer, trace
+from agents.proxy.iptables_tracer import Tracer, trace
 
 LOCAL = ("172.31.0.11",)
 
@@ -109,7 +109,7 @@ def test_iptables_save_normal_forms_are_understood():
 -A KUBE-SEP-X -s 192.168.1.5/32 -j KUBE-MARK-MASQ
 -A KUBE-SEP-X -p tcp -m recent --set --name KUBE-SEP-X --mask 255.255.255.255 --rsource -m tcp -j DNAT --to-destination 192.168.1.5:8080
 COMMIT
-"""
+"""  # noqa: E501  (iptables-save lines as written)
     fresh = one(saved, src="192.168.1.5")
     assert sorted((o.dnat or "", o.masquerade) for o in fresh) == [
         ("", False), ("192.168.1.5:8080", True)]

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from probes.spread.probe import ConnRecord, Place, SpreadResult, endpoint_directory, summarize
 from base.errors import UsageError
+from probes.spread.probe import ConnRecord, Place, SpreadResult, endpoint_directory, summarize
 from topo.state import HostRecord, LabState
 
 PODS = {  # pod ip -> (name, node)

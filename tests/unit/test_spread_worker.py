@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from probes.spread.worker import (SpreadEngine, parse_http_reply, parse_udp_reply,
-                                   udp_payload)
+from probes.spread.worker import SpreadEngine, parse_http_reply, parse_udp_reply, udp_payload
 
 REPO = Path(__file__).resolve().parents[2]
 POD, POD_IP = "spread-pod", "192.168.1.7"

@@ -1,15 +1,15 @@
 """Following one connection through synthetic captures: legs, hops, NAT and the story."""
 from __future__ import annotations
 
-from probes.trace.flow import (CapturedPacket, Endpoint, FlowOrigin, IcmpError, follow)
+from probes.trace.flow import AddrPort, CapturedPacket, FlowOrigin, IcmpError, follow
 from probes.trace.report import Decision, Trace
 
 TOKEN = b"svclab-trace-abc"
-CLIENT = Endpoint("203.0.113.100", 54321)
-PUBLIC = Endpoint("198.51.100.11", 31326)
-PRIVATE = Endpoint("172.31.0.11", 31326)
-MASQ = Endpoint("172.31.0.11", 40000)
-POD = Endpoint("192.168.2.5", 80)
+CLIENT = AddrPort("203.0.113.100", 54321)
+PUBLIC = AddrPort("198.51.100.11", 31326)
+PRIVATE = AddrPort("172.31.0.11", 31326)
+MASQ = AddrPort("172.31.0.11", 40000)
+POD = AddrPort("192.168.2.5", 80)
 ISN, SISN = 1000, 900000
 PEERS = {("web-1", "eth0"): ("ip-172-31-0-11", "cali1"),
          ("ip-172-31-0-11", "cali1"): ("web-1", "eth0")}
@@ -47,7 +47,7 @@ def seed_packets():
         pkt("web-1", "eth0", "in", 10.013, MASQ, POD, "PA", ISN + 1, SISN + 1,
             b"GET /?svclab-trace=" + TOKEN),
         # another flow on the same ports (a health check): never part of the trace
-        pkt("ip-172-31-0-11", "eth0", "in", 10.002, Endpoint("172.31.0.5", 5555), PRIVATE,
+        pkt("ip-172-31-0-11", "eth0", "in", 10.002, AddrPort("172.31.0.5", 5555), PRIVATE,
             "S", 77777777),
     ]
     return out
@@ -93,7 +93,7 @@ def test_the_story_reads_like_the_seed():
 
 
 def test_a_proxy_starts_a_second_leg_found_by_the_token():
-    vip, elb, node = Endpoint("203.0.113.11", 80), Endpoint("172.31.0.5", 6000), PRIVATE
+    vip, elb, node = AddrPort("203.0.113.11", 80), AddrPort("172.31.0.5", 6000), PRIVATE
     request = b"GET /?svclab-trace=" + TOKEN
     packets = [
         pkt("client", "eth0", "out", 10.001, CLIENT, vip),
@@ -122,26 +122,26 @@ def test_a_dropped_syn_is_followed_to_where_it_vanished_retransmits_collapse():
 
 
 def test_udp_is_followed_by_its_payload_and_an_icmp_error_answers_it():
-    cip = Endpoint("10.96.0.20", 53)
+    cip = AddrPort("10.96.0.20", 53)
     packets = [
-        CapturedPacket("web-0", "eth0", "out", 10.1, "udp", Endpoint("192.168.1.9", 4000), cip,
+        CapturedPacket("web-0", "eth0", "out", 10.1, "udp", AddrPort("192.168.1.9", 4000), cip,
                        payload=TOKEN),
-        CapturedPacket("web-0", "eth0", "out", 10.2, "udp", Endpoint("192.168.1.9", 4001), cip,
+        CapturedPacket("web-0", "eth0", "out", 10.2, "udp", AddrPort("192.168.1.9", 4001), cip,
                        payload=b"other"),
-        CapturedPacket("ip-172-31-0-11", "cali9", "out", 10.3, "icmp", Endpoint("172.31.0.11", 0),
-                       Endpoint("192.168.1.9", 0),
-                       icmp=IcmpError(3, 3, "udp", Endpoint("192.168.1.9", 4000), cip,
+        CapturedPacket("ip-172-31-0-11", "cali9", "out", 10.3, "icmp", AddrPort("172.31.0.11", 0),
+                       AddrPort("192.168.1.9", 0),
+                       icmp=IcmpError(3, 3, "udp", AddrPort("192.168.1.9", 4000), cip,
                                       inner_payload=TOKEN)),
     ]
     (leg,) = follow(packets, origin(proto="udp", source_host="web-0",
-                                    local=Endpoint("192.168.1.9", 4000), target=cip))
+                                    local=AddrPort("192.168.1.9", 4000), target=cip))
     assert [s.host for s in leg.request] == ["web-0"]
     assert [(s.host, s.kind) for s in leg.reply] == [("ip-172-31-0-11", "icmp 3/3")]
 
 
 def test_nat_on_the_sending_host_shows_against_what_the_program_asked_for():
-    node, cip, pod = Endpoint("172.31.0.10", 5000), Endpoint("10.96.0.20", 80), POD
-    masq = Endpoint("172.31.0.10", 6000)
+    node, cip, pod = AddrPort("172.31.0.10", 5000), AddrPort("10.96.0.20", 80), POD
+    masq = AddrPort("172.31.0.10", 6000)
     packets = [
         pkt("n0", "eth0", "out", 10.1, masq, pod),
         pkt("n0", "eth0", "in", 10.2, pod, masq, "SA", SISN, ISN + 1),

@@ -3,8 +3,7 @@ import json
 
 import pytest
 
-from agents.workload import PortSpec, PortSpecError, WorkloadConfig, parse_port_spec
-from agents.workload import protocol
+from agents.workload import PortSpec, PortSpecError, WorkloadConfig, parse_port_spec, protocol
 from agents.workload.config import WorkloadConfigError
 
 

@@ -1,24 +1,38 @@
-"""A pure-Python packet tracer over iptables-restore / iptables-save text.
+"""The iptables mode's packet tracer: iptables-restore / iptables-save text.
 
 Tests must check what is really applied, so the tracer reads the rendered
-text (or iptables-save output of a namespace), not the RuleSet, and walks
-the first packet of a connection through the nat and filter hooks:
-PREROUTING (packet from outside) or OUTPUT (locally originated), then filter
-INPUT/FORWARD/OUTPUT, then nat POSTROUTING.  Random statistic matches branch
-into both outcomes with their probabilities; ``-m recent --rcheck`` matches
-when the list name is in the ``recent`` set given by the caller (a client
-with affinity state), and ``--set`` is reported in the outcome.  It knows
-only the match/target subset the renderer uses and raises TracerError on
-anything else instead of skipping it.
+text (or the iptables-save output of a node), not the RuleSet.  This module
+is the iptables dialect only: it parses the text into tables of rules and
+says what one rule does to a packet; the walk through the hooks (nat
+PREROUTING or OUTPUT, filter OUTPUT, INPUT or FORWARD, nat POSTROUTING),
+the branches, the recorded path and the outcomes are agents.proxy.trace_core's,
+shared with the nft tracer.  ``-m statistic --mode random`` splits a branch
+by its probability; ``-m recent --rcheck`` matches when the list name is in
+the ``recent`` set given by the caller (a client with affinity state), and
+``--set`` is reported in the outcome.  It knows only the match and target
+subset the renderer uses and raises TracerError on anything else instead of
+skipping it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import shlex
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from agents.proxy.errors import TracerError
+from agents.proxy.trace_core import (
+    GOTO,
+    JUMP,
+    MISS,
+    NAT,
+    NEXT,
+    Effect,
+    Env,
+    Outcome,
+    Packet,
+    PacketTracer,
+)
 
 BUILTIN = {"filter": ("INPUT", "FORWARD", "OUTPUT"),
            "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")}
@@ -26,7 +40,12 @@ MODULES = {"tcp", "udp", "sctp", "comment", "addrtype", "statistic", "recent",
            "mark", "conntrack"}
 BUILTIN_ALL = {c for chains in BUILTIN.values() for c in chains}
 VERDICTS = {"ACCEPT", "DROP", "REJECT", "RETURN"}
-MAX_DEPTH = 32
+# The base chains each netfilter hook runs, in order (nat INPUT is not walked).
+HOOK_CHAINS = {"prerouting": (("nat", "PREROUTING"),),
+               "output": (("nat", "OUTPUT"), ("filter", "OUTPUT")),
+               "input": (("filter", "INPUT"),),
+               "forward": (("filter", "FORWARD"),),
+               "postrouting": (("nat", "POSTROUTING"),)}
 
 
 @dataclass(frozen=True)
@@ -40,6 +59,9 @@ class Match:
 
 @dataclass(frozen=True)
 class Rule:
+    """One ``-A``/``-I`` rule: its matches, target (None: no -j) and the
+    target's options; text is the line as written (recorded in the path)."""
+
     chain: str
     matches: tuple[Match, ...]
     target: str | None
@@ -50,36 +72,6 @@ class Rule:
 
     def option(self, name: str) -> str | None:
         return dict(self.options).get(name)
-
-
-@dataclass(frozen=True)
-class Packet:
-    src: str
-    dst: str
-    dport: int
-    protocol: str
-    mark: int = 0
-    dnat: str | None = None
-    recent_set: tuple[str, ...] = ()
-    accepted: bool = False
-    masquerade: bool = False
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One possible fate of the packet.
-
-    verdict: ACCEPT (DNATed or accepted by one of our rules), DROP, REJECT,
-    or NO-MATCH (none of our rules decided anything).  masquerade_mark: the
-    0x4000 mark was set in nat; masquerade: POSTROUTING masqueraded it.
-    """
-
-    verdict: str
-    dnat: str | None
-    masquerade_mark: bool
-    masquerade: bool
-    recent_set: tuple[str, ...] = ()
-    probability: float = field(default=0.0, compare=False)
 
 
 def _net(text: str, rule_text: str) -> ipaddress.IPv4Network:
@@ -233,44 +225,49 @@ def parse_tables(text: str) -> dict[str, dict[str, list[Rule]]]:
     return tables
 
 
-
-class Tracer:
-    """Walks packets through parsed rules; local_addresses are the node's."""
+class Tracer(PacketTracer):
+    """Walks packets through parsed iptables rules; local_addresses: the node's."""
 
     def __init__(self, text: str, local_addresses=()) -> None:
+        super().__init__(local_addresses)
         self.tables = parse_tables(text)
-        self.local = frozenset(local_addresses)
-        self._loopback = ipaddress.ip_network("127.0.0.0/8")
 
-    def is_local(self, ip: str) -> bool:
-        return ip in self.local or ipaddress.ip_address(ip) in self._loopback
+    def entry_chains(self, hook: str) -> list[tuple[str, str]]:
+        return [(table, chain) for table, chain in HOOK_CHAINS[hook]
+                if chain in self.tables.get(table, {})]
 
-    def _matches(self, rule: Rule, pk: Packet, recent: frozenset[str]):
-        """[(probability factor, matched)] for rule against pk."""
+    def chain_rules(self, table: str, chain: str) -> list[Rule] | None:
+        return self.tables.get(table, {}).get(chain)
+
+    def evaluate(self, rule: Rule, pk: Packet, env: Env) -> list[Effect]:
+        """The matches decide (``-m statistic`` splits the branch), then the
+        target acts on the packet that matched."""
+        return [self._target(rule, self._recent_set(rule, pk), share) if matched
+                else Effect(share, pk, MISS)
+                for share, matched in self._matches(rule, pk, env)]
+
+    def _matches(self, rule: Rule, pk: Packet, env: Env) -> list[tuple[float, bool]]:
+        """[(share of the branch, matched)] for rule against pk."""
         branch_p: float | None = None
         for m in rule.matches:
             if m.kind == "statistic":
                 branch_p = 1.0 - m.value if m.negated else m.value
                 continue
-            if m.kind == "src":
-                ok = ipaddress.ip_address(pk.src) in m.value
-            elif m.kind == "dst":
-                ok = ipaddress.ip_address(pk.dst) in m.value
+            if m.kind in ("src", "dst"):
+                ok = ipaddress.ip_address(pk.src if m.kind == "src" else pk.dst) in m.value
             elif m.kind == "proto":
                 ok = m.value in ("all", pk.protocol.lower())
             elif m.kind == "dport":
                 ok = m.value[0] <= pk.dport <= m.value[1]
-            elif m.kind == "dst_local":
-                ok = self.is_local(pk.dst)
-            elif m.kind == "src_local":
-                ok = self.is_local(pk.src)
+            elif m.kind in ("dst_local", "src_local"):
+                ok = env.is_local(pk.dst if m.kind == "dst_local" else pk.src)
             elif m.kind == "mark":
                 ok = pk.mark & m.value[1] == m.value[0]
             elif m.kind == "ctstate":
                 states = {"NEW"} | ({"DNAT"} if pk.dnat else set())
                 ok = bool(states & m.value)
             elif m.kind == "rcheck":
-                ok = m.value in recent
+                ok = m.value in env.recent
             elif m.kind == "rset":
                 ok = True
             else:
@@ -281,160 +278,52 @@ class Tracer:
             return [(1.0, True)]
         return [(branch_p, True), (1.0 - branch_p, False)]
 
-    def _apply(self, rule: Rule, pk: Packet) -> Packet:
+    @staticmethod
+    def _recent_set(rule: Rule, pk: Packet) -> Packet:
+        """pk with the client put in the lists of rule's ``-m recent --set``."""
         for m in rule.matches:
             if m.kind == "rset":
-                names = tuple(sorted({*pk.recent_set, m.value}))
-                pk = replace(pk, recent_set=names)
+                pk = pk.remembered(m.value)
         return pk
 
-    def run_chain(self, table: str, chain: str, pk: Packet,
-                  recent: frozenset[str], depth: int = 0):
-        """[(probability, packet, result)] with result RETURN or a verdict."""
-        if depth > MAX_DEPTH:
-            raise TracerError(
-                f"chain nesting deeper than {MAX_DEPTH} at {chain}")
-        rules = self.tables.get(table, {}).get(chain)
-        if rules is None:
-            raise TracerError(f"jump to missing chain {table}/{chain}")
-        results = []
-        stack = [(1.0, pk, 0)]
-        while stack:
-            p, pk, i = stack.pop()
-            if i >= len(rules):
-                results.append((p, pk, "RETURN"))
-                continue
-            rule = rules[i]
-            for factor, matched in self._matches(rule, pk, recent):
-                q = p * factor
-                if q <= 0.0:
-                    continue
-                if not matched:
-                    stack.append((q, pk, i + 1))
-                    continue
-                results.extend(self._target(table, rule, self._apply(rule, pk),
-                                            q, i, stack, recent, depth))
-        return results
-
-    def _target(self, table, rule, pk, q, i, stack, recent, depth):
+    @staticmethod
+    def _target(rule: Rule, pk: Packet, share: float) -> Effect:
+        """What a matched rule's target does."""
         t = rule.target
         if t is None:
-            stack.append((q, pk, i + 1))
-        elif t in VERDICTS:
-            return [(q, replace(pk, accepted=pk.accepted or t == "ACCEPT"), t)]
-        elif t == "DNAT":
+            return Effect(share, pk, NEXT)
+        if t in VERDICTS:
+            return Effect(share, pk, t)
+        if t == "DNAT":
             to = rule.option("--to-destination")
             if to is None:
-                raise TracerError(
-                    f"DNAT without --to-destination: {rule.text}")
-            ip, _, port = to.partition(":")
-            return [(q, replace(pk, dst=ip, dport=int(port or pk.dport),
-                                dnat=to), "ACCEPT")]
-        elif t == "MASQUERADE":
-            return [(q, replace(pk, masquerade=True), "ACCEPT")]
-        elif t == "MARK":
-            mark = pk.mark
-            if rule.option("--or-mark") is not None:
-                mark |= int(rule.option("--or-mark"), 0)
-            elif rule.option("--xor-mark") is not None:
-                mark ^= int(rule.option("--xor-mark"), 0)
-            elif rule.option("--set-xmark") is not None:
-                value, mask = _mark(rule.option("--set-xmark"))
-                mark = (mark & ~mask) ^ value
-            else:
-                raise TracerError(f"unsupported MARK rule: {rule.text}")
-            stack.append((q, replace(pk, mark=mark), i + 1))
-        elif t in ("SNAT", "REDIRECT", "LOG", "MASQ"):
+                raise TracerError(f"DNAT without --to-destination: {rule.text}")
+            return Effect(share, pk.translated(to), NAT)
+        if t == "MASQUERADE":
+            return Effect(share, replace(pk, masquerade=True), NAT)
+        if t == "MARK":
+            return Effect(share, replace(pk, mark=_marked(rule, pk.mark)), NEXT)
+        if t in ("SNAT", "REDIRECT", "LOG", "MASQ"):
             raise TracerError(f"unsupported target {t}: {rule.text}")
-        else:
-            out = []
-            sub = self.run_chain(table, t, pk, recent, depth + 1)
-            for q2, pk2, res in sub:
-                if res == "RETURN" and not rule.goto:
-                    stack.append((q * q2, pk2, i + 1))
-                else:
-                    out.append((q * q2, pk2, res))
-            return out
-        return []
-
-    def _hook(self, table: str, chain: str, branches, recent):
-        """Run a built-in chain on every live branch; RETURN means policy."""
-        out = []
-        for p, pk, verdict in branches:
-            if verdict in ("DROP", "REJECT") or \
-                    chain not in self.tables.get(table, {}):
-                out.append((p, pk, verdict))
-                continue
-            for q, pk2, res in self.run_chain(table, chain, pk, recent):
-                kept = res in ("RETURN", "ACCEPT")
-                out.append((p * q, pk2, verdict if kept else res))
-        return out
-
-    def walk(self, pk, locally_originated: bool, recent: frozenset[str]):
-        """Every branch of a first packet through the hooks it meets:
-        yields (marked in nat, probability, packet, verdict)."""
-        nat_hook = "OUTPUT" if locally_originated else "PREROUTING"
-        for p, pk1, verdict in self._hook("nat", nat_hook, [(1.0, pk, "ACCEPT")], recent):
-            marked = bool(pk1.mark & 0x4000)
-            delivered_locally = self.is_local(pk1.dst)
-            if locally_originated:
-                hooks = ["OUTPUT"] + (["INPUT"] if delivered_locally else [])
-            else:
-                hooks = ["INPUT" if delivered_locally else "FORWARD"]
-            live = [(p, pk1, verdict)]
-            for hook in hooks:
-                live = self._hook("filter", hook, live, recent)
-            for q, pk2, v in live:
-                if v not in ("DROP", "REJECT") and (
-                        locally_originated or not delivered_locally):
-                    post = self._hook("nat", "POSTROUTING", [(q, pk2, v)], recent)
-                else:
-                    post = [(q, pk2, v)]
-                for r, pk3, v3 in post:
-                    yield marked, r, pk3, v3
-
-    def trace(self, src: str, dst: str, dport: int, protocol: str = "TCP", *,
-              locally_originated: bool = False,
-              recent: frozenset[str] = frozenset()) -> tuple[Outcome, ...]:
-        """All possible outcomes for the first packet of a connection."""
-        return collect_outcomes(self.walk(
-            Packet(src, dst, dport, protocol.upper()), locally_originated, recent))
+        return Effect(share, pk, GOTO if rule.goto else JUMP, t)
 
 
-def final_verdict(pk, verdict: str) -> str:
-    """How a finished branch ends: DROP or REJECT, ACCEPT when it was DNATed
-    or accepted by one of our rules, NO-MATCH otherwise."""
-    return verdict if verdict in ("DROP", "REJECT") else (
-        "ACCEPT" if pk.dnat or pk.accepted else "NO-MATCH")
-
-
-def add_outcome(outcomes: dict, probability: float, pk, verdict: str,
-                marked: bool) -> None:
-    """Fold one finished branch into outcomes (Outcome -> probability)."""
-    key = Outcome(final_verdict(pk, verdict), pk.dnat, marked, pk.masquerade,
-                  pk.recent_set)
-    outcomes[key] = outcomes.get(key, 0.0) + probability
-
-
-def collect_outcomes(branches) -> tuple:
-    """The sorted outcomes of a walk's (marked, probability, packet, verdict)
-    branches, equal outcomes summed."""
-    outcomes: dict[Outcome, float] = {}
-    for marked, probability, pk, verdict in branches:
-        add_outcome(outcomes, probability, pk, verdict, marked)
-    return sorted_outcomes(outcomes)
-
-
-def sorted_outcomes(outcomes: dict) -> tuple:
-    return tuple(sorted(
-        (replace(o, probability=p) for o, p in outcomes.items()),
-        key=lambda o: (o.verdict, o.dnat or "", o.masquerade, o.recent_set)))
+def _marked(rule: Rule, mark: int) -> int:
+    """The packet mark after rule's ``-j MARK``."""
+    if rule.option("--or-mark") is not None:
+        return mark | int(rule.option("--or-mark"), 0)
+    if rule.option("--xor-mark") is not None:
+        return mark ^ int(rule.option("--xor-mark"), 0)
+    if rule.option("--set-xmark") is not None:
+        value, mask = _mark(rule.option("--set-xmark"))
+        return (mark & ~mask) ^ value
+    raise TracerError(f"unsupported MARK rule: {rule.text}")
 
 
 def trace(text: str, src: str, dst: str, dport: int, protocol: str = "TCP", *,
           local_addresses=(), locally_originated: bool = False,
           recent: frozenset[str] = frozenset()) -> tuple[Outcome, ...]:
-    """Parse text and trace one packet (see Tracer.trace)."""
+    """Parse text and trace one packet (see PacketTracer.trace)."""
     return Tracer(text, local_addresses).trace(
         src, dst, dport, protocol, locally_originated=locally_originated,
         recent=recent)
