@@ -71,3 +71,65 @@ class PodRuntime(Protocol):
         """HTTP status code of GET from the node's namespace; 0 when it cannot connect."""
 
     def close(self) -> None: ...
+
+
+# --- streaming: what a kubelet's streaming server does for exec, attach, port-forward, logs ---
+
+class StreamTargetError(PodRuntimeError):
+    """The pod, container or port a streaming request names cannot be served now.
+
+    `reason` is the Kubernetes Status reason the API server answers with
+    (NotFound, BadRequest, InternalError) and `message` kubectl's text for it.
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class ExecSession(Protocol):
+    """A process started for `exec` (or a container console joined by `attach`).
+
+    Its standard streams are file descriptors the caller reads and writes;
+    with a terminal, `stdout` is the pseudo-terminal's master (stdout and
+    stderr merged, as in a real container) and `stderr` is None.
+    """
+
+    stdin: int | None       # write end of the process's stdin; None without stdin
+    stdout: int | None      # read end of its stdout (the pty master with a tty)
+    stderr: int | None      # read end of its stderr; None with a tty
+
+    def resize(self, width: int, height: int) -> None:
+        """Set the terminal's size (no-op without a tty)."""
+
+    def close_stdin(self) -> None:
+        """End of input: the process reads EOF."""
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit code once the process ended; None while it still runs."""
+
+    def kill(self) -> None:
+        """Stop the process and release its descriptors (the client went away)."""
+
+
+class PodStreams(Protocol):
+    """The node side of streaming requests; the API server calls it as it would
+    proxy to the pod's kubelet.  Every method raises StreamTargetError for a
+    pod, container or port it cannot serve."""
+
+    def exec(self, namespace: str, pod: str, container: str, argv: list[str], *,
+             stdin: bool, tty: bool) -> ExecSession:
+        """Start argv inside the pod's sandbox (network, mount, UTS namespaces)."""
+
+    def attach(self, namespace: str, pod: str, container: str, *,
+               stdin: bool, tty: bool) -> ExecSession:
+        """Join the running container's console; wait() ends when it exits."""
+
+    def dial(self, namespace: str, pod: str, port: int, timeout: float):
+        """A TCP socket connected to port from inside the pod's network namespace."""
+
+    def log_path(self, namespace: str, pod: str, container: str,
+                 previous: bool = False) -> str | None:
+        """The container's log file (CRI format lines: `<RFC3339Nano> <stream> <F|P> <text>`),
+        of its current run or, with previous, of the run before; None if there is none."""
