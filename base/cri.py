@@ -5,12 +5,15 @@ the same, so the kubelet (controlplane/kubelet) and the lab's kernel-side
 implementation (topo/pod_runtime.py) never import each other.
 
 `PodRuntime` is the kubelet's only way to touch the world: create a pod's
-host with its IP on a node, start container processes in it, tell whether
-one runs (and its exit code), signal it, remove the pod, and run probes —
+sandbox (its host, IP, hostname and /etc files) on a node, start container
+processes in it with the environment the kubelet computed, tell whether one
+runs (and its exit code), signal it, remove the pod, and run probes —
 tcpSocket/httpGet from the node's network namespace to the pod IP (as a
-kubelet does), exec inside the pod.  `topo.pod_runtime.LabPodRuntime`
-implements it over a running lab; `support.fake_runtime` does it
-in memory for unit tests.
+kubelet does), exec inside the pod.  As in the CRI, the kubelet decides
+*what* (hostname, domain, environment, console) and the runtime decides
+*how*; the runtime adds only what a container runtime adds (PATH, HOSTNAME,
+HOME, TERM for a terminal).  `topo.pod_runtime.LabPodRuntime` implements it
+over a running lab; `support.fake_runtime` does it in memory for unit tests.
 """
 from __future__ import annotations
 
@@ -43,15 +46,62 @@ class ContainerState:
     exit_code: int | None = None    # None while running, or when it is unknown
 
 
+@dataclass(frozen=True)
+class HostAlias:
+    """One spec.hostAliases entry: an extra /etc/hosts line."""
+
+    ip: str
+    hostnames: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PodSandboxConfig:
+    """What the kubelet decided about a pod's sandbox (the CRI's PodSandboxConfig).
+
+    `hostname` is the pod's short host name (its name, or spec.hostname);
+    `domain` the domain spec.subdomain puts it in (`<subdomain>.<namespace>.svc.
+    <cluster domain>`, or ""); `kernel_hostname` what `hostname` prints when
+    it differs from `hostname` (spec.setHostnameAsFQDN).
+    """
+
+    hostname: str
+    domain: str = ""
+    kernel_hostname: str = ""
+    uid: str = ""
+    host_aliases: tuple[HostAlias, ...] = ()
+
+    @property
+    def uts_hostname(self) -> str:
+        return self.kernel_hostname or self.hostname
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """A container's console (spec stdin, stdinOnce, tty), as `kubectl run -it` sets it.
+
+    With stdin the runtime holds the container's input open until an attach
+    writes to it (stdin_once: until the first attach ends); with tty the
+    container's stdin, stdout and stderr are one pseudo-terminal."""
+
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
+
+
 class PodRuntime(Protocol):
-    def create_pod(self, namespace: str, name: str, node: str) -> str:
-        """Create the pod's host on node; return its IP."""
+    def create_pod(self, namespace: str, name: str, node: str,
+                   sandbox: PodSandboxConfig | None = None) -> str:
+        """Create the pod's sandbox on node (default hostname: the pod's name); return its IP."""
 
     def remove_pod(self, namespace: str, name: str) -> None:
         """Stop every process of the pod and remove its host (no error if gone)."""
 
     def start_container(self, namespace: str, name: str, container: str,
-                        argv: list[str]) -> ContainerHandle: ...
+                        argv: list[str], env: dict[str, str],
+                        console: ConsoleConfig | None = None) -> ContainerHandle:
+        """Start argv in the pod with exactly env (plus what a runtime adds),
+        working directory /, its output kept as the container's log; console
+        None: no stdin, no terminal."""
 
     def container_state(self, handle: ContainerHandle) -> ContainerState: ...
 
@@ -61,8 +111,9 @@ class PodRuntime(Protocol):
         """Whether the container's network namespace has a socket bound to port."""
 
     def exec_in_pod(self, namespace: str, name: str, argv: list[str],
-                    timeout: float) -> int:
-        """Run argv inside the pod; its exit code (non-zero on timeout)."""
+                    timeout: float, container: str = "") -> int:
+        """Run argv inside the pod, with the container's environment (default:
+        the first started); its exit code (non-zero on timeout)."""
 
     def tcp_probe(self, node: str, ip: str, port: int, timeout: float) -> bool: ...
 

@@ -8,5 +8,6 @@ and the layers contract keeps it independent of topo/ and agents/.
     controllers/    deployments, replicasets, scheduler, endpoints/EndpointSlices, GC
     kubelet/        one kubelet per node: pod workers, probes, status; runs pods through base.cri
     cloud/          the cloud controller: Services of type LoadBalancer -> the ELB's config
+    events          EventRecorder: components' Events, aggregated as client-go does
     control_plane   ControlPlane: controllers and kubelets as threads, started and stopped together
 """

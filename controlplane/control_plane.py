@@ -5,12 +5,16 @@
 
 ControlPlane owns everything it starts: the shared informers (one list+watch
 per resource for all controllers), the deployment, replicaset, scheduler,
-endpoints and garbage-collector controllers, and the kubelets; leaving the
-`with` block stops them all with bounded joins, then closes the runtime.
+endpoints and garbage-collector controllers, the kubelets, and one Event
+recorder per component (a kubelet's writes through its node's client, with
+the node as the Events' host); leaving the `with` block stops them all with
+bounded joins (the recorders last, so the final Events are written), then
+closes the runtime.
 """
 from __future__ import annotations
 
 import sys
+import time
 
 from base.cri import PodRuntime
 from base.kube.client import KubeClient
@@ -20,6 +24,7 @@ from controlplane.controllers.endpoints_controller import EndpointsController
 from controlplane.controllers.gc import GarbageCollector
 from controlplane.controllers.replicaset import ReplicaSetController
 from controlplane.controllers.scheduler import Scheduler
+from controlplane.events import EventRecorder
 from controlplane.kubelet.kubelet import HEARTBEAT_SECONDS, Kubelet
 
 SHARED_RESOURCES = ("pods", "services", "endpoints", "endpointslices", "deployments",
@@ -39,17 +44,30 @@ class ControlPlane:
         self.client = client
         self.runtime = runtime
         self.informers = {r: Informer(client, r) for r in SHARED_RESOURCES}
-        self.controllers = [cls(client, self.informers) for cls in (
-            DeploymentController, ReplicaSetController, Scheduler, EndpointsController,
-            GarbageCollector)]
+        self.recorders: list[EventRecorder] = []
+        self.controllers = [cls(client, self.informers, self._recorder(client, cls.component))
+                            for cls in (DeploymentController, ReplicaSetController, Scheduler,
+                                        EndpointsController, GarbageCollector)]
         node_clients = node_clients or {}
         self.kubelets = [Kubelet(node_clients.get(name, client), runtime, name, python=python,
-                                 builtin_images=builtin_images, heartbeat=heartbeat_seconds)
+                                 builtin_images=builtin_images, heartbeat=heartbeat_seconds,
+                                 recorder=self._recorder(node_clients.get(name, client),
+                                                         "kubelet", name))
                          for name in node_names]
         self._started = False
 
+    def _recorder(self, client: KubeClient, component: str,
+                  host: str = "") -> EventRecorder | None:
+        if not component:
+            return None
+        recorder = EventRecorder(client, component, host)
+        self.recorders.append(recorder)
+        return recorder
+
     def start(self) -> ControlPlane:
         self._started = True
+        for recorder in self.recorders:
+            recorder.start()
         for kubelet in self.kubelets:
             kubelet.start()
         for controller in self.controllers:
@@ -69,6 +87,9 @@ class ControlPlane:
             informer.stop(timeout)
         for kubelet in self.kubelets:
             kubelet.stop(timeout)
+        deadline = time.monotonic() + timeout      # one budget for all the recorders
+        for recorder in self.recorders:
+            recorder.stop(max(0.0, deadline - time.monotonic()))
         self.runtime.close()
 
     def __enter__(self) -> ControlPlane:

@@ -73,7 +73,8 @@ def run(name: str) -> int:
         elb = start_elb(spec, lab, supervisor, api)
         admin = KubeClient.from_kubeconfig(str(paths.kubeconfig))
         coredns = coredns_stand_in(spec, write_coredns_kubeconfig(spec, api, paths.root))
-        lab_life.enter_context(ControlPlane(admin, LabPodRuntime(lab),
+        api.pod_streams = runtime = LabPodRuntime(lab)    # exec, attach, port-forward, logs
+        lab_life.enter_context(ControlPlane(admin, runtime,
                                             [n.name for n in spec.nodes],
                                             builtin_images={"coredns": coredns},
                                             node_clients=kubelet_clients(lab),

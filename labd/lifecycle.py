@@ -22,6 +22,7 @@ from base.errors import LabError, LabTimeout, UsageError
 from topo.apihost import kubectl_path
 from topo.cleanup import CleanReport, clean_lab, stop_processes
 from topo.netns import MNEXEC, ProcRef, ensure_lab_namespace
+from topo.network import host_exec_argv
 from topo.plan import plan_lab, render_plan
 from topo.spec import ClusterSpec, default_spec_path, load_spec
 from topo.state import LabPaths, LabState, check_lab_name, list_labs, read_state
@@ -137,7 +138,7 @@ def exec_argv(name: str, host: str, namespace: str | None, command: list[str]) -
     if not record.proc.alive():
         raise LabError(f"host {host!r} of lab {name!r} is not running")
     ensure_lab_namespace(record.pid)
-    return [MNEXEC, "-a", str(record.pid), *command]
+    return host_exec_argv(LabPaths(name), record, command)
 
 
 def kubeconfig(name: str) -> str:

@@ -10,6 +10,10 @@ implements base.cri for the kubelet.
     network        LabNetwork: builds a plan into hosts and owns their lifetime
     netns          run commands in a host's namespaces; processes known by PID and start time
     pod_runtime    LabPodRuntime: pods as hosts, containers as processes (implements base.cri)
+    sessions       exec sessions in a pod's namespaces: program lookup, pipes or a pty, reaping
+    consoles       container output pump, consoles for stdin/tty containers, attach
+    crilog         the CRI log format each container's stdout/stderr is kept in
+    node_probes    tcpSocket/httpGet probes from a node's network namespace
     elb            the ELB's kernel side: its VPC MAC and the nodes' NLB return path
     apihost        where the API server listens (loopback and the control plane's :6443)
     state          the lab's state folder: what it owns, recorded

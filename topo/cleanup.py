@@ -52,7 +52,7 @@ def stop_processes(procs: list[ProcRef], timeout: float = STOP_TIMEOUT) -> list[
                     pass
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(p.alive() for p in procs):
-            _reap_children()
+            _reap(procs)
             time.sleep(0.02)
         procs = [p for p in procs if p.alive()]
         if not procs:
@@ -60,15 +60,15 @@ def stop_processes(procs: list[ProcRef], timeout: float = STOP_TIMEOUT) -> list[
     return procs
 
 
-def _reap_children() -> None:
-    """Collect exited children of ours so they stop counting as alive."""
-    try:
-        while True:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                break
-    except ChildProcessError:
-        pass
+def _reap(procs: list[ProcRef]) -> None:
+    """Collect those of procs that are exited children of ours, so they stop
+    counting as alive.  Only these: waitpid(-1) would also reap a container
+    the pod runtime is waiting for, and its exit code would be lost."""
+    for proc in procs:
+        try:
+            os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
 
 
 @dataclass

@@ -3,7 +3,11 @@
 Small classes in Mininet's style: a host is created (its shell starts in a new
 network and mount namespace), configured once from a HostConfig, and
 terminated.  Bridges are Linux bridges *inside* a namespace of their own, so a
-lab leaves no interface, bridge or route in the host's namespace.
+lab leaves no interface, bridge or route in the host's namespace.  A pod is
+also a sandbox: its shell starts in a UTS namespace of its own (its
+hostname), and its /etc/hosts, /etc/hostname, /etc/resolv.conf and a tmpfs
+/tmp are mounted in its own mount namespace only (Mininet makes every mount
+there private, so nothing propagates to the machine or to other pods).
 """
 from __future__ import annotations
 
@@ -20,8 +24,8 @@ from mininet.node import Host
 from mininet.nodelib import LinuxBridge
 
 from base.errors import LabError, LabTimeout
-from topo.netns import netns_inode, run_in, start_time
-from topo.plan import HostConfig, LinkPlan
+from topo.netns import netns_inode, run_in, set_uts_hostname, start_time
+from topo.plan import POD_TMP_SIZE, HostConfig, LinkPlan
 
 # Importing mininet makes every logger created afterwards a MininetLogger with
 # a handler of its own (so each of our log lines would print twice); undo that.
@@ -62,6 +66,17 @@ class LabHost(_Namespaced, Host):
         super().__init__(name, inNamespace=True)
 
 
+class PodHost(LabHost):
+    """A pod: a lab host whose shell also starts in a UTS namespace of its own."""
+
+    def _popen(self, cmd, **params):
+        # Mininet starts the shell (mnexec -cdn ... bash) first; wrap only that
+        # one, so the pod's namespaces are created together with its shell.
+        if self.shell is None:
+            cmd = ["unshare", "--uts", "--", *cmd]
+        return super()._popen(cmd, **params)
+
+
 class LabBridge(_Namespaced, LinuxBridge):
     """A Linux bridge in a namespace of its own (never in the host's)."""
 
@@ -87,11 +102,17 @@ def configure(host, config: HostConfig, files: Path) -> None:
     error (with the step) is raised as a CommandError.
     """
     files.mkdir(parents=True, exist_ok=True)
+    if config.hostname is not None:
+        set_uts_hostname(host.pid, config.hostname)
     steps = []
+    etc_files = list(config.etc_files)
     if config.resolv_conf is not None:
-        resolv = files / "resolv.conf"
-        resolv.write_text(config.resolv_conf)
-        steps.append(f"mount --bind {shlex.quote(str(resolv))} /etc/resolv.conf")
+        etc_files.append(("/etc/resolv.conf", config.resolv_conf))
+    for target, content in etc_files:
+        source = files / Path(target).name
+        source.write_text(content)
+        source.chmod(0o644)
+        steps.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
     if config.ip_batch:
         batch = files / "ip.batch"
         batch.write_text("\n".join(config.ip_batch) + "\n")
@@ -102,6 +123,10 @@ def configure(host, config: HostConfig, files: Path) -> None:
         rules = files / "rules.iptables"
         rules.write_text(config.iptables)
         steps.append(f"iptables-restore --noflush < {shlex.quote(str(rules))}")
+    if config.private_tmp:
+        # Last: every file above may live under the machine's /tmp (a test's state folder).
+        steps.append(f"mount -t tmpfs -o mode=1777,nosuid,nodev,size={POD_TMP_SIZE} "
+                     "svclab-pod-tmp /tmp")
     if steps:
         run_in(host.pid, ["sh", "-ec", "\n".join(steps)], where=config.host)
 

@@ -4,12 +4,18 @@ Every kernel-touching command of the lab goes through `run_in`, which refuses
 to run in the host's own network namespace: a lab must never change the
 host's routes, rules or sysctls.  Processes are identified by (pid, start
 time) so a recycled PID is never mistaken for one of ours.
+
+A pod also has a UTS namespace of its own (its hostname): `enter_argv`
+enters all three (network, mount, UTS), and `set_uts_hostname` names a
+host's UTS namespace only after checking, on the namespace's own file
+descriptor, that it is not the machine's.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
 import os
+import socket
 import subprocess
 import threading
 from collections.abc import Callable
@@ -19,7 +25,9 @@ from typing import TypeVar
 from base.errors import CommandError, LabError
 
 MNEXEC = "mnexec"
+NSENTER = "nsenter"
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUTS = 0x04000000
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
@@ -146,3 +154,77 @@ def netns_connector(pid: int, timeout: float = 5.0):
         return call_in_netns(pid, lambda: socket.create_connection(
             (host, port), timeout=connect_timeout), timeout=max(timeout, connect_timeout + 1))
     return connect
+
+
+def socket_in_netns(pid: int, family: int = socket.AF_INET,
+                    kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """A new, unconnected socket that belongs to pid's network namespace.
+
+    Only creating it needs the namespace; connect it from any thread."""
+    return call_in_netns(pid, lambda: socket.socket(family, kind))
+
+
+def enter_argv(pid: int) -> list[str]:
+    """The argv prefix that runs a program in pid's network, mount and UTS namespaces.
+
+    nsenter execs the program itself (no extra process); its working
+    directory is the root of pid's mount namespace."""
+    ensure_lab_namespace(pid)
+    return [NSENTER, f"--target={pid}", "--net", "--mount", "--uts", "--"]
+
+
+def uts_inode(pid: int | str) -> int:
+    return os.stat(f"/proc/{pid}/ns/uts").st_ino
+
+
+def set_uts_hostname(pid: int, hostname: str) -> None:
+    """Set the host name of pid's UTS namespace, which must not be the machine's.
+
+    The check is made on the namespace's file descriptor that setns then
+    uses, and again from inside, so no race can rename the machine; the
+    work happens in a throwaway thread (UTS namespaces are per thread)."""
+    ensure_lab_namespace(pid)
+    fd = os.open(f"/proc/{pid}/ns/uts", os.O_RDONLY)
+    try:
+        target = os.fstat(fd).st_ino
+        if target == uts_inode("self"):
+            raise LabError(f"refusing to set the host name of the machine's UTS "
+                           f"namespace (pid {pid} shares it)")
+
+        def rename() -> None:
+            if _libc.setns(fd, CLONE_NEWUTS) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, f"setns into the UTS namespace of {pid}: "
+                                    f"{os.strerror(code)}")
+            if uts_inode("thread-self") != target:
+                raise LabError(f"thread is not in the UTS namespace of {pid}")
+            socket.sethostname(hostname)
+
+        result: dict = {}
+
+        def run() -> None:
+            try:
+                rename()
+                result["done"] = True
+            except Exception as err:   # handed to the caller's thread below
+                result["error"] = err
+
+        thread = threading.Thread(target=run, name=f"uts-{pid}", daemon=True)
+        thread.start()
+        thread.join(5.0)
+        if "error" in result:
+            raise result["error"]
+        if "done" not in result:
+            raise LabError(f"setting the host name of {pid} did not finish in 5 s")
+    finally:
+        os.close(fd)
+
+
+def started_at(pid: int) -> int:
+    """Start time of a child of ours, even one that already exited (a zombie
+    until we reap it); 0 if it is gone altogether."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return 0

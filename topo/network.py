@@ -2,13 +2,16 @@
 
 `with LabNetwork(spec, paths) as lab:` brings the cluster up and guarantees it goes
 away.  Pods come and go while it runs (`add_pod` / `remove_pod`), each a host
-of its own joined to its node by a cali* veth.  Every host and every process
-started in a host is recorded in the state folder as it appears, so a crashed
-lab can still be cleaned up by what it wrote down.
+of its own joined to its node by a cali* veth, and a sandbox (hostname,
+/etc files, private /tmp).  Every host and every process started in a host is
+recorded in the state folder as it appears, so a crashed lab can still be
+cleaned up by what it wrote down.  Processes enter a host's network, mount
+and UTS namespaces (`enter_argv`), so a pod's programs see its hostname.
 """
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -16,17 +19,19 @@ import subprocess
 import threading
 import time
 
+from base.cri import PodSandboxConfig
 from base.errors import LabError, UsageError
 from topo.cleanup import processes_in_netns, stop_processes
 from topo.hosts import (
     LabBridge,
     LabHost,
+    PodHost,
     configure,
     configure_pod_side_of_node,
     connect,
     wait_links_up,
 )
-from topo.netns import MNEXEC, ProcRef
+from topo.netns import enter_argv, started_at
 from topo.plan import (
     DEFAULT_NAMESPACE,
     HostConfig,
@@ -40,6 +45,7 @@ from topo.state import HostRecord, LabPaths, LabState, ProcessRecord, write_stat
 
 log = logging.getLogger("svclab.lab")
 TEARDOWN_GRACE = 0.5      # seconds between SIGTERM and SIGKILL when the lab stops
+ENVIRON_FILE = "environ.json"   # a pod's default container environment, for `svclab exec`
 
 
 class LabNetwork:
@@ -111,7 +117,8 @@ class LabNetwork:
     # --- pods ----------------------------------------------------------------
 
     def add_pod(self, name: str, namespace: str, node_name: str,
-                ip: str | None = None, command: list[str] | None = None) -> HostRecord:
+                ip: str | None = None, command: list[str] | None = None,
+                sandbox: PodSandboxConfig | None = None) -> HostRecord:
         """Create a pod host on a node, wired like Calico; optionally run a command."""
         with self._lock:
             if self._find_pod(name, namespace):
@@ -120,8 +127,8 @@ class LabNetwork:
             address = self._pick_pod_ip(node_index, ip)
             self._pod_seq += 1
             plan = plan_pod(self.spec, node_index, pod_host_name(self._pod_seq),
-                            name, namespace, address)
-            host = LabHost(plan.pod.host)
+                            name, namespace, address, sandbox)
+            host = PodHost(plan.pod.host)
             self.nodes[plan.pod.host] = host
             record = self._record_host(plan.pod, host)
             try:
@@ -153,17 +160,39 @@ class LabNetwork:
 
     def spawn(self, host: str, argv: list[str], role: str = "") -> ProcessRecord:
         """Start argv inside a host, detached, with its output in the lab log."""
-        node = self.nodes[host]
         with open(self.paths.log, "ab") as logfile:
-            proc = subprocess.Popen([MNEXEC, "-da", str(node.pid), *argv],
-                                    stdin=subprocess.DEVNULL, stdout=logfile,
-                                    stderr=subprocess.STDOUT, close_fds=True)
-        ref = ProcRef.of(proc.pid)
-        record = ProcessRecord(host, ref.pid, ref.start, list(argv), role)
-        with self._lock:
-            self.state.processes.append(record)
-            self._save()
+            _, record = self.popen_in(host, argv, role=role, stdin=subprocess.DEVNULL,
+                                      stdout=logfile, stderr=subprocess.STDOUT)
         return record
+
+    def popen_in(self, host: str, argv: list[str], *, role: str = "", record: bool = True,
+                 new_session: bool = True, **popen_args) -> tuple[subprocess.Popen,
+                                                                  ProcessRecord | None]:
+        """Start argv in a host's namespaces; the caller owns the Popen (and
+        reaps it).  record: write it into the state folder (not for short
+        commands: a crashed lab's cleanup finds every process of its
+        namespaces anyway).  new_session: the process leads a session and a
+        process group of its own (False when argv makes one itself)."""
+        with self._lock:
+            node = self.nodes.get(host)
+            if node is None:
+                raise LabError(f"host {host} is gone")
+            prefix = enter_argv(node.pid)
+        proc = subprocess.Popen([*prefix, *argv], close_fds=True,
+                                start_new_session=new_session, **popen_args)
+        if not record:
+            return proc, None
+        entry = ProcessRecord(host, proc.pid, started_at(proc.pid), list(argv), role)
+        with self._lock:
+            self.state.processes.append(entry)
+            self._save()
+        return proc, entry
+
+    def record_environ(self, host: str, env: dict[str, str]) -> None:
+        """Remember a pod's default container environment for `svclab exec`."""
+        folder = self.paths.files / host
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ENVIRON_FILE).write_text(json.dumps(env))
 
     def forget_process(self, record: ProcessRecord) -> None:
         """Drop a process that has exited from the records."""
@@ -242,3 +271,17 @@ class LabNetwork:
 
     def _save(self) -> None:
         write_state(self.paths, self.state)
+
+
+def host_exec_argv(paths: LabPaths, record: HostRecord, command: list[str]) -> list[str]:
+    """What `svclab exec HOST -- COMMAND` runs: COMMAND in the host's namespaces;
+    in a pod also with its default container's environment, as `kubectl exec`."""
+    argv = enter_argv(record.pid)
+    if record.kind == "pod":
+        try:
+            env = json.loads((paths.files / record.host / ENVIRON_FILE).read_text())
+        except FileNotFoundError:
+            env = None
+        if env is not None:
+            argv += ["env", "-i", *(f"{k}={v}" for k, v in env.items())]
+    return argv + list(command)

@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
+from base.cri import HostAlias, PodSandboxConfig
 from topo.elb import elb_vpc_mac, node_return_path_routes, node_return_path_rules
 from topo.spec import ClusterSpec, NodeSpec
 
@@ -22,6 +23,7 @@ MASQ_CHAIN = "cali-nat-outgoing"
 DEFAULT_NAMESPACE = "default"
 CLUSTER_DOMAIN = "cluster.local"
 KUBE_DNS_IP_OFFSET = 10          # 10.96.0.10
+POD_TMP_SIZE = "256m"            # a pod's private /tmp (tmpfs): memory, capped
 # The lab is IPv4; IPv6 autoconfiguration would only add noise to captures.
 IPV4_ONLY = (("net.ipv6.conf.all.disable_ipv6", "1"),
              ("net.ipv6.conf.default.disable_ipv6", "1"))
@@ -41,6 +43,9 @@ class HostConfig:
     sysctls: tuple[tuple[str, str], ...] = ()
     iptables: str = ""              # iptables-restore --noflush input
     resolv_conf: str | None = None  # private /etc/resolv.conf content
+    hostname: str | None = None     # a UTS namespace of its own with this name (pods)
+    etc_files: tuple[tuple[str, str], ...] = ()   # (path, content) bound over /etc files
+    private_tmp: bool = False       # a tmpfs of its own on /tmp
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,24 @@ def resolv_conf_for_pod(namespace: str, spec: ClusterSpec) -> str:
     dns_ip = spec.network.service_cidr.network_address + KUBE_DNS_IP_OFFSET
     search = f"{namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
     return f"nameserver {dns_ip}\nsearch {search}\noptions ndots:5\n"
+
+
+def etc_hosts_for_pod(ips: list[str], hostname: str, domain: str = "",
+                      aliases: tuple[HostAlias, ...] = ()) -> str:
+    """The /etc/hosts a kubelet writes for a pod on the pod network.
+
+    The managed header, the localhost and IPv6 lines, then one line per pod
+    IP: `IP<TAB>hostname`, or `IP<TAB>hostname.domain<TAB>hostname` with a
+    subdomain; spec.hostAliases follow under a comment of their own."""
+    lines = ["# Kubernetes-managed hosts file.", "127.0.0.1\tlocalhost",
+             "::1\tlocalhost ip6-localhost ip6-loopback", "fe00::0\tip6-localnet",
+             "fe00::0\tip6-mcastprefix", "fe00::1\tip6-allnodes", "fe00::2\tip6-allrouters"]
+    for ip in ips:
+        lines.append(f"{ip}\t{hostname}.{domain}\t{hostname}" if domain else f"{ip}\t{hostname}")
+    if aliases:
+        lines += ["", "# Entries added by HostAliases."]
+        lines += [f"{alias.ip}\t" + "\t".join(alias.hostnames) for alias in aliases]
+    return "\n".join(lines) + "\n"
 
 
 def plan_lab(spec: ClusterSpec) -> LabPlan:
@@ -204,10 +227,13 @@ def outside_dns_records(spec: ClusterSpec) -> dict[str, list[str]]:
 
 
 def plan_pod(spec: ClusterSpec, node_index: int, host: str, name: str,
-             namespace: str, ip: ipaddress.IPv4Address) -> PodPlan:
+             namespace: str, ip: ipaddress.IPv4Address,
+             sandbox: PodSandboxConfig | None = None) -> PodPlan:
+    """A pod's host: its /32 behind the node, and its sandbox (hostname, /etc, /tmp)."""
     node = spec.nodes[node_index]
     if ip not in node.pod_block:
         raise ValueError(f"pod IP {ip} is outside {node.name}'s block {node.pod_block}")
+    sandbox = sandbox or PodSandboxConfig(hostname=name)
     veth = cali_name(namespace, name)
     pod = HostConfig(
         host=host, kind="pod", name=name, namespace=namespace, node=node.name,
@@ -217,7 +243,12 @@ def plan_pod(spec: ClusterSpec, node_index: int, host: str, name: str,
                   f"route add {POD_GATEWAY} dev eth0 scope link",
                   f"route add default via {POD_GATEWAY} dev eth0"),
         sysctls=IPV4_ONLY,
-        resolv_conf=resolv_conf_for_pod(namespace, spec))
+        resolv_conf=resolv_conf_for_pod(namespace, spec),
+        hostname=sandbox.uts_hostname,
+        etc_files=(("/etc/hosts", etc_hosts_for_pod([str(ip)], sandbox.hostname, sandbox.domain,
+                                                    sandbox.host_aliases)),
+                   ("/etc/hostname", sandbox.uts_hostname + "\n")),
+        private_tmp=True)
     return PodPlan(
         pod=pod,
         link=LinkPlan(node_host_name(node_index), veth, host, "eth0"),

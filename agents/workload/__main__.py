@@ -2,7 +2,8 @@
 
 Prints one JSON line on stdout once every port listens, e.g.
 {"event": "listening", "pod": "web-1", "ports": ["80/TCP", "53/UDP"]}, so the
-pod runtime (and tests using port 0) learn when it serves and on which ports.
+pod runtime (and tests using port 0) learn when it serves and on which ports;
+then one access-log line per request, as nginx does (server.AccessLog).
 Exit codes: 0 after SIGTERM/SIGINT, 1 when a port cannot be bound, 2 bad usage.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from agents.workload.config import (
     WorkloadError,
     parse_port_spec,
 )
-from agents.workload.server import WorkloadServer
+from agents.workload.server import AccessLog, WorkloadServer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,14 +47,15 @@ def config_from_args(argv: list[str]) -> WorkloadConfig:
 
 
 async def run(config: WorkloadConfig) -> None:
-    server = WorkloadServer(config)
+    log = AccessLog(sys.stdout.fileno())
+    server = WorkloadServer(config, log=log)
     await server.start()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.terminate)
-    print(json.dumps({"event": "listening", "pod": config.pod_name,
-                      "ports": [f"{port}/{proto}" for proto, port in server.bound_ports]}),
-          flush=True)
+    log.open(json.dumps({"event": "listening", "pod": config.pod_name,
+                         "ports": [f"{port}/{proto}" for proto, port in server.bound_ports]})
+             + "\n")
     await server.serve_until_terminated()
 
 

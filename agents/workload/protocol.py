@@ -7,11 +7,17 @@ tests check every answer without a network and keeps server.py about I/O only.
 
 Bodies follow Kubernetes' agnhost `netexec` where it has the same endpoint:
 `/hostname`, `/clientip` and `/echo?msg=` answer the bare value, no newline.
+
+Access-log lines are nginx's: the `combined` format for HTTP, the stream
+module's `basic` format for plain TCP sessions and UDP datagrams, with the
+client address the server saw (so `kubectl logs` tells who connected and
+whether the source was translated).
 """
 from __future__ import annotations
 
 import enum
 import json
+import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -134,3 +140,49 @@ def render_response(response: HttpResponse, pod_name: str, head_only: bool = Fal
             f"X-Svclab-Pod: {pod_name}\r\n"
             "Connection: close\r\n\r\n").encode()
     return head if head_only else head + response.body
+
+
+# --- access log, as nginx writes it ------------------------------------------------
+
+MAX_LOG_LINE = 4000      # below PIPE_BUF: a line is written whole or not at all
+
+
+def log_time(now: float | None = None) -> str:
+    """nginx's $time_local: 05/Dec/2026:13:00:00 +0000."""
+    return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
+
+
+def log_escape(raw: bytes) -> str:
+    """Bytes as nginx escapes them in a log: `"`, `\\` and non-printables as \\xHH."""
+    return "".join(chr(b) if 0x20 <= b < 0x7F and b not in (0x22, 0x5C) else f"\\x{b:02X}"
+                   for b in raw)
+
+
+def header_value(head: bytes, name: bytes) -> bytes | None:
+    """The first header `name` (case-insensitive) of a request head, or None."""
+    wanted = name.lower() + b":"
+    for line in head.split(b"\n")[1:]:
+        if line.lower().startswith(wanted):
+            return line[len(wanted):].strip()
+        if not line.strip():
+            break
+    return None
+
+
+def http_log_line(client: tuple, head: bytes, status: int, body_bytes: int,
+                  now: float | None = None) -> str:
+    """nginx `combined`: client - - [time] "request" status bytes "referer" "user-agent"."""
+    request = head.split(b"\n", 1)[0].rstrip(b"\r")
+    referer = header_value(head, b"Referer")
+    agent = header_value(head, b"User-Agent")
+    line = (f'{client[0]} - - [{log_time(now)}] "{log_escape(request)}" {status} {body_bytes} '
+            f'"{log_escape(referer) if referer else "-"}" '
+            f'"{log_escape(agent) if agent else "-"}"')
+    return line[:MAX_LOG_LINE] + "\n"
+
+
+def stream_log_line(client: tuple, protocol: str, sent: int, received: int, seconds: float,
+                    now: float | None = None) -> str:
+    """nginx stream `basic`: client [time] TCP|UDP status bytes_sent bytes_received time."""
+    return (f"{client[0]} [{log_time(now)}] {protocol} 200 {sent} {received} "
+            f"{seconds:.3f}\n")

@@ -5,13 +5,21 @@ connections per second cost no threads. Termination follows a pod's life:
 on SIGTERM the pod is Terminating -- readiness turns 503 while it keeps
 serving for the grace period -- then listeners close, in-flight connections
 get a short drain, and the server returns.
+
+Every request (HTTP), plain TCP session and UDP datagram gives one access-log
+line (nginx's formats, protocol.py) to `log`; `AccessLog` writes them to
+stdout -- the container's log -- without ever waiting: a line that does not
+fit in the pipe is dropped and counted, so a slow log reader never slows the
+data plane a lab measures.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import stat
 import time
+from collections.abc import Callable
 
 from agents.workload import protocol
 from agents.workload.config import WorkloadConfig, WorkloadError
@@ -19,11 +27,53 @@ from agents.workload.config import WorkloadConfig, WorkloadError
 HTTP_HEAD_TIMEOUT = 5.0
 
 
+LogLine = Callable[[str], None]
+
+
+class AccessLog:
+    """Access-log lines to a descriptor (stdout) that never block the server.
+
+    Lines wait (up to HELD_MAX) until `open` has written the first line, the
+    listening announcement, so it stays first."""
+
+    HELD_MAX = 1000
+
+    def __init__(self, fd: int = 1):
+        self.fd = fd
+        self.dropped = 0
+        self._held: list[str] | None = []
+
+    def open(self, first_line: str) -> None:
+        mode = os.fstat(self.fd).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):   # never a terminal others share
+            os.set_blocking(self.fd, False)
+        held, self._held = self._held or [], None
+        for line in (first_line, *held):
+            self(line)
+
+    def __call__(self, line: str) -> None:
+        if self._held is not None:
+            if len(self._held) < self.HELD_MAX:
+                self._held.append(line)
+            else:
+                self.dropped += 1
+            return
+        try:
+            os.write(self.fd, line.encode("utf-8", "replace"))
+        except (BlockingIOError, BrokenPipeError):
+            self.dropped += 1
+
+
+def _no_log(line: str) -> None:
+    """Access logging off (the server embedded in a test)."""
+
+
 class _UdpEcho(asyncio.DatagramProtocol):
     """Replies to every datagram with the pod identity and the source it saw."""
 
-    def __init__(self, config: WorkloadConfig):
+    def __init__(self, config: WorkloadConfig, log: LogLine):
         self.config = config
+        self.log = log
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport) -> None:
@@ -32,6 +82,7 @@ class _UdpEcho(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr) -> None:
         reply = protocol.udp_reply(self.config.pod_name, self.config.pod_ip, addr, data)
         self.transport.sendto(reply[:65507], addr)
+        self.log(protocol.stream_log_line(addr, "UDP", min(len(reply), 65507), len(data), 0.0))
 
     def error_received(self, exc: OSError) -> None:
         """ICMP errors for earlier replies (client gone): nothing to do for an echo."""
@@ -44,8 +95,9 @@ class WorkloadServer:
     `bound_ports` holds (protocol, port) for every listener once started.
     """
 
-    def __init__(self, config: WorkloadConfig):
+    def __init__(self, config: WorkloadConfig, log: LogLine | None = None):
         self.config = config
+        self.log = log or _no_log
         self.bound_ports: list[tuple[str, int]] = []
         self._tcp_servers: list[asyncio.base_events.Server] = []
         self._udp_transports: list[asyncio.DatagramTransport] = []
@@ -70,7 +122,8 @@ class WorkloadServer:
                     self.bound_ports.append(("TCP", server.sockets[0].getsockname()[1]))
                 else:
                     transport, _ = await loop.create_datagram_endpoint(
-                        lambda: _UdpEcho(self.config), local_addr=(self.config.bind_ip, spec.port))
+                        lambda: _UdpEcho(self.config, self.log),
+                        local_addr=(self.config.bind_ip, spec.port))
                     self._udp_transports.append(transport)
                     self.bound_ports.append(("UDP", transport.get_extra_info("sockname")[1]))
         except OSError as error:
@@ -173,14 +226,25 @@ class WorkloadServer:
             response = protocol.route(request, view)
         head_only = request is not None and request.method == "HEAD"
         writer.write(protocol.render_response(response, self.config.pod_name, head_only))
+        self.log(protocol.http_log_line(peer, head, response.status,
+                                        0 if head_only else len(response.body)))
         await asyncio.wait_for(writer.drain(), HTTP_HEAD_TIMEOUT)
 
     async def _serve_echo(self, first, reader, writer, peer) -> None:
-        writer.write(protocol.banner_line(self.config.pod_name, self.config.pod_ip, peer) + first)
-        await asyncio.wait_for(writer.drain(), self.config.idle_timeout)
-        while True:
-            chunk = await asyncio.wait_for(reader.read(65536), self.config.idle_timeout)
-            if not chunk:
-                return
-            writer.write(chunk)
+        began = time.monotonic()
+        banner = protocol.banner_line(self.config.pod_name, self.config.pod_ip, peer)
+        sent, received = len(banner) + len(first), len(first)
+        try:
+            writer.write(banner + first)
             await asyncio.wait_for(writer.drain(), self.config.idle_timeout)
+            while True:
+                chunk = await asyncio.wait_for(reader.read(65536), self.config.idle_timeout)
+                if not chunk:
+                    return
+                received += len(chunk)
+                writer.write(chunk)
+                sent += len(chunk)
+                await asyncio.wait_for(writer.drain(), self.config.idle_timeout)
+        finally:
+            self.log(protocol.stream_log_line(peer, "TCP", sent, received,
+                                              time.monotonic() - began))

@@ -4,7 +4,9 @@ Creates what kubeadm leaves behind: the four system namespaces, the
 ``default/kubernetes`` Service with its Endpoints and EndpointSlice pointing
 at the control plane, and one Node object per lab node. :class:`NodeMonitor`
 plays the node-lifecycle controller: a node whose Ready heartbeat is older
-than the grace period turns Unknown (NotReady) and gets the unreachable taint.
+than the grace period turns Unknown (NotReady) and gets the unreachable taint;
+like the node lifecycle controller it records a NodeNotReady Event on the node
+and on each of its pods.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import datetime as dt
 import os
 import threading
 
+from controlplane.api import events
 from controlplane.api.discovery import KUBE_VERSION
 from controlplane.api.registry import Registry, now_rfc3339
 from controlplane.api.resources import BY_PLURAL
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 UNREACHABLE_TAINT = {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}
+NODE_CONTROLLER = "node-controller"
 
 
 def node_object(node: dict) -> dict:
@@ -132,7 +136,10 @@ def mark_stale_nodes(registry: Registry, grace_seconds: float, now: dt.datetime)
                     **node["metadata"], "resourceVersion": ""}}, "status")
                 node = registry.get(rt, "", node["metadata"]["name"])
                 changed.append(node["metadata"]["name"])
-                _mark_pods_not_ready(registry, node["metadata"]["name"], stamp)
+                name = node["metadata"]["name"]
+                _record(registry, node, "Normal", "NodeNotReady",
+                        f"Node {name} status is now: NodeNotReady", now)
+                _mark_pods_not_ready(registry, name, now)
             if (stale or ready.get("status") == "Unknown") and not tainted:
                 node["spec"]["taints"] = taints + [dict(UNREACHABLE_TAINT, timeAdded=now_rfc3339())]
                 registry.update(rt, "", node["metadata"]["name"], {**node, "metadata": {
@@ -145,24 +152,41 @@ def mark_stale_nodes(registry: Registry, grace_seconds: float, now: dt.datetime)
     return changed
 
 
-def _mark_pods_not_ready(registry: Registry, node_name: str, stamp: str) -> None:
+def _record(registry: Registry, obj: dict, event_type: str, reason: str, message: str,
+            now: dt.datetime) -> None:
+    """An Event from the node lifecycle controller (written straight to the store: it runs
+    inside the API server here)."""
+    meta = obj["metadata"]
+    ref = {"kind": obj["kind"], "apiVersion": obj["apiVersion"], "name": meta["name"],
+           "uid": meta["uid"], **({"namespace": meta["namespace"]} if meta.get("namespace")
+                                  else {})}
+    event = events.new_event(ref, event_type, reason, message, NODE_CONTROLLER, "", now)
+    registry.create(BY_PLURAL["events"], event["metadata"]["namespace"], event)
+
+
+def _mark_pods_not_ready(registry: Registry, node_name: str, now: dt.datetime) -> None:
     """The node lifecycle controller's MarkPodsNotReady: pods of a node that
     stopped reporting are not ready (so endpoints drop them) until its kubelet
     reports again."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     pods_rt = BY_PLURAL["pods"]
     pods, _ = registry.store.list("pods")
     for pod in pods:
         if (pod.get("spec") or {}).get("nodeName") != node_name:
             continue
         conditions = (pod.get("status") or {}).get("conditions") or []
+        was_ready = False
         for cond in conditions:
             if cond.get("type") == "Ready" and cond.get("status") != "False":
+                was_ready = True
                 cond.update({"status": "False", "reason": "NodeNotReady",
                              "lastTransitionTime": stamp})
         pod.setdefault("status", {})["conditions"] = conditions
         registry.update(pods_rt, pod["metadata"]["namespace"], pod["metadata"]["name"],
                         {**pod, "metadata": {**pod["metadata"], "resourceVersion": ""}},
                         "status")
+        if was_ready:
+            _record(registry, pod, "Warning", "NodeNotReady", "Node is not ready", now)
 
 
 def post_heartbeat(registry: Registry, node_name: str) -> dict:

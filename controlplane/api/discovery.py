@@ -16,6 +16,14 @@ from controlplane.api.resources import BY_GROUP_VERSION, RESOURCES, VERBS
 
 KUBE_VERSION = "v1.37.1"
 
+# The pods' streaming subresources: the options kind each takes and its verbs.
+SUBRESOURCE_KINDS = {
+    "attach": ("PodAttachOptions", ["create", "get"]),
+    "exec": ("PodExecOptions", ["create", "get"]),
+    "log": ("Pod", ["get"]),
+    "portforward": ("PodPortForwardOptions", ["create", "get"]),
+}
+
 
 def version_info() -> dict:
     major, minor, _ = KUBE_VERSION[1:].split(".")
@@ -71,9 +79,9 @@ def api_resource_list(group: str, version: str) -> dict | None:
                                   "group": "autoscaling", "version": "v1", "kind": "Scale",
                                   "verbs": ["get", "patch", "update"]})
             else:
+                kind, verbs = SUBRESOURCE_KINDS.get(sub, (rt.kind, ["get", "patch", "update"]))
                 resources.append({"name": f"{rt.plural}/{sub}", "singularName": "",
-                                  "namespaced": rt.namespaced,
-                                  "kind": rt.kind, "verbs": ["get", "patch", "update"]})
+                                  "namespaced": rt.namespaced, "kind": kind, "verbs": verbs})
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 

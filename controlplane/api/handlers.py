@@ -1,7 +1,10 @@
 """REST routing and verbs: turns one HTTP request into a response or a watch stream.
 
 Independent of the HTTP server: it receives a :class:`Request` and returns a
-:class:`Response` or a :class:`Stream`; ``server.py`` does the socket work.
+:class:`Response` or a :class:`Stream` — or, for the pods' streaming
+subresources (:mod:`controlplane.api.streams`), an ``Upgrade`` to run on the
+raw connection or a ``ByteStream`` of log text; ``server.py`` does the socket
+work.
 """
 
 from __future__ import annotations
@@ -17,10 +20,15 @@ from controlplane.api import discovery, errors, protobuf, tables
 from controlplane.api.registry import Registry
 from controlplane.api.resources import ResourceType, lookup
 from controlplane.api.selectors import (
-    matches_fields,
-    matches_labels,
     parse_field_selector,
     parse_label_selector,
+)
+from controlplane.api.streams.routes import (
+    SUBRESOURCES,
+    ByteStream,
+    PodStreamRoutes,
+    StreamRequest,
+    Upgrade,
 )
 from controlplane.api.strict import check_strict, check_strict_apply
 from controlplane.api.watch import WatchRequest, watch_events
@@ -137,14 +145,15 @@ class Api:
         self.registry = registry
         self.server_address = server_address
         self.stopped = stopped
+        self.streams = PodStreamRoutes(registry, stopped)
 
-    def dispatch(self, request: Request) -> Response | Stream:
+    def dispatch(self, request: Request) -> Response | Stream | Upgrade | ByteStream:
         try:
             return self._dispatch(request)
         except errors.StatusError as exc:
             return Response(exc.code, exc.to_status())
 
-    def _dispatch(self, request: Request) -> Response | Stream:
+    def _dispatch(self, request: Request) -> Response | Stream | Upgrade | ByteStream:
         path = request.path
         if request.method == "GET":
             static = self._static(path)
@@ -153,6 +162,10 @@ class Api:
         route = _route(path)
         if route is None:
             raise errors.path_not_found(path)
+        if route.rt.plural == "pods" and route.subresource in SUBRESOURCES:
+            return self.streams.serve(StreamRequest(request.method, request.target,
+                                                    request.headers, route.namespace or "",
+                                                    route.name, route.subresource))
         handler = getattr(self, "_" + request.method.lower(), None)
         if handler is None:
             raise errors.method_not_allowed()
@@ -214,11 +227,9 @@ class Api:
 
     def _selected(self, request: Request, route: Route) -> tuple[list[dict], int]:
         q = request.query
-        labels = parse_label_selector(q.get("labelSelector"))
-        fields = parse_field_selector(q.get("fieldSelector"))
-        items, rv = self.registry.store.list(route.rt.plural, route.namespace, read_only=True)
-        return [o for o in items if matches_labels(labels, o["metadata"].get("labels"))
-                and matches_fields(fields, o)], rv
+        return self.registry.list(route.rt, route.namespace,
+                                  parse_label_selector(q.get("labelSelector")),
+                                  parse_field_selector(q.get("fieldSelector")))
 
     def _list(self, request: Request, route: Route) -> Response:
         items, rv = self._selected(request, route)
@@ -232,7 +243,8 @@ class Api:
         q = request.query
         watch = WatchRequest(route.rt, route.namespace,
                              parse_label_selector(q.get("labelSelector")),
-                             parse_field_selector(q.get("fieldSelector")),
+                             self.registry.field_selector(
+                                 route.rt, parse_field_selector(q.get("fieldSelector"))),
                              q.get("resourceVersion", ""),
                              q.get("sendInitialEvents") == "true",
                              q.get("allowWatchBookmarks") == "true",
@@ -240,7 +252,10 @@ class Api:
         as_table = _wants_table(request.headers)
         include = q.get("includeObject", "Metadata")
         events = watch_events(self.registry.store, watch, self.stopped)  # may raise 410
-        return Stream(self._event(route.rt, item, as_table, include) for item in events)
+        view = self.registry.view
+        return Stream(self._event(route.rt, (kind, obj if kind == "BOOKMARK"
+                                             else view(route.rt, obj)), as_table, include)
+                      for kind, obj in events)
 
     @staticmethod
     def _event(rt: ResourceType, item: tuple[str, dict], as_table: bool, include: str) -> dict:

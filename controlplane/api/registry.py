@@ -3,6 +3,10 @@
 Every write runs under the store lock: default, validate, allocate (a new
 immutable allocation state), then store and only then commit the new
 allocation state — so a rejected request stores and allocates nothing.
+
+A type whose plural is stored under another type (events.k8s.io Events are
+core/v1 Events) is a view: requests are converted to the stored shape,
+served by the stored type's flow, and answered converted back (``view``).
 """
 
 from __future__ import annotations
@@ -17,11 +21,16 @@ from dataclasses import dataclass
 
 import yaml
 
-from controlplane.api import defaults, errors
+from controlplane.api import defaults, errors, events
 from controlplane.api import patch as patches
 from controlplane.api.allocators import IPRange, PortRange, allocate_pod_ip, release
 from controlplane.api.resources import BY_PLURAL, ResourceType
-from controlplane.api.selectors import selector_string
+from controlplane.api.selectors import (
+    Requirement,
+    matches_fields,
+    matches_labels,
+    selector_string,
+)
 from controlplane.api.service_alloc import (
     ServiceAllocations,
     allocate_service,
@@ -44,13 +53,22 @@ class ClusterConfig:
     service_range: IPRange
     node_port_range: PortRange
     pod_blocks: dict            # node name -> IPRange of its pod CIDR
+    event_ttl: float = events.DEFAULT_TTL   # seconds (kube-apiserver --event-ttl)
 
     @classmethod
     def from_info(cls, info: dict) -> ClusterConfig:
+        ttl = info.get("eventTTLSeconds", events.DEFAULT_TTL)
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise errors.ApiServerError(f"eventTTLSeconds: must be a number of seconds > 0 "
+                                        f"(default {events.DEFAULT_TTL:g}), got {ttl!r}")
         return cls(IPRange.parse(info.get("serviceCIDR", "10.96.0.0/12")),
                    PortRange.parse(info.get("nodePortRange", "30000-32767")),
                    {n["name"]: IPRange.parse(n["podCIDR"])
-                    for n in info.get("nodes", []) if n.get("podCIDR")})
+                    for n in info.get("nodes", []) if n.get("podCIDR")}, float(ttl))
+
+
+def _is_view(rt: ResourceType) -> bool:
+    return BY_PLURAL[rt.plural] is not rt
 
 
 def _without_nulls(value):
@@ -72,13 +90,39 @@ class Registry:
         self.rand = rand or random.Random()
         self.service_allocations = ServiceAllocations()
         self.pod_ips: dict[str, frozenset[str]] = {name: frozenset() for name in config.pod_blocks}
+        store.set_ttl("events", config.event_ttl)
 
     # ---- reads ----------------------------------------------------------
     def get(self, rt: ResourceType, namespace: str, name: str) -> dict:
         obj = self.store.get(rt.plural, namespace, name)
         if obj is None:
             raise errors.not_found(rt.plural, rt.group, name)
-        return obj
+        return self.view(rt, obj)
+
+    @staticmethod
+    def view(rt: ResourceType, obj: dict) -> dict:
+        """A stored object as ``rt`` shows it (watch events pass through here too)."""
+        return events.to_view(obj) if _is_view(rt) else obj
+
+    @staticmethod
+    def field_selector(rt: ResourceType, reqs: tuple[Requirement, ...]
+                       ) -> tuple[Requirement, ...]:
+        """A field selector in the stored type's labels; 400 for a label Events cannot be
+        selected by (other types are matched by field path, unchecked)."""
+        if rt.plural != "events":
+            return reqs
+        return tuple(Requirement(events.storage_label(_is_view(rt), r.key), r.op, r.values)
+                     for r in reqs)
+
+    def list(self, rt: ResourceType, namespace: str | None,
+             labels: tuple[Requirement, ...] = (), fields: tuple[Requirement, ...] = ()
+             ) -> tuple[list[dict], int]:
+        """The selected objects as ``rt`` shows them, and the rv the list is consistent at."""
+        fields = self.field_selector(rt, fields)
+        items, rv = self.store.list(rt.plural, namespace, read_only=True)
+        return [self.view(rt, o) for o in items
+                if matches_labels(labels, o["metadata"].get("labels"))
+                and matches_fields(fields, o)], rv
 
     def _require_namespace(self, rt: ResourceType, namespace: str) -> None:
         if rt.namespaced and self.store.get("namespaces", "", namespace) is None:
@@ -87,6 +131,10 @@ class Registry:
     # ---- create ---------------------------------------------------------
     def create(self, rt: ResourceType, namespace: str, body: dict, dry_run: bool = False) -> dict:
         obj = self._check_body(rt, namespace, body)
+        if _is_view(rt):
+            core = events.to_core(obj)
+            self._raise_invalid(rt, core, events.validate_view_create(core))
+            return self.view(rt, self.create(BY_PLURAL[rt.plural], namespace, core, dry_run))
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
             suffix = "".join(self.rand.choice(string.ascii_lowercase + string.digits)
@@ -164,6 +212,13 @@ class Registry:
             raise errors.bad_request(f"the name of the object ({obj['metadata'].get('name')}) "
                                      f"does not match the name on the URL ({name})")
         obj["metadata"]["name"] = name
+        if _is_view(rt):
+            core, stored_rt = events.to_core(obj), BY_PLURAL[rt.plural]
+            with self.store.lock:
+                old = self.get(stored_rt, namespace, name)
+                self._raise_invalid(rt, core, events.validate_view_update(core, old))
+                return self.view(rt, self.update(stored_rt, namespace, name, core, subresource,
+                                                 dry_run))
         with self.store.lock:
             old = self.get(rt, namespace, name)
             want_rv = obj["metadata"].get("resourceVersion")
@@ -229,7 +284,9 @@ class Registry:
                 raise errors.not_found(rt.plural, rt.group, name)
             if subresource == "scale":
                 return self._patch_scale(rt, old, content_type, body, dry_run)
-            patched = self._apply_patch(old, content_type, body)
+            patched = self._apply_patch(self.view(rt, old), content_type, body)
+            if _is_view(rt):
+                return self.update(rt, namespace, name, patched, subresource, dry_run)
             want_rv = (patched.get("metadata") or {}).get("resourceVersion")
             if want_rv and want_rv != old["metadata"]["resourceVersion"]:
                 raise errors.conflict(rt.plural, rt.group, name)
@@ -322,7 +379,7 @@ class Registry:
                 self.service_allocations = release_service(gone, self.service_allocations)
             if rt.plural == "pods":
                 self._release_pod_ip(gone)
-            return gone
+            return self.view(rt, gone)
 
     def _graceful_pod_delete(self, pod: dict, grace_period: int | None) -> dict | None:
         """Graceful pod deletion (the pod strategy's BeforeDelete); caller holds the lock.

@@ -18,7 +18,7 @@ class ResourceType:
     version: str
     namespaced: bool
     short_names: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()   # "status", "scale"
+    subresources: tuple[str, ...] = ()   # "status", "scale"; pods' streaming ones
     categories: tuple[str, ...] = ()
 
     @property
@@ -35,7 +35,8 @@ VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update
 RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("namespaces", "namespace", "Namespace", "", "v1", False, ("ns",), ("status",)),
     ResourceType("nodes", "node", "Node", "", "v1", False, ("no",), ("status",)),
-    ResourceType("pods", "pod", "Pod", "", "v1", True, ("po",), ("status",), ("all",)),
+    ResourceType("pods", "pod", "Pod", "", "v1", True, ("po",),
+                 ("status", "exec", "attach", "portforward", "log"), ("all",)),
     ResourceType("services", "service", "Service", "", "v1", True, ("svc",), ("status",), ("all",)),
     ResourceType("endpoints", "endpoints", "Endpoints", "", "v1", True, ("ep",)),
     ResourceType("events", "event", "Event", "", "v1", True, ("ev",)),
@@ -45,6 +46,8 @@ RESOURCES: tuple[ResourceType, ...] = (
                  ("status", "scale"), ("all",)),
     ResourceType("endpointslices", "endpointslice", "EndpointSlice", "discovery.k8s.io", "v1",
                  True),
+    # The same Events as core/v1 "events", in the events.k8s.io shape (api/events.py).
+    ResourceType("events", "event", "Event", "events.k8s.io", "v1", True),
 )
 
 BY_GROUP_VERSION: dict[tuple[str, str], dict[str, ResourceType]] = {}
@@ -52,7 +55,10 @@ for _rt in RESOURCES:
     BY_GROUP_VERSION.setdefault((_rt.group, _rt.version), {})[_rt.plural] = _rt
 
 BY_KIND: dict[tuple[str, str], ResourceType] = {(rt.api_version, rt.kind): rt for rt in RESOURCES}
-BY_PLURAL: dict[str, ResourceType] = {rt.plural: rt for rt in RESOURCES}
+# The first type of a plural is where its objects are stored (core/v1 for "events").
+BY_PLURAL: dict[str, ResourceType] = {}
+for _rt in RESOURCES:
+    BY_PLURAL.setdefault(_rt.plural, _rt)
 
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from controlplane.api import events
 from controlplane.api.errors import bad_request
 
 
@@ -98,7 +99,13 @@ def matches_labels(reqs: tuple[Requirement, ...], labels: dict | None) -> bool:
 
 
 def field_value(obj: dict, dotted: str) -> str:
-    """The string value of a field path as field selectors see it ('' when unset)."""
+    """The string value of a field path as field selectors see it ('' when unset).
+
+    Events are selected by their selectable fields (``source`` is the reporting
+    component, not a path), in either of their two vocabularies.
+    """
+    if obj.get("kind") == "Event":
+        return events.selectable_fields(obj).get(dotted, "")
     cur = obj
     for part in dotted.split("."):
         if not isinstance(cur, dict) or part not in cur:

@@ -8,6 +8,11 @@
 Each listener runs a threading HTTP/1.1 server; TLS is negotiated in the
 connection's own thread. Every request is authenticated (client certificate
 from the lab CA or bearer token) before it reaches :mod:`controlplane.api.handlers`.
+A streaming subresource (exec, attach, port-forward) takes the connection
+over in that thread: ``101 Switching Protocols``, then its session runs on
+the raw connection until it ends and the connection is closed; it reaches
+pods through ``server.pod_streams`` (a ``base.cri.PodStreams``), set once
+the node side exists.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from base.cri import PodStreams
 from controlplane.api import certs, errors
 from controlplane.api.allocators import IPRange
 from controlplane.api.auth import Authenticator, User
@@ -32,6 +38,8 @@ from controlplane.api.bootstrap import NodeMonitor, bootstrap
 from controlplane.api.handlers import Api, Request, Response, Stream
 from controlplane.api.registry import ClusterConfig, Registry
 from controlplane.api.store import Store
+from controlplane.api.streams.responses import StreamedResponses
+from controlplane.api.streams.routes import ByteStream, Upgrade
 from controlplane.api.tls import server_context
 
 log = logging.getLogger("controlplane.api")
@@ -39,7 +47,7 @@ HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 300.0
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StreamedResponses, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "svclab-apiserver"
     timeout = IDLE_TIMEOUT
@@ -71,15 +79,26 @@ class _Handler(BaseHTTPRequestHandler):
         if user is None:
             self._send(Response(401, errors.unauthorized().to_status()))
             return
-        request = Request(self.command, self.path,
-                          {k.lower(): v for k, v in self.headers.items()}, body)
+        request = Request(self.command, self.path, self._header_dict(), body)
         result = owner.api.dispatch(request)
         log.debug("%s %s %s -> %s", user.name, self.command, self.path,
-                  result.code if isinstance(result, Response) else "stream")
+                  result.code if isinstance(result, Response) else type(result).__name__)
         if isinstance(result, Stream):
             self._stream(result)
+        elif isinstance(result, ByteStream):
+            self._byte_stream(result)
+        elif isinstance(result, Upgrade):
+            self._upgrade(result)
         else:
             self._send(result)
+
+    def _header_dict(self) -> dict:
+        """Lower-case names; a repeated header's values joined with ", " (as HTTP allows)."""
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            name = name.lower()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        return headers
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
@@ -218,6 +237,15 @@ class ApiServer:
                  "admin.crt": self.admin.cert_pem, "admin.key": self.admin.key_pem}
         for name, data in files.items():
             certs.write_private(self.state_dir / name, data)
+
+    @property
+    def pod_streams(self) -> PodStreams | None:
+        """The node side of exec, attach, port-forward and logs (None: they answer 503)."""
+        return self.api.streams.pod_streams
+
+    @pod_streams.setter
+    def pod_streams(self, streams: PodStreams | None) -> None:
+        self.api.streams.pod_streams = streams
 
     @property
     def ca_cert_path(self) -> Path:

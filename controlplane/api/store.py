@@ -5,13 +5,22 @@ change appends a watch event to a bounded history; watchers wait on the
 store's condition and read the history from their own resourceVersion, so a
 slow watcher never blocks writers and one that falls too far behind gets
 410 Expired, as with etcd compaction.
+
+A resource may have a time to live (Events: kube-apiserver's --event-ttl),
+counted from an object's last write, as an etcd lease renewed on every
+update. Expired objects are removed lazily, by the next read, write or
+watch poll: no thread of its own; watchers see them DELETED, as etcd's
+lease expiry shows them.
 """
 
 from __future__ import annotations
 
 import copy
+import heapq
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 HISTORY_LENGTH = 10000
@@ -28,13 +37,45 @@ class WatchEvent:
 class Store:
     """The single source of truth; callers hold ``lock`` for read-modify-write."""
 
-    def __init__(self, history_length: int = HISTORY_LENGTH) -> None:
+    def __init__(self, history_length: int = HISTORY_LENGTH,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self._objects: dict[str, dict[tuple[str, str], dict]] = {}
         self._rv = 0
         self._history: deque[WatchEvent] = deque(maxlen=history_length)
         self.closed = False
+        self._clock = clock
+        self._ttl: dict[str, float] = {}
+        self._deadlines: dict[tuple[str, str, str], float] = {}
+        self._expiry: list[tuple[float, str, str, str]] = []     # a heap of deadlines
+
+    # ---- time to live ---------------------------------------------------
+    def set_ttl(self, resource: str, seconds: float) -> None:
+        """Objects of ``resource`` written from now on expire ``seconds`` after their last
+        write."""
+        if not seconds > 0:
+            raise ValueError(f"time to live of {resource} must be > 0 seconds, got {seconds!r}")
+        with self.lock:
+            self._ttl[resource] = float(seconds)
+
+    def expire(self) -> int:
+        """Remove every object whose time is up (each a DELETED watch event); how many."""
+        with self.lock:
+            now, gone = self._clock(), 0
+            while self._expiry and self._expiry[0][0] <= now:
+                deadline, resource, namespace, name = heapq.heappop(self._expiry)
+                if self._deadlines.get((resource, namespace, name)) == deadline:
+                    self._remove(resource, namespace, name)
+                    gone += 1
+            return gone
+
+    def _arm(self, resource: str, namespace: str, name: str) -> None:
+        ttl = self._ttl.get(resource)
+        if ttl is not None:
+            deadline = self._clock() + ttl
+            self._deadlines[(resource, namespace, name)] = deadline
+            heapq.heappush(self._expiry, (deadline, resource, namespace, name))
 
     @property
     def resource_version(self) -> int:
@@ -50,6 +91,7 @@ class Store:
 
     def get(self, resource: str, namespace: str, name: str) -> dict | None:
         with self.lock:
+            self.expire()
             obj = self._objects.get(resource, {}).get((namespace, name))
             return copy.deepcopy(obj) if obj is not None else None
 
@@ -61,6 +103,7 @@ class Store:
         caller promises not to mutate them (serialisation, filtering).
         """
         with self.lock:
+            self.expire()
             objs = self._objects.get(resource, {})
             keys = sorted(k for k in objs if namespace is None or k[0] == namespace)
             if read_only:
@@ -70,18 +113,26 @@ class Store:
     def put(self, resource: str, obj: dict, event_type: str) -> dict:
         """Store ``obj`` (create or replace) under a new resourceVersion."""
         with self.lock:
+            self.expire()
             self._rv += 1
             meta = obj["metadata"]
             meta["resourceVersion"] = str(self._rv)
             stored = copy.deepcopy(obj)
-            self._objects.setdefault(resource, {})[
-                (meta.get("namespace", ""), meta["name"])] = stored
+            namespace = meta.get("namespace", "")
+            self._objects.setdefault(resource, {})[(namespace, meta["name"])] = stored
+            self._arm(resource, namespace, meta["name"])
             self._record(resource, event_type, stored)
             return copy.deepcopy(stored)
 
     def remove(self, resource: str, namespace: str, name: str) -> dict | None:
         with self.lock:
+            self.expire()
+            return self._remove(resource, namespace, name)
+
+    def _remove(self, resource: str, namespace: str, name: str) -> dict | None:
+        with self.lock:
             obj = self._objects.get(resource, {}).pop((namespace, name), None)
+            self._deadlines.pop((resource, namespace, name), None)
             if obj is None:
                 return None
             self._rv += 1
@@ -96,6 +147,7 @@ class Store:
 
     def events_after(self, rv: int, resource: str) -> tuple[list[WatchEvent], int]:
         """Events for ``resource`` newer than rv, and the newest rv seen. Caller holds lock."""
+        self.expire()
         out = []
         for event in reversed(self._history):
             if event.rv <= rv:

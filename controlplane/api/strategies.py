@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from controlplane.api import defaults
+from controlplane.api import defaults, events
 from controlplane.api import validation as v
 from controlplane.api import validation_workloads as vw
 from controlplane.api.errors import FieldError
@@ -46,7 +46,7 @@ STRATEGIES: dict[str, Strategy] = {
                           reset_status_on_create=False),
     "endpointslices": Strategy(defaults.endpointslice, vw.validate_endpointslice,
                                status_subresource=False, reset_status_on_create=False),
-    "events": Strategy(defaults.identity, vw.validate_event, status_subresource=False,
+    "events": Strategy(defaults.identity, events.validate, status_subresource=False,
                        reset_status_on_create=False),
 }
 

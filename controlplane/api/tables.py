@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from controlplane.api import events
 from controlplane.api.selectors import format_labels, selector_string
 
 PARTIAL = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1"}
@@ -244,13 +245,37 @@ def _endpointslice(es, now):
     return [es["metadata"]["name"], es.get("addressType", ""), port_text, ep_text, age(es, now)]
 
 
+def _since(stamp: str | None, now: dt.datetime) -> str:
+    """translateTimestampSince / translateMicroTimestampSince ('<unknown>' when unset)."""
+    if not stamp:
+        return "<unknown>"
+    when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return human_duration((now - when).total_seconds())
+
+
+def event_source(ev: dict) -> str:
+    """formatEventSource: component (or reportingController), then ", host" if any."""
+    source = ev.get("source") or {}
+    component = source.get("component") or ev.get("reportingComponent", "")
+    host = source.get("host") or ev.get("reportingInstance", "")
+    return f"{component}, {host}" if host else component
+
+
 def _event(ev, now):
+    """printEvent, wide (the server sends every column; kubectl hides priority 1 ones)."""
+    ev = events.as_core(ev)
+    first = _since(ev.get("firstTimestamp") or ev.get("eventTime"), now)
+    last = _since(ev["lastTimestamp"], now) if ev.get("lastTimestamp") else first
+    count = ev.get("count") or 1
+    if ev.get("series"):
+        last = _since(ev["series"].get("lastObservedTime"), now)
+        count = ev["series"].get("count", count)
     inv = ev.get("involvedObject") or {}
-    last = (ev.get("lastTimestamp") or ev.get("eventTime")
-            or (ev.get("metadata") or {}).get("creationTimestamp"))
-    seen = age({"metadata": {"creationTimestamp": last}}, now) if last else "<unknown>"
-    return [seen, ev.get("type", ""), ev.get("reason", ""),
-            f"{(inv.get('kind') or '').lower()}/{inv.get('name', '')}", ev.get("message", "")]
+    kind = (inv.get("kind") or "").lower()
+    target = f"{kind}/{inv['name']}" if inv.get("name") else kind
+    return [last, ev.get("type", ""), ev.get("reason", ""), target, inv.get("fieldPath", ""),
+            event_source(ev), (ev.get("message") or "").strip(), first, int(count),
+            ev["metadata"]["name"]]
 
 
 TABLES = {
@@ -272,8 +297,9 @@ TABLES = {
     "namespaces": ([NAME, _col("Status"), AGE], _namespace),
     "endpointslices": ([NAME, _col("AddressType"), _col("Ports"), _col("Endpoints"), AGE],
                        _endpointslice),
-    "events": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")],
-               _event),
+    "events": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"),
+                _col("Subobject", 1), _col("Source", 1), _col("Message"), _col("First Seen", 1),
+                _col("Count", 1), _col("Name", 1, "name")], _event),
 }
 
 

@@ -1,5 +1,7 @@
 """Validation of Pods, Deployments, ReplicaSets, Namespaces, Nodes, Endpoints, EndpointSlices.
 
+(Events are validated in ``events.py``, next to their two shapes.)
+
 Pure functions returning lists of :class:`FieldError`, texts as in
 pkg/apis/core/validation and pkg/apis/apps/validation.
 """
@@ -231,7 +233,3 @@ def validate_endpointslice(es: dict) -> list[FieldError]:
             errs += [invalid(port["port"], f"ports[{i}].port", m)
                      for m in port_num_errors(port["port"])]
     return errs
-
-
-def validate_event(ev: dict) -> list[FieldError]:
-    return validate_metadata(ev, "subdomain", True)

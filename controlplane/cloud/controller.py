@@ -6,23 +6,26 @@ config (pure, controlplane/cloud/lbconfig.py), replaces the agent's config file,
 publishes each LB's hostname in the public DNS records, and writes
 `status.loadBalancer.ingress[0].hostname` so `kubectl get svc` shows it as on
 EKS.  Services that stop being LoadBalancers lose listeners, name and status;
-deleted ones simply drop out of the config.  It also reads the agent's status
-file and reports every target health transition as an Event on the Service.
+deleted ones simply drop out of the config.  Each change is reported on the
+Service with the Events of Kubernetes' service controller (EnsuringLoadBalancer
+and EnsuredLoadBalancer, UpdatedLoadBalancer when only the nodes change,
+DeletingLoadBalancer and DeletedLoadBalancer, SyncLoadBalancerFailed).  It also
+reads the agent's status file and reports every target health transition as an
+Event on the Service (TargetHealthy / TargetUnhealthy, the lab's own).
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import logging
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from base.elb_api import (
     ElbConfig,
     ElbConfigError,
+    LoadBalancer,
     config_to_json,
     read_config,
     write_config,
@@ -37,6 +40,7 @@ from controlplane.cloud.lbconfig import (
     compute_load_balancer,
     is_ours,
 )
+from controlplane.events import NORMAL, WARNING, EventRecorder, reference
 
 log = logging.getLogger("controlplane.cloud")
 POLL_SECONDS = 0.1
@@ -64,6 +68,7 @@ class CloudController:
         self.static_dns = {k: list(v) for k, v in static_dns.items()}
         self.vip_pool = list(vip_pool)
         self.time_factor = time_factor
+        self.recorder = EventRecorder(client, COMPONENT)
         self.services = Informer(client, "services", self._changed)
         self.nodes = Informer(client, "nodes", self._changed)
         self.syncs = 0
@@ -74,8 +79,7 @@ class CloudController:
         self._vips: dict[str, str] = {}                 # uid -> VIP
         self._written_config: dict | None = None
         self._written_dns: dict | None = None
-        self._reported: set[tuple[str, str]] = set()    # (uid, problem) already evented
-        self._ensured: set[str] = set()                 # uids announced as ensured
+        self._provisioned: dict[str, tuple[dict, LoadBalancer]] = {}   # uid -> (ref, LB)
         self._seen_transitions: dict[tuple[str, str], float] = {}
         self._started = time.time()
 
@@ -88,6 +92,7 @@ class CloudController:
             log.warning("ignoring unreadable ELB config: %s", err)
             existing = ElbConfig()
         self._vips = {lb.uid: lb.vip for lb in existing.load_balancers}
+        self.recorder.start()
         self.services.start()
         self.nodes.start()
         self._thread = threading.Thread(target=self._run, name="cloud-controller",
@@ -102,6 +107,7 @@ class CloudController:
             self._thread.join(JOIN_TIMEOUT)
         self.services.stop(JOIN_TIMEOUT)
         self.nodes.stop(JOIN_TIMEOUT)
+        self.recorder.stop(JOIN_TIMEOUT)
 
     def wait_synced(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -154,19 +160,19 @@ class CloudController:
                 valid.append(compute_load_balancer(service, nodes, UNALLOCATED,
                                                    self.time_factor))
             except LoadBalancerProblem as problem:
-                self._event_once(service, "Warning", "SyncLoadBalancerFailed", str(problem))
+                self._failed(service, str(problem))
         self._vips = allocate_vips([lb.uid for lb in valid], self._vips, self.vip_pool)
         by_uid = {s["metadata"]["uid"]: s for s in ours}
         lbs, provisioned = [], {}
         for lb in valid:
             if lb.uid not in self._vips:
-                self._event_once(by_uid[lb.uid], "Warning", "SyncLoadBalancerFailed",
-                                 f"no free ELB address: all {len(self.vip_pool)} VIPs of "
-                                 "the lab's pool are in use")
+                self._failed(by_uid[lb.uid], f"no free ELB address: all {len(self.vip_pool)} "
+                                             "VIPs of the lab's pool are in use")
                 continue
             lb = dataclasses.replace(lb, vip=self._vips[lb.uid])
             lbs.append(lb)
             provisioned[lb.uid] = lb
+        after = self._announce(by_uid, provisioned)
         config = ElbConfig(tuple(lbs))
         as_json = config_to_json(config)
         if as_json != self._written_config:
@@ -178,7 +184,33 @@ class CloudController:
             self._written_dns = records
         for service in services:
             self._sync_status(service, provisioned.get(service["metadata"]["uid"]))
+        for ref, event_type, reason, message in after:
+            self.recorder.event(ref, event_type, reason, message)
+        self._provisioned = {uid: (reference(by_uid[uid]), lb) for uid, lb in provisioned.items()}
         self.syncs += 1
+
+    def _announce(self, by_uid: dict[str, dict], provisioned: dict[str, LoadBalancer]) -> list:
+        """Record what this sync starts; return the Events to record once it is done."""
+        after = []
+        for uid, lb in provisioned.items():
+            ref = reference(by_uid[uid])
+            before = self._provisioned.get(uid)
+            if before is None or _without_targets(before[1]) != _without_targets(lb):
+                self.recorder.event(ref, NORMAL, "EnsuringLoadBalancer", "Ensuring load balancer")
+                after.append((ref, NORMAL, "EnsuredLoadBalancer", "Ensured load balancer"))
+            elif before[1].targets != lb.targets:
+                after.append((ref, NORMAL, "UpdatedLoadBalancer",
+                              "Updated load balancer with new hosts"))
+        for uid, (ref, _) in self._provisioned.items():
+            if uid not in provisioned:
+                self.recorder.event(ref, NORMAL, "DeletingLoadBalancer", "Deleting load balancer")
+                after.append((ref, NORMAL, "DeletedLoadBalancer", "Deleted load balancer"))
+        return after
+
+    def _failed(self, service: dict, problem: str) -> None:
+        self.recorder.event(service, WARNING, "SyncLoadBalancerFailed",
+                            f"Error syncing load balancer: failed to ensure load balancer: "
+                            f"{problem}")
 
     def _sync_status(self, service: dict, lb) -> None:
         meta = service["metadata"]
@@ -187,17 +219,11 @@ class CloudController:
             wanted = {"ingress": [{"hostname": lb.hostname}]}
             if current != wanted:
                 self._patch_status(service, wanted)
-            if meta["uid"] not in self._ensured:
-                self._ensured.add(meta["uid"])
-                self._event(service, "Normal", "EnsuredLoadBalancer",
-                            f"Ensured load balancer {lb.hostname}")
             return
         hostnames = [i.get("hostname", "") for i in current.get("ingress") or []]
         if any(is_elb_hostname(h) for h in hostnames) and not (
                 is_ours(service) and not meta.get("deletionTimestamp")):
             self._patch_status(service, {})
-            self._ensured.discard(meta["uid"])
-            self._event(service, "Normal", "DeletedLoadBalancer", "Deleted load balancer")
 
     def _patch_status(self, service: dict, load_balancer: dict) -> None:
         meta = service["metadata"]
@@ -209,31 +235,7 @@ class CloudController:
             if not err.not_found:      # deleted meanwhile: nothing to say
                 raise
 
-    # --- events --------------------------------------------------------------------
-
-    def _event_once(self, service: dict, kind: str, reason: str, message: str) -> None:
-        key = (service["metadata"]["uid"], message)
-        if key not in self._reported:
-            self._reported.add(key)
-            self._event(service, kind, reason, message)
-
-    def _event(self, service: dict, kind: str, reason: str, message: str) -> None:
-        meta = service["metadata"]
-        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {"apiVersion": "v1", "kind": "Event",
-                 "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
-                              "namespace": meta["namespace"]},
-                 "involvedObject": {"apiVersion": "v1", "kind": "Service",
-                                    "namespace": meta["namespace"], "name": meta["name"],
-                                    "uid": meta["uid"]},
-                 "reason": reason, "message": message, "type": kind, "count": 1,
-                 "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
-                 "firstTimestamp": now, "lastTimestamp": now}
-        try:
-            self.client.create("events", event, namespace=meta["namespace"])
-        except ApiError as err:
-            if not err.not_found:
-                raise
+    # --- target health ---------------------------------------------------------------
 
     def report_target_health(self) -> None:
         """Each new target transition in the agent's status -> an Event on the Service."""
@@ -253,8 +255,13 @@ class CloudController:
                         continue
                     seen = change["at"]
                     healthy = change["state"] == "healthy"
-                    self._event(service, "Normal" if healthy else "Warning",
-                                "TargetHealthy" if healthy else "TargetUnhealthy",
-                                f"ELB target {target['node']} ({target['address']}) is "
-                                f"{change['state']}: {change['reason']}")
+                    self.recorder.event(service, NORMAL if healthy else WARNING,
+                                        "TargetHealthy" if healthy else "TargetUnhealthy",
+                                        f"ELB target {target['node']} ({target['address']}) is "
+                                        f"{change['state']}: {change['reason']}")
                 self._seen_transitions[key] = seen
+
+
+def _without_targets(lb: LoadBalancer) -> LoadBalancer:
+    """What the Service decides of its load balancer (the nodes decide the targets)."""
+    return dataclasses.replace(lb, targets=())

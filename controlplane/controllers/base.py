@@ -2,8 +2,10 @@
 
 A controller subscribes handlers to shared informers (they only enqueue
 keys), waits until every informer has listed once, then reconciles one key
-at a time.  `reconcile` raising ApiError (a conflict with a newer object,
-say) puts the key back with back-off; any other exception is a bug and is
+at a time; what it does to objects it reports as Events through `recorder`
+(its `component` is the Events' source, e.g. "replicaset-controller").
+`reconcile` raising ApiError (a conflict with a newer object, say) puts the
+key back with back-off; any other exception is a bug and is
 logged with its traceback before the key is retried the same way, so one
 bad object cannot stop the controller.
 """
@@ -15,6 +17,7 @@ import threading
 from base.kube.client import ApiError, KubeClient
 from base.kube.informer import Informer
 from controlplane.controllers.queue import WorkQueue
+from controlplane.events import EventRecorder, NullRecorder
 
 log = logging.getLogger("controlplane.controllers")
 SYNC_TIMEOUT = 30.0
@@ -22,13 +25,17 @@ POLL = 0.5
 
 
 class Controller:
-    """Subclasses set `name`, subscribe in __init__ and implement reconcile(key)."""
+    """Subclasses set `name` (and `component` if they record Events), subscribe in
+    __init__ and implement reconcile(key)."""
 
     name = "controller"
+    component = ""
 
-    def __init__(self, client: KubeClient, informers: dict[str, Informer]):
+    def __init__(self, client: KubeClient, informers: dict[str, Informer],
+                 recorder: EventRecorder | NullRecorder | None = None):
         self.client = client
         self.informers = informers
+        self.recorder = recorder or NullRecorder()
         self.queue = WorkQueue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None

@@ -26,6 +26,7 @@ from controlplane.controllers.objects import (
     owner_reference,
     split_key,
 )
+from controlplane.events import NORMAL
 
 REVISION = "deployment.kubernetes.io/revision"
 DESIRED = "deployment.kubernetes.io/desired-replicas"
@@ -267,9 +268,10 @@ def deployment_status(deploy: dict, replicasets: list[dict], new_name: str,
 
 class DeploymentController(Controller):
     name = "deployment"
+    component = "deployment-controller"
 
-    def __init__(self, client, informers):
-        super().__init__(client, informers)
+    def __init__(self, client, informers, recorder=None):
+        super().__init__(client, informers, recorder)
         self.watch("deployments", lambda kind, obj, old: self.queue.add(key_of(obj)))
         self.watch("replicasets", self._on_replicaset)
 
@@ -297,6 +299,10 @@ class DeploymentController(Controller):
             except ApiError as err:
                 if err.status != 409:
                     raise
+            if created is not None and replicas_of(created) > 0:
+                self.recorder.event(deploy, NORMAL, "ScalingReplicaSet",
+                                    f"Scaled up replica set {created['metadata']['name']} "
+                                    f"from 0 to {replicas_of(created)}")
             revision = step.create["metadata"]["annotations"][REVISION]
             self._set_revision(deploy, revision)
         for rs_name, rs_annotations in step.annotate:
@@ -304,8 +310,15 @@ class DeploymentController(Controller):
                               {"metadata": {"annotations": rs_annotations}}, namespace)
             if REVISION in rs_annotations:
                 self._set_revision(deploy, rs_annotations[REVISION])
+        current = {rs["metadata"]["name"]: replicas_of(rs) for rs in replicasets
+                   if rs["metadata"].get("namespace") == namespace}
         for rs_name, replicas in step.scale:
             self.client.patch("replicasets", rs_name, {"spec": {"replicas": replicas}}, namespace)
+            before = current.get(rs_name, 0)
+            if before != replicas:
+                self.recorder.event(deploy, NORMAL, "ScalingReplicaSet",
+                                    f"Scaled {'up' if replicas > before else 'down'} replica set "
+                                    f"{rs_name} from {before} to {replicas}")
         for rs_name in step.delete:
             try:
                 self.client.delete("replicasets", rs_name, namespace)

@@ -5,7 +5,9 @@ namespace whose selector matches the pod before or after the change;
 changes to Endpoints or slices enqueue their Service (so a hand edit of a
 managed object is put right).  Services without a selector keep the
 Endpoints the user wrote; they are mirrored into slices.  The
-`default/kubernetes` Service belongs to the API server and is left alone.
+`default/kubernetes` Service belongs to the API server and is left alone.  A
+write the API refuses (other than a conflict with a newer object) is a
+FailedToUpdateEndpointSlices Event on the Service, as upstream reports it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from controlplane.controllers import endpoints as ep
 from controlplane.controllers.base import Controller
 from controlplane.controllers.naming import generated_name
 from controlplane.controllers.objects import key_of, map_selector_matches, split_key
+from controlplane.events import WARNING
 
 API_SERVER_OWNED = {"default/kubernetes"}
 PENDING_TTL = 10.0
@@ -24,9 +27,10 @@ PENDING_TTL = 10.0
 
 class EndpointsController(Controller):
     name = "endpoints"
+    component = "endpoint-slice-controller"
 
-    def __init__(self, client, informers):
-        super().__init__(client, informers)
+    def __init__(self, client, informers, recorder=None):
+        super().__init__(client, informers, recorder)
         self._lock = threading.Lock()
         self._created: dict[str, tuple[set[str], float]] = {}   # slices not seen yet
         self.watch("services", lambda kind, svc, old: self._enqueue(key_of(svc)))
@@ -80,6 +84,17 @@ class EndpointsController(Controller):
             if not self._service_exists(namespace, name):   # never trust a cache miss
                 self._delete_all(namespace, name, existing)
             return
+        try:
+            self._sync_service(service, existing)
+        except ApiError as err:
+            if not err.conflict:       # a conflict is a stale cache: the retry sorts it out
+                self.recorder.event(service, WARNING, "FailedToUpdateEndpointSlices",
+                                    f"Error updating Endpoint Slices for Service "
+                                    f"{namespace}/{name}: {err.message}")
+            raise
+
+    def _sync_service(self, service: dict, existing: list[dict]) -> None:
+        namespace, key = service["metadata"]["namespace"], key_of(service)
         if (service.get("spec") or {}).get("type") == "ExternalName":
             self._sync_slices(service, [], existing, ep.SLICE_CONTROLLER, remove_only=True)
             return

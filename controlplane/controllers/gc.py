@@ -28,8 +28,8 @@ def known_owner_refs(obj: dict) -> list[tuple[str, dict]]:
 class GarbageCollector(Controller):
     name = "garbage-collector"
 
-    def __init__(self, client, informers):
-        super().__init__(client, informers)
+    def __init__(self, client, informers, recorder=None):
+        super().__init__(client, informers, recorder)
         for resource in DEPENDENT_RESOURCES:
             self.watch(resource, self._dependent_handler(resource))
         for resource in set(OWNER_RESOURCES.values()):

@@ -5,7 +5,8 @@ ReplicaSet (controller ownerReference).  Too few: create; too many: delete
 the least valuable first (unscheduled, pending, not ready, newest, most
 restarted), as Kubernetes ranks them.  Creations and deletions the informer
 has not shown yet are remembered ("expectations") so a stale cache never
-makes the controller create or delete twice.
+makes the controller create or delete twice.  Each pod created or deleted is
+an Event on the ReplicaSet (SuccessfulCreate "Created pod: X", ...).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from controlplane.controllers.objects import (
     selector_matches,
     split_key,
 )
+from controlplane.events import NORMAL, WARNING
 
 EXPECTATION_TTL = 15.0
 BURST = 500
@@ -144,9 +146,10 @@ class Expectations:
 
 class ReplicaSetController(Controller):
     name = "replicaset"
+    component = "replicaset-controller"
 
-    def __init__(self, client, informers):
-        super().__init__(client, informers)
+    def __init__(self, client, informers, recorder=None):
+        super().__init__(client, informers, recorder)
         self.expectations = Expectations()
         self.watch("replicasets", self._on_replicaset)
         self.watch("pods", self._on_pod)
@@ -187,7 +190,7 @@ class ReplicaSetController(Controller):
             for name in names:
                 self._create_pod(rs, name)
             for pod in plan.delete:
-                self._delete_pod(pod)
+                self._delete_pod(rs, pod)
         except ApiError:
             self.expectations.forget(key)
             raise
@@ -195,14 +198,23 @@ class ReplicaSetController(Controller):
             self._write_status(rs, pods)
 
     def _create_pod(self, rs: dict, name: str) -> None:
-        self.client.create("pods", pod_from_template(rs, name))
-
-    def _delete_pod(self, pod: dict) -> None:
         try:
-            self.client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"])
+            self.client.create("pods", pod_from_template(rs, name))
         except ApiError as err:
-            if not err.not_found:
-                raise
+            self.recorder.event(rs, WARNING, "FailedCreate", f"Error creating: {err.message}")
+            raise
+        self.recorder.event(rs, NORMAL, "SuccessfulCreate", f"Created pod: {name}")
+
+    def _delete_pod(self, rs: dict, pod: dict) -> None:
+        name = pod["metadata"]["name"]
+        try:
+            self.client.delete("pods", name, pod["metadata"]["namespace"])
+        except ApiError as err:
+            if err.not_found:
+                return
+            self.recorder.event(rs, WARNING, "FailedDelete", f"Error deleting: {err.message}")
+            raise
+        self.recorder.event(rs, NORMAL, "SuccessfulDelete", f"Deleted pod: {name}")
 
     def _write_status(self, rs: dict, pods: list[dict]) -> None:
         now = dt.datetime.now(dt.timezone.utc)

@@ -8,7 +8,10 @@ Pods bound but not yet seen back through the informer are "assumed" on their
 node, so a burst of 50 pods spreads instead of piling onto one node.
 
 The API has no pods/binding subresource; binding sets spec.nodeName with a
-merge patch guarded by the pod's resourceVersion.
+merge patch guarded by the pod's resourceVersion.  Each binding is a Scheduled
+Event on the pod, each failed attempt a FailedScheduling one (kube-scheduler
+writes them through events.k8s.io; these are the same Events in the core
+shape).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from controlplane.controllers.objects import (
     now_rfc3339,
     split_key,
 )
+from controlplane.events import NORMAL, WARNING
 
 SCHEDULER_NAME = "default-scheduler"
 RETRY_UNSCHEDULABLE = 5.0
@@ -148,9 +152,10 @@ def choose_node(pod: dict, nodes: list[dict], placed: list[tuple[str, str]]) -> 
 
 class Scheduler(Controller):
     name = "scheduler"
+    component = "default-scheduler"
 
-    def __init__(self, client, informers):
-        super().__init__(client, informers)
+    def __init__(self, client, informers, recorder=None):
+        super().__init__(client, informers, recorder)
         self._assumed: dict[str, tuple[str, str]] = {}   # pod uid -> (node, owner uid)
         self._lock = threading.Lock()
         self.watch("pods", self._on_pod)
@@ -193,6 +198,7 @@ class Scheduler(Controller):
         decision = choose_node(pod, self.cached("nodes"), self._placed())
         namespace, name = split_key(key)
         if decision.node is None:
+            self.recorder.event(pod, WARNING, "FailedScheduling", decision.message)
             self._mark_unschedulable(pod, decision.message)
             self.queue.add_after(key, RETRY_UNSCHEDULABLE)
             return
@@ -209,6 +215,8 @@ class Scheduler(Controller):
             if err.not_found:
                 return
             raise
+        self.recorder.event(pod, NORMAL, "Scheduled",
+                            f"Successfully assigned {namespace}/{name} to {decision.node}")
 
     def _mark_unschedulable(self, pod: dict, message: str) -> None:
         current = condition(pod, "PodScheduled") or {}

@@ -1,7 +1,8 @@
 """From a container spec to the process that runs it: pure decisions.
 
 A container whose `command`/`args` name a program that exists on this
-machine runs that program, as given, inside the pod.  Any other container
+machine runs that program, as given, inside the pod (its environment is
+the kubelet's business at start: controlplane/kubelet/sandbox.py).  Any other container
 runs svclab's built-in workload server listening on every declared
 containerPort (TCP and UDP), plus the ports its image is known to serve
 (nginx -> 80, ...); port 80 when nothing is declared or known.  Images get
@@ -78,12 +79,6 @@ def declared_ports(container: dict) -> list[tuple[int, str]]:
     return ports
 
 
-def env_prefix(container: dict) -> list[str]:
-    pairs = [f"{e['name']}={e.get('value', '')}" for e in container.get("env") or []
-             if e.get("name") and "valueFrom" not in e]
-    return ["env", *pairs] if pairs else []
-
-
 def plan_container(pod: dict, container: dict, pod_ip: str, python: str,
                    taken: set[tuple[int, str]],
                    builtins: Mapping[str, Sequence[str]] | None = None) -> ContainerPlan:
@@ -95,11 +90,11 @@ def plan_container(pod: dict, container: dict, pod_ip: str, python: str,
     args = list(container.get("args") or [])
     argv = command + args if command else args
     if argv and program_exists(argv[0]):
-        return ContainerPlan(name, tuple(env_prefix(container) + argv), False)
+        return ContainerPlan(name, tuple(argv), False)
     stand_in = (builtins or {}).get(image_name(container.get("image", "")))
     if stand_in:
         ports = tuple(declared_ports(container))
-        return ContainerPlan(name, tuple(env_prefix(container) + list(stand_in)), False, ports)
+        return ContainerPlan(name, tuple(stand_in), False, ports)
     wanted = declared_ports(container)
     wanted += KNOWN_IMAGE_PORTS.get(image_name(container.get("image", "")), ())
     ports = tuple(dict.fromkeys(p for p in wanted if p not in taken))

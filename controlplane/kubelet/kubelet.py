@@ -3,6 +3,8 @@
 It watches only its own pods (fieldSelector spec.nodeName=<node>), gives
 each pod a PodWorker thread (keyed by uid, so a pod recreated under the same
 name is a new pod), and posts the node's Ready heartbeat every few seconds.
+Like a real kubelet it also watches every Service (its own informer, through
+its node's connection), to give containers their service-link variables.
 """
 from __future__ import annotations
 
@@ -14,17 +16,29 @@ from base.cri import PodRuntime
 from base.kube.client import ApiError, KubeClient
 from base.kube.informer import Informer
 from controlplane.controllers.objects import now_rfc3339
+from controlplane.events import NORMAL, EventRecorder, NullRecorder, node_reference
 from controlplane.kubelet.podworker import PodWorker
+from controlplane.kubelet.sandbox import (
+    CLUSTER_DOMAIN,
+    ContainerConfigError,
+    container_env,
+    service_env,
+)
 
 log = logging.getLogger("controlplane.kubelet")
 HEARTBEAT_SECONDS = 5.0
+SERVICES_SYNC_WAIT = 5.0   # how long a container start waits for the first list of Services
 
 
 class Kubelet:
     def __init__(self, client: KubeClient, runtime: PodRuntime, node_name: str, *,
                  python: str = sys.executable, heartbeat: float = HEARTBEAT_SECONDS,
-                 builtin_images: dict[str, list[str]] | None = None):
+                 builtin_images: dict[str, list[str]] | None = None,
+                 recorder: EventRecorder | NullRecorder | None = None,
+                 cluster_domain: str = CLUSTER_DOMAIN):
         self.client = client
+        self.cluster_domain = cluster_domain
+        self.recorder = recorder or NullRecorder()     # Events: component "kubelet", host=node
         self.runtime = runtime
         self.node_name = node_name
         self.python = python
@@ -37,6 +51,7 @@ class Kubelet:
         self._heartbeat_thread: threading.Thread | None = None
         self.informer = Informer(client, "pods", self._on_pod,
                                  field_selector=f"spec.nodeName={node_name}")
+        self.services = Informer(client, "services")
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -44,15 +59,18 @@ class Kubelet:
         node = self.client.get("nodes", self.node_name)
         self.host_ip = next((a["address"] for a in (node.get("status") or {}).get("addresses")
                              or [] if a.get("type") == "InternalIP"), "")
+        self.recorder.event(node_reference(self.node_name), NORMAL, "Starting", "Starting kubelet.")
         self._post_heartbeat()
         self._heartbeat_thread = threading.Thread(target=self._heartbeats, daemon=True,
                                                   name=f"kubelet-heartbeat-{self.node_name}")
         self._heartbeat_thread.start()
+        self.services.start()
         self.informer.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         self.informer.stop(timeout)
+        self.services.stop(timeout)
         with self._lock:
             workers = list(self._workers.values())
         for worker in workers:
@@ -67,6 +85,15 @@ class Kubelet:
     def workers(self) -> list[PodWorker]:
         with self._lock:
             return list(self._workers.values())
+
+    def container_env(self, pod: dict, container: dict, pod_ip: str) -> dict[str, str]:
+        """A container's environment now: its env and the Services its pod may see."""
+        if not self.services.wait_synced(SERVICES_SYNC_WAIT):
+            raise ContainerConfigError("services have not yet been read at least once, "
+                                       "cannot construct envvars")
+        links = (pod.get("spec") or {}).get("enableServiceLinks") is not False
+        services = service_env(self.services.items(), pod["metadata"]["namespace"], links)
+        return container_env(pod, container, pod_ip, self.host_ip, services)
 
     # --- pods --------------------------------------------------------------------
 
@@ -111,6 +138,8 @@ class Kubelet:
                 condition.update({"status": "True", "reason": "KubeletReady",
                                   "message": "kubelet is posting ready status",
                                   "lastTransitionTime": now})
+                self.recorder.event(node_reference(self.node_name), NORMAL, "NodeReady",
+                                    f"Node {self.node_name} status is now: NodeReady")
         if not any(c.get("type") == "Ready" for c in conditions):
             conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
                                "message": "kubelet is posting ready status",

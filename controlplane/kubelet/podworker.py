@@ -18,8 +18,15 @@ import time
 from base.cri import PodRuntimeError
 from base.kube.client import ApiError
 from controlplane.controllers.objects import is_terminating, now_rfc3339
+from controlplane.events import NORMAL, WARNING, container_path
 from controlplane.kubelet.containers import plan_pod_containers
 from controlplane.kubelet.probes import ProbeTracker, run_probe
+from controlplane.kubelet.sandbox import (
+    ContainerConfigError,
+    console_config,
+    expand_command,
+    sandbox_config,
+)
 from controlplane.kubelet.status import ContainerRecord, PodRecord, pod_status
 
 log = logging.getLogger("controlplane.kubelet")
@@ -28,6 +35,7 @@ LISTEN_WAIT = 5.0          # longest wait for the built-in server's listeners
 BACKOFF_START = 1.0
 BACKOFF_MAX = 10.0
 SETUP_RETRY = 1.0
+CONFIG_RETRY = 1.0         # a container whose environment cannot be built yet
 
 
 class PodWorker:
@@ -81,7 +89,7 @@ class PodWorker:
                     break
                 try:
                     self._create()
-                except (PodRuntimeError, ApiError) as err:
+                except (PodRuntimeError, ApiError, ContainerConfigError) as err:
                     log.warning("%s/%s: cannot start yet: %s", self.namespace, self.name, err)
                     self._sleep(SETUP_RETRY)
             while not self._stop.is_set():
@@ -105,8 +113,9 @@ class PodWorker:
 
     def _create(self) -> None:
         self._post_status()        # Pending, ContainerCreating
-        self.record.pod_ip = self.runtime.create_pod(self.namespace, self.name,
-                                                     self.kubelet.node_name)
+        self.record.pod_ip = self.runtime.create_pod(
+            self.namespace, self.name, self.kubelet.node_name,
+            sandbox_config(self.pod, self.kubelet.cluster_domain))
         plans = plan_pod_containers(self.pod, self.record.pod_ip, self.kubelet.python,
                                     self.kubelet.builtin_images)
         for container, plan in zip(self.record.containers, plans):
@@ -116,8 +125,23 @@ class PodWorker:
         self._tick()
 
     def _start_container(self, container: ContainerRecord, now: float) -> None:
+        # No registry in the lab: every image is "present" (a stand-in), never pulled.
+        self._event(container, NORMAL, "Pulled", f'Container image "{container.spec.get("image")}"'
+                    " already present on machine and can be accessed by the pod")
+        try:
+            env = self.kubelet.container_env(self.pod, container.spec, self.record.pod_ip)
+        except ContainerConfigError as err:
+            container.waiting_reason, container.waiting_message = ("CreateContainerConfigError",
+                                                                   str(err))
+            self._event(container, WARNING, "Failed", f"Error: {err}")
+            container.config_retry = now + CONFIG_RETRY
+            return
+        container.config_retry = 0.0
         container.handle = self.runtime.start_container(
-            self.namespace, self.name, container.spec.get("name", ""), list(container.plan.argv))
+            self.namespace, self.name, container.spec.get("name", ""),
+            expand_command(list(container.plan.argv), env), env, console_config(container.spec))
+        self._event(container, NORMAL, "Created", "Container created")
+        self._event(container, NORMAL, "Started", "Container started")
         container.started_at = now_rfc3339()
         container.terminated = None
         container.waiting_reason = container.waiting_message = ""
@@ -136,6 +160,10 @@ class PodWorker:
         self._post_status()
 
     def _tend(self, container: ContainerRecord, now: float) -> None:
+        if container.config_retry:
+            if now >= container.config_retry and not self._terminating:
+                self._start_container(container, now)
+            return
         if container.handle is None:
             return
         if container.running:
@@ -167,6 +195,9 @@ class PodWorker:
         container.backoff = min(BACKOFF_MAX, container.backoff * 2 or BACKOFF_START)
         container.backoff_until = now + container.backoff
         container.waiting_reason = "CrashLoopBackOff"
+        self._event(container, WARNING, "BackOff", "Back-off restarting failed container "
+                    f"{container.spec.get('name', '')} in pod "
+                    f"{self.name}_{self.namespace}({self.uid})")
         container.waiting_message = (f"back-off {container.backoff:g}s restarting failed "
                                      f"container={container.spec.get('name', '')} "
                                      f"pod={self.name}_{self.namespace}({self.uid})")
@@ -182,8 +213,13 @@ class PodWorker:
                                         node=self.kubelet.node_name, pod_ip=self.record.pod_ip,
                                         namespace=self.namespace, pod=self.name)
                 tracker.record(ok, time.monotonic(), message)
+                if not ok:
+                    kind = "Readiness" if tracker is container.readiness else "Liveness"
+                    self._event(container, WARNING, "Unhealthy", f"{kind} probe failed: {message}")
             if container.liveness is not None and not container.liveness.result \
                     and not self._terminating:
+                self._event(container, NORMAL, "Killing", f"Container {container.spec.get('name')}"
+                            " failed liveness probe, will be restarted")
                 self.runtime.signal_container(container.handle, signal.SIGKILL)
 
     def _next_wait(self) -> float:
@@ -222,6 +258,8 @@ class PodWorker:
         began = time.monotonic()
         for container in self.record.containers:
             if container.running:
+                self._event(container, NORMAL, "Killing",
+                            f"Stopping container {container.spec.get('name', '')}")
                 self.runtime.signal_container(container.handle, signal.SIGTERM)
         while not self._stop.is_set() and not self._gone:
             if time.monotonic() >= began + self._grace():
@@ -241,6 +279,10 @@ class PodWorker:
         except ApiError as err:
             if not err.not_found:
                 raise
+
+    def _event(self, container: ContainerRecord, event_type: str, reason: str, text: str) -> None:
+        self.kubelet.recorder.event(self.pod, event_type, reason, text,
+                                    field_path=container_path(container.spec.get("name", "")))
 
     def _teardown(self) -> None:
         for container in self.record.containers:

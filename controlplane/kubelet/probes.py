@@ -98,7 +98,8 @@ def run_probe(runtime: PodRuntime, probe: dict, container: dict, *, node: str, p
             command = list((probe["exec"] or {}).get("command") or [])
             if not command:
                 return False, "exec probe without a command"
-            code = runtime.exec_in_pod(namespace, pod, command, timeout)
+            code = runtime.exec_in_pod(namespace, pod, command, timeout,
+                                       container.get("name", ""))
             return code == 0, "" if code == 0 else f"command {command!r} exited with {code}"
     except PodRuntimeError as err:
         return False, str(err)

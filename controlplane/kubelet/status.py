@@ -30,6 +30,7 @@ class ContainerRecord:
     last_terminated: dict | None = None
     backoff_until: float = 0.0
     backoff: float = 0.0
+    config_retry: float = 0.0             # CreateContainerConfigError: try again then
     readiness: ProbeTracker | None = None
     liveness: ProbeTracker | None = None
 

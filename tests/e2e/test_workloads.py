@@ -180,14 +180,14 @@ def _try_http(wl: WorkloadLab, pod: str, url: str) -> str:
         return ""
 
 
-def test_readiness_probe_decides_ready_and_endpoints(wl, tmp_path):
-    flag = tmp_path / "ready"
+def test_readiness_probe_decides_ready_and_endpoints(wl):
+    flag = "/tmp/ready"                # in the pod's own /tmp, as in a container
     manifest = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "probed", "labels": {"app": "probed"}},
         "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
             "name": "web", "image": "nginx",
-            "readinessProbe": {"exec": {"command": ["test", "-e", str(flag)]},
+            "readinessProbe": {"exec": {"command": ["test", "-e", flag]},
                                "periodSeconds": 1, "failureThreshold": 1}}]}}
     wl.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
     wl.kubectl("expose", "pod", "probed", "--port=80")
@@ -200,7 +200,7 @@ def test_readiness_probe_decides_ready_and_endpoints(wl, tmp_path):
     row = next(l.split() for l in wl.kubectl("get", "po", "probed").splitlines()[1:])
     assert row[1:3] == ["0/1", "Running"]
     assert ready_addresses(wl, "probed") == []
-    flag.touch()
+    wl.kubectl("exec", "probed", "--", "touch", flag)
     assert wait_for("probed ready", lambda: ready_addresses(wl, "probed")) == [f"{ip}:80"]
     row = next(l.split() for l in wl.kubectl("get", "po", "probed").splitlines()[1:])
     assert row[1:3] == ["1/1", "Running"]

@@ -11,7 +11,13 @@ import itertools
 import signal
 import threading
 
-from base.cri import ContainerHandle, ContainerState, PodRuntimeError
+from base.cri import (
+    ConsoleConfig,
+    ContainerHandle,
+    ContainerState,
+    PodRuntimeError,
+    PodSandboxConfig,
+)
 
 
 class FakePodRuntime:
@@ -20,8 +26,9 @@ class FakePodRuntime:
         self._pids = itertools.count(1000)
         self._blocks = {node: ipaddress.ip_network(cidr) for node, cidr in
                         (pod_blocks or {}).items()}
-        self.pods: dict[tuple[str, str], dict] = {}          # (ns, name) -> {node, ip}
-        self.containers: dict[ContainerHandle, dict] = {}    # -> {argv, running, exit_code}
+        self.pods: dict[tuple[str, str], dict] = {}          # (ns, name) -> {node, ip, sandbox}
+        self.containers: dict[ContainerHandle, dict] = {}    # -> {argv, env, console, running,
+        #                                                        exit_code}
         self.signals: list[tuple[str, str, int]] = []        # (pod, container, signum)
         self.exit_on_term = exit_on_term
         self.tcp_open: set[tuple[str, int]] = set()
@@ -32,12 +39,14 @@ class FakePodRuntime:
 
     # --- pods ------------------------------------------------------------------
 
-    def create_pod(self, namespace: str, name: str, node: str) -> str:
+    def create_pod(self, namespace: str, name: str, node: str,
+                   sandbox: PodSandboxConfig | None = None) -> str:
         with self._lock:
             used = {p["ip"] for p in self.pods.values()}
             block = self._blocks.get(node, ipaddress.ip_network("192.168.99.0/24"))
             ip = next(str(a) for a in block.hosts() if str(a) not in used)
-            self.pods[(namespace, name)] = {"node": node, "ip": ip}
+            self.pods[(namespace, name)] = {"node": node, "ip": ip,
+                                            "sandbox": sandbox or PodSandboxConfig(name)}
             return ip
 
     def remove_pod(self, namespace: str, name: str) -> None:
@@ -51,12 +60,15 @@ class FakePodRuntime:
     # --- containers ----------------------------------------------------------
 
     def start_container(self, namespace: str, name: str, container: str,
-                        argv: list[str]) -> ContainerHandle:
+                        argv: list[str], env: dict[str, str],
+                        console: ConsoleConfig | None = None) -> ContainerHandle:
         with self._lock:
             if (namespace, name) not in self.pods:
                 raise PodRuntimeError(f"pod {namespace}/{name} has no host")
             handle = ContainerHandle(namespace, name, container, next(self._pids), 1)
-            self.containers[handle] = {"argv": list(argv), "running": True, "exit_code": None}
+            self.containers[handle] = {"argv": list(argv), "env": dict(env),
+                                       "console": console or ConsoleConfig(),
+                                       "running": True, "exit_code": None}
             return handle
 
     def container_state(self, handle: ContainerHandle) -> ContainerState:
@@ -92,7 +104,8 @@ class FakePodRuntime:
 
     # --- probes --------------------------------------------------------------
 
-    def exec_in_pod(self, namespace: str, name: str, argv: list[str], timeout: float) -> int:
+    def exec_in_pod(self, namespace: str, name: str, argv: list[str], timeout: float,
+                    container: str = "") -> int:
         with self._lock:
             return self.exec_codes.get((f"{namespace}/{name}", argv[0]), 0)
 

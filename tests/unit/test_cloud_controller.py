@@ -76,9 +76,11 @@ def test_lifecycle_of_a_classic_load_balancer(cloud):
     assert [(l.port, l.node_port) for l in lb.listeners] == [(80, node_port)]
     assert [t.node for t in lb.targets] == ["ip-172-31-0-11", "ip-172-31-0-12"]
     assert json.loads(paths["dns"].read_text()) == {**STATIC, hostname: ["203.0.113.11"]}
-    events, _ = client.list("events", "default")
-    assert any(e["reason"] == "EnsuredLoadBalancer" and hostname in e["message"]
-               for e in events)
+    # Events are written by the recorder's worker: wait for it, as `kubectl get events` would.
+    ensured = eventually(lambda: [e for e in client.list("events", "default")[0]
+                                  if e["reason"] == "EnsuredLoadBalancer"])
+    assert ensured[0]["message"] == "Ensured load balancer"
+    assert ensured[0]["involvedObject"]["name"] == "web"
 
     # a node excluded from load balancers leaves the targets
     client.patch("nodes", "ip-172-31-0-12", {"metadata": {"labels": {

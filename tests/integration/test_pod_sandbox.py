@@ -1,0 +1,339 @@
+"""A pod is a sandbox, and the runtime streams into it as a kubelet would (root).
+
+A small lab is built in this process (one worker, no control plane), the
+way labd/daemon.py builds one, and LabPodRuntime drives pods in it directly:
+hostname and /etc files, environment, a private /tmp, exec with pipes and a
+terminal, exit codes, a missing program, attach, dial, CRI logs across a
+restart; and afterwards no process is left and the machine's own hostname,
+/etc/hosts and environment are what they were.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+import pytest
+from mininet.log import setLogLevel
+
+from base.cri import ConsoleConfig, PodSandboxConfig, StreamTargetError
+from base.waiting import wait_until
+from topo.cleanup import processes_in_netns
+from topo.crilog import parse_line
+from topo.netns import ProcRef
+from topo.network import LabNetwork, host_exec_argv
+from topo.plan import etc_hosts_for_pod
+from topo.pod_runtime import LabPodRuntime
+from topo.spec import parse_spec
+from topo.state import LabPaths, LabState, write_state
+
+pytestmark = pytest.mark.root
+NODE = "ip-172-31-0-11"
+SPEC = {"nodes": [{"name": "ip-172-31-0-10", "role": "control-plane"}, {"name": NODE}],
+        "clients": []}
+KUBE_ENV = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443",
+            "KUBERNETES_PORT": "tcp://10.96.0.1:443"}
+SLEEP = ["sleep", "3600"]
+
+
+@dataclass
+class Lab:
+    network: LabNetwork
+    runtime: LabPodRuntime
+
+    def pod(self, name: str, *, argv=SLEEP, env=None, console=None, **sandbox) -> str:
+        ip = self.runtime.create_pod("default", name, NODE,
+                                     PodSandboxConfig(hostname=sandbox.pop("hostname", name),
+                                                      uid=f"uid-{name}", **sandbox))
+        self.runtime.start_container("default", name, "main", list(argv),
+                                     {**KUBE_ENV, **(env or {})}, console)
+        return ip
+
+
+@contextlib.contextmanager
+def lab_in_process(tmp_path_factory, tag: str):
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (network namespaces)")
+    setLogLevel("error")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SVCLAB_RUN_DIR", str(tmp_path_factory.mktemp("run")))
+        paths = LabPaths(f"{tag}{os.getpid() % 100000}")
+        paths.root.mkdir(parents=True)
+        me = ProcRef.of(os.getpid())
+        state = LabState(name=paths.name, daemon_pid=me.pid, daemon_start=me.start)
+        write_state(paths, state)
+        with LabNetwork(parse_spec(SPEC), paths, state) as network:
+            runtime = LabPodRuntime(network)
+            try:
+                yield Lab(network, runtime)
+            finally:
+                runtime.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with lab_in_process(tmp_path_factory, "sbx") as running:
+        yield running
+
+
+def drain(fd: int | None, deadline: float) -> bytes:
+    """Everything fd gives until EOF (an ended terminal: EIO), within the deadline."""
+    data = b""
+    while fd is not None:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no end of output by the deadline; got {data!r}"
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_until(fd: int, wanted: bytes, timeout: float = 10.0) -> bytes:
+    data, deadline = b"", time.monotonic() + timeout
+    while wanted not in data:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"{wanted!r} did not come in {timeout} s; got {data!r}"
+        chunk = os.read(fd, 65536)
+        assert chunk, f"output ended before {wanted!r}; got {data!r}"
+        data += chunk
+    return data
+
+
+def run(lab: Lab, pod: str, *argv: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    session = lab.runtime.exec("default", pod, "main", list(argv), stdin=stdin is not None,
+                               tty=False)
+    try:
+        if stdin is not None:
+            os.write(session.stdin, stdin)
+            session.close_stdin()
+        deadline = time.monotonic() + 15
+        out, err = drain(session.stdout, deadline), drain(session.stderr, deadline)
+        return session.wait(15), out.decode(), err.decode()
+    finally:
+        session.kill()
+
+
+def log_lines(lab: Lab, pod: str, previous: bool = False) -> list:
+    path = lab.runtime.log_path("default", pod, "main", previous=previous)
+    with open(path, "rb") as handle:
+        return [parse_line(line) for line in handle.read().splitlines()]
+
+
+# --- the sandbox ------------------------------------------------------------------------
+
+def test_hostname_hosts_and_hostname_files_are_the_pods(lab):
+    ip = lab.pod("web-1")
+    assert run(lab, "web-1", "hostname") == (0, "web-1\n", "")
+    assert run(lab, "web-1", "cat", "/etc/hostname") == (0, "web-1\n", "")
+    assert run(lab, "web-1", "cat", "/etc/hosts")[1] == etc_hosts_for_pod([ip], "web-1")
+    db = lab.pod("db-0", hostname="db-0", domain="db.default.svc.cluster.local")
+    assert run(lab, "db-0", "cat", "/etc/hosts")[1].endswith(
+        f"{db}\tdb-0.db.default.svc.cluster.local\tdb-0\n")
+    assert run(lab, "db-0", "getent", "hosts", "db-0")[1].split() == [
+        db, "db-0.db.default.svc.cluster.local", "db-0"]
+    assert "nameserver 10.96.0.10" in run(lab, "web-1", "cat", "/etc/resolv.conf")[1]
+
+
+def test_the_environment_is_the_containers_and_nothing_of_the_host(lab, monkeypatch):
+    monkeypatch.setenv("SVCLAB_HOST_ONLY", "leak")
+    lab.pod("env-1", env={"GREETING": "hello"})
+    code, out, _ = run(lab, "env-1", "env")
+    env = dict(line.split("=", 1) for line in out.splitlines())
+    assert code == 0 and env.pop("PWD", "/") == "/"
+    assert env == {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                   "HOSTNAME": "env-1", "HOME": "/root", "GREETING": "hello", **KUBE_ENV}
+    assert run(lab, "env-1", "pwd") == (0, "/\n", "")
+    assert lab.runtime.exec_in_pod("default", "env-1", ["sh", "-c", 'test "$GREETING" = hello'],
+                                   5) == 0
+
+
+def test_tmp_is_private_to_each_pod(lab):
+    lab.pod("tmp-a")
+    lab.pod("tmp-b")
+    name = f"svclab-{uuid.uuid4().hex}"
+    assert run(lab, "tmp-a", "sh", "-c", f"echo secret > /tmp/{name} && cat /tmp/{name}") == (
+        0, "secret\n", "")
+    assert not os.path.exists(f"/tmp/{name}")
+    assert run(lab, "tmp-b", "ls", "-A", "/tmp") == (0, "", "")
+    assert run(lab, "tmp-a", "sh", "-c", "mount | grep ' /tmp '")[1].startswith("svclab-pod-tmp")
+
+
+# --- exec -------------------------------------------------------------------------------
+
+def test_exec_with_pipes_keeps_the_streams_apart_and_gives_the_exit_code(lab):
+    lab.pod("exec-1")
+    assert run(lab, "exec-1", "cat", stdin=b"one\ntwo\n") == (0, "one\ntwo\n", "")
+    assert run(lab, "exec-1", "sh", "-c", "echo out; echo err >&2; exit 3") == (3, "out\n",
+                                                                                  "err\n")
+    assert run(lab, "exec-1", "sh", "-c", "kill -TERM $$")[0] == 143
+
+
+def test_exec_with_a_terminal_follows_its_size(lab):
+    lab.pod("tty-1")
+    session = lab.runtime.exec("default", "tty-1", "main", ["sh"], stdin=True, tty=True)
+    try:
+        assert session.stderr is None
+        session.resize(100, 40)
+        os.write(session.stdin, b"stty size; tty; exit 7\n")
+        out = drain(session.stdout, time.monotonic() + 15)
+        assert session.wait(15) == 7
+    finally:
+        session.kill()
+    assert b"40 100\r\n" in out and b"/dev/pts/" in out
+
+
+def test_a_missing_program_fails_as_runc_does(lab):
+    lab.pod("missing-1")
+    assert run(lab, "missing-1", "no-such-program") == (127, "", (
+        "OCI runtime exec failed: exec failed: unable to start container process: exec: "
+        '"no-such-program": executable file not found in $PATH: unknown\n'))
+    code, _, err = run(lab, "missing-1", "/etc/hosts")
+    assert (code, err) == (126, "OCI runtime exec failed: exec failed: unable to start "
+                                'container process: exec: "/etc/hosts": permission denied: '
+                                "unknown\n")
+    assert lab.runtime.exec_in_pod("default", "missing-1", ["no-such-program"], 5) == 127
+    with pytest.raises(StreamTargetError, match=r'container not found \("nope"\)'):
+        lab.runtime.exec("default", "missing-1", "nope", ["true"], stdin=False, tty=False)
+    with pytest.raises(StreamTargetError, match="pod does not exist"):
+        lab.runtime.exec("default", "no-pod", "main", ["true"], stdin=False, tty=False)
+
+
+# --- attach -----------------------------------------------------------------------------
+
+def test_attach_joins_the_console_of_a_stdin_container(lab):
+    lab.pod("cat-1", argv=["cat"], console=ConsoleConfig(stdin=True, stdin_once=True))
+    first = lab.runtime.attach("default", "cat-1", "main", stdin=True, tty=False)
+    try:
+        os.write(first.stdin, b"ping\n")
+        assert read_until(first.stdout, b"ping\n") == b"ping\n"
+        assert first.wait(0.2) is None                 # cat still reads
+        first.close_stdin()                            # stdinOnce: its input ends now
+        assert first.wait(15) == 0
+        assert drain(first.stdout, time.monotonic() + 15) == b""
+    finally:
+        first.kill()
+    assert [(l.stream, l.content) for l in log_lines(lab, "cat-1")] == [("stdout", b"ping")]
+
+
+def test_kubectl_run_it_shell_waits_for_its_terminal(lab):
+    lab.pod("shell-1", argv=["sh"], console=ConsoleConfig(stdin=True, stdin_once=True, tty=True))
+    session = lab.runtime.attach("default", "shell-1", "main", stdin=True, tty=True)
+    try:
+        session.resize(90, 30)
+        os.write(session.stdin, b"echo $HOSTNAME; stty size\n")
+        read_until(session.stdout, b"shell-1\r\n30 90\r\n")
+        os.write(session.stdin, b"exit 4\n")
+        assert session.wait(15) == 4
+    finally:
+        session.kill()
+
+
+# --- dial -------------------------------------------------------------------------------
+
+def test_dial_reaches_localhost_inside_the_pod_and_names_a_closed_port(lab):
+    server = ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 8080)); s.listen(); "
+              "c, _ = s.accept(); c.sendall(b'hello from ' + socket.gethostname().encode())")
+    lab.pod("local-1", argv=["python3", "-c", server])
+    sock = wait_until("the pod's localhost listener", lambda: _dial(lab, "local-1", 8080))
+    with sock:
+        sock.settimeout(10)
+        assert sock.recv(100) == b"hello from local-1"
+    with pytest.raises(StreamTargetError) as closed:
+        lab.runtime.dial("default", "local-1", 8081, 5)
+    assert closed.value.reason == "InternalError"
+    assert "failed to connect to localhost:8081 inside namespace" in closed.value.message
+    assert ("IPv4: dial tcp4 127.0.0.1:8081: connect: connection refused IPv6 dial tcp6 "
+            "[::1]:8081: connect: ") in closed.value.message
+
+
+def _dial(lab: Lab, pod: str, port: int) -> socket.socket | None:
+    try:
+        return lab.runtime.dial("default", pod, port, 2)
+    except StreamTargetError:
+        return None
+
+
+# --- logs -------------------------------------------------------------------------------
+
+def test_logs_are_cri_lines_and_the_previous_run_is_kept(lab):
+    script = "echo run-$RUN; echo oops >&2; printf partial"
+    lab.pod("log-1", argv=["sh", "-c", script], env={"RUN": "1"})
+    assert lab.runtime.log_path("default", "log-1", "main", previous=True) is None
+    handle = next(h for h in lab.runtime._runs if h.pod == "log-1")
+    assert wait_until("first run ends", lambda: not lab.runtime.container_state(handle).running)
+    assert lab.runtime.container_state(handle).exit_code == 0
+    lab.runtime.start_container("default", "log-1", "main", ["sh", "-c", script],
+                                {"RUN": "2"})
+    first = wait_until("first run's log", lambda: len(log_lines(lab, "log-1", True)) == 3 and
+                       log_lines(lab, "log-1", True))
+    assert {(l.stream, l.partial, l.content) for l in first} == {
+        ("stdout", False, b"run-1"), ("stderr", False, b"oops"), ("stdout", True, b"partial")}
+    current = wait_until("second run's log", lambda: [l.content for l in log_lines(
+        lab, "log-1") if l.stream == "stdout"] == [b"run-2", b"partial"])
+    assert current
+    folder = os.path.dirname(os.path.dirname(lab.runtime.log_path("default", "log-1", "main")))
+    assert folder.endswith("/pods/default_log-1_uid-log-1")
+    lab.runtime.remove_pod("default", "log-1")
+    assert not os.path.exists(folder)
+
+
+def test_signals_reach_the_whole_group_and_give_the_exit_code(lab):
+    lab.pod("group-1", argv=["sh", "-c", "sleep 3600 & sleep 3600"])
+    handle = next(h for h in lab.runtime._runs if h.pod == "group-1")
+    members = wait_until("two sleeps", lambda: len(_group(handle.pid)) == 3 and
+                         _group(handle.pid))
+    lab.runtime.signal_container(handle, signal.SIGTERM)
+    assert wait_until("stopped", lambda: not lab.runtime.container_state(handle).running)
+    assert lab.runtime.container_state(handle).exit_code == 143
+    assert wait_until("group gone", lambda: not any(os.path.exists(f"/proc/{pid}")
+                                                    and _state(pid) != "Z" for pid in members))
+
+
+def _group(pgid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(entry)) == pgid and _state(int(entry)) != "Z":
+                    found.append(int(entry))
+    return found
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+# --- and afterwards ----------------------------------------------------------------------
+
+def test_nothing_is_left_and_the_machine_is_untouched(tmp_path_factory):
+    before = (os.uname().nodename, open("/etc/hosts").read(), dict(os.environ))
+    with lab_in_process(tmp_path_factory, "sbxend") as small:
+        mine = f"/tmp/svclab-sandbox-{uuid.uuid4().hex}"
+        ip = small.pod("last-1", argv=["sh", "-c", f"echo x > {mine}; sleep 3600"])
+        exec_session = small.runtime.exec("default", "last-1", "main", ["sleep", "3600"],
+                                          stdin=True, tty=True)
+        attached = small.runtime.attach("default", "last-1", "main", stdin=False, tty=False)
+        record = next(r for r in small.network.state.hosts.values() if r.name == "last-1")
+        argv = host_exec_argv(small.network.paths, record, ["hostname"])
+        assert argv[-2:] == ["HOME=/root", "hostname"] and "HOSTNAME=last-1" in argv
+        assert ip and os.uname().nodename == before[0]
+        netns = set(small.network.state.netns_seen)
+        shells = {r.pid for r in small.network.state.hosts.values()}
+        small.runtime.close()
+        assert exec_session.stdout is None and attached.stdout is None
+        assert processes_in_netns(netns, exclude=shells) == []
+    after = (os.uname().nodename, open("/etc/hosts").read(), dict(os.environ))
+    assert after == before and not os.path.exists(mine)
