@@ -7,13 +7,16 @@ Prints, on a fresh lab with one `web` pod:
   * port-forward throughput: 100 MB from a one-shot sender in the pod, read
     through `kubectl port-forward` on 127.0.0.1 (MB/s);
   * 50 concurrent `kubectl exec`s: how many finished with exit code 0, and
-    the wall time of the batch.
+    the wall time of the batch;
+  * `kubectl logs -f`: from the moment the runtime stamped an access-log line
+    (its CRI timestamp) until kubectl printed it (target: under 1 s).
 
     sudo .venv/bin/python benchmarks/pod_verbs_bench.py [--runs N] [--json]
 """
 from __future__ import annotations
 
 import argparse
+import calendar
 import concurrent.futures
 import json
 import os
@@ -118,6 +121,38 @@ def concurrent_execs(k: Kubectl, pod: str, count: int = 50) -> dict:
             "text": f"{count} concurrent kubectl exec: {ok} ok in {took:.2f} s"}
 
 
+def follow_latency(k: Kubectl, pod: str, requests: int = 10) -> dict:
+    follow = k.popen("logs", "-f", "--tail=0", "--timestamps", pod, stdout=subprocess.PIPE,
+                     text=True)
+    latencies = []
+    try:
+        time.sleep(1.0)
+        code = ("import time, urllib.request\n"
+                f"for i in range({requests}):\n"
+                "    urllib.request.urlopen(f'http://127.0.0.1/hostname?mark{i}').read()\n"
+                "    time.sleep(0.2)\n")
+        k.popen("exec", pod, "--", sys.executable, "-c", code, stdout=subprocess.DEVNULL)
+        while len(latencies) < requests:
+            ready, _, _ = select.select([follow.stdout], [], [], 15)
+            if not ready:
+                break
+            line = follow.stdout.readline()
+            arrived = time.time()
+            if "?mark" in line:
+                stamp = line.split(" ", 1)[0].rstrip("Z")
+                whole, _, frac = stamp.partition(".")
+                written = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) \
+                    + float("0." + (frac or "0"))
+                latencies.append(arrived - written)
+    finally:
+        follow.kill()
+        follow.wait(timeout=10)
+    if not latencies:
+        raise RuntimeError("kubectl logs -f printed none of the access-log lines")
+    return {"lines": len(latencies), "latency_ms": [round(x * 1000, 1) for x in latencies],
+            "text": f"logs -f: {len(latencies)} lines, stamped -> printed {spread(latencies)} ms"}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
@@ -130,7 +165,8 @@ def main() -> int:
             "get", "pod", "web", "-o", "jsonpath={.status.phase}").stdout == "Running", 60)
         results = {"exec": exec_overhead(k, "web", args.runs),
                    "port_forward": forward_throughput(k, "web"),
-                   "concurrent_exec": concurrent_execs(k, "web")}
+                   "concurrent_exec": concurrent_execs(k, "web"),
+                   "logs_follow": follow_latency(k, "web")}
     if args.json:
         print(json.dumps(results, indent=1))
     else:

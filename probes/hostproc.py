@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 
 from base.errors import CommandError
-from topo.netns import MNEXEC, ensure_lab_namespace
+from topo.netns import HOST_CWD, MNEXEC, ensure_lab_namespace
 
 PROGRESS_PREFIX = "progress "
 
@@ -25,7 +25,7 @@ def run_streaming(pid: int, argv: list[str], *, input: str, timeout: float, wher
     ensure_lab_namespace(pid)
     full = [MNEXEC, "-a", str(pid), *argv]
     proc = subprocess.Popen(full, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, cwd=HOST_CWD)
     stdout_parts: list[str] = []
     other_stderr: list[str] = []
 

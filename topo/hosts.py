@@ -16,6 +16,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from topo.plan import POD_TMP_SIZE, HostConfig, LinkPlan
 # a handler of its own (so each of our log lines would print twice); undo that.
 logging.setLoggerClass(logging.Logger)
 LINK_TIMEOUT = 5.0
+POD_TMP_STAGING = "/mnt"          # where a pod's /tmp is assembled before it moves
 
 
 class _Namespaced:
@@ -125,10 +127,34 @@ def configure(host, config: HostConfig, files: Path) -> None:
         steps.append(f"iptables-restore --noflush < {shlex.quote(str(rules))}")
     if config.private_tmp:
         # Last: every file above may live under the machine's /tmp (a test's state folder).
-        steps.append(f"mount -t tmpfs -o mode=1777,nosuid,nodev,size={POD_TMP_SIZE} "
-                     "svclab-pod-tmp /tmp")
+        steps += private_tmp_steps(kept_under_tmp())
     if steps:
         run_in(host.pid, ["sh", "-ec", "\n".join(steps)], where=config.host)
+
+
+def kept_under_tmp() -> tuple[str, ...]:
+    """The folders under the machine's /tmp that a pod's programs need: where
+    svclab and its Python live when the checkout (or its venv) is under /tmp,
+    as a CI clone may be.  Their top-level folder under /tmp, each once."""
+    needed = {Path(__file__).resolve().parents[1], Path(sys.prefix).resolve(),
+              Path(sys.executable).resolve().parent}
+    return tuple(sorted({f"/tmp/{p.relative_to('/tmp').parts[0]}" for p in needed
+                         if p.is_relative_to("/tmp") and p != Path("/tmp")}))
+
+
+def private_tmp_steps(kept: tuple[str, ...]) -> list[str]:
+    """Shell steps that give a pod a tmpfs of its own on /tmp, with `kept`
+    folders of the machine's /tmp bound into it.  The tmpfs is made at /mnt
+    first (the pod's mount namespace is private: the machine's /mnt is not
+    touched), the kept folders are bound into it while the machine's /tmp is
+    still visible, and then it moves onto /tmp with them."""
+    steps = [f"mount -t tmpfs -o mode=1777,nosuid,nodev,size={POD_TMP_SIZE} "
+             f"svclab-pod-tmp {POD_TMP_STAGING}"]
+    for path in kept:
+        staged = shlex.quote(POD_TMP_STAGING + path.removeprefix("/tmp"))
+        steps += [f"mkdir -p {staged}", f"mount --bind {shlex.quote(path)} {staged}"]
+    steps.append(f"mount --move {POD_TMP_STAGING} /tmp")
+    return steps
 
 
 def configure_pod_side_of_node(node, batch: tuple[str, ...],

@@ -26,6 +26,9 @@ from base.errors import CommandError, LabError
 
 MNEXEC = "mnexec"
 NSENTER = "nsenter"
+# mnexec -a returns to the caller's working directory inside the host, which a
+# pod (its /tmp is its own) may not have: processes entering hosts start at /.
+HOST_CWD = "/"
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUTS = 0x04000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -97,7 +100,7 @@ def run_in(pid: int, argv: list[str], *, input: str | None = None,
     full = [MNEXEC, "-a", str(pid), *argv]
     try:
         proc = subprocess.run(full, input=input, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+                              timeout=timeout, check=False, cwd=HOST_CWD)
     except subprocess.TimeoutExpired as err:
         raise CommandError(full, -1, "", f"timed out after {timeout} s", where) from err
     if proc.returncode != 0:

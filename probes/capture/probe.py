@@ -36,7 +36,7 @@ from probes.capture.meta import (
     peers_of,
     render_capture_json,
 )
-from topo.netns import MNEXEC, ensure_lab_namespace, netns_inode, run_in
+from topo.netns import HOST_CWD, MNEXEC, ensure_lab_namespace, netns_inode, run_in
 from topo.plan import plan_lab
 from topo.spec import load_spec
 from topo.state import HostRecord, LabPaths, LabState, read_state
@@ -89,7 +89,7 @@ class _Tcpdump:
         with open(pcap, "wb") as sink:
             self.proc = subprocess.Popen([MNEXEC, "-a", str(record.pid), *argv],
                                          stdin=subprocess.DEVNULL, stdout=sink,
-                                         stderr=subprocess.PIPE, text=True)
+                                         stderr=subprocess.PIPE, text=True, cwd=HOST_CWD)
         self.reader = threading.Thread(target=self._read_stderr, daemon=True,
                                        name=f"tcpdump-{record.host}")
         self.reader.start()
