@@ -10,7 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 PACKAGES="mininet iptables nftables iproute2 tcpdump iputils-ping conntrack \
-bridge-utils net-tools util-linux procps curl python3 python3-venv python3-pip"
+bridge-utils net-tools util-linux procps curl wget bind9-dnsutils python3 python3-venv \
+python3-pip"
 
 missing=""
 for pkg in $PACKAGES; do
