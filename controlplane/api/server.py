@@ -115,13 +115,7 @@ class _Handler(StreamedResponses, BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _stream(self, stream: Stream) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", stream.content_type)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Cache-Control", "no-cache, private")
-        self.end_headers()
-        self.wfile.flush()
-        self.close_connection = True
+        self._start_chunked(stream.content_type)
         try:
             for event in stream.events:
                 line = json.dumps(event, separators=(",", ":")).encode() + b"\n"

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from base.kube.client import KubeClient
 from controlplane.api import ApiServer
 from support import controller_harness as harness
+from support.fake_streams import FakePodStreams
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = REPO / ".venv" / "bin" / "kubectl"
@@ -112,3 +114,18 @@ def shared_server(tmp_path_factory):
 def shared_kubectl(shared_server, tmp_path_factory) -> Kubectl:
     tmp = tmp_path_factory.mktemp("kubectl")
     return Kubectl(shared_server.kubeconfig_path, tmp / "kube-cache", tmp)
+
+
+@pytest.fixture
+def client(api_server) -> KubeClient:
+    """An admin API client of the per-test server."""
+    return KubeClient.from_kubeconfig(str(api_server.kubeconfig_path))
+
+
+@pytest.fixture
+def fake(api_server, tmp_path):
+    """The per-test server's node side: FakePodStreams (local processes, no root)."""
+    streams = FakePodStreams(tmp_path / "pods")
+    api_server.pod_streams = streams
+    yield streams
+    streams.close()

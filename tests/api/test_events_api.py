@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from base.kube.client import ApiError, KubeClient
+from base.kube.client import ApiError
 from controlplane.api import ApiServer, ApiServerError, tables
 from controlplane.api.errors import StatusError
 from controlplane.api.events import new_event
@@ -37,11 +37,6 @@ def kubelet_event(reason="Started", message="Container started", ref=POD_REF, **
                       next(NANOS))
     event.update(fields)
     return event
-
-
-@pytest.fixture
-def client(api_server) -> KubeClient:
-    return KubeClient.from_kubeconfig(str(api_server.kubeconfig_path))
 
 
 def rows(text: str) -> list[list[str]]:

@@ -8,21 +8,8 @@ import subprocess
 
 import pytest
 
-from base.kube.client import ApiError, KubeClient
-from support.fake_streams import FakePodStreams, make_pod
-
-
-@pytest.fixture
-def fake(api_server, tmp_path):
-    streams = FakePodStreams(tmp_path / "pods")
-    api_server.pod_streams = streams
-    yield streams
-    streams.close()
-
-
-@pytest.fixture
-def client(api_server) -> KubeClient:
-    return KubeClient.from_kubeconfig(str(api_server.kubeconfig_path))
+from base.kube.client import ApiError
+from support.fake_streams import make_pod
 
 
 def stamp(ago: float) -> str:

@@ -24,22 +24,8 @@ import time
 
 import pytest
 
-from base.kube.client import KubeClient
 from base.waiting import wait_until
-from support.fake_streams import EchoServer, FakePodStreams, make_pod
-
-
-@pytest.fixture
-def fake(api_server, tmp_path):
-    streams = FakePodStreams(tmp_path / "pods")
-    api_server.pod_streams = streams
-    yield streams
-    streams.close()
-
-
-@pytest.fixture
-def client(api_server) -> KubeClient:
-    return KubeClient.from_kubeconfig(str(api_server.kubeconfig_path))
+from support.fake_streams import EchoServer, make_pod
 
 
 @pytest.fixture

@@ -8,15 +8,7 @@ from kubernetes import config
 from kubernetes.stream import portforward, stream
 
 from base.kube.client import KubeClient
-from support.fake_streams import EchoServer, FakePodStreams, make_pod
-
-
-@pytest.fixture
-def fake(api_server, tmp_path):
-    streams = FakePodStreams(tmp_path / "pods")
-    api_server.pod_streams = streams
-    yield streams
-    streams.close()
+from support.fake_streams import EchoServer, make_pod
 
 
 @pytest.fixture

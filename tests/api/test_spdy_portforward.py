@@ -13,18 +13,15 @@ import threading
 
 import pytest
 
-from base.kube.client import KubeClient
 from controlplane.api.spdy import SpdySession
-from support.fake_streams import EchoServer, FakePodStreams, make_pod
+from support.fake_streams import EchoServer, make_pod
 
 
 @pytest.fixture
-def fake(api_server, tmp_path):
-    streams = FakePodStreams(tmp_path / "pods")
-    api_server.pod_streams = streams
-    make_pod(KubeClient.from_kubeconfig(str(api_server.kubeconfig_path)), streams, "p")
-    yield streams
-    streams.close()
+def fake(fake, client):
+    """The fake node side with a running pod `p`."""
+    make_pod(client, fake, "p")
+    return fake
 
 
 @pytest.fixture

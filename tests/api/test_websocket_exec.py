@@ -10,17 +10,14 @@ from urllib.parse import urlencode
 import pytest
 import websocket
 
-from base.kube.client import KubeClient
-from support.fake_streams import FakePodStreams, make_pod
+from support.fake_streams import make_pod
 
 
 @pytest.fixture
-def fake(api_server, tmp_path):
-    streams = FakePodStreams(tmp_path / "pods")
-    api_server.pod_streams = streams
-    make_pod(KubeClient.from_kubeconfig(str(api_server.kubeconfig_path)), streams, "p")
-    yield streams
-    streams.close()
+def fake(fake, client):
+    """The fake node side with a running pod `p`."""
+    make_pod(client, fake, "p")
+    return fake
 
 
 def connect(server, protocol: str, command: list[str], **flags: str) -> websocket.WebSocket:

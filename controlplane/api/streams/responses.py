@@ -19,14 +19,18 @@ from controlplane.api.streams.transport import Duplex
 class StreamedResponses:
     """Mixed into a BaseHTTPRequestHandler (uses wfile, rfile, connection)."""
 
-    def _byte_stream(self, stream: ByteStream) -> None:
+    def _start_chunked(self, content_type: str) -> None:
+        """200 with a chunked body of content_type; the connection ends with it."""
         self.send_response(200)
-        self.send_header("Content-Type", stream.content_type)
+        self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True
+
+    def _byte_stream(self, stream: ByteStream) -> None:
+        self._start_chunked(stream.content_type)
         try:
             for chunk in stream.chunks:
                 if not chunk:       # a heartbeat: is the client still there?
