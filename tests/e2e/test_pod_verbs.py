@@ -200,9 +200,16 @@ def test_a_pod_has_its_own_hostname_hosts_file_and_container_environment(k, web)
     assert env["HOSTNAME"] == web
     assert env["KUBERNETES_SERVICE_HOST"] == "10.96.0.1"
     assert env["KUBERNETES_SERVICE_PORT"] == "443"
+    # Service links are those of the services that existed when a pod started:
+    # the web pods may predate their Service, a pod started now does not.
+    k.run("run", "envcheck", "--image=busybox", "--", "sleep", "600")
+    wait_for("envcheck running", lambda: k.running("envcheck"), timeout=30)
+    env = dict(line.split("=", 1) for line in k.out("exec", "envcheck", "--", "env")
+               .splitlines() if "=" in line)
     web_ip = k.out("get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")
     assert env["WEB_SERVICE_HOST"] == web_ip and env["WEB_SERVICE_PORT"] == "80"
     assert env["WEB_PORT"] == f"tcp://{web_ip}:80"
+    k.run("delete", "pod", "envcheck", "--wait=false")
     assert socket.gethostname() == host_name          # nothing leaked to the machine
     assert Path("/etc/hosts").read_text() == host_hosts
     assert "KUBERNETES_SERVICE_HOST" not in os.environ
