@@ -55,6 +55,15 @@ class HostAlias:
 
 
 @dataclass(frozen=True)
+class ProjectedFiles:
+    """A read-only folder of files the kubelet puts into the pod (a projected volume,
+    e.g. the service-account token, the cluster's CA and the pod's namespace)."""
+
+    path: str                                  # where the pod's containers see it
+    files: tuple[tuple[str, str], ...]         # (file name, content)
+
+
+@dataclass(frozen=True)
 class PodSandboxConfig:
     """What the kubelet decided about a pod's sandbox (the CRI's PodSandboxConfig).
 
@@ -69,6 +78,7 @@ class PodSandboxConfig:
     kernel_hostname: str = ""
     uid: str = ""
     host_aliases: tuple[HostAlias, ...] = ()
+    volumes: tuple[ProjectedFiles, ...] = ()
 
     @property
     def uts_hostname(self) -> str:

@@ -1,26 +1,37 @@
 #!/usr/bin/env python3
 """Benchmark: how fast every node stops sending new connections to a deleted
-pod, and starts sending them to a new one (issue 5's convergence figures).
+pod or Service, and starts sending them to a new pod (issues 5 and 22).
 
 A 3-replica deployment behind a ClusterIP; on every node a worker opens new
 connections to the ClusterIP back to back and records (wall time, which pod
-answered).  Then, per trial:
+answered).  Then, per trial (--kinds):
   * delete: `kubectl delete pod P` at T0 -> per node, the last new connection
     P answered after T0 (target: <= 300 ms at p99 on every node);
-  * scale up: `kubectl scale --replicas=4` at T0 -> per node, the first
-    connection the new pod answered.
+  * scale: `kubectl scale --replicas=4` at T0 -> per node, the first
+    connection the new pod answered;
+  * svc-delete (issue 22): with --services filler Services in the lab (each
+    selecting the same 3 pods), a Service `gone-K` is created, reached from
+    every node, then `kubectl delete svc gone-K` at T0 -> per node, the last
+    new connection to its ClusterIP that succeeded after T0 (target: <= 300
+    ms at p99 with 5,000 services), --deletes times.
 Needs root.  Prints figures; asserts nothing.
+
+  .venv/bin/python benchmarks/convergence_bench.py --proxy-mode nftables \
+      --kinds svc-delete --services 5000 --deletes 20
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+from base.errors import LabError
 from base.kube.client import KubeClient
 from labd import lifecycle
 from topo.netns import run_in
@@ -62,6 +73,25 @@ spec: {selector: {app: conv}, ports: [{port: 80}]}
 """
 
 
+REACH = """
+import socket, sys, time
+vip, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+while time.time() < deadline:
+    try:
+        socket.create_connection((vip, 80), timeout=0.3).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.02)
+sys.exit(1)
+"""
+PROXIED = """
+import re, sys, urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:10249/metrics", timeout=5).read().decode()
+print(*(re.search(rf"^svclab_proxy_{what} (\\d+)", text, re.M).group(1)
+        for what in ("services", "endpoints")))
+"""
+
+
 def kubectl(name: str, *args: str, stdin: str | None = None) -> str:
     proc = subprocess.run(lifecycle.kubectl_argv(name, list(args)), input=stdin,
                           capture_output=True, text=True, timeout=60)
@@ -87,7 +117,7 @@ def hammer_all(name: str, vip: str, seconds: float):
     """Start the connection loop on every node at once.
 
     Returns (results, threads): results[node] = [(t, pod)] once the threads end."""
-    nodes = [r for r in read_state(LabPaths(name)).hosts.values() if r.kind == "node"]
+    nodes = nodes_of(name)
     results: dict[str, list] = {}
 
     def one(record):
@@ -128,29 +158,141 @@ def trial(name: str, api: KubeClient, vip: str, kind: str) -> dict[str, float]:
     return figures
 
 
+def nodes_of(name: str, attempts: int = 20) -> list:
+    """The lab's node records (the state file may be mid-write: retried)."""
+    for attempt in range(attempts):
+        try:
+            state = read_state(LabPaths(name))
+        except LabError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+            continue
+        return [r for r in state.hosts.values() if r.kind == "node"]
+    raise LabError(f"lab {name}: no readable state")
+
+
+def service(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": "conv"}, "ports": [{"port": 80}]}}
+
+
+def fill(name: str, api: KubeClient, count: int, timeout: float = 1800) -> float:
+    """count filler Services over the conv pods; returns when every node's
+    agent proxies them all, with their endpoints (its /metrics)."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: api.create("services", service(f"fill-{i}"), "default"),
+                      range(count)))
+    created = time.monotonic() - started
+    want = (count + 3, 3 * (count + 1))   # + kubernetes, kube-dns, conv
+    deadline = time.monotonic() + timeout
+    for record in nodes_of(name):
+        while True:
+            got = [int(x) for x in run_in(record.pid, [sys.executable, "-c", PROXIED]).split()]
+            if got[0] >= want[0] and got[1] >= want[1]:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{record.name}: agent proxies {got} (services, "
+                                 f"endpoints), not {want}")
+            time.sleep(2.0)
+    print(f"{count} filler services: created in {created:.0f} s, on every node's "
+          f"agent after {time.monotonic() - started:.0f} s", flush=True)
+    return created
+
+
+def service_delete_trial(name: str, api: KubeClient, k: int, via_kubectl: bool
+                         ) -> tuple[dict[str, float], float]:
+    """Create gone-k, reach it from every node, delete it (`kubectl delete
+    svc`, or the same DELETE request sent straight to the API); per node,
+    the last successful new connection to its ClusterIP started after T0
+    (the start of the delete), and how long the delete call took."""
+    svc = f"gone-{k}"
+    vip = api.create("services", service(svc), "default")["spec"]["clusterIP"]
+    deadline = time.monotonic() + 180
+    while len([a for s in (api.find("endpoints", svc, "default") or {}).get("subsets") or []
+               for a in s.get("addresses") or []]) < 3:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{svc}: no endpoints in 180 s")
+        time.sleep(0.05)
+    for record in nodes_of(name):
+        run_in(record.pid, [sys.executable, "-c", REACH, vip, "60"], timeout=90)
+    results, threads = hammer_all(name, vip, 4.0)
+    time.sleep(2.0)                    # every node's loop is running by then
+    t0 = time.time()
+    if via_kubectl:
+        kubectl(name, "delete", "svc", svc, "--wait=false")
+    else:
+        api.delete("services", svc, "default")
+    took = time.time() - t0
+    for thread in threads:
+        thread.join(60)
+    figures = {}
+    for node, samples in results.items():
+        if not any(t < t0 and not pod.startswith("ERR") for t, pod in samples):
+            raise SystemExit(f"{node}: no connection to {svc} before the delete")
+        hits = [t for t, pod in samples if t >= t0 and not pod.startswith("ERR")]
+        figures[node] = (max(hits) - t0) if hits else 0.0
+    return figures, took
+
+
+def report(label: str, per_node: dict[str, list[float]]) -> None:
+    def p99(values):
+        ordered = sorted(values)
+        return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+    print(label)
+    for node, values in sorted(per_node.items()):
+        print(f"  {node}: median {statistics.median(values):7.1f}  "
+              f"p99 {p99(values):7.1f}  max {max(values):7.1f}")
+    every = [v for values in per_node.values() for v in values]
+    print(f"  all nodes ({len(every)} samples): p99 {p99(every):7.1f} ms", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--proxy-mode", choices=("iptables", "nftables"), default="iptables")
+    parser.add_argument("--kinds", default="delete,scale",
+                        help="comma-separated: delete, scale, svc-delete")
+    parser.add_argument("--services", type=int, default=0,
+                        help="filler Services created first (svc-delete: 5000)")
+    parser.add_argument("--deletes", type=int, default=20,
+                        help="Service deletes measured (svc-delete)")
     args = parser.parse_args()
+    kinds = args.kinds.split(",")
     with lifecycle.running("conv", proxy_mode=args.proxy_mode) as name:
         api = KubeClient.from_kubeconfig(str(LabPaths(name).kubeconfig))
         kubectl(name, "apply", "-f", "-", stdin=MANIFEST)
         wait_ready(api, 3)
         vip = api.get("services", "conv", "default")["spec"]["clusterIP"]
+        if args.services:
+            fill(name, api, args.services)
+        if "svc-delete" in kinds:
+            per_way: dict[bool, dict[str, list[float]]] = {True: {}, False: {}}
+            call_ms: dict[bool, list[float]] = {True: [], False: []}
+            for k in range(2 * args.deletes):          # kubectl and API, in turn
+                way = k % 2 == 0
+                figures, took = service_delete_trial(name, api, k, way)
+                call_ms[way].append(took * 1000)
+                for node, seconds in figures.items():
+                    per_way[way].setdefault(node, []).append(seconds * 1000)
+            for way, what in ((True, "`kubectl delete svc`"),
+                              (False, "the API DELETE request (what kubectl sends)")):
+                report(f"last new connection to a deleted Service after {what} "
+                       f"started ({args.deletes} deletes, {args.services} other "
+                       f"services, {args.proxy_mode} mode), ms:", per_way[way])
+                report("  the delete call itself (start to return), ms:",
+                       {"call": call_ms[way]})
         for kind, label in (("delete", "last new connection to the deleted pod"),
                             ("scale", "first connection to the new pod")):
-            per_node: dict[str, list[float]] = {}
+            if kind not in kinds:
+                continue
+            figures: dict[str, list[float]] = {}
             for _ in range(args.trials):
                 for node, seconds in trial(name, api, vip, kind).items():
-                    per_node.setdefault(node, []).append(seconds * 1000)
-            print(f"{label} after `kubectl {'delete pod' if kind == 'delete' else 'scale'}` "
-                  f"({args.trials} trials, {args.proxy_mode} mode), ms:")
-            for node, values in sorted(per_node.items()):
-                ordered = sorted(values)
-                p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-                print(f"  {node}: median {statistics.median(ordered):7.1f}  "
-                      f"p99 {p99:7.1f}  max {max(ordered):7.1f}")
+                    figures.setdefault(node, []).append(seconds * 1000)
+            report(f"{label} after `kubectl {'delete pod' if kind == 'delete' else 'scale'}` "
+                   f"({args.trials} trials, {args.proxy_mode} mode), ms:", figures)
     return 0
 
 

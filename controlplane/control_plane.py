@@ -5,7 +5,7 @@
 
 ControlPlane owns everything it starts: the shared informers (one list+watch
 per resource for all controllers), the deployment, replicaset, scheduler,
-endpoints and garbage-collector controllers, the kubelets, and one Event
+endpoints, garbage-collector and service-account controllers, the kubelets, and one Event
 recorder per component (a kubelet's writes through its node's client, with
 the node as the Events' host); leaving the `with` block stops them all with
 bounded joins (the recorders last, so the final Events are written), then
@@ -19,16 +19,19 @@ import time
 from base.cri import PodRuntime
 from base.kube.client import KubeClient
 from base.kube.informer import Informer
+from controlplane.controllers.clusterrole_aggregation import ClusterRoleAggregationController
 from controlplane.controllers.deployment import DeploymentController
 from controlplane.controllers.endpoints_controller import EndpointsController
 from controlplane.controllers.gc import GarbageCollector
 from controlplane.controllers.replicaset import ReplicaSetController
 from controlplane.controllers.scheduler import Scheduler
+from controlplane.controllers.serviceaccounts import ServiceAccountsController
 from controlplane.events import EventRecorder
 from controlplane.kubelet.kubelet import HEARTBEAT_SECONDS, Kubelet
 
 SHARED_RESOURCES = ("pods", "services", "endpoints", "endpointslices", "deployments",
-                    "replicasets", "nodes")
+                    "replicasets", "nodes", "networkpolicies", "namespaces", "serviceaccounts",
+                    "clusterroles")
 STOP_TIMEOUT = 5.0
 
 
@@ -37,17 +40,24 @@ class ControlPlane:
                  python: str = sys.executable,
                  builtin_images: dict[str, list[str]] | None = None,
                  node_clients: dict[str, KubeClient] | None = None,
+                 scheduler_client: KubeClient | None = None,
                  heartbeat_seconds: float = HEARTBEAT_SECONDS):
-        """node_clients: per node, the client its kubelet uses (in the lab: one
+        """client: the controllers' (kube-controller-manager's identity in the lab);
+        scheduler_client: the scheduler's writes (default: `client`);
+        node_clients: per node, the client its kubelet uses (in the lab: one
         whose connections leave from the node, so a cut-off node stops
         reporting, as a real one does); default: `client`."""
         self.client = client
         self.runtime = runtime
         self.informers = {r: Informer(client, r) for r in SHARED_RESOURCES}
         self.recorders: list[EventRecorder] = []
-        self.controllers = [cls(client, self.informers, self._recorder(client, cls.component))
+        own = {Scheduler: scheduler_client or client}
+        self.controllers = [cls(own.get(cls, client), self.informers,
+                                self._recorder(own.get(cls, client), cls.component))
                             for cls in (DeploymentController, ReplicaSetController, Scheduler,
-                                        EndpointsController, GarbageCollector)]
+                                        EndpointsController, GarbageCollector,
+                                        ServiceAccountsController,
+                                        ClusterRoleAggregationController)]
         node_clients = node_clients or {}
         self.kubelets = [Kubelet(node_clients.get(name, client), runtime, name, python=python,
                                  builtin_images=builtin_images, heartbeat=heartbeat_seconds,

@@ -14,7 +14,8 @@ from pathlib import Path
 from base.errors import UsageError
 from experiments.framework import Context, Summary, meta
 
-EXPERIMENTS = ("seed-walkthrough", "distribution", "traffic-policy", "failover", "scale")
+EXPERIMENTS = ("seed-walkthrough", "distribution", "traffic-policy", "failover", "scale",
+               "netpol")
 
 
 def module_of(name: str):

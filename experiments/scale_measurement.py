@@ -23,6 +23,7 @@ case in a child (`python -m experiments.scale_measurement N MODE CONNECTS`);
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import subprocess
@@ -31,7 +32,7 @@ import time
 from contextlib import contextmanager
 
 from agents.proxy import NodeInfo, endpoint_slice_from_k8s, service_from_k8s
-from agents.proxy.agent import sync_rules
+from agents.proxy.agent import resync_skippable, sync_rules
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
 from agents.proxy.iptables_backend import IptablesBackend
 from agents.proxy.nft_backend import NftablesBackend
@@ -153,19 +154,39 @@ def timed(fn, *args):
     return result, time.perf_counter() - start
 
 
-def one(n: int, mode: str, connects: int) -> dict:
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (p99 of 20 samples is their maximum)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def spread(prefix: str, seconds: list[float]) -> dict:
+    """p50/p99/max in ms of repeated timings, rounded."""
+    ms = [t * 1e3 for t in seconds]
+    return {f"{prefix}_p50_ms": round(percentile(ms, 50), 2),
+            f"{prefix}_p99_ms": round(percentile(ms, 99), 2),
+            f"{prefix}_max_ms": round(max(ms), 2)}
+
+
+def one(n: int, mode: str, connects: int, reps: int = 20) -> dict:
     """One (N, mode) in fresh namespaces; runs in its own child process.
 
     Syncs are timed as the agent runs them (agents.proxy.agent.sync_rules:
     compute + backend.sync, GC paused; partial ones compute only the
     changed service).  Turning API objects into models happens as watch
-    events arrive, not in a sync: it is reported apart (parse_s).
+    events arrive, not in a sync: it is reported apart (parse_s).  Each
+    partial operation runs ``reps`` times: add a service, change one
+    endpoint of another, delete the added one.  The periodic resync is
+    timed twice: as the agent runs it with nothing changed (the
+    generation check, ``resync_noop``; ``reps`` times) and forced (a full
+    rewrite of the filled table, what a resync after somebody else's
+    commit costs).
     """
     with topology(f"{mode[:3]}{n}") as names:
         node = names["node"]
-        backend = (NftablesBackend(netns=node, timeout_s=600)
+        backend = (NftablesBackend(netns=node, timeout_s=1800)
                    if mode == "nftables"
-                   else IptablesBackend(netns=node, timeout_s=600))
+                   else IptablesBackend(netns=node, timeout_s=1800))
         svc_dicts, slice_dicts, probe, vip = service_objects(n)
         (services, slices), t_parse = timed(
             lambda: ([service_from_k8s(d) for d in svc_dicts],
@@ -173,31 +194,44 @@ def one(n: int, mode: str, connects: int) -> dict:
         (ruleset, report), t_full = timed(
             lambda: sync_rules(backend, services, slices, NODE))
 
-        def partial(key: tuple[str, str]):
+        def partial(key: tuple[str, str]) -> float:
             nonlocal ruleset
+            # only the changed service's objects, as the agent passes them
+            # (its change tracker's objects_of)
+            mine = ([s for s in services if (s.namespace, s.name) == key],
+                    [s for s in slices if (s.namespace, s.service_name) == key])
             (ruleset, result), took = timed(lambda: sync_rules(
-                backend, services, slices, NODE, previous=ruleset,
+                backend, *mine, NODE, previous=ruleset,
                 changed=frozenset({key})))
-            return result, took
+            if not result.partial:
+                raise RuntimeError(f"{key}: a full sync where a partial "
+                                   "one was expected")
+            return took
 
-        services.append(service_from_k8s(service_dict(
-            "added", "bench", cluster_ip="10.111.255.1",
-            ports=[{"name": "http", "port": 80, "targetPort": 8080}])))
-        slices.append(endpoint_slice_from_k8s(slice_dict(
-            "added", "bench", endpoints=[endpoint(f"192.168.255.{j}", "x")
-                                         for j in (1, 2, 3)])))
-        add, t_add = partial(("bench", "added"))
-
+        adds, changes, deletes = [], [], []
         victim = 0 if probe != "svc-0" else 1
-        changed = dict(slice_dicts[victim])
-        changed["endpoints"] = [endpoint("192.168.254.254", "x")] + \
-            list(changed["endpoints"][1:])
-        slices[victim] = endpoint_slice_from_k8s(changed)
-        change, t_change = partial(("bench", f"svc-{victim}"))
-
-        del services[-1], slices[-1]                     # "added" goes away
-        delete, t_delete = partial(("bench", "added"))
-        (ruleset, resync), t_resync = timed(            # the periodic one
+        for k in range(reps):
+            name = f"added-{k}"
+            services.append(service_from_k8s(service_dict(
+                name, "bench", cluster_ip=f"10.111.{k // 250}.{k % 250 + 1}",
+                ports=[{"name": "http", "port": 80, "targetPort": 8080}])))
+            slices.append(endpoint_slice_from_k8s(slice_dict(
+                name, "bench", endpoints=[
+                    endpoint(f"192.168.255.{3 * (k % 80) + j}", "x")
+                    for j in (1, 2, 3)])))
+            adds.append(partial(("bench", name)))
+            changed = dict(slice_dicts[victim])
+            changed["endpoints"] = [endpoint(f"192.168.254.{k % 250 + 1}",
+                                             "x")] + list(changed["endpoints"][1:])
+            slices[victim] = endpoint_slice_from_k8s(changed)
+            changes.append(partial(("bench", f"svc-{victim}")))
+            del services[-1], slices[-1]
+            deletes.append(partial(("bench", name)))
+        noop = []
+        for _ in range(reps):                    # the periodic sync, as the agent
+            skipped, took = timed(resync_skippable, backend, ruleset, NODE)
+            noop.append(took)
+        (ruleset, resync), t_resync = timed(     # forced: the repair path
             lambda: sync_rules(backend, services, slices, NODE))
 
         deadline = time.monotonic() + 10
@@ -215,37 +249,58 @@ def one(n: int, mode: str, connects: int) -> dict:
             CLIENT_SCRIPT, vip, str(connects), timeout=600)))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return dict(
-        mode=mode, services=n, endpoints_per_service=3,
+        mode=mode, services=n, endpoints_per_service=3, reps=reps,
         parse_s=round(t_parse, 4), full_sync_s=round(t_full, 4),
         full_lines=report.lines,
-        add_sync_s=round(t_add, 4), add_partial=add.partial,
-        change_sync_s=round(t_change, 4), change_partial=change.partial,
-        delete_sync_s=round(t_delete, 4), delete_partial=delete.partial,
+        **spread("add", adds), **spread("change", changes),
+        **spread("delete", deletes),
+        resync_noop_skipped=skipped, **spread("resync_noop", noop),
         resync_s=round(t_resync, 4), resync_partial=resync.partial,
         peak_rss_mib=round(peak, 1), connects=len(lat),
-        p50_us=round(lat[len(lat) // 2], 1),
-        p99_us=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1))
+        p50_us=round(percentile(lat, 50), 1),
+        p99_us=round(percentile(lat, 99), 1))
+
+
+# issue 22's targets for the nftables mode: N -> (partial p99 ms, full s,
+# noop resync ms or None, first-packet p50 ratio to 100 services or None)
+TARGETS = {10000: (100, 1.5, 50, None), 30000: (150, 5.0, None, 1.2)}
 
 
 def targets(rows: list[dict]) -> list[str]:
     """The issue's targets for the nftables mode, as measured lines."""
     by = {(r["mode"], r["services"]): r for r in rows}
+    small = by.get(("nftables", 100))
     lines = []
-    big, small = by.get(("nftables", 10000)), by.get(("nftables", 100))
-    if big:
-        lines.append(f"nftables single-service change at 10k: "
-                     f"{big['add_sync_s'] * 1e3:.0f} ms add, "
-                     f"{big['change_sync_s'] * 1e3:.0f} ms endpoint change, "
-                     f"{big['delete_sync_s'] * 1e3:.0f} ms delete "
-                     f"(target <= 150 ms; compute + apply, as the agent)")
-        lines.append(f"nftables full sync 10k x 3: {big['full_sync_s']:.2f} s"
-                     f" into an empty table, {big['resync_s']:.2f} s resync "
-                     f"of the full table (target <= 2 s; compute + apply; "
-                     f"turning the API objects into models, done as events "
-                     f"arrive: {big['parse_s']:.2f} s)")
-    if big and small:
-        lines.append(f"nftables p50 10k / 100: "
-                     f"{big['p50_us'] / small['p50_us']:.2f}x (target <= 1.3x)")
+    for n, (partial_ms, full_s, noop_ms, ratio) in TARGETS.items():
+        r = by.get(("nftables", n))
+        if not r:
+            continue
+
+        def mark(ok: bool) -> str:
+            return "met" if ok else "NOT met"
+        worst = max(r["add_p99_ms"], r["change_p99_ms"], r["delete_p99_ms"])
+        lines.append(
+            f"nftables {n // 1000}k partial syncs ({r['reps']} each) p50/p99 ms: "
+            f"add {r['add_p50_ms']:.0f}/{r['add_p99_ms']:.0f}, change "
+            f"{r['change_p50_ms']:.0f}/{r['change_p99_ms']:.0f}, delete "
+            f"{r['delete_p50_ms']:.0f}/{r['delete_p99_ms']:.0f} (target p99 <= "
+            f"{partial_ms} ms: {mark(worst <= partial_ms)})")
+        lines.append(
+            f"nftables {n // 1000}k full sync {r['full_sync_s']:.2f} s (target <= "
+            f"{full_s} s: {mark(r['full_sync_s'] <= full_s)}); forced resync "
+            f"{r['resync_s']:.2f} s; turning API objects into models (as events "
+            f"arrive) {r['parse_s']:.2f} s")
+        noop = (f"periodic resync, nothing changed: p50 {r['resync_noop_p50_ms']:.2f} "
+                f"ms, p99 {r['resync_noop_p99_ms']:.2f} ms "
+                f"({'skipped' if r['resync_noop_skipped'] else 'NOT skipped'})")
+        if noop_ms is not None:
+            noop += f" (target <= {noop_ms} ms: {mark(r['resync_noop_p99_ms'] <= noop_ms)})"
+        lines.append(f"nftables {n // 1000}k {noop}")
+        if ratio is not None and small:
+            got = r["p50_us"] / small["p50_us"]
+            lines.append(f"nftables first-packet p50 {n // 1000}k / 100: {got:.2f}x "
+                         f"({r['p50_us']:.0f} / {small['p50_us']:.0f} µs; target <= "
+                         f"{ratio}x: {mark(got <= ratio)})")
     return lines
 
 
@@ -253,9 +308,11 @@ class ScaleError(RuntimeError):
     """A measurement child failed (its argv, exit code and stderr)."""
 
 
-def measure(n: int, mode: str, connects: int, timeout: float = 3600) -> dict:
+def measure(n: int, mode: str, connects: int, reps: int = 20,
+            timeout: float = 7200) -> dict:
     """One (N, mode) case in a child process of its own; its result row."""
-    argv = [sys.executable, "-m", "experiments.scale_measurement", str(n), mode, str(connects)]
+    argv = [sys.executable, "-m", "experiments.scale_measurement", str(n), mode,
+            str(connects), str(reps)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                           check=False)
     if done.returncode != 0:
@@ -287,10 +344,11 @@ def draw_latency(ax, rows: list[dict], pct: str) -> None:
 
 def main(argv: list[str]) -> int:
     n, mode, connects = int(argv[0]), argv[1], int(argv[2])
+    reps = int(argv[3]) if len(argv) > 3 else 20
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    print(json.dumps(one(n, mode, connects)))
+    print(json.dumps(one(n, mode, connects, reps)))
     return 0
 
 

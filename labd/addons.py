@@ -2,16 +2,16 @@
 
 The objects are kubeadm's CoreDNS add-on (Deployment `coredns` labelled
 k8s-app=kube-dns with 2 replicas, Service `kube-dns` at the service CIDR's
-.10 with 53/UDP, 53/TCP and 9153/TCP).  The lab's kubelets run svclab's own
-cluster DNS (agents/dns/cluster.py) for the coredns image, with a
-service-account kubeconfig that reaches the API through 10.96.0.1:443 — the
-`kubernetes` Service, as a real CoreDNS pod does.
+.10 with 53/UDP, 53/TCP and 9153/TCP, ServiceAccount `coredns`).  The lab's
+kubelets run svclab's own cluster DNS (agents/dns/cluster.py) for the coredns
+image; like a real CoreDNS pod it uses the service-account token its kubelet
+mounted (system:serviceaccount:kube-system:coredns, bound to system:coredns)
+and reaches the API through 10.96.0.1:443, the `kubernetes` Service.
 """
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from base.errors import LabTimeout
 from base.kube.client import ApiError, KubeClient
@@ -24,6 +24,12 @@ DNS_READY_TIMEOUT = 30.0
 
 def kube_dns_ip(spec: ClusterSpec) -> str:
     return str(spec.network.service_cidr.network_address + KUBE_DNS_IP_OFFSET)
+
+
+def coredns_service_account() -> dict:
+    """kubeadm's ServiceAccount kube-system/coredns (its pods' token is for it)."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "coredns", "namespace": "kube-system"}}
 
 
 def coredns_objects(spec: ClusterSpec) -> tuple[dict, dict]:
@@ -69,27 +75,18 @@ def coredns_objects(spec: ClusterSpec) -> tuple[dict, dict]:
     return service, deployment
 
 
-def coredns_stand_in(spec: ClusterSpec, kubeconfig: Path) -> list[str]:
-    """What the kubelets run for the coredns image."""
-    return [sys.executable, "-m", "agents.dns.cluster", "--kubeconfig", str(kubeconfig),
+def coredns_stand_in(spec: ClusterSpec) -> list[str]:
+    """What the kubelets run for the coredns image: svclab's cluster DNS, which (as
+    CoreDNS) uses its pod's service-account token and the kubernetes Service."""
+    return [sys.executable, "-m", "agents.dns.cluster",
             "--upstream", f"{spec.network.vpc_resolver}:53",
             "--service-cidr", str(spec.network.service_cidr)]
 
 
-def write_coredns_kubeconfig(spec: ClusterSpec, api, root: Path) -> Path:
-    """A service-account kubeconfig that reaches the API via the kubernetes Service."""
-    api_ip = spec.network.service_cidr.network_address + 1
-    (root / "serviceaccounts").mkdir(mode=0o700, exist_ok=True)
-    token = api.mint_token("system:serviceaccount:kube-system:coredns",
-                           ("system:serviceaccounts",))
-    return api.write_kubeconfig(root / "serviceaccounts" / "coredns.kubeconfig",
-                                f"https://{api_ip}:443", token=token,
-                                user="system:serviceaccount:kube-system:coredns")
-
-
 def install_cluster_dns(client: KubeClient, spec: ClusterSpec) -> None:
     service, deployment = coredns_objects(spec)
-    for resource, obj in (("services", service), ("deployments", deployment)):
+    for resource, obj in (("serviceaccounts", coredns_service_account()),
+                          ("services", service), ("deployments", deployment)):
         try:
             client.create(resource, obj, namespace="kube-system")
         except ApiError as err:

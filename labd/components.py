@@ -1,10 +1,11 @@
-"""The lab's own programs inside its hosts: per-node proxy agents and the
-emulated outside world (public DNS on the igw, outside services).
+"""The lab's own programs inside its hosts: per-node proxy and policy agents
+and the emulated outside world (public DNS on the igw, outside services).
 
-The daemon gives every node an agent (the kube-proxy equivalent) with its own
-API credentials, started inside the node and supervised; the lab is ready
-once every agent has programmed its first rule set (its healthz answers 200)
-and the outside resolver answers.
+The daemon gives every node two agents, each with its own API credentials,
+started inside the node and supervised: the proxy agent (kube-proxy's job)
+and the policy agent (Calico felix's: NetworkPolicy on the pods' cali*
+interfaces); the lab is ready once every agent has programmed its first rule
+set (its healthz answers 200) and the outside resolver answers.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from dnslib import DNSRecord
 
 from base.errors import LabTimeout
 from base.kube.client import KubeClient, credentials_from_kubeconfig
+from controlplane.identities import CALICO_NODE, KUBE_PROXY, kubelet
+from labd.credentials import write_identity_kubeconfig
 from labd.supervisor import Supervisor
 from topo.apihost import API_PORT
 from topo.netns import call_in_netns, netns_connector
@@ -28,6 +31,8 @@ from topo.plan import outside_dns_records, outside_host_name
 from topo.spec import ClusterSpec, NodeSpec
 
 HEALTHZ_PORT = 10256
+POLICY_HEALTHZ_PORT = 9099          # Calico felix's health port
+POLICY_IDENTITY = CALICO_NODE.user
 AGENT_READY_TIMEOUT = 30.0
 
 
@@ -41,43 +46,79 @@ def proxy_agent_argv(spec: ClusterSpec, node: NodeSpec, kubeconfig: Path,
 
 
 def start_proxy_agents(spec: ClusterSpec, lab: LabNetwork, api, supervisor: Supervisor) -> None:
-    """One agent per node, each with a token of its own, reaching the API in-lab."""
+    """One agent per node, each with a token of its own (user system:kube-proxy, as
+    kubeadm's kube-proxy), reaching the API in-lab."""
     control = next(n for n in spec.nodes if n.is_control_plane)
     server = f"https://{control.address}:{API_PORT}"
     for record in _node_records(lab):
         node = spec.node(record.name)
-        token = api.mint_token(f"system:node:{node.name}", ("system:nodes",))
-        kubeconfig = api.write_kubeconfig(lab.paths.files / record.host / "kubeconfig",
-                                          server, token=token, user=f"proxy-{node.name}")
+        kubeconfig = write_identity_kubeconfig(api, KUBE_PROXY,
+                                               lab.paths.files / record.host / "kubeconfig",
+                                               server, f"proxy-{node.name}")
         supervisor.add(f"proxy/{node.name}", record.host,
                        proxy_agent_argv(spec, node, kubeconfig, record.netns))
 
 
-def kubelet_clients(lab: LabNetwork) -> dict:
-    """Per node, an API client whose connections leave from the node itself
-    (to the control plane's :6443), so a node cut off from the VPC stops
-    reporting, as a real kubelet would."""
-    return {record.name: KubeClient(
-                credentials_from_kubeconfig(str(lab.paths.files / record.host / "kubeconfig")),
-                socket_factory=netns_connector(record.pid))
-            for record in _node_records(lab)}
+def policy_agent_argv(spec: ClusterSpec, node: NodeSpec, kubeconfig: Path,
+                      netns: int) -> list[str]:
+    return [sys.executable, "-m", "agents.policy", "--kubeconfig", str(kubeconfig),
+            "--node", node.name, "--mode", spec.proxy_mode, "--netns-inode", str(netns)]
+
+
+def start_policy_agents(spec: ClusterSpec, lab: LabNetwork, api,
+                        supervisor: Supervisor) -> None:
+    """One policy agent per node, as calico-node's service account, in-lab."""
+    control = next(n for n in spec.nodes if n.is_control_plane)
+    server = f"https://{control.address}:{API_PORT}"
+    for record in _node_records(lab):
+        node = spec.node(record.name)
+        kubeconfig = write_identity_kubeconfig(
+            api, CALICO_NODE, lab.paths.files / record.host / "policy-kubeconfig", server,
+            f"calico-node-{node.name}")
+        supervisor.add(f"policy/{node.name}", record.host,
+                       policy_agent_argv(spec, node, kubeconfig, record.netns))
+
+
+def kubelet_clients(spec: ClusterSpec, lab: LabNetwork, api) -> dict:
+    """Per node, an API client as the node's kubelet (system:node:NAME) whose
+    connections leave from the node itself (to the control plane's :6443), so
+    a node cut off from the VPC stops reporting, as a real kubelet would."""
+    control = next(n for n in spec.nodes if n.is_control_plane)
+    server = f"https://{control.address}:{API_PORT}"
+    clients = {}
+    for record in _node_records(lab):
+        path = write_identity_kubeconfig(api, kubelet(record.name),
+                                         lab.paths.files / record.host / "kubelet-kubeconfig",
+                                         server, f"kubelet-{record.name}")
+        clients[record.name] = KubeClient(credentials_from_kubeconfig(str(path)),
+                                          socket_factory=netns_connector(record.pid))
+    return clients
 
 
 def wait_for_proxy_agents(lab: LabNetwork, timeout: float = AGENT_READY_TIMEOUT) -> None:
     """Wait until every node's agent reports a successful sync on :10256."""
+    _wait_healthy(lab, "proxy agents", HEALTHZ_PORT, timeout)
+
+
+def wait_for_policy_agents(lab: LabNetwork, timeout: float = AGENT_READY_TIMEOUT) -> None:
+    """Wait until every node's policy agent reports a successful sync on :9099."""
+    _wait_healthy(lab, "policy agents", POLICY_HEALTHZ_PORT, timeout)
+
+
+def _wait_healthy(lab: LabNetwork, what: str, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pending = {r.name: r.pid for r in _node_records(lab)}
     while pending:
-        pending = {name: pid for name, pid in pending.items() if not _healthy(pid)}
+        pending = {name: pid for name, pid in pending.items() if not _healthy(pid, port)}
         if pending and time.monotonic() > deadline:
-            raise LabTimeout(f"proxy agents not healthy after {timeout:.0f} s on "
+            raise LabTimeout(f"{what} not healthy after {timeout:.0f} s on "
                              f"{', '.join(sorted(pending))}; see the lab log")
         time.sleep(0.05)
 
 
-def _healthy(pid: int) -> bool:
+def _healthy(pid: int, port: int) -> bool:
     def ask() -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", HEALTHZ_PORT, timeout=1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
         try:
             conn.request("GET", "/healthz")
             return conn.getresponse().status

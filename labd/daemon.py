@@ -2,12 +2,12 @@
 
 `svclab up` validates the spec, writes it into the state folder and starts
 `python -m labd.daemon NAME` detached.  The daemon builds the lab (hosts and
-links), the API server, the per-node proxy agents, the outside world, the
-ELB and its cloud controller, the control plane (controllers and kubelets)
-and cluster DNS; marks the state ready once all of them answer; serves the
-control socket; and on SIGTERM (or a `stop` request) tears everything down in
-reverse order and removes its state folder.  If it is killed, what it
-recorded lets `svclab clean` finish the job.
+links), the API server, the per-node proxy and policy agents, the outside
+world, the ELB and its cloud controller, the control plane (controllers and
+kubelets) and cluster DNS; marks the state ready once all of them answer;
+serves the control socket; and on SIGTERM (or a `stop` request) tears
+everything down in reverse order and removes its state folder.  If it is
+killed, what it recorded lets `svclab clean` finish the job.
 """
 from __future__ import annotations
 
@@ -24,20 +24,27 @@ from mininet.log import setLogLevel
 from base.kube.client import KubeClient
 from controlplane.api.server import ApiServer
 from controlplane.control_plane import ControlPlane
+from controlplane.identities import (
+    CLOUD_CONTROLLER_MANAGER,
+    KUBE_CONTROLLER_MANAGER,
+    KUBE_SCHEDULER,
+)
 from labd.addons import (
     coredns_stand_in,
     install_cluster_dns,
     wait_for_cluster_dns,
-    write_coredns_kubeconfig,
 )
 from labd.components import (
     kubelet_clients,
     start_outside_world,
+    start_policy_agents,
     start_proxy_agents,
     wait_for_outside_dns,
+    wait_for_policy_agents,
     wait_for_proxy_agents,
 )
 from labd.control import ControlServer, record_to_json
+from labd.credentials import identity_client
 from labd.elb import cloud_controller_for, start_elb
 from labd.supervisor import Supervisor
 from topo.apihost import cluster_info, listener_in_netns, loopback_listener
@@ -72,22 +79,31 @@ def run(name: str) -> int:
         start_outside_world(spec, lab, supervisor)
         elb = start_elb(spec, lab, supervisor, api)
         admin = KubeClient.from_kubeconfig(str(paths.kubeconfig))
-        coredns = coredns_stand_in(spec, write_coredns_kubeconfig(spec, api, paths.root))
+        coredns = coredns_stand_in(spec)    # in-cluster: its pod's service-account token
         api.pod_streams = runtime = LabPodRuntime(lab)    # exec, attach, port-forward, logs
-        lab_life.enter_context(ControlPlane(admin, runtime,
-                                            [n.name for n in spec.nodes],
+        # Each component as its own identity (controlplane/identities.py), RBAC-bound.
+        lab_life.enter_context(ControlPlane(identity_client(api, KUBE_CONTROLLER_MANAGER),
+                                            runtime, [n.name for n in spec.nodes],
                                             builtin_images={"coredns": coredns},
-                                            node_clients=kubelet_clients(lab),
+                                            node_clients=kubelet_clients(spec, lab, api),
+                                            scheduler_client=identity_client(api,
+                                                                             KUBE_SCHEDULER),
                                             # kubelets report 4x per grace period
                                             heartbeat_seconds=min(
                                                 5.0, spec.node_monitor_grace_period / 4)))
-        lab_life.enter_context(cloud_controller_for(spec, lab, elb, admin))
+        lab_life.enter_context(cloud_controller_for(
+            spec, lab, elb, identity_client(api, CLOUD_CONTROLLER_MANAGER)))
         install_cluster_dns(admin, spec)
         lab_life.enter_context(ControlServer(paths.control, _control_handlers(lab, state,
                                                                              stopping)))
         wait_for_proxy_agents(lab)
+        # After the proxy agents' first sync: kube-proxy's agent inserts its
+        # KUBE-* jumps at the top of FORWARD, the policy agent's jump must
+        # end up above them (it moves itself back to rule 1 when it syncs).
+        start_policy_agents(spec, lab, api, supervisor)
         wait_for_outside_dns(spec, lab)
         wait_for_cluster_dns(admin)
+        wait_for_policy_agents(lab)
         state.ready = True
         write_state(paths, state)
         log.info("lab %s ready: %d hosts", name, len(state.hosts))

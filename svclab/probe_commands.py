@@ -14,6 +14,8 @@ from base.errors import UsageError
 from labd.lifecycle import DEFAULT_NAME
 from probes.capture.probe import Capture
 from probes.dnsprobe import probe_dns_command
+from probes.matrix.policy import run_policy_matrix
+from probes.matrix.policy_table import parse_port
 from probes.matrix.probe import run_matrix
 from probes.runner import probe_from
 from probes.spread.probe import spread
@@ -44,7 +46,18 @@ def add_probe_commands(sub, named) -> None:
     matrix = probe_sub.add_parser(
         "matrix", help="every source x every service entry: expected vs observed")
     matrix.add_argument("--name", default=DEFAULT_NAME, help="lab name")
-    matrix.add_argument("-n", "--namespace", default="default", help="namespace of the services")
+    matrix.add_argument("-n", "--namespace", action="append", dest="namespaces",
+                        help="namespace of the services (default: default); with --policy "
+                             "repeatable: the pods' namespaces (default: all non-system ones)")
+    matrix.add_argument("--policy", action="store_true",
+                        help="NetworkPolicy truth table: every pod x every pod, expected "
+                             "(from the policies) vs observed")
+    matrix.add_argument("-A", "--all-namespaces", action="store_true",
+                        help="with --policy: pods of every namespace")
+    matrix.add_argument("--port", action="append", dest="ports", metavar="PORT[/TCP|/UDP]",
+                        help="with --policy: port to probe, repeatable "
+                             "(default: each destination's containerPorts)")
+    matrix.add_argument("--timeout", type=float, default=1.0, help="per probe (seconds)")
     matrix.add_argument("--json", action="store_true")
     matrix.set_defaults(func=cmd_matrix)
 
@@ -102,8 +115,24 @@ def cmd_reach(args) -> int:
 
 
 def cmd_matrix(args) -> int:
-    matrix = run_matrix(args.name, args.namespace)
+    if args.policy:
+        return cmd_policy_matrix(args)
+    if args.all_namespaces or args.ports:
+        raise UsageError("probe matrix: -A and --port go with --policy")
+    if args.namespaces and len(args.namespaces) > 1:
+        raise UsageError("probe matrix: one -n NAMESPACE (several only with --policy)")
+    matrix = run_matrix(args.name, (args.namespaces or ["default"])[0], timeout=args.timeout)
     print(json.dumps(matrix.to_json(), indent=1) if args.json else matrix.render())
+    return 0 if matrix.ok else 1
+
+
+def cmd_policy_matrix(args) -> int:
+    if args.timeout <= 0:
+        raise UsageError("--timeout: must be positive")
+    ports = [parse_port(text) for text in args.ports or []]
+    matrix = run_policy_matrix(args.name, args.namespaces, args.all_namespaces, ports or None,
+                               timeout=args.timeout)
+    print(json.dumps(matrix.to_json(), indent=1) if args.json else matrix.render().rstrip("\n"))
     return 0 if matrix.ok else 1
 
 

@@ -5,9 +5,11 @@ network and mount namespace), configured once from a HostConfig, and
 terminated.  Bridges are Linux bridges *inside* a namespace of their own, so a
 lab leaves no interface, bridge or route in the host's namespace.  A pod is
 also a sandbox: its shell starts in a UTS namespace of its own (its
-hostname), and its /etc/hosts, /etc/hostname, /etc/resolv.conf and a tmpfs
-/tmp are mounted in its own mount namespace only (Mininet makes every mount
-there private, so nothing propagates to the machine or to other pods).
+hostname), and its /etc/hosts, /etc/hostname, /etc/resolv.conf, a tmpfs
+/tmp and a tmpfs /run (with the kubelet's read-only projected folders, e.g.
+the service-account token under /run/secrets) are mounted in its own mount
+namespace only (Mininet makes every mount there private, so nothing
+propagates to the machine or to other pods).
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ from topo.plan import POD_TMP_SIZE, HostConfig, LinkPlan
 # a handler of its own (so each of our log lines would print twice); undo that.
 logging.setLoggerClass(logging.Logger)
 LINK_TIMEOUT = 5.0
-POD_TMP_STAGING = "/mnt"          # where a pod's /tmp is assembled before it moves
+POD_TMP_STAGING = "/mnt"          # where a pod's /tmp and /run are assembled before they move
+POD_RUN_SIZE = "4m"
 
 
 class _Namespaced:
@@ -125,6 +128,9 @@ def configure(host, config: HostConfig, files: Path) -> None:
         rules = files / "rules.iptables"
         rules.write_text(config.iptables)
         steps.append(f"iptables-restore --noflush < {shlex.quote(str(rules))}")
+    if config.kind == "pod":
+        steps += private_run_steps(kept_under_run(files),
+                                   write_projected(files / "volumes", config.volumes))
     if config.private_tmp:
         # Last: every file above may live under the machine's /tmp (a test's state folder).
         steps += private_tmp_steps(kept_under_tmp())
@@ -154,6 +160,52 @@ def private_tmp_steps(kept: tuple[str, ...]) -> list[str]:
         staged = shlex.quote(POD_TMP_STAGING + path.removeprefix("/tmp"))
         steps += [f"mkdir -p {staged}", f"mount --bind {shlex.quote(path)} {staged}"]
     steps.append(f"mount --move {POD_TMP_STAGING} /tmp")
+    return steps
+
+
+def write_projected(folder: Path, volumes) -> tuple[tuple[str, str], ...]:
+    """Write each projected volume's files into a folder of its own under folder;
+    (that folder, where the pod sees it) for each."""
+    placed = []
+    for index, volume in enumerate(volumes):
+        target = volume.path.replace("/var/run/", "/run/", 1)
+        if not target.startswith("/run/"):
+            raise LabError(f"projected volume {volume.path}: svclab mounts these under "
+                           "/run (/var/run) only")
+        source = folder / str(index)
+        source.mkdir(parents=True, exist_ok=True)
+        for name, content in volume.files:
+            (source / name).write_text(content)
+            (source / name).chmod(0o644)
+        placed.append((str(source), target))
+    return tuple(placed)
+
+
+def kept_under_run(files: Path) -> tuple[str, ...]:
+    """The folder under the machine's /run that pods keep seeing: the lab's state
+    folder's top one (/run/svclab), where the lab's own programs find their files."""
+    files = Path(files).resolve()
+    if files.is_relative_to("/run") and files != Path("/run"):
+        return (f"/run/{files.relative_to('/run').parts[0]}",)
+    return ()
+
+
+def private_run_steps(kept: tuple[str, ...], projected: tuple[tuple[str, str], ...]) -> list[str]:
+    """Shell steps that give a pod a tmpfs of its own on /run (so /var/run): `lock`,
+    `shm` as a container has them, the `kept` folders of the machine's /run, and each
+    projected (source folder, target under /run) bound read-only. Assembled at /mnt,
+    then moved onto /run, as private_tmp_steps does for /tmp."""
+    stage = POD_TMP_STAGING
+    steps = [f"mount -t tmpfs -o mode=755,nosuid,nodev,size={POD_RUN_SIZE} "
+             f"svclab-pod-run {stage}",
+             f"mkdir -m 1777 {stage}/lock", f"ln -s /dev/shm {stage}/shm"]
+    binds = [(path, path, "") for path in kept] + [(source, target, ",ro")
+                                                   for source, target in projected]
+    for source, target, options in binds:
+        staged = shlex.quote(stage + target.removeprefix("/run"))
+        steps += [f"mkdir -p {staged}",
+                  f"mount -n --bind -o bind{options} {shlex.quote(source)} {staged}"]
+    steps.append(f"mount -n --move {stage} /run")
     return steps
 
 

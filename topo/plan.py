@@ -14,7 +14,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
-from base.cri import HostAlias, PodSandboxConfig
+from base.cri import HostAlias, PodSandboxConfig, ProjectedFiles
 from topo.elb import elb_vpc_mac, node_return_path_routes, node_return_path_rules
 from topo.spec import ClusterSpec, NodeSpec
 
@@ -46,6 +46,7 @@ class HostConfig:
     hostname: str | None = None     # a UTS namespace of its own with this name (pods)
     etc_files: tuple[tuple[str, str], ...] = ()   # (path, content) bound over /etc files
     private_tmp: bool = False       # a tmpfs of its own on /tmp
+    volumes: tuple[ProjectedFiles, ...] = ()   # read-only folders the kubelet projects (/run)
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def plan_pod(spec: ClusterSpec, node_index: int, host: str, name: str,
         etc_files=(("/etc/hosts", etc_hosts_for_pod([str(ip)], sandbox.hostname, sandbox.domain,
                                                     sandbox.host_aliases)),
                    ("/etc/hostname", sandbox.uts_hostname + "\n")),
-        private_tmp=True)
+        private_tmp=True, volumes=sandbox.volumes)
     return PodPlan(
         pod=pod,
         link=LinkPlan(node_host_name(node_index), veth, host, "eth0"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -137,14 +138,17 @@ class LabState:
         return ProcRef(self.daemon_pid, self.daemon_start)
 
     def find_host(self, name: str, namespace: str | None = None) -> HostRecord:
-        """Resolve a user-facing host name: node, pod (with namespace), client, igw..."""
-        matches = []
+        """Resolve a user-facing host name: node, pod (with namespace), client, igw...
+        A pod may share its name with a lab host (a pod called `client`): an
+        explicit namespace means the pod, no namespace means the lab host."""
+        pods, others = [], []
         for record in self.hosts.values():
             if record.kind == "pod":
                 if record.name == name and record.namespace == (namespace or "default"):
-                    matches.append(record)
+                    pods.append(record)
             elif record.name == name or record.host == name:
-                matches.append(record)
+                others.append(record)
+        matches = pods + others if namespace is not None else others + pods
         if not matches:
             known = sorted({r.name for r in self.hosts.values() if r.kind != "pod"})
             raise UsageError(f"HOST: no host {name!r} in lab {self.name!r}"
@@ -154,10 +158,19 @@ class LabState:
         return matches[0]
 
 
+_WRITE_LOCK = threading.Lock()
+
+
 def write_state(paths: LabPaths, state: LabState) -> None:
-    tmp = paths.state.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state.to_json(), indent=1))
-    os.replace(tmp, paths.state)
+    """Replace the state file atomically.  The daemon's threads (pods added
+    by the kubelet, the supervisor's agent summary, readiness) write the same
+    state at once: one writer at a time, each through a temporary file of its
+    own, so a reader never sees two writes interleaved."""
+    with _WRITE_LOCK:
+        text = json.dumps(state.to_json(), indent=1)
+        tmp = paths.state.with_suffix(f".tmp.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(text)
+        os.replace(tmp, paths.state)
 
 
 def read_state(paths: LabPaths) -> LabState:

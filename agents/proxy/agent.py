@@ -8,6 +8,11 @@ transaction — only the changed services' chains (partial), or everything
 (full: the first sync, every sync period, after an error) — and the agent
 updates health-check ports, metrics and stale UDP conntrack entries.  A
 failed apply keeps the old rules and is retried as a full sync.
+
+The periodic full sync is skipped (counted in /metrics, logged at debug)
+when no Service, EndpointSlice or Node changed and the backend says the
+kernel holds what its last sync wrote (``backend.unchanged()``: nobody
+committed to nf_tables since, by the ruleset generation number).
 """
 from __future__ import annotations
 
@@ -116,6 +121,15 @@ class ProxyAgent:
     def sync(self, full: bool) -> None:
         started = time.monotonic()
         node = self.node_info()
+        with self._tracker_lock:
+            quiet = not self.tracker.pending
+        if full and quiet and resync_skippable(self.backend, self.last_ruleset,
+                                               node):
+            self.metrics.skipped += 1
+            self.metrics.last_success = time.time()
+            log.debug("periodic sync skipped: nothing changed in the API "
+                      "or in the kernel (%.4f s)", time.monotonic() - started)
+            return
         previous = self.last_ruleset      # computed for this node: reusable
         if full or previous is None or previous.node != node:
             previous = None
@@ -138,7 +152,7 @@ class ProxyAgent:
         if previous is not None:
             flush_stale_udp(stale_udp_flows(previous, ruleset))
         elapsed = time.monotonic() - started
-        self.metrics.observe(elapsed)
+        self.metrics.observe(elapsed, partial=report.partial)
         self.metrics.last_success = time.time()
         self.metrics.rules = {"restore-lines": report.lines}
         self.metrics.services = len({(sp.name.namespace, sp.name.service)
@@ -149,6 +163,16 @@ class ProxyAgent:
                  len(ruleset.service_ports), elapsed,
                  "partial" if report.partial else "full", report.lines,
                  len(report.stale_chains))
+
+
+def resync_skippable(backend, previous: RuleSet | None,
+                     node: NodeInfo) -> bool:
+    """A periodic full sync can be skipped: the last sync succeeded for
+    this node (its rule set is known) and the backend says the kernel
+    still holds what it wrote (backends without ``unchanged``: never)."""
+    unchanged = getattr(backend, "unchanged", None)
+    return (previous is not None and previous.node == node
+            and unchanged is not None and unchanged())
 
 
 @contextmanager

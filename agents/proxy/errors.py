@@ -9,6 +9,8 @@ context, which is what an operator needs to fix a broken rule set.
 
 from __future__ import annotations
 
+import errno as errno_module
+import os
 from dataclasses import dataclass
 
 from base.errors import CommandError, SvclabError
@@ -95,3 +97,20 @@ class IptablesRestoreError(RuleFileError):
         self.rolled_back = rolled_back
         super().__init__(command, returncode, stderr, line, context,
                          "iptables-restore failed")
+
+
+class NetlinkError(ProxyError):
+    """The kernel refused an nf_tables netlink message (or the socket failed).
+
+    ``operation`` says what the message does, in nft's words (e.g. "delete
+    chain ip kube-proxy service-..."; "commit" for the transaction itself),
+    ``errno`` the kernel's error number (0 if none) and ``detail`` its
+    extended-ack text or the OS error.  Nothing of a refused batch is applied.
+    """
+
+    def __init__(self, operation: str, errno: int, detail: str) -> None:
+        self.operation, self.errno, self.detail = operation, errno, detail
+        name = errno_module.errorcode.get(errno, str(errno))
+        super().__init__(f"nf_tables refused {operation}: {name}"
+                         + (f" ({os.strerror(errno)})" if errno else "")
+                         + (f": {detail}" if detail else ""))

@@ -3,8 +3,11 @@ per-service health-check NodePorts that cloud load balancers poll.
 
 - :10256 `/healthz` and `/livez`: 200 while the last successful sync is
   recent (kube-proxy's JSON: lastUpdated, currentTime), 503 otherwise.
-- :10249 `/metrics`: Prometheus text (sync duration histogram, last sync
-  timestamp, rule and service counts, sync errors).
+- :10249 `/metrics`: Prometheus text: kube-proxy's sync duration
+  histograms (all syncs, full ones, partial ones; exponential buckets from
+  1 ms, factor 2, 15 of them, as pkg/proxy/metrics), last sync timestamp,
+  rule and service counts, sync errors, and svclab's count of periodic
+  syncs skipped because nothing had changed.
 - every `healthCheckNodePort` of an externalTrafficPolicy=Local service:
   200 when this node has local ready endpoints, else 503, with kube-proxy's
   body {"service": {...}, "localEndpoints": N, "serviceProxyHealthy": true}.
@@ -17,43 +20,66 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-BUCKETS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512,
-           1.024, 2.048, 4.096, 8.192, 16.384)
+BUCKETS = tuple(0.001 * 2 ** i for i in range(15))   # 1 ms .. 16.384 s
+
+
+@dataclass
+class Histogram:
+    """A Prometheus histogram over BUCKETS (counts per bucket, not cumulative)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.counts[next((i for i, bound in enumerate(BUCKETS) if seconds <= bound),
+                         len(BUCKETS))] += 1
+
+    def render(self, name: str, help_text: str) -> list[str]:
+        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        running = 0
+        for bound, count in zip(BUCKETS, self.counts):
+            running += count
+            lines.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
+        return lines + [f'{name}_bucket{{le="+Inf"}} {self.count}',
+                        f"{name}_sum {self.total:.6f}", f"{name}_count {self.count}"]
 
 
 @dataclass
 class SyncMetrics:
     """What /metrics reports; updated by the agent after every sync."""
 
-    durations: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
-    duration_sum: float = 0.0
-    syncs: int = 0
+    all_syncs: Histogram = field(default_factory=Histogram)
+    full_syncs: Histogram = field(default_factory=Histogram)
+    partial_syncs: Histogram = field(default_factory=Histogram)
     errors: int = 0
+    skipped: int = 0
     last_success: float = 0.0
     rules: dict[str, int] = field(default_factory=dict)    # table -> rule lines
     services: int = 0
     endpoints: int = 0
     changes_ignored: int = 0
 
-    def observe(self, seconds: float) -> None:
-        self.syncs += 1
-        self.duration_sum += seconds
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                self.durations[i] += 1
-                return
-        self.durations[-1] += 1
+    @property
+    def syncs(self) -> int:
+        return self.all_syncs.count
+
+    def observe(self, seconds: float, partial: bool = False) -> None:
+        self.all_syncs.observe(seconds)
+        (self.partial_syncs if partial else self.full_syncs).observe(seconds)
 
     def render(self) -> str:
-        name = "kubeproxy_sync_proxy_rules_duration_seconds"
-        lines = [f"# TYPE {name} histogram"]
-        total = 0
-        for bound, count in zip(BUCKETS, self.durations):
-            total += count
-            lines.append(f'{name}_bucket{{le="{bound}"}} {total}')
-        lines += [f'{name}_bucket{{le="+Inf"}} {self.syncs}', f"{name}_sum {self.duration_sum:.6f}",
-                  f"{name}_count {self.syncs}",
-                  "# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge",
+        lines = self.all_syncs.render("kubeproxy_sync_proxy_rules_duration_seconds",
+                                      "SyncProxyRules latency in seconds")
+        lines += self.full_syncs.render(
+            "kubeproxy_sync_full_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for full resyncs")
+        lines += self.partial_syncs.render(
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs")
+        lines += ["# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge",
                   f"kubeproxy_sync_proxy_rules_last_timestamp_seconds {self.last_success:.3f}",
                   "# TYPE kubeproxy_sync_proxy_rules_iptables_total gauge"]
         lines += [f'kubeproxy_sync_proxy_rules_iptables_total{{table="{t}"}} {n}'
@@ -63,7 +89,11 @@ class SyncMetrics:
                   "# TYPE svclab_proxy_services gauge", f"svclab_proxy_services {self.services}",
                   "# TYPE svclab_proxy_endpoints gauge", f"svclab_proxy_endpoints {self.endpoints}",
                   "# TYPE svclab_proxy_noop_changes_total counter",
-                  f"svclab_proxy_noop_changes_total {self.changes_ignored}"]
+                  f"svclab_proxy_noop_changes_total {self.changes_ignored}",
+                  "# HELP svclab_proxy_sync_skipped_total periodic syncs skipped: nothing "
+                  "changed in the API or in the kernel (ruleset generation)",
+                  "# TYPE svclab_proxy_sync_skipped_total counter",
+                  f"svclab_proxy_sync_skipped_total {self.skipped}"]
         return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,14 @@ backend puts the committed tables back to the state it read before (our
 chains only) and then raises IptablesRestoreError naming the failing line.
 Commands run through an injectable ``run`` callable, optionally inside a
 network namespace (``ip netns exec NAME``).
+
+With iptables-nft the rules live in nf_tables, so the ruleset generation
+(NFT_MSG_GETGEN) tells whether anybody committed since our last restore:
+``unchanged()`` lets the agent skip its periodic resync.  The generation
+is read just before and after each restore (iptables-nft commits once per
+table that changed, so the count is not known in advance); a commit by
+someone else during our own restore goes unnoticed until the next change
+of the generation.  iptables-legacy has no generation: never skipped.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from agents.proxy.iptables_state import (
     render_rollback,
     state_after,
 )
+from agents.proxy.nfnetlink import NfNetlink
 from agents.proxy.ruleset import RuleSet
 
 CONTEXT_LINES = 3
@@ -108,13 +117,19 @@ def tables_committed_before(text: str, line: int | None) -> tuple[str, ...]:
 
 
 class IptablesBackend:
-    """Applies rule sets with iptables-restore, in a netns if given."""
+    """Applies rule sets with iptables-restore, in a netns if given.
+
+    ``netlink`` reads the ruleset generation (default: a socket in
+    ``netns`` when ``run`` is the real runner and the restore binary is
+    not a legacy one; None: no generation, every resync runs).
+    """
 
     def __init__(self, run: Runner = subprocess_runner,
                  netns: str | None = None, *,
                  restore_binary: str = "iptables-restore",
                  save_binary: str = "iptables-save",
-                 timeout_s: float = 120.0, lock_wait_s: int = 5) -> None:
+                 timeout_s: float = 120.0, lock_wait_s: int = 5,
+                 netlink: NfNetlink | None = None) -> None:
         self._run = run
         self.netns = netns
         self.restore_binary = restore_binary
@@ -122,6 +137,27 @@ class IptablesBackend:
         self.timeout_s = timeout_s
         self.lock_wait_s = lock_wait_s
         self._known: IptablesState | None = None
+        self.netlink = netlink if netlink is not None else (
+            NfNetlink(netns, timeout_s)
+            if run is subprocess_runner and "legacy" not in restore_binary
+            else None)
+        self._nf_tables: bool | None = None   # iptables-nft? asked once
+        self._generation: int | None = None
+
+    def _generation_now(self) -> int | None:
+        """The ruleset generation, if the rules live in nf_tables."""
+        if self.netlink is None:
+            return None
+        if self._nf_tables is None:
+            version = self._run(self._argv(self.restore_binary, "--version"),
+                                None, self.timeout_s)
+            self._nf_tables = "nf_tables" in version.stdout + version.stderr
+        return self.netlink.generation() if self._nf_tables else None
+
+    def unchanged(self) -> bool:
+        """True when nobody committed to nf_tables since our last restore."""
+        return (self._known is not None and self._generation is not None
+                and self._generation_now() == self._generation)
 
     def _argv(self, *command: str) -> tuple[str, ...]:
         prefix = ("ip", "netns", "exec", self.netns) if self.netns else ()
@@ -188,11 +224,15 @@ class IptablesBackend:
         ((namespace, name) pairs) plus the top-level chains.
         """
         partial = changed_services is not None and self._known is not None
+        ours, self._generation = self._generation, None
+        before = self._generation_now()
         state = self._known if partial else self.read_state()
         rendered = render(ruleset, state,
                           changed_services if partial else None)
         self._known = None            # whatever happens, re-read next time
         self.apply(rendered.text, state)
+        if before is not None and (not partial or ours == before):
+            self._generation = self._generation_now()
         self._known = state_after(state, rendered.text,
                                   rendered.active_chains | set(NAT_CHAINS))
         lines = rendered.text.splitlines()
@@ -204,7 +244,7 @@ class IptablesBackend:
 
     def cleanup(self) -> None:
         """Remove every KUBE-* chain and our jumps; leave the rest alone."""
-        self._known = None
+        self._known = self._generation = None
         state = self.read_state()
         text = render_cleanup(state)
         if text:

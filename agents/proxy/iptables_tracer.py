@@ -11,7 +11,11 @@ by its probability; ``-m recent --rcheck`` matches when the list name is in
 the ``recent`` set given by the caller (a client with affinity state), and
 ``--set`` is reported in the outcome.  It knows only the match and target
 subset the renderer uses and raises TracerError on anything else instead of
-skipping it.
+skipping it.  For NetworkPolicy rules (agents.policy) it also reads
+``-i``/``-o`` (``+`` is a prefix wildcard; the packet's interfaces come
+from the map of local pod IPs given to the tracer), ``-m multiport
+--dports`` with ranges, ``--dport a:b``, conntrack state (a first packet is
+NEW) and ``-m mark`` / ``-j MARK``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from agents.proxy.trace_core import (
 BUILTIN = {"filter": ("INPUT", "FORWARD", "OUTPUT"),
            "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")}
 MODULES = {"tcp", "udp", "sctp", "comment", "addrtype", "statistic", "recent",
-           "mark", "conntrack"}
+           "mark", "conntrack", "multiport"}
 BUILTIN_ALL = {c for chains in BUILTIN.values() for c in chains}
 VERDICTS = {"ACCEPT", "DROP", "REJECT", "RETURN"}
 # The base chains each netfilter hook runs, in order (nat INPUT is not walked).
@@ -91,8 +95,10 @@ def _mark(text: str) -> tuple[int, int]:
     return int(value, 0), int(mask, 0) if mask else 0xFFFFFFFF
 
 
-def parse_rule(chain: str, tokens: list[str], line: int, text: str) -> Rule:
-    """Parse the tokens after '-A CHAIN' (raise on anything unknown)."""
+def parse_rule(chain: str, tokens: list[str], line: int, text: str,
+               interfaces: bool = False) -> Rule:
+    """Parse the tokens after '-A CHAIN' (raise on anything unknown; -i/-o
+    only when the tracer knows the node's interfaces)."""
     matches: list[Match] = []
     modules: set[str] = set()
     recent: dict[str, str] = {}
@@ -131,6 +137,12 @@ def parse_rule(chain: str, tokens: list[str], line: int, text: str) -> Rule:
         if tok in ("-s", "--source", "-d", "--destination"):
             kind = "src" if tok in ("-s", "--source") else "dst"
             matches.append(Match(kind, _net(arg(), text), neg))
+        elif tok in ("-i", "--in-interface", "-o", "--out-interface") and interfaces:
+            matches.append(Match("iif" if tok in ("-i", "--in-interface") else "oif",
+                                 arg(), neg))
+        elif tok in ("--dports", "--destination-ports") and "multiport" in modules:
+            matches.append(Match("dports", tuple(_port_match(p) for p in arg().split(",")),
+                                 neg))
         elif tok in ("-p", "--protocol"):
             matches.append(Match("proto", arg().lower(), neg))
         elif tok in ("-m", "--match"):
@@ -184,8 +196,9 @@ def parse_rule(chain: str, tokens: list[str], line: int, text: str) -> Rule:
                 text)
 
 
-def parse_tables(text: str) -> dict[str, dict[str, list[Rule]]]:
-    """Apply iptables-restore text to empty tables (our subset of syntax)."""
+def parse_tables(text: str, interfaces: bool = False) -> dict[str, dict[str, list[Rule]]]:
+    """Apply iptables-restore text to empty tables (our subset of syntax);
+    interfaces: -i/-o are understood (the tracer knows the interfaces)."""
     tables: dict[str, dict[str, list[Rule]]] = {}
     table: dict[str, list[Rule]] | None = None
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -215,7 +228,7 @@ def parse_tables(text: str) -> dict[str, dict[str, list[Rule]]]:
             pos = 0
             if op == "-I" and rest and rest[0].isdigit():
                 pos, rest = int(rest[0]) - 1, rest[1:]
-            rule = parse_rule(chain, rest, number, line)
+            rule = parse_rule(chain, rest, number, line, interfaces)
             if op == "-A":
                 table[chain].append(rule)
             else:
@@ -226,11 +239,12 @@ def parse_tables(text: str) -> dict[str, dict[str, list[Rule]]]:
 
 
 class Tracer(PacketTracer):
-    """Walks packets through parsed iptables rules; local_addresses: the node's."""
+    """Walks packets through parsed iptables rules; local_addresses: the node's;
+    interfaces: its local pod IPs -> cali veths (needed for -i/-o rules)."""
 
-    def __init__(self, text: str, local_addresses=()) -> None:
-        super().__init__(local_addresses)
-        self.tables = parse_tables(text)
+    def __init__(self, text: str, local_addresses=(), interfaces=None) -> None:
+        super().__init__(local_addresses, interfaces)
+        self.tables = parse_tables(text, interfaces is not None)
 
     def entry_chains(self, hook: str) -> list[tuple[str, str]]:
         return [(table, chain) for table, chain in HOOK_CHAINS[hook]
@@ -259,6 +273,10 @@ class Tracer(PacketTracer):
                 ok = m.value in ("all", pk.protocol.lower())
             elif m.kind == "dport":
                 ok = m.value[0] <= pk.dport <= m.value[1]
+            elif m.kind == "dports":
+                ok = any(lo <= pk.dport <= hi for lo, hi in m.value)
+            elif m.kind in ("iif", "oif"):
+                ok = _iface_matches(m.value, pk.iif if m.kind == "iif" else pk.oif)
             elif m.kind in ("dst_local", "src_local"):
                 ok = env.is_local(pk.dst if m.kind == "dst_local" else pk.src)
             elif m.kind == "mark":
@@ -308,6 +326,13 @@ class Tracer(PacketTracer):
         return Effect(share, pk, GOTO if rule.goto else JUMP, t)
 
 
+def _iface_matches(pattern: str, name: str) -> bool:
+    """iptables' -i/-o: a trailing + matches every name with that prefix."""
+    if pattern.endswith("+"):
+        return name.startswith(pattern[:-1])
+    return name == pattern
+
+
 def _marked(rule: Rule, mark: int) -> int:
     """The packet mark after rule's ``-j MARK``."""
     if rule.option("--or-mark") is not None:
@@ -322,8 +347,8 @@ def _marked(rule: Rule, mark: int) -> int:
 
 def trace(text: str, src: str, dst: str, dport: int, protocol: str = "TCP", *,
           local_addresses=(), locally_originated: bool = False,
-          recent: frozenset[str] = frozenset()) -> tuple[Outcome, ...]:
+          recent: frozenset[str] = frozenset(), interfaces=None) -> tuple[Outcome, ...]:
     """Parse text and trace one packet (see PacketTracer.trace)."""
-    return Tracer(text, local_addresses).trace(
+    return Tracer(text, local_addresses, interfaces).trace(
         src, dst, dport, protocol, locally_originated=locally_originated,
         recent=recent)

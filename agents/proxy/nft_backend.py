@@ -5,8 +5,20 @@ SyncReport``, ``cleanup()``).
 
 A partial sync (kube-proxy's) trusts what the last successful sync applied
 and rewrites only the changed services' map elements, chains and affinity
-sets, in one transaction; chains and sets it no longer needs are flushed
-(endpoint chains kept whole) and deleted by the next full sync (``stale``).
+sets: what it adds or changes in one `nft -f`, then what goes away (map
+elements, chains, affinity sets) in one nf_tables netlink batch of our own
+(agents.proxy.nfnetlink), because nft 1.0.6 lists the whole table before
+any delete.  Adding first means a packet never finds a service half gone
+but for the moment between the two commits, where the old and the new
+rules both lead to endpoints.
+
+The backend also remembers the ruleset generation (NFT_MSG_GETGEN) right
+after its own commits when it can tell nobody else committed meanwhile:
+``unchanged()`` then says, for one netlink round trip, whether the kernel
+still holds exactly what the last sync wrote, and the agent skips its
+periodic rewrite.  Any other commit in the netns (another table, iptables-
+nft, the NetworkPolicy agent's `ip svclab-netpol`) moves the generation on
+and the next periodic sync repairs as a full one.
 
 A full sync lists the chains and sets of our table first; a small one is
 one transaction.  A big one with no table yet (a cold start) makes the
@@ -41,6 +53,7 @@ from agents.proxy.iptables_backend import (
     context_around,
     subprocess_runner,
 )
+from agents.proxy.nfnetlink import NfNetlink
 from agents.proxy.nft_plan import plan_services
 from agents.proxy.nft_render import (
     FAMILY,
@@ -115,22 +128,28 @@ class NftablesBackend:
 
     Full syncs with at least ``chunk_chains`` objects to write write them
     in chunks of about that many (None: all in one transaction), ``workers``
-    nft processes at a time.
+    nft processes at a time.  ``netlink`` is the nf_tables socket (default:
+    one in ``netns`` when ``run`` is the real subprocess runner; with a
+    fake runner there is no kernel, so removals go as nft text and
+    ``unchanged()`` is always False).
     """
 
     def __init__(self, run: Runner = subprocess_runner,
                  netns: str | None = None, *, binary: str = "nft",
                  timeout_s: float = 120.0, workers: int = 3,
-                 chunk_chains: int | None = 5000) -> None:
+                 chunk_chains: int | None = 5000,
+                 netlink: NfNetlink | None = None) -> None:
         self._run = run
         self.netns = netns
         self.binary = binary
         self.timeout_s = timeout_s
         self.workers = workers
         self.chunk_chains = chunk_chains
+        self.netlink = netlink if netlink is not None else (
+            NfNetlink(netns, timeout_s) if run is subprocess_runner else None)
         self._known: dict[ServiceKey, ServiceObjects] | None = None
         self._known_base: tuple | None = None
-        self.stale: set[str] = set()        # flushed, deleted by a full sync
+        self._generation: int | None = None   # after our last commit, if ours
 
     def _argv(self, *command: str) -> tuple[str, ...]:
         prefix = ("ip", "netns", "exec", self.netns) if self.netns else ()
@@ -171,6 +190,22 @@ class NftablesBackend:
         raise NftApplyError(argv, result.returncode, result.stderr, line,
                             columns, reason, context_around(text, line))
 
+    def unchanged(self) -> bool:
+        """True when nobody committed to nf_tables since our last
+        successful sync: the table holds what it wrote (one GETGEN)."""
+        return (self._known is not None and self._generation is not None
+                and self.netlink is not None
+                and self.netlink.generation() == self._generation)
+
+    def _committed(self, start: int | None, commits: int) -> None:
+        """Remember the generation after our commits if they are the only
+        ones since ``start`` (the generation we knew to be ours before)."""
+        if self.netlink is None:
+            return
+        now = self.netlink.generation()
+        ours = start is not None and (start + commits) % (1 << 32) == now
+        self._generation = now if ours else None
+
     def sync(self, ruleset: RuleSet,
              changed_services: frozenset[ServiceKey] | None = None
              ) -> SyncReport:
@@ -189,34 +224,41 @@ class NftablesBackend:
     def _partial(self, plan: NftPlan,
                  changed: frozenset[ServiceKey]) -> SyncReport:
         known, self._known = self._known, None     # re-read after a failure
-        txn = render_partial(plan, known, changed, self.stale)
-        if txn.text:
-            self.apply(txn.text)
+        start, self._generation = self._generation, None
+        txn = render_partial(plan, known, changed)
+        if self.netlink is None:
+            if txn.text or txn.removals:
+                self.apply(txn.as_text())
+        else:
+            if txn.text:
+                self.apply(txn.text)
+            if txn.removals:
+                self.netlink.apply(txn.removals, TABLE)
+        self._committed(start, bool(txn.text) + bool(txn.removals))
         for key in changed:
             if key in plan.services:
                 known[key] = plan.services[key]
             else:
                 known.pop(key, None)
         self._known = known
-        self.stale = (self.stale | set(txn.stale_chains)
-                      | set(txn.stale_sets)) - {
-            n for key in changed if key in plan.services
-            for n in plan.services[key].names}
         return SyncReport(lines=txn.lines, stale_chains=txn.stale_chains,
                           inserted_jumps=0, partial=True)
 
     def _full(self, ruleset: RuleSet) -> SyncReport:
-        self._known = None
+        self._known = self._generation = None
+        start = None if self.netlink is None else self.netlink.generation()
         existing = self.read_state()
         plan = plan_ruleset(ruleset, only=frozenset())   # the fixed part
         cold = (not existing.exists and self.chunk_chains is not None
                 and len(ruleset.service_ports) + ruleset.total_endpoints
                 >= self.chunk_chains)      # else one transaction will do
         lines = 0
+        commits = 1
         if cold:                     # nothing hooked yet: all goes ahead
             first, last = render_cold_start(plan)
             self.apply(first)
             lines += first.count("\n")
+            commits += 1
         services: dict[ServiceKey, ServiceObjects] = {}
         done: set[str] = set()       # chains intact or written ahead
         with ThreadPoolExecutor(self.workers,
@@ -235,9 +277,9 @@ class NftablesBackend:
             for job in jobs:
                 job.result()
         self.apply(final.text)
+        self._committed(start, commits + len(jobs))
         self._known = dict(services)
         self._known_base = plan.base
-        self.stale = set()
         return SyncReport(lines=lines + final.lines,
                           stale_chains=final.stale_chains,
                           inserted_jumps=0, partial=False)
@@ -270,7 +312,6 @@ class NftablesBackend:
 
     def cleanup(self) -> None:
         """Delete table ip kube-proxy (and nothing else); a no-op if absent."""
-        self._known = self._known_base = None
-        self.stale = set()
+        self._known = self._known_base = self._generation = None
         self.apply(f"add table {FAMILY} {TABLE}\n"
                    f"delete table {FAMILY} {TABLE}\n")

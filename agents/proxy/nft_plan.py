@@ -14,6 +14,7 @@ nft_render module turns plans into transactions.
 from __future__ import annotations
 
 import base64
+import bisect
 import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -364,8 +365,30 @@ def _port_objects(sp: ServicePortRules, rs: RuleSet, large: bool,
 
 
 def _large(rs: RuleSet) -> bool:
-    """Large cluster: the set-free endpoint dispatch (see _spread)."""
-    return rs.total_endpoints > rs.options.large_cluster_endpoints
+    """Large cluster: the set-free endpoint dispatch (see _spread).  Stops
+    counting at the limit (30k services: a sum of 90k endpoints otherwise)."""
+    limit, total = rs.options.large_cluster_endpoints, 0
+    for sp in rs.service_ports:
+        total += sp.known_endpoints
+        if total > limit:
+            return True
+    return False
+
+
+def _ports_of(rs: RuleSet, only: frozenset[ServiceKey]
+              ) -> Iterator[ServicePortRules]:
+    """The service ports of the ``only`` services, found by bisection:
+    a RuleSet's ports are sorted by str(name), "ns/svc" (one unnamed port)
+    or "ns/svc:port" (a service name has no ':')."""
+    ports = rs.service_ports
+    for namespace, service in sorted(only):
+        base = f"{namespace}/{service}"
+        for first, same in ((base, base.__eq__),
+                            (base + ":", lambda n, p=base + ":": n.startswith(p))):
+            at = bisect.bisect_left(ports, first, key=lambda sp: str(sp.name))
+            while at < len(ports) and same(str(ports[at].name)):
+                yield ports[at]
+                at += 1
 
 
 def _spread(members, ep_chain, large: bool) -> list[str]:
@@ -394,7 +417,7 @@ def _spread(members, ep_chain, large: bool) -> list[str]:
 _RANK = {"endpoint": 0, "firewall": 1, "local": 2, "service": 3, "external": 4}
 
 
-def _targets_first(name: str) -> tuple[int, str]:
+def targets_first(name: str) -> tuple[int, str]:
     return _RANK[name.split("-", 1)[0]], name
 
 
@@ -410,20 +433,22 @@ def service_objects(ports: Iterable[ServicePortRules], rs: RuleSet,
     return ServiceObjects(
         elements=tuple(sorted(set(elements))),
         chains=tuple(unique_chains[n] for n in sorted(unique_chains,
-                                                      key=_targets_first)),
+                                                      key=targets_first)),
         affinity_sets=tuple(sorted(set(sets), key=lambda s: s.name)))
 
 
-def plan_services(rs: RuleSet, only: frozenset[ServiceKey] | None = None
+def plan_services(rs: RuleSet, only: frozenset[ServiceKey] | None = None,
+                  large: bool | None = None
                   ) -> Iterator[tuple[ServiceKey, ServiceObjects]]:
     """Per (namespace, service), sorted, its objects; one at a time, so a
     full sync can start writing chains before the last one is planned."""
     by_service: dict[ServiceKey, list[ServicePortRules]] = {}
-    for sp in rs.service_ports:
+    for sp in rs.service_ports if only is None else _ports_of(rs, only):
         key = (sp.name.namespace, sp.name.service)
         if only is None or key in only:
             by_service.setdefault(key, []).append(sp)
-    large = _large(rs)
+    if large is None:
+        large = _large(rs)
     for key, ports in sorted(by_service.items()):
         yield key, service_objects(ports, rs, large)
 
@@ -433,5 +458,6 @@ def plan_ruleset(rs: RuleSet,
     """The table for rs; with only, per-service objects of those services."""
     elements = tuple(Element(NODEPORT_IPS, ip)
                      for ip in sorted(set(rs.node.node_ips)))
+    large = _large(rs)
     return NftPlan(_base_chains(rs), CONTAINERS, elements,
-                   dict(plan_services(rs, only)), _large(rs))
+                   dict(plan_services(rs, only, large)), large)

@@ -7,10 +7,12 @@ here (a match, a lookup, a change to the packet, a verdict), so the tracer
 and the table model read named fields and say which kinds they handle.
 Anything outside that subset raises TracerError instead of being skipped.
 
-    AddrMatch, SetMatch   ip saddr|daddr [!=] CIDR | { CIDR, .. } | @set
-    ProtoMatch, CtState   meta l4proto P; ct state S
+    AddrMatch, SetMatch   ip saddr|daddr [!=] CIDR | { CIDR|A-B, .. } | @set
+    ProtoMatch, CtState   meta l4proto P; ct state S[,S..]
+    PortMatch             th dport [!=] N | N-M | { N, N-M, .. } (after meta l4proto)
+    IfaceMatch            iifname|oifname [!=] "name" ("cali*": a prefix)
     FibLocal, MarkMatch   fib saddr|daddr type local; mark and M == V
-    MarkSet, SetUpdate    mark set mark or|xor V; update @set { ip saddr }
+    MarkSet, SetUpdate    mark set mark or|xor|and V; update @set { ip saddr }
     Dnat, Masquerade      dnat to A[:P]; masquerade [fully-random]
     VmapLookup            ip daddr . meta l4proto . th dport vmap @m (key
                           "addr"), meta l4proto . th dport vmap @m ("port")
@@ -62,7 +64,31 @@ class ProtoMatch:
 
 @dataclass(frozen=True)
 class CtState:
-    state: str
+    state: str                  # one state, or several joined by ","
+
+    def matches(self, state: str) -> bool:
+        return state in self.state.split(",")
+
+
+@dataclass(frozen=True)
+class PortMatch:
+    negated: bool
+    ranges: tuple[tuple[int, int], ...]
+
+    def matches(self, port: int) -> bool:
+        return any(lo <= port <= hi for lo, hi in self.ranges) != self.negated
+
+
+@dataclass(frozen=True)
+class IfaceMatch:
+    field: str                  # iifname | oifname
+    negated: bool
+    name: str                   # a trailing * matches any suffix
+
+    def matches(self, name: str) -> bool:
+        found = (name.startswith(self.name[:-1]) if self.name.endswith("*")
+                 else name == self.name)
+        return found != self.negated
 
 
 @dataclass(frozen=True)
@@ -78,7 +104,7 @@ class MarkMatch:
 
 @dataclass(frozen=True)
 class MarkSet:
-    op: str                     # or | xor
+    op: str                     # or | xor | and
     value: int
 
 
@@ -117,7 +143,8 @@ class NumgenVmap:
         return dict(self.targets).get(number)
 
 
-Statement = (AddrMatch | SetMatch | ProtoMatch | CtState | FibLocal | MarkMatch
+Statement = (AddrMatch | SetMatch | ProtoMatch | CtState | PortMatch | IfaceMatch
+             | FibLocal | MarkMatch
              | MarkSet | SetUpdate | Dnat | Masquerade | VmapLookup | NumgenMatch
              | NumgenVmap | Verdict)
 
@@ -154,6 +181,33 @@ def _net(text: str, where: str) -> ipaddress.IPv4Network:
         return ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
         raise TracerError(f"bad address {text!r} in: {where}") from exc
+
+
+def _nets(text: str, where: str) -> tuple[ipaddress.IPv4Network, ...]:
+    """A CIDR, an address, or a range A-B (as nft lists interval sets)."""
+    if "-" not in text:
+        return (_net(text, where),)
+    lo, _, hi = text.partition("-")
+    try:
+        return tuple(ipaddress.summarize_address_range(ipaddress.IPv4Address(lo),
+                                                       ipaddress.IPv4Address(hi)))
+    except ValueError as exc:
+        raise TracerError(f"bad address range {text!r} in: {where}") from exc
+
+
+def _port_range(text: str, where: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    if not lo.isdigit() or hi and not hi.isdigit():
+        raise TracerError(f"bad port {text!r} in: {where}")
+    return int(lo), int(hi or lo)
+
+
+def _values(toks: list[str], i: int) -> tuple[list[str], int]:
+    """The values of a '{ a, b }' set or a single value at toks[i]."""
+    if toks[i] == "{":
+        end = toks.index("}", i)
+        return [x for x in toks[i + 1:end] if x != ","], end + 1
+    return [toks[i]], i + 1
 
 
 def parse_verdict(toks: list[str], i: int, where: str) -> tuple[Verdict, int]:
@@ -195,15 +249,10 @@ def parse_rule(chain: str, toks: list[str], line: int, text: str) -> Rule:
             if toks[i].startswith("@"):
                 items.append(SetMatch(fld, neg, toks[i][1:]))
                 i += 1
-            elif toks[i] == "{":
-                end = toks.index("}", i)
-                nets = tuple(_net(x, text) for x in toks[i + 1:end]
-                             if x != ",")
-                items.append(AddrMatch(fld, neg, nets))
-                i = end + 1
             else:
-                items.append(AddrMatch(fld, neg, (_net(toks[i], text),)))
-                i += 1
+                values, i = _values(toks, i)
+                nets = tuple(n for x in values for n in _nets(x, text))
+                items.append(AddrMatch(fld, neg, nets))
         elif t == "meta" and toks[i + 1] == "l4proto":
             if toks[i + 2] == ".":
                 i = _expect(toks, i + 2, [".", "th", "dport", "vmap"], text)
@@ -213,8 +262,24 @@ def parse_rule(chain: str, toks: list[str], line: int, text: str) -> Rule:
                 items.append(ProtoMatch(toks[i + 2]))
                 i += 3
         elif t == "ct" and toks[i + 1] == "state":
-            items.append(CtState(toks[i + 2]))
-            i += 3
+            states, i = [toks[i + 2]], i + 3
+            while i + 1 < n and toks[i] == ",":
+                states.append(toks[i + 1])
+                i += 2
+            items.append(CtState(",".join(states)))
+        elif t == "th" and toks[i + 1] == "dport":
+            i += 2
+            neg = toks[i] == "!="
+            i += neg
+            values, i = _values(toks, i)
+            items.append(PortMatch(neg, tuple(_port_range(v, text) for v in values)))
+        elif t in ("iifname", "oifname"):
+            neg = toks[i + 1] == "!="
+            i += 1 + neg
+            if not toks[i].startswith('"'):
+                raise TracerError(f"line {line}: quoted interface name expected: {text}")
+            items.append(IfaceMatch(t, neg, toks[i].strip('"')))
+            i += 1
         elif t == "fib":
             if toks[i + 1] not in ("saddr", "daddr"):
                 raise TracerError(f"line {line}: unsupported fib: {text}")
@@ -226,7 +291,7 @@ def parse_rule(chain: str, toks: list[str], line: int, text: str) -> Rule:
             i += 5
         elif t == "mark" and toks[i + 1] == "set":
             i = _expect(toks, i + 2, ["mark"], text)
-            if toks[i] not in ("or", "xor"):
+            if toks[i] not in ("or", "xor", "and"):
                 raise TracerError(f"line {line}: unsupported mark op: {text}")
             items.append(MarkSet(toks[i], int(toks[i + 1], 0)))
             i += 2

@@ -13,12 +13,14 @@ agents.proxy.trace_core's, shared with the iptables tracer.
 lookup in an affinity (dynamic) set matches when the set name is in
 ``recent`` (a client that already has affinity), and ``update @set`` is
 reported in the outcome.  Statements the model does not know raise
-TracerError.
+TracerError.  Several tables of one node (kube-proxy's and the NetworkPolicy
+table ip svclab-netpol) can be walked together: ``tables=``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import replace
 
 from agents.proxy.errors import TracerError
@@ -27,11 +29,13 @@ from agents.proxy.nft_rule import (
     CtState,
     Dnat,
     FibLocal,
+    IfaceMatch,
     MarkMatch,
     MarkSet,
     Masquerade,
     NumgenMatch,
     NumgenVmap,
+    PortMatch,
     ProtoMatch,
     Rule,
     SetMatch,
@@ -40,7 +44,7 @@ from agents.proxy.nft_rule import (
     Verdict,
     VmapLookup,
 )
-from agents.proxy.nft_table import apply_commands
+from agents.proxy.nft_table import Table, apply_commands
 from agents.proxy.trace_core import (
     ACCEPT,
     DROP,
@@ -63,25 +67,46 @@ ACTIONS = {"accept": ACCEPT, "drop": DROP, "reject": REJECT, "return": RETURN,
 
 
 class NftTracer(PacketTracer):
-    """Walks packets through an applied table; local_addresses: the node's."""
+    """Walks packets through applied tables; local_addresses: the node's.
+
+    text is table ip kube-proxy's; ``tables`` adds other tables of the same
+    node by name (e.g. {"ip svclab-netpol": text}): their base chains join
+    the hooks by priority.  A chain name must be unique across the tables
+    (the walk finds a jump's target by name).
+    """
 
     def __init__(self, text: str, local_addresses=(), *,
-                 masquerade_mark: int = 0x4000) -> None:
-        super().__init__(local_addresses)
+                 masquerade_mark: int = 0x4000, interfaces=None,
+                 tables: Mapping[str, str] | None = None) -> None:
+        super().__init__(local_addresses, interfaces)
         self.masquerade_mark = masquerade_mark
         self.table = apply_commands(text)
+        self.others = {name: apply_commands(body, name=name)
+                       for name, body in (tables or {}).items()}
+        self._index()
+
+    def _index(self) -> None:
+        self._owner: dict[str, Table] = {}
+        for table in (self.table, *self.others.values()):
+            for chain in table.chains:
+                if chain in self._owner:
+                    raise TracerError(f"chain {chain} is in two tables")
+                self._owner[chain] = table
 
     def apply(self, text: str) -> None:
         """Apply a further transaction (e.g. a partial sync) on top."""
         self.table = apply_commands(text, self.table)
+        self._index()
 
     def entry_chains(self, hook: str) -> list[tuple[str, str]]:
-        chains = sorted((base.priority, name) for name, base in self.table.base.items()
-                        if base.hook == hook)
-        return [(self.table.base[name].type, name) for _, name in chains]
+        chains = sorted((base.priority, i, name)
+                        for i, table in enumerate((self.table, *self.others.values()))
+                        for name, base in table.base.items() if base.hook == hook)
+        return [(self._owner[name].base[name].type, name) for _, _, name in chains]
 
     def chain_rules(self, table: str, chain: str) -> list[Rule] | None:
-        return self.table.chains.get(chain)     # one table: chain names are unique
+        owner = self._owner.get(chain)          # chain names are unique
+        return None if owner is None else owner.chains.get(chain)
 
     def evaluate(self, rule: Rule, pk: Packet, env: Env) -> list[Effect]:
         """The rule's statements in order: changes to the packet apply as
@@ -91,7 +116,7 @@ class NftTracer(PacketTracer):
         for item in rule.items:
             match item:
                 case MarkSet(op, value):
-                    pk = replace(pk, mark=pk.mark | value if op == "or" else pk.mark ^ value)
+                    pk = replace(pk, mark=_mark_op(op, pk.mark, value))
                 case SetUpdate(name):
                     pk = pk.remembered(name)
                 case Dnat(to):
@@ -120,7 +145,14 @@ class NftTracer(PacketTracer):
         proto = pk.protocol.lower()
         key = ((pk.dst, proto, str(pk.dport)) if item.key == "addr"
                else (proto, str(pk.dport)))
-        return self.table.maps[item.name].get(key)
+        return self._container(item.name).maps[item.name].get(key)
+
+    def _container(self, name: str) -> Table:
+        """The table holding set or map name."""
+        for table in (self.table, *self.others.values()):
+            if name in table.sets or name in table.maps:
+                return table
+        raise TracerError(f"no set or map {name}")
 
     @staticmethod
     def _numgen_target(item: NumgenVmap, number: int, rule: Rule) -> Verdict:
@@ -133,21 +165,36 @@ class NftTracer(PacketTracer):
         match item:
             case SetMatch(fld, negated, name):
                 ip = pk.src if fld == "saddr" else pk.dst
-                found = (name in env.recent if name in self.table.dynamic
-                         else ip in self.table.sets[name])
+                table = self._container(name)
+                found = (name in env.recent if name in table.dynamic
+                         else ip in table.sets[name])
                 return found != negated
             case AddrMatch(fld, negated, nets):
                 ip = ipaddress.ip_address(pk.src if fld == "saddr" else pk.dst)
                 return any(ip in net for net in nets) != negated
             case ProtoMatch(proto):
                 return proto == pk.protocol.lower()
-            case CtState(state):
-                return state == "new"       # the first packet of a connection
+            case CtState():
+                return item.matches("new")  # the first packet of a connection
+            case PortMatch():
+                return item.matches(pk.dport)
+            case IfaceMatch(fld):
+                if self.interfaces is None:
+                    raise TracerError(f"{fld} needs the node's interfaces (interfaces=)")
+                return item.matches(pk.iif if fld == "iifname" else pk.oif)
             case FibLocal(fld):
                 return env.is_local(pk.src if fld == "saddr" else pk.dst)
             case MarkMatch(mask, value):
                 return pk.mark & mask == value
         raise TracerError(f"unknown match {item}")
+
+
+def _mark_op(op: str, mark: int, value: int) -> int:
+    if op == "or":
+        return mark | value
+    if op == "and":
+        return mark & value
+    return mark ^ value
 
 
 def _verdict(verdict: Verdict, share: float, pk: Packet) -> Effect:
@@ -156,8 +203,9 @@ def _verdict(verdict: Verdict, share: float, pk: Packet) -> Effect:
 
 def trace(text: str, src: str, dst: str, dport: int, protocol: str = "TCP",
           *, local_addresses=(), locally_originated: bool = False,
-          recent: frozenset[str] = frozenset()) -> tuple[Outcome, ...]:
+          recent: frozenset[str] = frozenset(), interfaces=None,
+          tables: Mapping[str, str] | None = None) -> tuple[Outcome, ...]:
     """Parse text and trace one packet (see PacketTracer.trace)."""
-    return NftTracer(text, local_addresses).trace(
+    return NftTracer(text, local_addresses, interfaces=interfaces, tables=tables).trace(
         src, dst, dport, protocol, locally_originated=locally_originated,
         recent=recent)

@@ -19,6 +19,12 @@ the first one, from where routing sends the packet after its DNAT):
                            own packet to itself meets output, then input)
     postrouting            last, when the packet leaves the node
 
+A packet knows its input and output interface (``Packet.iif``/``oif``):
+the tracer is given a map of the node's local pod IPs to their ``cali*``
+veths, every other address is behind ``eth0``; iif is set when the packet
+arrives, oif once routing (after DNAT) chose it.  Policy rules (agents.policy)
+match on them, and on conntrack state NEW (the first packet).
+
 Every branch records its path (`Step`s): each chain it entered and each
 rule that matched in it, as kube-proxy's packet-flow test helpers record
 the rules a traced packet matched, so a failing test or a trace can say
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import ipaddress
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -38,6 +44,7 @@ from agents.proxy.errors import TracerError
 MAX_DEPTH = 32
 MASQUERADE_MARK = 0x4000
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+DEFAULT_INTERFACE = "eth0"
 
 # What one rule can do to a packet (Effect.action), whatever the syntax.
 MISS = "MISS"          # the rule does not match: on to the next rule
@@ -80,6 +87,8 @@ class Packet:
     accepted: bool = False
     masquerade: bool = False
     path: tuple[Step, ...] = ()
+    iif: str = ""               # input interface ("" when locally originated)
+    oif: str = ""               # output interface, once routed
 
     def translated(self, to: str) -> Packet:
         """DNATed to 'ip' or 'ip:port'."""
@@ -127,13 +136,21 @@ class Effect:
 @dataclass(frozen=True)
 class Env:
     """What a rule may ask besides the packet: is an address the node's own,
-    is the client in an affinity list already (``recent``)."""
+    is the client in an affinity list already (``recent``), which interface
+    leads to an address (``interfaces``: local pod IP -> its cali veth)."""
 
     local: frozenset[str]
     recent: frozenset[str] = frozenset()
+    interfaces: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def is_local(self, ip: str) -> bool:
         return ip in self.local or ipaddress.ip_address(ip) in LOOPBACK
+
+    def interface(self, ip: str) -> str:
+        """The interface a packet to (or from) ip goes out of (comes in on)."""
+        if self.is_local(ip):
+            return "lo"
+        return self.interfaces.get(ip, DEFAULT_INTERFACE)
 
 
 class AnyRule(Protocol):
@@ -197,13 +214,18 @@ class PacketTracer(ABC):
     A mode says which base chains a hook runs (``entry_chains``), what rules
     a chain holds (``chain_rules``) and what one rule does to a packet
     (``evaluate``); the walk, the hook order, the depth limit, is_local, the
-    recorded path and the outcomes are here.  local_addresses: the node's.
+    recorded path and the outcomes are here.  local_addresses: the node's;
+    interfaces: the node's local pod IPs -> their cali veths.
     """
 
     masquerade_mark = MASQUERADE_MARK
 
-    def __init__(self, local_addresses: Iterable[str] = ()) -> None:
+    def __init__(self, local_addresses: Iterable[str] = (),
+                 interfaces: Mapping[str, str] | None = None) -> None:
         self.local = frozenset(local_addresses)
+        # None: the caller did not say which interfaces lead where, so rules
+        # matching on interfaces are refused rather than guessed.
+        self.interfaces = None if interfaces is None else dict(interfaces)
 
     @abstractmethod
     def entry_chains(self, hook: str) -> Sequence[tuple[str, str]]:
@@ -225,9 +247,10 @@ class PacketTracer(ABC):
                  locally_originated: bool = False,
                  recent: frozenset[str] = frozenset()) -> tuple[TracedBranch, ...]:
         """Every branch of the first packet of a connection, with its path."""
-        env = Env(self.local, frozenset(recent))
+        env = Env(self.local, frozenset(recent), self.interfaces or {})
         first = "output" if locally_originated else "prerouting"
-        start = [(1.0, Packet(src, dst, dport, protocol.upper()), ACCEPT)]
+        iif = "" if locally_originated else env.interface(src)
+        start = [(1.0, Packet(src, dst, dport, protocol.upper(), iif=iif), ACCEPT)]
         out = []
         for p, pk, verdict in self._hook(first, start, env):
             marked = bool(pk.mark & self.masquerade_mark)
@@ -248,7 +271,10 @@ class PacketTracer(ABC):
 
     def _hook(self, hook: str, branches, env: Env):
         """Run hook's base chains on every live branch; only DROP and REJECT
-        end a branch (ACCEPT and RETURN pass it on to the next chain)."""
+        end a branch (ACCEPT and RETURN pass it on to the next chain).
+        From output on, the packet is routed: its oif is known."""
+        if hook != "prerouting":
+            branches = [(p, _routed(pk, hook, env), v) for p, pk, v in branches]
         for table, chain in self.entry_chains(hook):
             out = []
             for p, pk, verdict in branches:
@@ -312,6 +338,11 @@ class PacketTracer(ABC):
             else:
                 done.append((q * q2, pk2, res))
         return done, resumed
+
+
+def _routed(pk: Packet, hook: str, env: Env) -> Packet:
+    oif = "" if hook == "input" else env.interface(pk.dst)
+    return pk if pk.oif == oif else replace(pk, oif=oif)
 
 
 def final_verdict(pk: Packet, verdict: str) -> str:

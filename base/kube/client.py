@@ -32,9 +32,12 @@ RESOURCES = {
     "services": ("/api/v1", True),
     "endpoints": ("/api/v1", True),
     "events": ("/api/v1", True),
+    "serviceaccounts": ("/api/v1", True),
     "endpointslices": ("/apis/discovery.k8s.io/v1", True),
     "deployments": ("/apis/apps/v1", True),
     "replicasets": ("/apis/apps/v1", True),
+    "networkpolicies": ("/apis/networking.k8s.io/v1", True),
+    "clusterroles": ("/apis/rbac.authorization.k8s.io/v1", False),
 }
 DEFAULT_TIMEOUT = 15.0
 

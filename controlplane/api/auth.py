@@ -1,8 +1,11 @@
 """Authentication: client certificates signed by the lab CA, or bearer tokens.
 
-Like kube-apiserver's x509 and static-token authenticators: the certificate's
-CN is the user and its O attributes are the groups. There is no authorization
-layer — every authenticated user may do everything (a lab, not a tenant).
+Like kube-apiserver's x509, static-token and service-account authenticators:
+the certificate's CN is the user and its O attributes are the groups; a
+minted token stands for the user it was minted for; a bearer token that is
+a JWT is a service-account token, checked by ``service_accounts``
+(controlplane/api/tokens.py: signature, expiry, and the service account and
+bound pod still existing).  What a user may do is the authorizer's business.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hmac
 import secrets
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -22,15 +26,23 @@ from cryptography.x509.oid import NameOID
 class User:
     name: str
     groups: tuple[str, ...] = ()
+    uid: str = ""
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (key, values), as UserInfo.Extra
+
+
+class TokenAuthenticator(Protocol):
+    def authenticate(self, token: str) -> User | None: ...
 
 
 class Authenticator:
     """Checks credentials; thread-safe; tokens can be minted at run time."""
 
-    def __init__(self, ca_cert_pem: bytes) -> None:
+    def __init__(self, ca_cert_pem: bytes,
+                 service_accounts: TokenAuthenticator | None = None) -> None:
         self._ca = x509.load_pem_x509_certificate(ca_cert_pem)
         self._tokens: dict[str, User] = {}
         self._lock = threading.Lock()
+        self.service_accounts = service_accounts
 
     def mint_token(self, user: str, groups: tuple[str, ...] = ()) -> str:
         token = secrets.token_urlsafe(32)
@@ -71,10 +83,11 @@ class Authenticator:
         if authorization:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
-                user = self._by_token(token.strip())
-                if user is not None:
-                    return user
-                return None  # a wrong token is a failure even with a certificate
+                token = token.strip()
+                user = self._by_token(token)
+                if user is None and self.service_accounts is not None:
+                    user = self.service_accounts.authenticate(token)
+                return user  # a wrong token is a failure even with a certificate
         if peer_der:
             return self._by_certificate(peer_der)
         return None

@@ -120,6 +120,10 @@ def pod(obj: dict) -> dict:
     spec = obj.setdefault("spec", {})
     pod_spec(spec)
     spec.setdefault("enableServiceLinks", True)
+    # The ServiceAccount admission plugin (pods only, not templates): "default", mirrored in
+    # the deprecated serviceAccount field kubectl shows.
+    spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
+    spec["serviceAccount"] = spec["serviceAccountName"]
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
     spec.setdefault("priority", 0)
     tolerations = spec.setdefault("tolerations", [])
@@ -163,5 +167,87 @@ def endpoints(obj: dict) -> dict:
     return obj
 
 
+def _drop_empty(obj: dict, *keys: str) -> None:
+    """Go's omitempty: an empty list or map of these fields is not kept."""
+    for key in keys:
+        if key in obj and obj[key] in ([], {}):
+            del obj[key]
+
+
+def _netpol_selector(selector) -> None:
+    if isinstance(selector, dict):
+        _drop_empty(selector, "matchLabels", "matchExpressions")
+        for expr in selector.get("matchExpressions") or []:
+            if isinstance(expr, dict):
+                _drop_empty(expr, "values")
+
+
+def networkpolicy(obj: dict) -> dict:
+    """SetDefaults_NetworkPolicy and SetDefaults_NetworkPolicyPort, on the object as the
+    v1 Go type round-trips it: no status (v1 has none), podSelector always present,
+    empty lists omitted."""
+    obj = copy.deepcopy(obj)
+    obj.pop("status", None)
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return obj
+    spec.setdefault("podSelector", {})
+    _netpol_selector(spec["podSelector"])
+    for direction, peers in (("ingress", "from"), ("egress", "to")):
+        for rule in spec.get(direction) or []:
+            if not isinstance(rule, dict):
+                continue
+            for port in rule.get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+            for peer in rule.get(peers) or []:
+                if isinstance(peer, dict):
+                    _netpol_selector(peer.get("podSelector"))
+                    _netpol_selector(peer.get("namespaceSelector"))
+                    if isinstance(peer.get("ipBlock"), dict):
+                        _drop_empty(peer["ipBlock"], "except")
+            _drop_empty(rule, "ports", peers)
+    _drop_empty(spec, "ingress", "egress", "policyTypes")
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+    return obj
+
+
 def identity(obj: dict) -> dict:
     return copy.deepcopy(obj)
+
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+def rbac_role(obj: dict) -> dict:
+    """Role / ClusterRole as the v1 Go type round-trips it: no status, empty rule lists
+    other than verbs omitted."""
+    obj = copy.deepcopy(obj)
+    obj.pop("status", None)
+    for rule in obj.get("rules") or []:
+        if isinstance(rule, dict):
+            _drop_empty(rule, "apiGroups", "resources", "resourceNames", "nonResourceURLs")
+    return obj
+
+
+def rbac_binding(obj: dict) -> dict:
+    """SetDefaults_RoleBinding / _ClusterRoleBinding and SetDefaults_Subject: roleRef's and
+    User/Group subjects' apiGroup default to rbac.authorization.k8s.io."""
+    obj = copy.deepcopy(obj)
+    obj.pop("status", None)
+    ref = obj.get("roleRef")
+    if isinstance(ref, dict) and not ref.get("apiGroup"):
+        ref["apiGroup"] = RBAC_GROUP
+    for subject in obj.get("subjects") or []:
+        if isinstance(subject, dict) and not subject.get("apiGroup") \
+                and subject.get("kind") in ("User", "Group"):
+            subject["apiGroup"] = RBAC_GROUP
+    _drop_empty(obj, "subjects")
+    return obj
+
+
+def serviceaccount(obj: dict) -> dict:
+    obj = copy.deepcopy(obj)
+    obj.pop("status", None)
+    return obj

@@ -4,7 +4,9 @@
 falls back from aggregated discovery), ``/version`` and a minimal OpenAPI v3:
 one document per group-version whose PATCH operations carry
 ``x-kubernetes-group-version-kind`` and the ``fieldValidation`` parameter, so
-kubectl leaves schema validation to the server (which validates).
+kubectl leaves schema validation to the server (which validates). Schemas are
+free-form objects, except NetworkPolicy's (openapi_netpol.py) and the RBAC kinds'
+and ServiceAccount's (openapi_rbac.py), for explain.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from controlplane.api import openapi_netpol, openapi_rbac
 from controlplane.api.resources import BY_GROUP_VERSION, RESOURCES, VERBS
 
 KUBE_VERSION = "v1.37.1"
@@ -66,14 +69,18 @@ def api_resource_list(group: str, version: str) -> dict | None:
     resources = []
     for rt in types.values():
         entry = {"name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced,
-                 "kind": rt.kind, "verbs": VERBS}
+                 "kind": rt.kind, "verbs": list(rt.verbs) or VERBS}
         if rt.short_names:
             entry["shortNames"] = list(rt.short_names)
         if rt.categories:
             entry["categories"] = list(rt.categories)
         resources.append(entry)
         for sub in rt.subresources:
-            if sub == "scale":
+            if sub == "token":       # TokenRequest (serviceaccounts/token), create only
+                resources.append({"name": f"{rt.plural}/token", "singularName": "",
+                                  "namespaced": rt.namespaced, "group": "authentication.k8s.io",
+                                  "version": "v1", "kind": "TokenRequest", "verbs": ["create"]})
+            elif sub == "scale":
                 resources.append({"name": f"{rt.plural}/scale", "singularName": "",
                                   "namespaced": rt.namespaced,
                                   "group": "autoscaling", "version": "v1", "kind": "Scale",
@@ -120,6 +127,14 @@ def openapi_v3_document(group: str, version: str) -> dict | None:
     prefix = "/" + _gv_path(group, version)
     for rt in types.values():
         gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+        if rt.virtual:      # a review: POST to the collection only
+            # The PATCH entry only tells kubectl (`create -f`) that the server validates
+            # fields itself; without one it looks for /openapi/v2. A PATCH is answered 405.
+            paths[f"{prefix}/{rt.plural}"] = {"post": {
+                "x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "post",
+                "responses": {"201": {"description": "Created"}}},
+                "patch": _patch_operation(rt)}
+            continue
         item = (f"{prefix}/namespaces/{{namespace}}/{rt.plural}/{{name}}" if rt.namespaced
                 else f"{prefix}/{rt.plural}/{{name}}")
         paths[item] = {"patch": _patch_operation(rt),
@@ -128,6 +143,9 @@ def openapi_v3_document(group: str, version: str) -> dict | None:
         schema_name = f"io.k8s.api.{(rt.group.split('.')[0] or 'core')}.{rt.version}.{rt.kind}"
         schemas[schema_name] = {"type": "object", "x-kubernetes-group-version-kind": [gvk],
                                 "x-kubernetes-preserve-unknown-fields": True}
+    if (group, version) == ("networking.k8s.io", "v1"):
+        schemas.update(openapi_netpol.SCHEMAS)      # described field by field, for explain
+    schemas.update(openapi_rbac.schemas_for(group, version))
     return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": KUBE_VERSION},
             "paths": paths, "components": {"schemas": schemas}}
 

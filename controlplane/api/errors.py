@@ -122,12 +122,15 @@ def forbidden(field, detail) -> FieldError:
 
 
 def invalid_object(kind: str, group: str, name: str, errors: list[FieldError]) -> StatusError:
-    """422 Invalid, message formatted as ``errors.NewInvalid`` does."""
+    """422 Invalid, message formatted as ``errors.NewInvalid`` does: the kind
+    qualified by its group (``Deployment.apps "web" is invalid: ...``); kubectl
+    prints ``The Deployment "web" is invalid`` from the details."""
     joined = str(errors[0]) if len(errors) == 1 else "[" + ", ".join(map(str, errors)) + "]"
     details = {"name": name, "kind": kind, "causes": [e.cause() for e in errors]}
     if group:
         details["group"] = group
-    return StatusError(422, "Invalid", f'{kind} "{name}" is invalid: {joined}', details)
+    return StatusError(422, "Invalid", f'{qualified(kind, group)} "{name}" is invalid: {joined}',
+                       details)
 
 
 def qualified(resource: str, group: str) -> str:

@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from controlplane.api import discovery, errors, protobuf, tables
+from controlplane.api.rbac import reviews
+from controlplane.api.rbac.attributes import UserInfo
 from controlplane.api.registry import Registry
 from controlplane.api.resources import ResourceType, lookup
 from controlplane.api.selectors import (
@@ -35,6 +37,7 @@ from controlplane.api.watch import WatchRequest, watch_events
 
 DEFAULT_WATCH_TIMEOUT = 1800.0
 RETURN_DELETED_OBJECT = ("services", "pods")   # as the real registries do; others answer a Status
+RBAC_KINDS = ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Request:
     target: str                       # path?query as sent
     headers: dict                     # lower-case names
     body: bytes = b""
+    user: UserInfo | None = None      # who the request acts for (after impersonation)
 
     @property
     def path(self) -> str:
@@ -146,6 +150,8 @@ class Api:
         self.server_address = server_address
         self.stopped = stopped
         self.streams = PodStreamRoutes(registry, stopped)
+        self.tokens = None      # a ServiceAccountTokens (serviceaccounts/token), set by the server
+        self.rbac = None        # a rbac.gate.RequestGate (reviews, escalation), set by the server
 
     def dispatch(self, request: Request) -> Response | Stream | Upgrade | ByteStream:
         try:
@@ -162,6 +168,8 @@ class Api:
         route = _route(path)
         if route is None:
             raise errors.path_not_found(path)
+        if route.rt.virtual:
+            return self._review(request, route)
         if route.rt.plural == "pods" and route.subresource in SUBRESOURCES:
             return self.streams.serve(StreamRequest(request.method, request.target,
                                                     request.headers, route.namespace or "",
@@ -207,6 +215,24 @@ class Api:
                 raise errors.path_not_found(path)
             return Response(200, doc)
         return None
+
+    # ---- reviews (authorization.k8s.io, authentication.k8s.io) ------------
+    def _review(self, request: Request, route: Route) -> Response:
+        if request.method != "POST" or route.name or self.rbac is None:
+            raise errors.method_not_allowed()
+        user = request.user or UserInfo("system:anonymous", ("system:unauthenticated",))
+        return Response(201, reviews.review(self.rbac.authorizer, user, route.rt.plural,
+                                            decode_body(request)))
+
+    def _check_rbac_write(self, request: Request, route: Route, obj) -> None:
+        """The escalation check of Role/ClusterRole/binding writes (rbac/escalation.py)."""
+        if self.rbac is None or not isinstance(obj, dict):
+            return
+        obj = {**obj, "metadata": {**(obj.get("metadata") or {}),
+                                   "namespace": route.namespace or ""}}
+        if route.name:
+            obj["metadata"]["name"] = route.name
+        self.rbac.check_write(request.user, route.rt.plural, obj)
 
     # ---- reads ----------------------------------------------------------
     def _get(self, request: Request, route: Route) -> Response | Stream:
@@ -279,18 +305,23 @@ class Api:
         return body
 
     def _post(self, request: Request, route: Route) -> Response:
+        if route.subresource == "token" and self.tokens is not None:   # not stored: tokens.py
+            return Response(201, self.tokens.token_request(route.namespace or "", route.name,
+                                                           decode_body(request)))
         if route.name:
             raise errors.method_not_allowed()
         if route.rt.namespaced and route.namespace is None:
             raise errors.method_not_allowed("POST requires a namespace for namespaced resources")
-        obj = self.registry.create(route.rt, route.namespace or "", self._body(request, route),
-                                   self._dry_run(request))
+        body = self._body(request, route)
+        self._check_rbac_write(request, route, body)
+        obj = self.registry.create(route.rt, route.namespace or "", body, self._dry_run(request))
         return Response(201, obj)
 
     def _put(self, request: Request, route: Route) -> Response:
         if not route.name:
             raise errors.method_not_allowed()
         body = self._body(request, route)
+        self._check_rbac_write(request, route, body)
         if route.subresource == "scale":
             return Response(200, self.registry.update_scale(route.rt, route.namespace or "",
                                                             route.name, body,
@@ -311,6 +342,10 @@ class Api:
                                    route.namespace or "", route.name)
         existed = (self.registry.store.get(route.rt.plural, route.namespace or "", route.name)
                    is not None)
+        if self.rbac is not None and route.rt.plural in RBAC_KINDS:   # check the result
+            self._check_rbac_write(request, route, self.registry.patch(
+                route.rt, route.namespace or "", route.name, ctype, request.body,
+                route.subresource, True))
         obj = self.registry.patch(route.rt, route.namespace or "", route.name, ctype, request.body,
                                   route.subresource, self._dry_run(request))
         return Response(200 if existed else 201, obj)

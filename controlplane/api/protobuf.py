@@ -94,9 +94,62 @@ SCHEMAS: dict[str, dict[int, tuple]] = {
     "EnvVar": {1: ("name", S, False, False), 2: ("value", S, False, False)},
     "ResourceRequirements": {1: ("limits", "qmap", False, False),
                              2: ("requests", "qmap", False, False)},
+    "ServiceAccount": {1: ("metadata", "ObjectMeta", False, False),
+                       4: ("automountServiceAccountToken", "bool", False, True)},
+    # authentication.k8s.io/v1 (`kubectl create token`)
+    "TokenRequest": {1: ("metadata", "ObjectMeta", False, False),
+                     2: ("spec", "TokenRequestSpec", False, False)},
+    "TokenRequestSpec": {1: ("audiences", S, True, False),
+                         3: ("boundObjectRef", "BoundObjectReference", False, False),
+                         4: ("expirationSeconds", "int", False, True)},
+    "BoundObjectReference": {1: ("kind", S, False, False), 2: ("apiVersion", S, False, False),
+                             3: ("name", S, False, False), 4: ("uid", S, False, False)},
+    # rbac.authorization.k8s.io/v1 (`kubectl create role|clusterrole|rolebinding|...`)
+    "Role": {1: ("metadata", "ObjectMeta", False, False), 2: ("rules", "PolicyRule", True, False)},
+    "ClusterRole": {1: ("metadata", "ObjectMeta", False, False),
+                    2: ("rules", "PolicyRule", True, False),
+                    3: ("aggregationRule", "AggregationRule", False, False)},
+    "AggregationRule": {1: ("clusterRoleSelectors", "LabelSelector", True, False)},
+    "PolicyRule": {1: ("verbs", S, True, False), 2: ("apiGroups", S, True, False),
+                   3: ("resources", S, True, False), 4: ("resourceNames", S, True, False),
+                   5: ("nonResourceURLs", S, True, False)},
+    "RoleBinding": {1: ("metadata", "ObjectMeta", False, False),
+                    2: ("subjects", "Subject", True, False),
+                    3: ("roleRef", "RoleRef", False, False)},
+    "Subject": {1: ("kind", S, False, False), 2: ("apiGroup", S, False, False),
+                3: ("name", S, False, False), 4: ("namespace", S, False, False)},
+    "RoleRef": {1: ("apiGroup", S, False, False), 2: ("kind", S, False, False),
+                3: ("name", S, False, False)},
+    # authorization.k8s.io/v1 and authentication.k8s.io/v1 reviews (`kubectl auth ...`)
+    "SelfSubjectAccessReview": {1: ("metadata", "ObjectMeta", False, False),
+                                2: ("spec", "SelfSubjectAccessReviewSpec", False, False)},
+    "SelfSubjectAccessReviewSpec": {
+        1: ("resourceAttributes", "ResourceAttributes", False, False),
+        2: ("nonResourceAttributes", "NonResourceAttributes", False, False)},
+    "ResourceAttributes": {1: ("namespace", S, False, False), 2: ("verb", S, False, False),
+                           3: ("group", S, False, False), 4: ("version", S, False, False),
+                           5: ("resource", S, False, False), 6: ("subresource", S, False, False),
+                           7: ("name", S, False, False)},
+    "NonResourceAttributes": {1: ("path", S, False, False), 2: ("verb", S, False, False)},
+    "SelfSubjectRulesReview": {1: ("metadata", "ObjectMeta", False, False),
+                               2: ("spec", "SelfSubjectRulesReviewSpec", False, False)},
+    "SelfSubjectRulesReviewSpec": {1: ("namespace", S, False, False)},
+    "SubjectAccessReview": {1: ("metadata", "ObjectMeta", False, False),
+                            2: ("spec", "SubjectAccessReviewSpec", False, False)},
+    "SubjectAccessReviewSpec": {
+        1: ("resourceAttributes", "ResourceAttributes", False, False),
+        2: ("nonResourceAttributes", "NonResourceAttributes", False, False),
+        3: ("user", S, False, False), 4: ("groups", S, True, False), 6: ("uid", S, False, False)},
+    "SelfSubjectReview": {1: ("metadata", "ObjectMeta", False, False)},
 }
 
-KIND_MESSAGES = {"Namespace": "Namespace", "Service": "Service", "Deployment": "Deployment"}
+KIND_MESSAGES = {"Namespace": "Namespace", "Service": "Service", "Deployment": "Deployment",
+                 "ServiceAccount": "ServiceAccount", "TokenRequest": "TokenRequest",
+                 **{kind: kind for kind in ("Role", "ClusterRole", "RoleBinding",
+                                            "ClusterRoleBinding", "SelfSubjectAccessReview",
+                                            "SelfSubjectRulesReview", "SubjectAccessReview",
+                                            "SelfSubjectReview")}}
+SCHEMAS["ClusterRoleBinding"] = SCHEMAS["RoleBinding"]
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:

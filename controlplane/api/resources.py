@@ -20,6 +20,8 @@ class ResourceType:
     short_names: tuple[str, ...] = ()
     subresources: tuple[str, ...] = ()   # "status", "scale"; pods' streaming ones
     categories: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ()          # empty: every verb of VERBS
+    virtual: bool = False                # not stored: a create-only review (rbac/reviews.py)
 
     @property
     def api_version(self) -> str:
@@ -30,6 +32,7 @@ class ResourceType:
         return self.kind + "List"
 
 
+RBAC_GROUP = "rbac.authorization.k8s.io"
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 RESOURCES: tuple[ResourceType, ...] = (
@@ -46,8 +49,27 @@ RESOURCES: tuple[ResourceType, ...] = (
                  ("status", "scale"), ("all",)),
     ResourceType("endpointslices", "endpointslice", "EndpointSlice", "discovery.k8s.io", "v1",
                  True),
+    ResourceType("networkpolicies", "networkpolicy", "NetworkPolicy", "networking.k8s.io", "v1",
+                 True, ("netpol",)),
     # The same Events as core/v1 "events", in the events.k8s.io shape (api/events.py).
     ResourceType("events", "event", "Event", "events.k8s.io", "v1", True),
+    ResourceType("serviceaccounts", "serviceaccount", "ServiceAccount", "", "v1", True, ("sa",),
+                 ("token",)),
+    ResourceType("roles", "role", "Role", RBAC_GROUP, "v1", True),
+    ResourceType("clusterroles", "clusterrole", "ClusterRole", RBAC_GROUP, "v1", False),
+    ResourceType("rolebindings", "rolebinding", "RoleBinding", RBAC_GROUP, "v1", True),
+    ResourceType("clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", RBAC_GROUP,
+                 "v1", False),
+    # Create-only reviews: answered, never stored (controlplane/api/rbac/reviews.py).
+    ResourceType("selfsubjectaccessreviews", "selfsubjectaccessreview",
+                 "SelfSubjectAccessReview", "authorization.k8s.io", "v1", False,
+                 verbs=("create",), virtual=True),
+    ResourceType("selfsubjectrulesreviews", "selfsubjectrulesreview", "SelfSubjectRulesReview",
+                 "authorization.k8s.io", "v1", False, verbs=("create",), virtual=True),
+    ResourceType("subjectaccessreviews", "subjectaccessreview", "SubjectAccessReview",
+                 "authorization.k8s.io", "v1", False, verbs=("create",), virtual=True),
+    ResourceType("selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview",
+                 "authentication.k8s.io", "v1", False, verbs=("create",), virtual=True),
 )
 
 BY_GROUP_VERSION: dict[tuple[str, str], dict[str, ResourceType]] = {}
@@ -58,7 +80,8 @@ BY_KIND: dict[tuple[str, str], ResourceType] = {(rt.api_version, rt.kind): rt fo
 # The first type of a plural is where its objects are stored (core/v1 for "events").
 BY_PLURAL: dict[str, ResourceType] = {}
 for _rt in RESOURCES:
-    BY_PLURAL.setdefault(_rt.plural, _rt)
+    if not _rt.virtual:
+        BY_PLURAL.setdefault(_rt.plural, _rt)
 
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:

@@ -7,7 +7,8 @@
 
 Each listener runs a threading HTTP/1.1 server; TLS is negotiated in the
 connection's own thread. Every request is authenticated (client certificate
-from the lab CA or bearer token) before it reaches :mod:`controlplane.api.handlers`.
+from the lab CA or bearer token) and authorized (RBAC, controlplane/api/rbac)
+before it reaches :mod:`controlplane.api.handlers`.
 A streaming subresource (exec, attach, port-forward) takes the connection
 over in that thread: ``101 Switching Protocols``, then its session runs on
 the raw connection until it ends and the connection is closed; it reaches
@@ -36,11 +37,15 @@ from controlplane.api.allocators import IPRange
 from controlplane.api.auth import Authenticator, User
 from controlplane.api.bootstrap import NodeMonitor, bootstrap
 from controlplane.api.handlers import Api, Request, Response, Stream
+from controlplane.api.jws import SigningKey
+from controlplane.api.rbac.bootstrap_policy import ensure_bootstrap_policy
+from controlplane.api.rbac.gate import RequestGate
 from controlplane.api.registry import ClusterConfig, Registry
 from controlplane.api.store import Store
 from controlplane.api.streams.responses import StreamedResponses
 from controlplane.api.streams.routes import ByteStream, Upgrade
 from controlplane.api.tls import server_context
+from controlplane.api.tokens import ServiceAccountTokens
 
 log = logging.getLogger("controlplane.api")
 HANDSHAKE_TIMEOUT = 10.0
@@ -79,7 +84,13 @@ class _Handler(StreamedResponses, BaseHTTPRequestHandler):
         if user is None:
             self._send(Response(401, errors.unauthorized().to_status()))
             return
-        request = Request(self.command, self.path, self._header_dict(), body)
+        headers = self._header_dict()
+        try:    # RBAC (and impersonation, node restriction): controlplane/api/rbac/gate.py
+            acting, _ = owner.gate.admit(user, self.command, self.path, headers, body)
+        except errors.StatusError as exc:
+            self._send(Response(exc.code, exc.to_status()))
+            return
+        request = Request(self.command, self.path, headers, body, acting)
         result = owner.api.dispatch(request)
         log.debug("%s %s %s -> %s", user.name, self.command, self.path,
                   result.code if isinstance(result, Response) else type(result).__name__)
@@ -196,14 +207,22 @@ class ApiServer:
         self.admin_token = self.authenticator.mint_token("kubernetes-admin", ("system:masters",))
         certs.write_private(self.state_dir / "admin.token", self.admin_token.encode())
         self.store = Store()
+        # Service-account tokens: signed with sa.key (made on first use), checked against the store.
+        self.tokens = ServiceAccountTokens(SigningKey(self.state_dir / "sa.key"), self.store.get,
+                                           cluster_info.get("clusterDomain", "cluster.local"))
+        self.authenticator.service_accounts = self.tokens
         self.registry = Registry(self.store, ClusterConfig.from_info(cluster_info),
                                  random.Random(seed))
         bootstrap(self.registry, cluster_info)
+        ensure_bootstrap_policy(self.registry)     # RBAC roles and bindings, if missing
+        self.gate = RequestGate(self.store)
         endpoint = cluster_info.get("controlPlaneEndpoint") or {}
         self._stopping = threading.Event()
         self.api = Api(self.registry,
                        f"{endpoint.get('ip', '127.0.0.1')}:{endpoint.get('port', 6443)}",
                        self._stopping.is_set)
+        self.api.tokens = self.tokens
+        self.api.rbac = self.gate
         self._context = server_context(str(self.state_dir / "apiserver.crt"),
                                        str(self.state_dir / "apiserver.key"))
         self._servers: list[_HttpsServer] = []

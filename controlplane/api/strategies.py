@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from controlplane.api import defaults, events
 from controlplane.api import validation as v
+from controlplane.api import validation_netpol as vn
+from controlplane.api import validation_rbac as vr
 from controlplane.api import validation_workloads as vw
 from controlplane.api.errors import FieldError
 
@@ -48,6 +50,24 @@ STRATEGIES: dict[str, Strategy] = {
                                status_subresource=False, reset_status_on_create=False),
     "events": Strategy(defaults.identity, events.validate, status_subresource=False,
                        reset_status_on_create=False),
+    # networking.k8s.io/v1 NetworkPolicy has no status (removed in Kubernetes 1.28):
+    # generation starts at 1 and bumps on every spec change.
+    "networkpolicies": Strategy(defaults.networkpolicy, vn.validate_networkpolicy,
+                                vn.validate_networkpolicy_update, status_subresource=False,
+                                reset_status_on_create=False, tracks_generation=True),
+    # No status on ServiceAccounts and the RBAC kinds; a binding's roleRef is immutable.
+    "serviceaccounts": Strategy(defaults.serviceaccount, vr.validate_serviceaccount,
+                                status_subresource=False, reset_status_on_create=False),
+    "roles": Strategy(defaults.rbac_role, vr.validate_role, status_subresource=False,
+                      reset_status_on_create=False),
+    "clusterroles": Strategy(defaults.rbac_role, vr.validate_clusterrole,
+                             status_subresource=False, reset_status_on_create=False),
+    "rolebindings": Strategy(defaults.rbac_binding, vr.validate_rolebinding,
+                             vr.validate_binding_update, status_subresource=False,
+                             reset_status_on_create=False),
+    "clusterrolebindings": Strategy(defaults.rbac_binding, vr.validate_clusterrolebinding,
+                                    vr.validate_binding_update, status_subresource=False,
+                                    reset_status_on_create=False),
 }
 
 

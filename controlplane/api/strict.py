@@ -2,8 +2,10 @@
 are errors.
 
 Only the objects users write by hand are described (metadata, Service,
-Deployment/ReplicaSet and their pod templates, Namespace); other kinds and
-free-form maps (labels, annotations, selector, resources) are not checked.
+Deployment/ReplicaSet and their pod templates, Namespace, NetworkPolicy down
+to its label selectors, the RBAC kinds and ServiceAccount); other kinds and
+free-form maps (labels, annotations, a Service's selector, resources) are not
+checked.
 The message matches the apiserver's:
 ``strict decoding error: unknown field "spec.ports[0].targetport"``.
 """
@@ -59,6 +61,21 @@ DEPLOYMENT_SPEC = _fields("replicas", "selector", "strategy", "minReadySeconds",
                           "revisionHistoryLimit", "paused", "progressDeadlineSeconds",
                           template=TEMPLATE)
 REPLICASET_SPEC = _fields("replicas", "selector", "minReadySeconds", template=TEMPLATE)
+LABEL_SELECTOR = _fields("matchLabels",
+                         matchExpressions=ListOf(_fields("key", "operator", "values")))
+NETPOL_PORT = _fields("protocol", "port", "endPort")
+NETPOL_PEER = _fields(podSelector=LABEL_SELECTOR, namespaceSelector=LABEL_SELECTOR,
+                      ipBlock=_fields("cidr", "except"))
+NETPOL_SPEC = _fields("policyTypes", podSelector=LABEL_SELECTOR,
+                      ingress=ListOf(_fields(ports=ListOf(NETPOL_PORT),
+                                             **{"from": ListOf(NETPOL_PEER)})),
+                      egress=ListOf(_fields(ports=ListOf(NETPOL_PORT), to=ListOf(NETPOL_PEER))))
+
+POLICY_RULE = _fields("verbs", "apiGroups", "resources", "resourceNames", "nonResourceURLs")
+SUBJECT = _fields("kind", "apiGroup", "name", "namespace")
+ROLE_REF = _fields("apiGroup", "kind", "name")
+OBJECT_REFERENCE = _fields("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion",
+                           "fieldPath")
 
 SCHEMAS = {
     "Service": _fields("kind", "apiVersion", "status", metadata=METADATA, spec=SERVICE_SPEC),
@@ -67,6 +84,19 @@ SCHEMAS = {
     "ReplicaSet": _fields("kind", "apiVersion", "status", metadata=METADATA,
                           spec=REPLICASET_SPEC),
     "Namespace": _fields("kind", "apiVersion", "spec", "status", metadata=METADATA),
+    # networking.k8s.io/v1 NetworkPolicy has no status field (since Kubernetes 1.28).
+    "NetworkPolicy": _fields("kind", "apiVersion", metadata=METADATA, spec=NETPOL_SPEC),
+    "Role": _fields("kind", "apiVersion", metadata=METADATA, rules=ListOf(POLICY_RULE)),
+    "ClusterRole": _fields("kind", "apiVersion", metadata=METADATA, rules=ListOf(POLICY_RULE),
+                           aggregationRule=_fields(
+                               clusterRoleSelectors=ListOf(LABEL_SELECTOR))),
+    "RoleBinding": _fields("kind", "apiVersion", metadata=METADATA, roleRef=ROLE_REF,
+                           subjects=ListOf(SUBJECT)),
+    "ClusterRoleBinding": _fields("kind", "apiVersion", metadata=METADATA, roleRef=ROLE_REF,
+                                  subjects=ListOf(SUBJECT)),
+    "ServiceAccount": _fields("kind", "apiVersion", "automountServiceAccountToken",
+                              metadata=METADATA, secrets=ListOf(OBJECT_REFERENCE),
+                              imagePullSecrets=ListOf(_fields("name"))),
 }
 
 

@@ -245,6 +245,41 @@ def _endpointslice(es, now):
     return [es["metadata"]["name"], es.get("addressType", ""), port_text, ep_text, age(es, now)]
 
 
+def _networkpolicy(np, now):
+    """printNetworkPolicy: no wide columns."""
+    selector = (np.get("spec") or {}).get("podSelector")
+    return [np["metadata"]["name"], selector_string(selector), age(np, now)]
+
+
+def _created_at(obj, now):
+    """The default table convertor (Roles, ClusterRoles): name and creation time, RFC 3339."""
+    return [obj["metadata"]["name"], obj["metadata"].get("creationTimestamp", "")]
+
+
+def _binding(binding, now):
+    """printRoleBinding / printClusterRoleBinding, wide; subjects as rbac.SubjectsStrings."""
+    users, groups, sas = [], [], []
+    for subject in binding.get("subjects") or []:
+        kind, name = subject.get("kind"), subject.get("name", "")
+        if kind == "User":
+            users.append(name)
+        elif kind == "Group":
+            groups.append(name)
+        elif kind == "ServiceAccount":
+            sas.append(f"{subject.get('namespace', '')}/{name}")
+    ref = binding.get("roleRef") or {}
+    return [binding["metadata"]["name"], f"{ref.get('kind', '')}/{ref.get('name', '')}",
+            age(binding, now), ", ".join(users), ", ".join(groups), ", ".join(sas)]
+
+
+def _serviceaccount(sa, now):
+    return [sa["metadata"]["name"], len(sa.get("secrets") or []), age(sa, now)]
+
+
+BINDING_COLUMNS = [NAME, _col("Role"), AGE, _col("Users", 1), _col("Groups", 1),
+                   _col("ServiceAccounts", 1)]
+
+
 def _since(stamp: str | None, now: dt.datetime) -> str:
     """translateTimestampSince / translateMicroTimestampSince ('<unknown>' when unset)."""
     if not stamp:
@@ -297,6 +332,12 @@ TABLES = {
     "namespaces": ([NAME, _col("Status"), AGE], _namespace),
     "endpointslices": ([NAME, _col("AddressType"), _col("Ports"), _col("Endpoints"), AGE],
                        _endpointslice),
+    "networkpolicies": ([NAME, _col("Pod-Selector"), AGE], _networkpolicy),
+    "roles": ([NAME, _col("Created At", typ="date")], _created_at),
+    "clusterroles": ([NAME, _col("Created At", typ="date")], _created_at),
+    "rolebindings": (BINDING_COLUMNS, _binding),
+    "clusterrolebindings": (BINDING_COLUMNS, _binding),
+    "serviceaccounts": ([NAME, _col("Secrets"), AGE], _serviceaccount),
     "events": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"),
                 _col("Subobject", 1), _col("Source", 1), _col("Message"), _col("First Seen", 1),
                 _col("Count", 1), _col("Name", 1, "name")], _event),

@@ -20,6 +20,7 @@ from controlplane.api.validation import (
     validate_labels,
     validate_metadata,
 )
+from controlplane.api.validation_selector import validate_label_selector
 
 RESTART_POLICIES = ("Always", "Never", "OnFailure")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -112,22 +113,6 @@ def _go_selector(selector: dict) -> GoRaw:
     ml = f"map[string]string{{{inner}}}" if labels else "map[string]string(nil)"
     return GoRaw(f"v1.LabelSelector{{MatchLabels:{ml}, "
                  "MatchExpressions:[]v1.LabelSelectorRequirement(nil)}")
-
-
-def validate_label_selector(selector, path: str) -> list[FieldError]:
-    if not isinstance(selector, dict):
-        return [invalid(selector, path, "must be an object")]
-    errs = validate_labels(selector.get("matchLabels"), f"{path}.matchLabels")
-    for i, expr in enumerate(selector.get("matchExpressions") or []):
-        epath = f"{path}.matchExpressions[{i}]"
-        op = (expr or {}).get("operator")
-        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            errs.append(not_supported(op, f"{epath}.operator",
-                                      ("DoesNotExist", "Exists", "In", "NotIn")))
-        elif op in ("In", "NotIn") and not expr.get("values"):
-            errs.append(required(f"{epath}.values",
-                                 "must be specified when `operator` is 'In' or 'NotIn'"))
-    return errs
 
 
 def _validate_replicated(obj: dict, kind: str) -> list[FieldError]:

@@ -16,7 +16,7 @@ from controlplane.controllers.objects import key_of, split_key
 OWNER_RESOURCES = {("apps/v1", "Deployment"): "deployments",
                    ("apps/v1", "ReplicaSet"): "replicasets",
                    ("v1", "Service"): "services"}
-DEPENDENT_RESOURCES = ("replicasets", "pods", "endpointslices")
+DEPENDENT_RESOURCES = ("replicasets", "pods", "endpointslices", "networkpolicies")
 
 
 def known_owner_refs(obj: dict) -> list[tuple[str, dict]]:

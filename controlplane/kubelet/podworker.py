@@ -10,6 +10,7 @@ the deletion with gracePeriodSeconds=0.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -27,6 +28,7 @@ from controlplane.kubelet.sandbox import (
     expand_command,
     sandbox_config,
 )
+from controlplane.kubelet.serviceaccount import VolumeSetupError, service_account_volumes
 from controlplane.kubelet.status import ContainerRecord, PodRecord, pod_status
 
 log = logging.getLogger("controlplane.kubelet")
@@ -113,9 +115,15 @@ class PodWorker:
 
     def _create(self) -> None:
         self._post_status()        # Pending, ContainerCreating
+        sandbox = sandbox_config(self.pod, self.kubelet.cluster_domain)
+        try:
+            volumes = service_account_volumes(self.client, self.pod)
+        except VolumeSetupError as err:
+            self.kubelet.recorder.event(self.pod, WARNING, "FailedMount", str(err))
+            raise
         self.record.pod_ip = self.runtime.create_pod(
             self.namespace, self.name, self.kubelet.node_name,
-            sandbox_config(self.pod, self.kubelet.cluster_domain))
+            dataclasses.replace(sandbox, volumes=volumes))
         plans = plan_pod_containers(self.pod, self.record.pod_ip, self.kubelet.python,
                                     self.kubelet.builtin_images)
         for container, plan in zip(self.record.containers, plans):

@@ -9,9 +9,11 @@ trace's ports; send ONE connection from the source (probes/trace/send.py:
 a real TCP connect + `GET /` to the workload server, or one UDP datagram);
 read every node's conntrack while the entries are fresh; then follow the
 flow through the pcaps (probes/trace/flow.py) and explain each host's
-decision: kube-proxy's live rules walked by the proxy tracers with the chain
-path (probes/trace/rules.py), the conntrack entry, the igw's IGW-* rule,
-the ELB listener.  Pcaps go to a temporary folder unless keep_pcaps_dir.
+decision: kube-proxy's live rules, with the NetworkPolicy rules of the same
+node, walked by the proxy tracers with the chain path and the policy rule
+that allowed or the pod chain that dropped the packet
+(probes/trace/rules.py), the conntrack entry, the igw's IGW-* rule, the ELB
+listener.  Pcaps go to a temporary folder unless keep_pcaps_dir.
 """
 from __future__ import annotations
 
@@ -32,11 +34,13 @@ from probes.trace.flow import AddrPort, FlowOrigin, Leg, follow
 from probes.trace.pcap import read_capture
 from probes.trace.report import Decision, Trace
 from probes.trace.rules import (
+    POLICY_TABLE,
     find_conntrack,
     igw_rule_for,
     nat_rule_to,
     parse_conntrack,
     pick_branch,
+    pod_interfaces,
     walk_iptables,
     walk_nftables,
 )
@@ -167,6 +171,20 @@ def _rules_of(record: HostRecord, mode: str) -> str:
     return run_in(record.pid, ["iptables-save"], timeout=10, where=record.name)
 
 
+def _policy_listing(record: HostRecord) -> str | None:
+    """`nft list table ip svclab-netpol` when the node has that table."""
+    tables = run_in(record.pid, ["nft", "list", "tables", "ip"], timeout=10, where=record.name)
+    if f"table {POLICY_TABLE}" not in tables.splitlines():
+        return None
+    return run_in(record.pid, ["nft", "list", "table", *POLICY_TABLE.split()], timeout=10,
+                  where=record.name)
+
+
+def _interfaces_of(record: HostRecord) -> dict[str, str]:
+    return pod_interfaces(run_in(record.pid, ["ip", "-4", "route", "show"], timeout=10,
+                                 where=record.name))
+
+
 # --- explaining ----------------------------------------------------------------
 
 def _decisions(lab, state: LabState, legs: list[Leg], origin: FlowOrigin,
@@ -207,13 +225,21 @@ def _node_decision(state, record, host, leg, seen, origin, conntrack_text) -> De
     masquerade = bool(last and last.src != src)
     try:
         text = _rules_of(record, state.proxy_mode)
-        walk = walk_nftables if state.proxy_mode == "nftables" else walk_iptables
-        branches = walk(text, record.addresses, src.addr, dst.addr, dst.port, origin.proto,
-                        locally_originated=local)
+        interfaces = _interfaces_of(record)
+        if state.proxy_mode == "nftables":
+            branches = walk_nftables(text, record.addresses, src.addr, dst.addr, dst.port,
+                                     origin.proto, locally_originated=local,
+                                     interfaces=interfaces,
+                                     policy_listing=_policy_listing(record))
+        else:
+            branches = walk_iptables(text, record.addresses, src.addr, dst.addr, dst.port,
+                                     origin.proto, locally_originated=local,
+                                     interfaces=interfaces)
     except CommandError as err:
         raise TraceError(f"trace: reading {record.name}'s rules failed: {err}") from err
     branch, exact = pick_branch(branches, dnat, masquerade, forwarded=bool(outs) or local)
-    if branch is None or (branch.verdict == "NO-MATCH" and not dnat and not masquerade):
+    if branch is None or (branch.verdict == "NO-MATCH" and not dnat and not masquerade
+                          and not branch.policy):
         return None
     entry = find_conntrack(parse_conntrack(conntrack_text), origin.proto, src.addr, src.port,
                            dst.addr, dst.port)
@@ -222,10 +248,18 @@ def _node_decision(state, record, host, leg, seen, origin, conntrack_text) -> De
         summary=_branch_summary(branch), chains=branch.chains(), verdict=branch.verdict,
         dnat=branch.dnat, masquerade=branch.masquerade,
         probability=round(branch.probability, 6), matches_capture=exact,
-        conntrack=entry.line if entry else None)
+        conntrack=entry.line if entry else None, policy=branch.policy)
 
 
 def _branch_summary(branch) -> str:
+    summary = _nat_summary(branch)
+    if branch.policy:
+        notes = "; ".join(branch.policy)
+        summary = f"{summary} | netpol: {notes}" if summary else f"netpol: {notes}"
+    return summary
+
+
+def _nat_summary(branch) -> str:
     text = " -> ".join(branch.chains("nat"))
     if branch.verdict in ("DROP", "REJECT"):
         chains = " -> ".join(dict.fromkeys(c for t, c in branch.path if t == "filter"))

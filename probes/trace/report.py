@@ -3,7 +3,8 @@
 A Trace holds, per leg of the traced connection, the request packet's and
 the reply packet's sightings in capture order (probes/trace/flow.py), and
 per host that decided something a Decision: the chains kube-proxy's rules
-walked (and the conntrack entry that confirms it), the igw's 1:1 NAT rule,
+walked (and the conntrack entry that confirms it), the NetworkPolicy rule
+that allowed the packet or the pod chain that dropped it, the igw's 1:1 NAT rule,
 the ELB listener.  `steps()` folds the sightings into the seed's numbered
 story: "1) client -> 198.51.100.11:31326  2) igw: DNAT to ...".  Pure.
 """
@@ -30,6 +31,7 @@ class Decision:
     matches_capture: bool = True
     rule: str | None = None
     conntrack: str | None = None
+    policy: tuple[str, ...] = ()    # NetworkPolicy: the rule that allowed, the chain that dropped
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,15 @@ by where the chain ran (nat, filter, or nat-post for postrouting);
 masquerade, same fate).
 
 The node's rules come live from the kernel: `iptables-save` (only the nat
-and filter tables are walked: they are kube-proxy's) or `nft list table ip
-kube-proxy`, whose listing syntax `listing_to_commands` turns back into the
-`nft -f` commands the nft tracer reads.  `parse_conntrack` reads
-`conntrack -L` lines.  Pure: no I/O here.
+and filter tables are walked: kube-proxy's, and in filter the NetworkPolicy
+chains cali-*) or `nft list table ip kube-proxy` plus, when present, `nft
+list table ip svclab-netpol`, whose listing syntax `listing_to_commands`
+turns back into the `nft -f` commands the nft tracer reads.  The policy
+rules match on interfaces: `pod_interfaces` reads the node's pod routes
+(`ip -4 route`: pod IP -> cali veth); `policy_steps` names the policy rule
+that allowed or the workload chain that dropped the packet, from the
+comments the policy renderers put on every allow and drop rule.
+`parse_conntrack` reads `conntrack -L` lines.  Pure: no I/O here.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from agents.proxy.iptables_tracer import Tracer
 from agents.proxy.nft_tracer import NftTracer
 from agents.proxy.trace_core import TracedBranch
 
+POLICY_TABLE = "ip svclab-netpol"
 NFT_PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0,
                   "security": 50, "srcnat": 100}
 
@@ -37,6 +43,7 @@ class Branch:
     masquerade: bool
     probability: float
     path: tuple[tuple[str, str], ...]   # (nat | filter | nat-post, chain)
+    policy: tuple[str, ...] = ()        # NetworkPolicy decisions, see policy_steps
 
     def chains(self, table: str | None = None) -> tuple[str, ...]:
         return tuple(dict.fromkeys(c for t, c in self.path if table is None or t == table))
@@ -56,8 +63,11 @@ def kube_tables(iptables_save: str) -> str:
 
 
 def walk_iptables(iptables_save: str, local_addresses, src: str, dst: str, dport: int,
-                  protocol: str = "tcp", locally_originated: bool = False) -> list[Branch]:
-    tracer = Tracer(kube_tables(iptables_save), local_addresses)
+                  protocol: str = "tcp", locally_originated: bool = False,
+                  interfaces: dict[str, str] | None = None) -> list[Branch]:
+    """interfaces: the node's pod IPs -> cali veths (needed once policy
+    rules, which match -i/-o, are in the filter table)."""
+    tracer = Tracer(kube_tables(iptables_save), local_addresses, interfaces)
     return [_branch(b) for b in tracer.branches(src, dst, dport, protocol,
                                                 locally_originated=locally_originated)]
 
@@ -65,8 +75,15 @@ def walk_iptables(iptables_save: str, local_addresses, src: str, dst: str, dport
 # --- nftables ------------------------------------------------------------------
 
 def walk_nftables(listing: str, local_addresses, src: str, dst: str, dport: int,
-                  protocol: str = "tcp", locally_originated: bool = False) -> list[Branch]:
-    tracer = NftTracer(listing_to_commands(listing), local_addresses)
+                  protocol: str = "tcp", locally_originated: bool = False,
+                  interfaces: dict[str, str] | None = None,
+                  policy_listing: str | None = None) -> list[Branch]:
+    """policy_listing: `nft list table ip svclab-netpol`, walked with
+    kube-proxy's table (its forward base chain runs first, priority -10)."""
+    tables = ({POLICY_TABLE: listing_to_commands(policy_listing, POLICY_TABLE)}
+              if policy_listing else None)
+    tracer = NftTracer(listing_to_commands(listing), local_addresses, interfaces=interfaces,
+                       tables=tables)
     return [_branch(b) for b in tracer.branches(src, dst, dport, protocol,
                                                 locally_originated=locally_originated)]
 
@@ -76,16 +93,53 @@ def _branch(traced: TracedBranch) -> Branch:
     path = tuple(("nat-post" if step.hook == "postrouting" else step.table, step.chain)
                  for step in traced.entered)
     return Branch(traced.verdict, traced.packet.dnat, traced.packet.masquerade,
-                  traced.probability, path)
+                  traced.probability, path, policy_steps(traced))
 
 
-_MARK_OP = re.compile(r"meta mark set meta mark ([|^]) (0x[0-9a-f]+)")
+_COMMENT = re.compile(r'comment "([^"]*)"')
+_ALLOW = re.compile(r"^\S+/\S+ (ingress|egress) rule \d+$")
+
+
+def policy_steps(traced: TracedBranch) -> tuple[str, ...]:
+    """What the NetworkPolicy chains (cali-*) decided on this branch, e.g.
+    'egress of a/p1: allowed by a/web egress rule 0' or 'ingress of b/q:
+    drop: no policy allowed it (ingress of b/q) [policies: b/deny]'."""
+    out: list[str] = []
+    consulted: list[str] = []
+    for step in traced.path:
+        if step.rule is None or not step.chain.startswith("cali-"):
+            continue
+        match = _COMMENT.search(step.rule)
+        note = match.group(1) if match else ""
+        if note.startswith("policy "):
+            consulted.append(note[len("policy "):])
+        elif _ALLOW.match(note):
+            out.append(f"{note.split()[1]}: allowed by {note} ({step.chain})")
+        elif note.startswith("drop: "):
+            out.append(f"{note} [policies: {', '.join(consulted) or 'none'}] ({step.chain})")
+    return tuple(out)
+
+
+def pod_interfaces(routes: str) -> dict[str, str]:
+    """`ip -4 route` of a node -> {pod IP: its cali veth} (the /32 routes)."""
+    out = {}
+    for line in routes.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[1] == "dev" and words[2].startswith("cali"):
+            out[words[0].split("/")[0]] = words[2]
+    return out
+
+
+_MARK_OP = re.compile(r"meta mark set meta mark ([|^&]) (0x[0-9a-f]+)")
 _MARK_TEST = re.compile(r"meta mark & (0x[0-9a-f]+) == (0x[0-9a-f]+)")
+_PROTO_PORT = re.compile(r"\b(tcp|udp|sctp) dport ")
+_MARK_OPS = {"|": "or", "^": "xor", "&": "and"}
 
 
 def _normalise_rule(rule: str) -> str:
-    rule = _MARK_OP.sub(lambda m: f"mark set mark {'or' if m.group(1) == '|' else 'xor'} "
+    rule = _MARK_OP.sub(lambda m: f"mark set mark {_MARK_OPS[m.group(1)]} "
                         f"{int(m.group(2), 16):#x}", rule)
+    rule = _PROTO_PORT.sub(lambda m: f"meta l4proto {m.group(1)} th dport ", rule)
     return _MARK_TEST.sub(lambda m: f"mark and {int(m.group(1), 16):#x} == "
                           f"{int(m.group(2), 16)}", rule)
 
@@ -249,5 +303,6 @@ def nat_rule_to(iptables_save: str, destination: str) -> str | None:
 
 
 __all__ = ["Branch", "walk_iptables", "walk_nftables", "listing_to_commands", "kube_tables",
+           "policy_steps", "pod_interfaces", "POLICY_TABLE",
            "pick_branch", "ConntrackEntry", "parse_conntrack", "find_conntrack",
            "igw_rule_for", "nat_rule_to"]

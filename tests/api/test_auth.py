@@ -69,9 +69,19 @@ def test_requests_without_valid_credentials_get_401_and_store_nothing(api_server
 def test_lab_client_cert_and_minted_token_are_accepted(api_server, tmp_path):
     code, _ = request(api_server, "GET", SERVICES, cert=api_server.admin, tmp_path=tmp_path)
     assert code == 200
-    token = api_server.mint_token("svclab-agent:ip-172-31-0-11")
+    token = api_server.mint_token("svclab-agent:ip-172-31-0-11", ("system:masters",))
     code, created = request(api_server, "POST", SERVICES, token=token, body=SERVICE)
     assert code == 201 and created["metadata"]["name"] == "intruder"
+
+
+def test_an_authenticated_user_without_bindings_is_forbidden_not_unauthorized(api_server):
+    token = api_server.mint_token("svclab-agent:ip-172-31-0-11")
+    code, status = request(api_server, "POST", SERVICES, token=token, body=SERVICE)
+    assert code == 403 and status["reason"] == "Forbidden"
+    assert status["message"] == ('services is forbidden: User "svclab-agent:ip-172-31-0-11" '
+                                 'cannot create resource "services" in API group "" in the '
+                                 'namespace "default"')
+    assert api_server.store.get("services", "default", "intruder") is None
 
 
 def test_kubectl_with_wrong_token_is_unauthorized(api_server, kubectl, tmp_path):
@@ -83,12 +93,20 @@ def test_kubectl_with_wrong_token_is_unauthorized(api_server, kubectl, tmp_path)
 
 
 def test_kubectl_with_minted_token_kubeconfig_works(api_server, kubectl, tmp_path):
-    token = api_server.mint_token("agent")
+    token = api_server.mint_token("agent", ("system:masters",))
     path = api_server.write_kubeconfig(tmp_path / "agent.kubeconfig",
                                        f"https://{api_server.addresses[0]}",
                                        token=token, user="agent")
     proc = kubectl.run("--kubeconfig", str(path), "get", "svc", "kubernetes", "-o", "name")
     assert proc.returncode == 0 and proc.stdout.strip() == "service/kubernetes"
+    plain = api_server.write_kubeconfig(tmp_path / "plain.kubeconfig",
+                                        f"https://{api_server.addresses[0]}",
+                                        token=api_server.mint_token("agent"), user="agent")
+    proc = kubectl.run("--kubeconfig", str(plain), "get", "svc", "kubernetes", "-o", "name")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        'Error from server (Forbidden): services "kubernetes" is forbidden: User "agent" '
+        'cannot get resource "services" in API group "" in the namespace "default"')
 
 
 def test_keys_and_kubeconfig_are_owner_only(api_server):

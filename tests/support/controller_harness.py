@@ -4,8 +4,9 @@
         cluster.client.create("deployments", {...})
 
 What the controller and kubelet unit tests (and quick experiments) run
-against: the real API server and the real controllers and kubelets, with a
-FakePodRuntime in place of Mininet hosts and processes.
+against: the real API server and the real controllers and kubelets, each with
+the identity the lab gives it (so under RBAC as in a lab), with a
+FakePodRuntime in place of Mininet hosts and processes; `client` is the admin.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from base.errors import LabTimeout
 from base.kube.client import KubeClient
 from controlplane.api import ApiServer
 from controlplane.control_plane import ControlPlane
+from controlplane.identities import KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, kubelet
+from labd.credentials import identity_client
 from support.fake_runtime import FakePodRuntime
 
 NODES = (
@@ -50,7 +53,14 @@ class InProcessCluster:
         self.server.start()
         try:
             self.client = KubeClient.from_kubeconfig(str(self.server.kubeconfig_path))
-            self.plane = ControlPlane(self.client, self.runtime, [n["name"] for n in NODES])
+            # Each component as the lab runs it: its own identity, RBAC-bound.
+            server = self.server
+            self.plane = ControlPlane(
+                identity_client(server, KUBE_CONTROLLER_MANAGER), self.runtime,
+                [n["name"] for n in NODES],
+                scheduler_client=identity_client(server, KUBE_SCHEDULER),
+                node_clients={n["name"]: identity_client(server, kubelet(n["name"]))
+                              for n in NODES})
             self.plane.start()
             if not self.plane.wait_synced(10.0):
                 raise LabTimeout("control plane informers did not sync in 10 s")

@@ -137,21 +137,85 @@ def test_failure_names_the_line_and_next_sync_is_full():
     assert not backend.sync(ruleset(3), frozenset({("shop", "web")})).partial
 
 
-def test_partial_sync_flushes_what_goes_and_the_full_sync_deletes_it():
+class FakeNetlink:
+    """Records the netlink batches; a generation counter bumped per commit."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple] = []
+        self.gen = 100
+
+    def apply(self, ops, table):
+        self.batches.append((table, tuple(ops)))
+        self.gen += 1
+
+    def generation(self):
+        return self.gen
+
+
+class CountingNft(FakeNft):
+    """FakeNft whose every `nft -f` commits (bumps the generation)."""
+
+    def __init__(self, netlink: FakeNetlink) -> None:
+        super().__init__()
+        self.netlink = netlink
+
+    def __call__(self, argv, input_text, timeout_s):
+        result = super().__call__(argv, input_text, timeout_s)
+        if argv[-2:] == ("-f", "-") and result.returncode == 0:
+            self.netlink.gen += 1
+        return result
+
+
+def test_a_partial_sync_deletes_what_goes_over_netlink():
+    netlink = FakeNetlink()
+    fake = CountingNft(netlink)
+    backend = NftablesBackend(fake, netlink=netlink)
+    backend.sync(ruleset(3))
+    report = backend.sync(ruleset(2), frozenset({("shop", "web")}))
+    [stale] = report.stale_chains
+    assert "192.168.1.3" in stale
+    partial = fake.applied()[-1]
+    assert stale not in partial and "delete" not in partial
+    [(table, ops)] = netlink.batches
+    assert table == "kube-proxy"
+    assert [op.nft_command("ip kube-proxy") for op in ops] == [
+        f"delete chain ip kube-proxy {stale}"]
+    assert backend.unchanged()                 # only our commits since
+    netlink.gen += 1                           # somebody else commits
+    assert not backend.unchanged()
+
+
+def test_deleting_a_service_is_netlink_only():
+    netlink = FakeNetlink()
+    fake = CountingNft(netlink)
+    backend = NftablesBackend(fake, netlink=netlink)
+    backend.sync(ruleset())
+    applied = len(fake.applied())
+    gone = compute_ruleset(
+        [service_from_k8s(service_dict("web", "shop", cluster_ip="10.96.0.20"))],
+        [endpoint_slice_from_k8s(slice_dict("web", "shop", endpoints=[
+            endpoint(f"192.168.1.{i + 1}", "n1") for i in range(2)]))], NODE)
+    assert backend.sync(gone, frozenset({("shop", "db")})).partial
+    assert len(fake.applied()) == applied      # no nft process at all
+    [(_, ops)] = netlink.batches
+    commands = [op.nft_command("ip kube-proxy") for op in ops]
+    assert commands[0] == ("delete element ip kube-proxy cluster-ips "
+                           "{ 10.96.0.21 }")
+    assert commands[1].startswith("delete element ip kube-proxy service-ips "
+                                  "{ 10.96.0.21 . tcp . 80 }")
+    assert [c.split()[1] for c in commands[2:]] == ["chain", "chain"]
+    assert "service-" in commands[2] and "endpoint-" in commands[3]
+    assert backend.unchanged()
+
+
+def test_without_a_kernel_removals_go_as_nft_text():
     fake = FakeNft()
     backend = NftablesBackend(fake)
     backend.sync(ruleset(3))
     report = backend.sync(ruleset(2), frozenset({("shop", "web")}))
     [stale] = report.stale_chains
-    assert "192.168.1.3" in stale and backend.stale == {stale}
-    partial = fake.applied()[-1]
-    assert stale not in partial             # kept whole, no longer named
-    assert "delete chain" not in partial    # nft would list every chain
-    fake.chains = [{"chain": {"family": "ip", "table": "kube-proxy",
-                              "name": stale}}]
-    assert backend.sync(ruleset(2)).stale_chains == (stale,)
     assert f"delete chain ip kube-proxy {stale}" in fake.applied()[-1]
-    assert backend.stale == set()
+    assert not backend.unchanged()
 
 
 def test_new_services_chains_are_written_ahead_in_chunks():

@@ -23,6 +23,7 @@ from agents.proxy import (
     service_from_k8s,
 )
 from agents.proxy.fixtures import endpoint, service_dict, slice_dict
+from agents.proxy.nfnetlink import removals_as_text
 from agents.proxy.nft_render import (
     TableState,
     hash_and_truncate,
@@ -34,7 +35,6 @@ from agents.proxy.nft_render import (
     render_partial,
 )
 from agents.proxy.nft_table import apply_commands, expand
-from agents.proxy.nft_table import is_referenced as _references
 
 NODE = NodeInfo("test-node", ("192.168.0.2",), "10.0.0.0/8", "172.30.0.0/16")
 LIBERAL = ProxyOptions(conntrack_tcp_liberal=True)
@@ -267,33 +267,35 @@ def test_partial_render_reaches_the_full_render(large_at):
         assert not any(u in line for u in untouched), line
     assert any("s2/tcp" in c for c in partial.stale_chains)
     assert any("10.1.5.3" in s for s in partial.stale_sets)
-    assert "delete chain" not in partial.text    # left to the next full sync
+    assert "delete" not in partial.text         # removals go over netlink
+    removed = {op.name for op in partial.removals if not hasattr(op, "keys")}
+    assert removed == set(partial.stale_chains) | set(partial.stale_sets)
+    # applied as the backend does (text, then removals) the table is the
+    # one a full render of the new state makes
     table = apply_commands(render_nftables(before))
     apply_commands(partial.text, table)
-    # stale chains and sets are flushed (endpoint chains kept whole) and
-    # not yet deleted; nothing leads to them; the rest is equal
-    for name in partial.stale_chains:
-        rules = table.chains.pop(name)
-        assert (rules != []) == name.startswith("endpoint-")
-        assert not _references(table, name)
-    for name in partial.stale_sets:
-        assert table.sets.pop(name) == set()
-        table.dynamic.discard(name)
+    apply_commands(removals_as_text(partial.removals, "ip kube-proxy"), table)
     assert table == apply_commands(render_nftables(after))
+    assert apply_commands(partial.as_text(),
+                          apply_commands(render_nftables(before))) == table
 
 
-def test_a_full_sync_deletes_what_partial_syncs_left_flushed():
+def test_removals_delete_referrers_before_what_they_refer_to():
     before, after = bench_ruleset(3, 2), bench_ruleset(2, 2)
     partial = render_partial(plan_ruleset(after, frozenset({("b", "s2")})),
                              old=plan_ruleset(before).services,
                              changed={("b", "s2")})
-    table = apply_commands(render_nftables(before))
-    apply_commands(partial.text, table)
-    existing = TableState(frozenset(table.chains), frozenset(table.sets))
-    full = render_full(plan_ruleset(after), existing)
-    assert set(full.stale_chains) == set(partial.stale_chains)
-    apply_commands(full.text, table)
-    assert table == apply_commands(render_nftables(after))
+    assert partial.text == ""
+    kinds = [type(op).__name__ for op in partial.removals]
+    assert kinds == ["DeleteElements"] * 2 + ["DeleteChain"] * 3
+    assert [(op.container, op.keys, op.types)
+            for op in partial.removals[:2]] == [
+        ("cluster-ips", ("172.30.0.3",), "ipv4_addr"),
+        ("service-ips", ("172.30.0.3 . tcp . 80",),
+         "ipv4_addr . inet_proto . inet_service")]
+    chains = [op.name for op in partial.removals[2:]]
+    assert chains[0].startswith("service-")
+    assert all(c.startswith("endpoint-") for c in chains[1:])
 
 
 def test_unchanged_service_gives_an_empty_partial_render():
@@ -340,22 +342,21 @@ def test_full_render_deletes_stale_chains_and_sets_it_is_told_about():
     assert "flush set ip kube-proxy affinity-" not in text  # affinity kept
 
 
-def test_an_endpoint_back_before_the_next_full_sync_is_not_doubled():
-    """A stale endpoint chain stays whole until a full sync deletes it; if
-    the endpoint comes back first, the chain is flushed before refilling."""
+def test_an_endpoint_that_comes_back_is_written_again():
+    """A partial sync deletes a gone endpoint's chain; when the endpoint
+    comes back, its chain is declared anew."""
     three, two = bench_ruleset(2, 3), bench_ruleset(2, 2)
     key = {("b", "s1")}
     table = apply_commands(render_nftables(three))
     gone = render_partial(plan_ruleset(two, frozenset(key)),
                           old=plan_ruleset(three).services, changed=key)
-    apply_commands(gone.text, table)
+    apply_commands(gone.as_text(), table)
     [chain] = gone.stale_chains
-    assert table.chains[chain] != []                 # kept whole
+    assert chain not in table.chains
     back = render_partial(plan_ruleset(three, frozenset(key)),
-                          old=plan_ruleset(two).services, changed=key,
-                          lingering=gone.stale_chains)
-    assert f"flush chain ip kube-proxy {chain}" in back.text.splitlines()
-    apply_commands(back.text, table)
+                          old=plan_ruleset(two).services, changed=key)
+    assert f"add chain ip kube-proxy {chain}" in back.text
+    apply_commands(back.as_text(), table)
     assert table == apply_commands(render_nftables(three))
 
 
@@ -381,3 +382,31 @@ def test_a_resync_leaves_endpoint_chains_whose_name_says_it_all():
     assert "service-" + hash_and_truncate("b/s1/tcp/p") in written
     apply_commands(full.text, table)
     assert table == apply_commands(render_nftables(rs))
+
+
+def test_planning_a_few_services_finds_exactly_their_ports():
+    """Partial plans find the changed services' ports by bisection over the
+    sorted rule set: names that prefix others (s1, s1-a, s10), several named
+    ports, an unnamed port and other namespaces must not confuse it."""
+    names = ["s1", "s1-a", "s10", "s1x", "s2", "a", "z"]
+    services, slices = [], []
+    for i, name in enumerate(names):
+        ports = ([{"port": 80, "targetPort": 8080}] if name == "a" else
+                 [{"name": "http", "port": 80, "targetPort": 8080},
+                  {"name": "dns", "port": 53, "targetPort": 53, "protocol": "UDP"},
+                  {"name": "h", "port": 81, "targetPort": 8081}])
+        for ns in ("b", "b-x"):
+            services.append(service_dict(name, ns, cluster_ip=f"172.30.{i}.{len(ns)}",
+                                         ports=ports))
+            slices.append(slice_dict(name, ns, ports=[
+                {"name": p.get("name"), "port": p["targetPort"],
+                 "protocol": p.get("protocol", "TCP")} for p in ports],
+                endpoints=[endpoint(f"10.1.{i}.{len(ns)}", "n")]))
+    rs = compute_ruleset([service_from_k8s(s) for s in services],
+                         [endpoint_slice_from_k8s(s) for s in slices], NODE)
+    everything = plan_ruleset(rs).services
+    rng = random.Random(7)
+    keys = sorted(everything)
+    for _ in range(30):
+        only = frozenset(rng.sample(keys, rng.randint(1, 4)))
+        assert plan_ruleset(rs, only).services == {k: everything[k] for k in only}

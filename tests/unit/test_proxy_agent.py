@@ -92,8 +92,11 @@ def test_changes_sync_only_what_changed_and_noop_updates_are_dropped(agent, api)
     api.create("services", service_dict("web", cluster_ip="10.96.5.5"), namespace="default")
     api.create("endpointslices", slice_dict("web", endpoints=[endpoint("192.168.1.5", "n1")]),
                namespace="default")
-    wait_for(lambda: any(c == frozenset({("default", "web")})
-                         for _, c in agent.recorder.calls[before:]))
+    # the service and its slice may arrive in one sync or two: wait for the
+    # one that has web's endpoint
+    wait_for(lambda: any(c == frozenset({("default", "web")}) and any(
+        sp.name.service == "web" and sp.known_endpoints for sp in rs.service_ports)
+        for rs, c in agent.recorder.calls[before:]))
     synced = len(agent.recorder.calls)
     ignored = agent.metrics.changes_ignored
     api.patch("services", "web", {"metadata": {"annotations": {"note": "no-op"}}},
@@ -132,10 +135,49 @@ def test_metrics_and_service_health_check_port(agent, api):
     assert status == 503
     assert json.loads(body) == {"service": {"namespace": "default", "name": "lb"},
                                 "localEndpoints": 0, "serviceProxyHealthy": True}
+    wait_for(lambda: agent.metrics.partial_syncs.count >= 1)  # lb's sync, recorded
     status, text = get(agent.ports[1], "/metrics")
     assert status == 200
     assert 'kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="+Inf"}' in text
     assert "kubeproxy_sync_proxy_rules_last_timestamp_seconds" in text
+    full = 'kubeproxy_sync_full_proxy_rules_duration_seconds_bucket{le="+Inf"}'
+    partial = 'kubeproxy_sync_partial_proxy_rules_duration_seconds_bucket{le="+Inf"}'
+    counts = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith(("kubeproxy_sync_full", "kubeproxy_sync_partial",
+                                  "kubeproxy_sync_proxy_rules_duration_seconds_count"))}
+    assert counts[full] >= 1 and counts[partial] >= 1          # first sync, then lb's
+    assert counts[full] + counts[partial] == \
+        counts["kubeproxy_sync_proxy_rules_duration_seconds_count"]
+    assert 'kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="0.001"}' in text
+    assert 'kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="16.384"}' in text
+    assert "svclab_proxy_sync_skipped_total 0" in text
+
+
+class QuietKernelBackend(RecordingBackend):
+    """A backend whose kernel state nobody else touches."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernel_unchanged = True
+
+    def unchanged(self):
+        return self.kernel_unchanged
+
+
+def test_a_periodic_sync_with_nothing_changed_is_skipped_and_counted(api):
+    backend = QuietKernelBackend()
+    config = AgentConfig(node="n1", min_sync_period=0.05, sync_period=30,
+                         healthz=None, metrics=None)
+    with ProxyAgent(api, config, backend=backend) as running:
+        wait_for(lambda: backend.calls)
+        wait_for(lambda: running.last_ruleset is not None)
+        running.sync(full=True)                   # what the period triggers
+        assert len(backend.calls) == 1 and running.metrics.skipped == 1
+        assert "svclab_proxy_sync_skipped_total 1" in running.metrics.render()
+        backend.kernel_unchanged = False          # someone else committed
+        running.sync(full=True)
+        assert len(backend.calls) == 2 and backend.calls[1][1] is None
+        assert running.metrics.skipped == 1
 
 
 class FakeClock:

@@ -1,0 +1,168 @@
+"""The node policy agent: Calico felix's loop around the pure policy core.
+
+It runs on every node beside the proxy agent.  Informers list and watch
+Pods, Namespaces and NetworkPolicies; each event is turned into the policy
+model (agents/policy/model.py), and only an event that changes the model
+asks the bounded-frequency runner for a sync.  A sync takes one consistent
+snapshot of the model, computes this node's rules (pure), renders them and
+applies them in one transaction -- unless the rendered rules equal the ones
+applied last, then nothing is written.  The periodic full resync applies
+again whatever it renders, which repairs rules someone else removed.  A
+failed apply leaves the old rules in force and is retried as a full sync.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agents.policy.compute import compute_node_rules
+from agents.policy.metrics import PolicyMetrics
+from agents.policy.model import (
+    Cluster,
+    PolicyModelError,
+    namespace_from_k8s,
+    pod_from_k8s,
+    policy_from_k8s,
+)
+from agents.proxy.health import HttpFaces
+from agents.proxy.runner import BoundedFrequencyRunner
+from base.kube.client import KubeClient
+from base.kube.informer import Informer, key_of
+
+log = logging.getLogger("svclab.policy")
+SYNC_WAIT = 30.0
+PARSERS: dict[str, Callable] = {"pods": pod_from_k8s, "namespaces": namespace_from_k8s,
+                                "networkpolicies": policy_from_k8s}
+
+
+@dataclass(frozen=True)
+class PolicyAgentConfig:
+    node: str
+    min_sync_period: float = 0.05
+    sync_period: float = 30.0
+    healthz: tuple[str, int] | None = ("0.0.0.0", 9099)     # felix's health port
+    metrics: tuple[str, int] | None = ("0.0.0.0", 9091)     # felix's metrics port
+
+
+def _resource_version(obj: dict) -> int:
+    text = obj.get("metadata", {}).get("resourceVersion") or "0"
+    return int(text) if text.isdigit() else 0
+
+
+class PolicyAgent:
+    """One node's policy agent; a context manager that runs until stopped.
+
+    ``informer_factory(client, resource, handler)`` makes the informers (a
+    test passes fakes); ``backend`` has render(rules) -> Rendered and
+    apply(rendered) (agents/policy/backend.py).
+    """
+
+    def __init__(self, client: KubeClient | None, config: PolicyAgentConfig, backend,
+                 informer_factory: Callable = Informer):
+        self.config = config
+        self.backend = backend
+        self.metrics = PolicyMetrics()
+        self.faces = HttpFaces(self.metrics, healthy_within=2 * config.sync_period + 5)
+        self.runner = BoundedFrequencyRunner(self.sync, config.min_sync_period,
+                                             config.sync_period)
+        self._lock = threading.Lock()
+        self._models: dict[str, dict[str, object]] = {r: {} for r in PARSERS}
+        self._version = 0             # highest resourceVersion seen
+        self.last_applied: str | None = None
+        self.synced = threading.Event()
+        self.informers = {r: informer_factory(client, r, self._handler(r)) for r in PARSERS}
+
+    def __enter__(self) -> PolicyAgent:
+        self.faces.start(self.config.healthz, self.config.metrics)
+        try:
+            for informer in self.informers.values():
+                informer.start()
+            for resource, informer in self.informers.items():
+                if not informer.wait_synced(SYNC_WAIT):
+                    raise TimeoutError(f"no initial list of {resource} in {SYNC_WAIT} s")
+            self.runner.start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.runner.stop()
+        for informer in self.informers.values():
+            informer.stop()
+        self.faces.stop()
+
+    # --- events -> model ------------------------------------------------------
+
+    def _handler(self, resource: str):
+        parse = PARSERS[resource]
+
+        def on_event(kind: str, obj: dict, old: dict | None) -> None:
+            key = key_of(obj)
+            model = None
+            if kind != "DELETED":
+                try:
+                    model = parse(obj)
+                except PolicyModelError as err:   # the API should have refused it
+                    log.warning("ignoring %s %s: %s", resource, key, err)
+                    self.metrics.ignored_objects += 1
+            with self._lock:
+                self._version = max(self._version, _resource_version(obj))
+                before = self._models[resource].get(key)
+                if model is None:
+                    self._models[resource].pop(key, None)
+                else:
+                    self._models[resource][key] = model
+            if model != before:
+                self.runner.request()
+        return on_event
+
+    def snapshot(self) -> tuple[Cluster, int]:
+        """The model as the caches hold it now, and the resourceVersion it reflects."""
+        with self._lock:
+            def ordered(resource):
+                models = self._models[resource]
+                return tuple(models[k] for k in sorted(models))
+            return (Cluster(pods=ordered("pods"), namespaces=ordered("namespaces"),
+                            policies=ordered("networkpolicies")), self._version)
+
+    # --- the sync -------------------------------------------------------------
+
+    def sync(self, full: bool) -> None:
+        started = time.monotonic()
+        cluster, version = self.snapshot()
+        try:
+            rules = compute_node_rules(cluster, self.config.node)
+            rendered = self.backend.render(rules)
+            applied = (full or rendered.repair
+                       or rendered.rules_text != self.last_applied)
+            if applied:
+                self.last_applied = None       # unknown until the apply succeeds
+                self.backend.apply(rendered)
+                self.last_applied = rendered.rules_text
+        except Exception:
+            self.metrics.errors += 1
+            raise                              # the runner retries with a full sync
+        elapsed = time.monotonic() - started
+        m = self.metrics
+        m.observe(elapsed)
+        if applied:
+            m.applies += 1
+            m.lines = rendered.lines
+        else:
+            m.skipped += 1
+        m.applied_resource_version = version
+        m.policies = len(cluster.policies)
+        m.workloads = sum(1 for p in cluster.pods
+                          if p.node == self.config.node and p.active)
+        counts = rules.counts()
+        m.rules = dict(counts) if isinstance(counts, dict) else {}
+        m.last_success = time.time()
+        self.synced.set()
+        if applied:
+            log.info("%s sync: %d policies, %d local workloads, %d lines applied in %.3f s",
+                     "full" if full else "changed", m.policies, m.workloads,
+                     rendered.lines, elapsed)

@@ -1,0 +1,53 @@
+"""A pod's own /run (no root): where the kubelet's projected token lands and how the
+steps that build it look, and the pod plan carrying the kubelet's volumes."""
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from base.cri import PodSandboxConfig, ProjectedFiles
+from base.errors import LabError
+from controlplane.kubelet.serviceaccount import MOUNT_PATH, projected_files
+from topo.hosts import kept_under_run, private_run_steps, write_projected
+from topo.plan import plan_pod
+from topo.spec import load_spec
+
+
+def test_projected_files_are_written_one_folder_per_volume(tmp_path):
+    volume = projected_files("eyJtoken", "-----BEGIN CERTIFICATE-----\n", "team")
+    placed = write_projected(tmp_path / "volumes", (volume,))
+    assert placed == ((str(tmp_path / "volumes" / "0"),
+                       "/run/secrets/kubernetes.io/serviceaccount"),)
+    folder = Path(placed[0][0])
+    assert sorted(p.name for p in folder.iterdir()) == ["ca.crt", "namespace", "token"]
+    assert (folder / "token").read_text() == "eyJtoken"
+    assert (folder / "namespace").read_text() == "team"
+
+
+def test_only_folders_under_run_can_be_projected(tmp_path):
+    with pytest.raises(LabError, match="/etc/app"):
+        write_projected(tmp_path, (ProjectedFiles("/etc/app", (("a", "b"),)),))
+
+
+def test_the_pods_run_is_a_tmpfs_with_the_token_read_only_and_the_lab_state_kept():
+    steps = private_run_steps(("/run/svclab",), (("/s/0", "/run/secrets/kubernetes.io/x"),))
+    assert steps[0].startswith("mount -t tmpfs") and steps[0].endswith(" /mnt")
+    assert "mount -n --bind -o bind /run/svclab /mnt/svclab" in steps
+    assert "mount -n --bind -o bind,ro /s/0 /mnt/secrets/kubernetes.io/x" in steps
+    assert steps[-1] == "mount -n --move /mnt /run"
+
+
+def test_the_lab_state_folder_is_kept_only_when_it_lives_under_run(tmp_path):
+    assert kept_under_run(Path("/run/svclab/lab1/hosts/p1")) == ("/run/svclab",)
+    assert kept_under_run(tmp_path) == ()
+
+
+def test_the_pod_plan_carries_the_kubelets_volumes():
+    spec = load_spec(None)
+    volume = projected_files("t", "ca", "default")
+    plan = plan_pod(spec, 1, "p7", "web", "default", ipaddress.ip_address("192.168.1.7"),
+                    PodSandboxConfig(hostname="web", volumes=(volume,)))
+    assert plan.pod.volumes == (volume,)
+    assert volume.path == MOUNT_PATH
