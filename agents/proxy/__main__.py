@@ -7,64 +7,35 @@ the lab.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import signal
 import sys
-import threading
 
+from agents.node_agent import add_agent_arguments, bind_address, prepare, run_until_signalled
 from agents.proxy.agent import AgentConfig, ProxyAgent
 from agents.proxy.iptables_backend import IptablesBackend
 from agents.proxy.nft_backend import NftablesBackend
 from base.kube.client import KubeClient
 
 
-def _address(text: str) -> tuple[str, int] | None:
-    if text in ("", "0", "off"):
-        return None
-    host, _, port = text.rpartition(":")
-    return host or "0.0.0.0", int(port)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agents.proxy", description=__doc__)
-    parser.add_argument("--kubeconfig", required=True)
-    parser.add_argument("--node", required=True, help="this node's name")
+    add_agent_arguments(parser, min_sync_period=0.1, healthz="0.0.0.0:10256",
+                        metrics="0.0.0.0:10249")
     parser.add_argument("--proxy-mode", choices=("iptables", "nftables"),
                         default="iptables")
     parser.add_argument("--cluster-cidr", default="192.168.0.0/16")
     parser.add_argument("--service-cidr", default="10.96.0.0/12")
-    parser.add_argument("--min-sync-period", type=float, default=0.1)
-    parser.add_argument("--sync-period", type=float, default=30.0)
-    parser.add_argument("--healthz-bind-address", default="0.0.0.0:10256")
-    parser.add_argument("--metrics-bind-address", default="0.0.0.0:10249")
-    parser.add_argument("--netns-inode", type=int, required=True,
-                        help="inode of the node's network namespace (a safety check: "
-                             "the agent runs only there)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s proxy[{args.node}] %(levelname)s %(message)s")
-    if os.stat("/proc/self/ns/net").st_ino != args.netns_inode:
-        print(f"error: not in the network namespace {args.netns_inode} given by "
-              "--netns-inode; the agent programs only the lab node it was started for",
-              file=sys.stderr)
+    if not prepare(args, "proxy"):
         return 2
     config = AgentConfig(node=args.node, cluster_cidr=args.cluster_cidr,
                          service_cidr=args.service_cidr,
                          min_sync_period=args.min_sync_period, sync_period=args.sync_period,
-                         healthz=_address(args.healthz_bind_address),
-                         metrics=_address(args.metrics_bind_address))
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    # Rules stay in place when the agent stops, as with kube-proxy: traffic
-    # keeps flowing, and a restarted agent takes over from them.
+                         healthz=bind_address(args.healthz_bind_address),
+                         metrics=bind_address(args.metrics_bind_address))
     backend = (NftablesBackend() if args.proxy_mode == "nftables"
                else IptablesBackend())
-    with ProxyAgent(KubeClient.from_kubeconfig(args.kubeconfig), config,
-                    backend=backend):
-        while not stop.wait(0.2):
-            pass
+    run_until_signalled(ProxyAgent(KubeClient.from_kubeconfig(args.kubeconfig), config,
+                                   backend=backend))
     return 0
 
 

@@ -23,7 +23,7 @@ from agents.policy.model import (
     pod_from_k8s,
     policy_from_k8s,
 )
-from base.errors import LabError
+from base.errors import LabError, UsageError
 from base.kube.client import KubeClient
 from probes.matrix.policy_table import (
     PlannedCell,
@@ -73,6 +73,10 @@ def run_policy_matrix(lab: str, namespaces: list[str] | None = None,
             ", ".join(namespaces) if namespaces else "the non-system namespaces"
         raise LabError(f"lab {lab!r}: no running pod in {where}")
     planned = plan_policy_cells(cluster, pods, pods, ports)
+    if not planned:
+        raise UsageError("--port: nothing to probe: the pods declare no containerPorts "
+                         "(kubectl create deployment without --port); name the ports, "
+                         "e.g. --port 80/TCP --port 53/UDP")
     results = probe_planned(lab, planned, timeout)
     cells = tuple(policy_cell(plan, result) for plan, result in zip(planned, results))
     chosen = tuple(sorted({p.namespace for p in pods}))

@@ -7,6 +7,7 @@ import pytest
 
 from agents.policy.model import Cluster, Namespace, Pod, policy_from_k8s
 from base.errors import UsageError
+from probes.matrix import policy as policy_probe
 from probes.matrix.policy_table import (
     PolicyCell,
     PolicyMatrix,
@@ -141,3 +142,13 @@ def test_matrix_usage_errors_before_any_lab_is_touched(argv):
     args = build_parser().parse_args(["probe", "matrix", "--name", "nolab", *argv])
     with pytest.raises(UsageError):
         args.func(args)
+
+
+def test_pods_without_container_ports_ask_for_ports_instead_of_an_empty_table(monkeypatch):
+    bare = (pod("x", "a", "192.168.1.2", ports=()), pod("x", "b", "192.168.1.3", ports=()))
+    monkeypatch.setattr(policy_probe.KubeClient, "from_kubeconfig", lambda path: None)
+    monkeypatch.setattr(policy_probe, "load_cluster",
+                        lambda client: Cluster(bare, NAMESPACES, ()))
+    monkeypatch.setattr(policy_probe, "probe_planned", lambda *args: pytest.fail("probed"))
+    with pytest.raises(UsageError, match="--port: nothing to probe.*--port 80/TCP"):
+        policy_probe.run_policy_matrix("lab")
