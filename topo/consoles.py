@@ -44,7 +44,8 @@ class OutputPump:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._commands: collections.deque = collections.deque()
-        self._stopping = False
+        self._stopping = False          # set by the thread: its loop ends
+        self._stop_requested = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -63,9 +64,12 @@ class OutputPump:
         self._send(("drop", token))
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._stopping:
+        """Ask the thread to end and wait for it.  Only the thread itself sets
+        `_stopping` (on the stop command), so it never closes the wake pipe
+        while this method still writes to it."""
+        if self._stop_requested:
             return
-        self._stopping = True
+        self._stop_requested = True
         self._send(None)
         self._thread.join(timeout)
 
@@ -100,6 +104,7 @@ class OutputPump:
         while self._commands:
             command = self._commands.popleft()
             if command is None:
+                self._stopping = True
                 return
             kind, token = command
             if kind == "add":
