@@ -1,8 +1,10 @@
-"""What the in-node agents' command lines share (the proxy agent, as
-kube-proxy, and the policy agent, as Calico's felix): the arguments both
-take, the safety check that an agent runs only in the network namespace of
-the node it was started for (its rules are for a lab node, never for the
-machine running the lab), logging to stderr, and running until SIGTERM.
+"""What the in-node agents share (the proxy agent, as kube-proxy, and the
+policy agent, as Calico's felix): their life cycle (health and metrics
+served, informers listed, then the sync runner; stopped in reverse), the
+arguments both take, the safety check that an agent runs only in the
+network namespace of the node it was started for (its rules are for a lab
+node, never for the machine running the lab), logging to stderr, and
+running until SIGTERM.
 """
 from __future__ import annotations
 
@@ -13,6 +15,36 @@ import signal
 import sys
 import threading
 from contextlib import AbstractContextManager
+
+SYNC_WAIT = 30.0     # seconds for each informer's first list
+
+
+class NodeAgent:
+    """A context manager over what a subclass's __init__ sets: `config`
+    (healthz, metrics addresses), `faces` (HTTP health and metrics),
+    `informers` (by resource) and `runner` (the bounded-frequency sync loop).
+    The first sync waits until every informer has its first list; a failed
+    start stops what it started."""
+
+    def __enter__(self):
+        self.faces.start(self.config.healthz, self.config.metrics)
+        try:
+            for informer in self.informers.values():
+                informer.start()
+            for resource, informer in self.informers.items():
+                if not informer.wait_synced(SYNC_WAIT):
+                    raise TimeoutError(f"no initial list of {resource} in {SYNC_WAIT} s")
+            self.runner.start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.runner.stop()
+        for informer in self.informers.values():
+            informer.stop()
+        self.faces.stop()
 
 
 def bind_address(text: str) -> tuple[str, int] | None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agents.node_agent import NodeAgent
 from agents.policy.compute import compute_node_rules
 from agents.policy.metrics import PolicyMetrics
 from agents.policy.model import (
@@ -33,7 +34,6 @@ from base.kube.client import KubeClient
 from base.kube.informer import Informer, key_of
 
 log = logging.getLogger("svclab.policy")
-SYNC_WAIT = 30.0
 PARSERS: dict[str, Callable] = {"pods": pod_from_k8s, "namespaces": namespace_from_k8s,
                                 "networkpolicies": policy_from_k8s}
 
@@ -52,7 +52,7 @@ def _resource_version(obj: dict) -> int:
     return int(text) if text.isdigit() else 0
 
 
-class PolicyAgent:
+class PolicyAgent(NodeAgent):
     """One node's policy agent; a context manager that runs until stopped.
 
     ``informer_factory(client, resource, handler)`` makes the informers (a
@@ -74,26 +74,6 @@ class PolicyAgent:
         self.last_applied: str | None = None
         self.synced = threading.Event()
         self.informers = {r: informer_factory(client, r, self._handler(r)) for r in PARSERS}
-
-    def __enter__(self) -> PolicyAgent:
-        self.faces.start(self.config.healthz, self.config.metrics)
-        try:
-            for informer in self.informers.values():
-                informer.start()
-            for resource, informer in self.informers.items():
-                if not informer.wait_synced(SYNC_WAIT):
-                    raise TimeoutError(f"no initial list of {resource} in {SYNC_WAIT} s")
-            self.runner.start()
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.runner.stop()
-        for informer in self.informers.values():
-            informer.stop()
-        self.faces.stop()
 
     # --- events -> model ------------------------------------------------------
 

@@ -24,6 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from agents.node_agent import NodeAgent
 from agents.proxy.changes import ChangeTracker, stale_udp_flows
 from agents.proxy.errors import ModelError
 from agents.proxy.health import HttpFaces, SyncMetrics
@@ -35,7 +36,6 @@ from base.kube.client import KubeClient
 from base.kube.informer import Informer
 
 log = logging.getLogger("svclab.proxy")
-SYNC_WAIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class AgentConfig:
     health_check_bind: str = "0.0.0.0"      # where healthCheckNodePorts listen
 
 
-class ProxyAgent:
+class ProxyAgent(NodeAgent):
     """One node's agent; a context manager that runs until stopped."""
 
     def __init__(self, client: KubeClient, config: AgentConfig, backend=None):
@@ -70,22 +70,6 @@ class ProxyAgent:
         }
         self.last_ruleset: RuleSet | None = None
         self.synced = threading.Event()
-
-    def __enter__(self) -> ProxyAgent:
-        self.faces.start(self.config.healthz, self.config.metrics)
-        for informer in self.informers.values():
-            informer.start()
-        for resource, informer in self.informers.items():
-            if not informer.wait_synced(SYNC_WAIT):
-                raise TimeoutError(f"no initial list of {resource} in {SYNC_WAIT} s")
-        self.runner.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.runner.stop()
-        for informer in self.informers.values():
-            informer.stop()
-        self.faces.stop()
 
     def _on_service(self, kind: str, obj: dict, old: dict | None) -> None:
         self._track(kind, obj, service_from_k8s, self.tracker.on_service)

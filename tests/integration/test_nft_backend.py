@@ -12,7 +12,6 @@ table after iptables mode).
 
 from __future__ import annotations
 
-import re
 import subprocess
 
 import pytest
@@ -23,6 +22,7 @@ from agents.proxy.fixtures import endpoint, service_dict, slice_dict
 from agents.proxy.iptables_backend import CommandResult, IptablesBackend, subprocess_runner
 from agents.proxy.nft_backend import NftablesBackend, NftApplyError
 from agents.proxy.nft_render import plan_ruleset, render_full
+from support.nft_listing import normalised
 
 pytestmark = pytest.mark.root
 
@@ -43,25 +43,6 @@ def sh(*argv: str, stdin: str | None = None) -> str:
 
 def nft(ns: str, *args: str, stdin: str | None = None) -> str:
     return sh("ip", "netns", "exec", ns, "nft", *args, stdin=stdin)
-
-
-def normalised(listing: str) -> list[tuple[str, ...]]:
-    """`nft list table` as sorted blocks; element lists sorted too."""
-    blocks: list[tuple[str, ...]] = []
-    current: list[str] = []
-    text = re.sub(r"elements = \{([^}]*)\}",
-                  lambda m: "elements = {" + ", ".join(sorted(
-                      e.strip() for e in m.group(1).split(","))) + "}",
-                  listing, flags=re.S)
-    for line in text.splitlines():
-        if re.match(r"^\t(chain|set|map) ", line):
-            current = [line.strip()]
-        elif line == "\t}" and current:
-            blocks.append(tuple(current))
-            current = []
-        elif current:
-            current.append(line.strip())
-    return sorted(blocks)
 
 
 def ruleset(web_endpoints: int = 3, *, with_db: bool = True,

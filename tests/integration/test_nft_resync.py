@@ -25,6 +25,7 @@ from agents.proxy.fixtures import endpoint, service_dict, slice_dict
 from agents.proxy.iptables_backend import IptablesBackend
 from agents.proxy.nfnetlink import DeleteChain, NfNetlink
 from agents.proxy.nft_backend import NftablesBackend
+from support.nft_listing import normalised
 
 pytestmark = pytest.mark.root
 NODE = NodeInfo("ip-172-31-0-11", ("172.31.0.11",))
@@ -35,24 +36,6 @@ def nft(ns: str, *args: str) -> str:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, f"{args}: {done.stderr}"
     return done.stdout
-
-
-def normalised(listing: str) -> list[tuple[str, ...]]:
-    """`nft list table` as sorted blocks (rule order kept), elements sorted."""
-    text = re.sub(r"elements = \{([^}]*)\}",
-                  lambda m: "elements = {" + ", ".join(sorted(
-                      e.strip() for e in m.group(1).split(","))) + "}",
-                  listing, flags=re.S)
-    blocks, current = [], []
-    for line in text.splitlines():
-        if re.match(r"^\t(chain|set|map) ", line):
-            current = [line.strip()]
-        elif line == "\t}" and current:
-            blocks.append(tuple(current))
-            current = []
-        elif current:
-            current.append(line.strip())
-    return sorted(blocks)
 
 
 def ruleset(*, with_db: bool = True):
