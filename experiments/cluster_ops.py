@@ -16,6 +16,8 @@ from typing import TypeVar
 from base.errors import LabError
 from base.waiting import wait_until
 from topo.netns import run_in
+from topo.plan import node_segment
+from topo.spec import load_spec
 from topo.state import LabPaths, read_state
 
 T = TypeVar("T")
@@ -127,18 +129,22 @@ def agent(lab, node: str) -> dict:
 
 
 def switch_port_of(lab, node: str) -> tuple[int, str]:
-    """(pid of the vpc switch host, name of its port cabled to the node's eth0).
+    """(pid of the node's switch host, name of its port cabled to the node's eth0).
 
-    Taking that port down cuts the node off the VPC the way a failed NIC or
-    cable would, while the node keeps its own routes (bringing the node's own
-    eth0 down would make the kernel flush its static routes)."""
-    state = read_state(LabPaths(lab.name))
-    vpc = state.hosts["vpc"]
+    The switch is the VPC's bridge (`vpc`), or in a lab with zones the bridge
+    of the node's zone (az1, az2, ...).  Taking that port down cuts the node
+    off the VPC the way a failed NIC or cable would, while the node keeps its
+    own routes (bringing the node's own eth0 down would make the kernel flush
+    its static routes)."""
+    paths = LabPaths(lab.name)
+    state = read_state(paths)
     record = state.find_host(node)
+    spec = load_spec(paths.spec)
+    switch = state.hosts[node_segment(spec, spec.node(record.name)).bridge]
     peer = json.loads(run_in(record.pid, ["ip", "-j", "link", "show", "eth0"]))[0]["link_index"]
-    port = next(link["ifname"] for link in json.loads(run_in(vpc.pid, ["ip", "-j", "link"]))
+    port = next(link["ifname"] for link in json.loads(run_in(switch.pid, ["ip", "-j", "link"]))
                 if link["ifindex"] == peer)
-    return vpc.pid, port
+    return switch.pid, port
 
 
 def set_link(pid: int, port: str, up: bool) -> None:

@@ -15,7 +15,7 @@ from base.errors import UsageError
 from experiments.framework import Context, Summary, meta
 
 EXPERIMENTS = ("seed-walkthrough", "distribution", "traffic-policy", "failover", "scale",
-               "netpol")
+               "netpol", "zones")
 
 
 def module_of(name: str):

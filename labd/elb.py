@@ -3,8 +3,16 @@ controller, and read the status the agent keeps (`svclab lb status`).
 
 The daemon calls `start_elb` once the lab is up and enters a CloudController
 (controlplane/cloud/controller.py) after the API server; `cloud_controller_for`
-builds one with the lab's paths, pool and time factor.  The nodes' side of
-the NLB return path is topo/elb.py.
+builds one with the lab's paths, pool, time factor and (with zones) the
+ELB's ENI in each zone.  The nodes' side of the NLB return path is topo/elb.py.
+
+With zones, what a zone's load-balancer node sends from its ENI leaves
+through that zone's subnet: a source rule per ENI sends it to the zone's
+router when the target is in another zone (cross-zone traffic crosses the
+VPC router, as it crosses AWS's zones), straight to the target when it is
+in the zone.  NLB flows keep the client's address as source, so they take
+the main table: straight to the target through the ENI in its subnet, which
+is where the target's node sends the replies back (topo/elb.py).
 """
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ from pathlib import Path
 
 from base.kube.client import KubeClient
 from controlplane.cloud.controller import CloudController
-from topo.elb import ELB_HOST, elb_vpc_mac
+from topo.elb import ELB_HOST, elb_enis
 from topo.netns import run_in
 from topo.plan import outside_dns_records
 from topo.spec import ClusterSpec
@@ -30,6 +38,7 @@ class ElbHandle:
     vip_pool: tuple[str, ...]
     time_factor: float
     program_key: str = "elb"
+    zone_enis: tuple[tuple[str, str], ...] = ()     # (zone, ENI address), spec order
 
 
 def elb_dir(lab_root: Path) -> Path:
@@ -37,8 +46,39 @@ def elb_dir(lab_root: Path) -> Path:
 
 
 def vip_pool(spec: ClusterSpec) -> tuple[str, ...]:
-    """The VIPs LBs get: the spec's elb_vips minus the first (the host's own)."""
+    """The VIPs LBs get: the spec's elb_vips minus the first (the host's own).
+    A load balancer takes one per zone node (one in a lab without zones)."""
     return tuple(str(a) for a in spec.network.elb_vips[1:])
+
+
+def zone_enis(spec: ClusterSpec) -> tuple[tuple[str, str], ...]:
+    """(zone, the ELB's ENI address in it) per zone; () in a lab without zones."""
+    return tuple((eni.zone, str(eni.address)) for eni in elb_enis(spec) if eni.zone)
+
+
+SOURCE_TABLE = 110      # + zone index: the ELB host's per-ENI route tables
+
+
+def eni_source_routes(spec: ClusterSpec) -> list[str]:
+    """`ip -batch` lines for the elb host: traffic from zone i's ENI address
+    (health checks, Classic connections) leaves through zone i's subnet,
+    via its router for targets in other zones.  None without zones."""
+    lines = []
+    for index, (eni, zone) in enumerate(zip(elb_enis(spec), spec.network.zones)):
+        table = SOURCE_TABLE + index
+        lines += [f"rule add from {eni.address} table {table} priority {table}",
+                  f"route replace {zone.subnet} dev {eni.interface} src {eni.address} "
+                  f"table {table}",
+                  f"route replace default via {zone.router} dev {eni.interface} "
+                  f"table {table}"]
+    return lines
+
+
+def missing_rules(lines: list[str], rules_shown: str) -> list[str]:
+    """Drop the `rule add` lines whose table already has a rule (`ip rule show`
+    output): a restarted daemon does not stack duplicates."""
+    return [line for line in lines if not (
+        line.startswith("rule add ") and f"lookup {line.split()[-3]}" in rules_shown)]
 
 
 def elb_agent_argv(spec: ClusterSpec, handle: ElbHandle, netns: int) -> list[str]:
@@ -48,16 +88,22 @@ def elb_agent_argv(spec: ClusterSpec, handle: ElbHandle, netns: int) -> list[str
 
 
 def start_elb(spec: ClusterSpec, lab, supervisor, api=None) -> ElbHandle:
-    """Fix the ELB's VPC MAC, then start the agent in the elb host (supervised)."""
+    """Fix the ELB's ENI MACs and (zones) source routes, then start the agent
+    in the elb host (supervised)."""
     record = lab.state.hosts[ELB_HOST]
     directory = elb_dir(lab.paths.root)
     directory.mkdir(parents=True, exist_ok=True)
     handle = ElbHandle(config_path=directory / "config.json",
                        status_path=directory / "status.json",
                        vpc_ip=str(spec.network.elb_vpc_address), vip_pool=vip_pool(spec),
-                       time_factor=float(getattr(spec, "time_factor", 0.1)))
-    run_in(record.pid, ["ip", "link", "set", "dev", "eth0", "address", elb_vpc_mac(spec)],
-           where=ELB_HOST)
+                       time_factor=float(getattr(spec, "time_factor", 0.1)),
+                       zone_enis=zone_enis(spec))
+    batch = [f"link set dev {eni.interface} address {eni.mac}" for eni in elb_enis(spec)]
+    routes = eni_source_routes(spec)
+    if routes:
+        batch += missing_rules(routes, run_in(record.pid, ["ip", "rule", "show"],
+                                              where=ELB_HOST))
+    run_in(record.pid, ["ip", "-batch", "-"], input="\n".join(batch) + "\n", where=ELB_HOST)
     supervisor.add(handle.program_key, ELB_HOST,
                    elb_agent_argv(spec, handle, record.netns))
     return handle
@@ -68,4 +114,4 @@ def cloud_controller_for(spec: ClusterSpec, lab, handle: ElbHandle, client=None)
     client = client or KubeClient.from_kubeconfig(str(lab.paths.kubeconfig))
     return CloudController(client, handle.config_path, lab.paths.outside_dns,
                            outside_dns_records(spec), list(handle.vip_pool),
-                           handle.time_factor)
+                           handle.time_factor, zone_enis=dict(handle.zone_enis))

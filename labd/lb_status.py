@@ -3,7 +3,9 @@
 Reads the status file the ELB agent keeps (LabPaths(name).root/elb/status.json)
 and renders one block per load balancer: hostname, VIP, flavour, listeners,
 health-check settings, and a row per target with its state, the last check,
-consecutive successes/failures and the last transition.
+consecutive successes/failures and the last transition.  In a lab with
+zones the block also has a row per zone node (its VIP, ENI, whether the DNS
+name answers it, the targets it sends to) and a zone column for targets.
 """
 from __future__ import annotations
 
@@ -46,35 +48,61 @@ def _when(stamp: float | None) -> str:
     return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
 
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+            for row in rows]
+
+
+def _zone_lines(lb: dict) -> list[str]:
+    """The zone nodes of a load balancer in a lab with zones."""
+    names = {t["address"]: t["node"] for t in lb["targets"]}
+    table = [("ZONE", "VIP", "ENI", "IN-DNS", "CONNS", "SENDS-TO")]
+    for node in lb["zoneNodes"]:
+        table.append((node["zone"], node["vip"], node["eni"] or "-",
+                      "yes" if node["inDns"] else "no",
+                      "-" if node["connections"] is None else str(node["connections"]),
+                      ",".join(names.get(a, a) for a in node["inService"]) or "-"))
+    lines = [f"  cross-zone load balancing {'on' if lb['crossZone'] else 'off'}; "
+             f"DNS answers {', '.join(lb['dns'])}"]
+    if not any(node["healthy"] for node in lb["zoneNodes"]):
+        lines.append("  no zone has a healthy target: DNS answers every zone (fails open)")
+    return lines + _table(table)
+
+
 def render_lb_status(rows: list[dict]) -> str:
     if not rows:
         return "No load balancers.\n"
     out = []
     for lb in rows:
+        zoned = bool(lb.get("zoned"))
         listeners = ", ".join(f"{l['port']}/{l['protocol']}->{l['nodePort']}"
                               for l in lb["listeners"])
         hc = lb["healthCheck"]
         out.append(f"{lb['key']}  {lb['flavour'].upper()}  {lb['hostname']}")
-        out.append(f"  VIP {lb['vip']}  listeners {listeners}  "
+        vips = "VIPs " + ",".join(n["vip"] for n in lb["zoneNodes"]) if zoned \
+            else f"VIP {lb['vip']}"
+        out.append(f"  {vips}  listeners {listeners}  "
                    f"sources {','.join(lb['sourceRanges'])}")
         out.append(f"  health check {hc['target']} every {hc['interval']:g} s, timeout "
                    f"{hc['timeout']:g} s, healthy {hc['healthyThreshold']}, unhealthy "
                    f"{hc['unhealthyThreshold']} (a dead target leaves within "
                    f"{hc['detectionTime']:g} s)")
-        header = ("NODE", "ADDRESS", "STATE", "IN-SERVICE", "OK/FAIL", "LAST-CHECK",
-                  "RESULT", "CONNS", "LAST-TRANSITION")
+        if zoned:
+            out += _zone_lines(lb)
+        header = ("NODE", *(("ZONE",) if zoned else ()), "ADDRESS", "STATE", "IN-SERVICE",
+                  "OK/FAIL", "LAST-CHECK", "RESULT", "CONNS", "LAST-TRANSITION")
         table = [header]
         for t in lb["targets"]:
             last = t["transitions"][-1] if t["transitions"] else None
-            table.append((t["node"], t["address"], t["state"],
+            table.append((t["node"], *((t.get("zone") or "-",) if zoned else ()),
+                          t["address"], t["state"],
                           "yes" if t["inService"] else "no",
                           f"{t['consecutiveSuccesses']}/{t['consecutiveFailures']}",
                           _when(t["lastCheck"]), t["lastResult"] or "-",
                           "-" if t["connections"] is None else str(t["connections"]),
                           f"{_when(last['at'])} -> {last['state']}" if last else "-"))
-        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        out += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-                for row in table]
+        out += _table(table)
         if lb.get("failingOpen"):
             out.append("  every target is unhealthy: the NLB fails open and sends to all")
     return "\n".join(out) + "\n"

@@ -7,9 +7,13 @@ Every command is a small function returning an exit code; library errors
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
+
+import yaml
 
 from base.errors import SvclabError, UsageError
 from experiments.runner import describe, run
@@ -17,6 +21,10 @@ from labd import lifecycle
 from labd.lb_status import lb_status, render_lb_status
 from labd.lifecycle import DEFAULT_NAME
 from svclab.probe_commands import add_probe_commands
+from topo.network import inter_zone_latency_notice
+from topo.plan import describe_zones
+from topo.spec import ClusterSpec, read_spec_data, with_zones
+from topo.state import LabPaths
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = named("up", "start a lab and return when it is ready")
     p.add_argument("-f", "--file", help="cluster spec YAML (default: the seed's 3-node cluster)")
     p.add_argument("--proxy-mode", choices=("iptables", "nftables"))
+    p.add_argument("--zones", type=int, metavar="N",
+                   help="spread a spec without zones over N Availability Zones (1-6)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, start nothing")
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--json", action="store_true")
@@ -93,17 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
 # --- commands ----------------------------------------------------------------
 
 def cmd_up(args) -> int:
-    if args.dry_run:
-        print(lifecycle.dry_run(args.file, args.proxy_mode), end="")
-        return 0
-    result = lifecycle.up(args.name, args.file, args.proxy_mode, args.timeout)
+    with _spec_file(args.file, args.zones) as spec_file:
+        if args.dry_run:
+            print(lifecycle.dry_run(spec_file, args.proxy_mode), end="")
+            return 0
+        result = lifecycle.up(args.name, spec_file, args.proxy_mode, args.timeout)
     if args.json:
         print(json.dumps({"name": result.name, "seconds": round(result.seconds, 3),
                           "hosts": len(result.state.hosts)}))
     else:
         print(f"lab {result.name!r} ready in {result.seconds:.2f} s "
               f"({len(result.state.hosts)} hosts)")
-        print(lifecycle.status_table(*lifecycle.status(args.name)))
+        state, spec = lifecycle.status(args.name)
+        print(lifecycle.status_table(state, spec))
+        print(_zones_text(args.name, spec), end="")
     return 0
 
 
@@ -116,10 +129,46 @@ def cmd_down(args) -> int:
 def cmd_status(args) -> int:
     state, spec = lifecycle.status(args.name)
     if args.json:
-        print(json.dumps(state.to_json(), indent=1))
+        out = state.to_json()
+        if spec.network.zones:
+            out["zones"] = _zones_json(args.name, spec)
+        print(json.dumps(out, indent=1))
     else:
         print(lifecycle.status_table(state, spec))
+        print(_zones_text(args.name, spec), end="")
     return 0
+
+
+@contextlib.contextmanager
+def _spec_file(path: str | None, zones: int | None):
+    """The spec file to start: the given one, or (--zones N) that spec spread
+    over N zones, written to a temporary file for as long as `up` needs it."""
+    if zones is None:
+        yield path
+        return
+    data = with_zones(read_spec_data(path), zones)
+    with tempfile.NamedTemporaryFile("w", prefix="svclab-zones-", suffix=".yaml") as out:
+        yaml.safe_dump(data, out, sort_keys=False)
+        out.flush()
+        yield out.name
+
+
+def _zones_text(name: str, spec: ClusterSpec) -> str:
+    """The zones and their nodes, and what became of the inter-zone latency."""
+    lines = list(describe_zones(spec))
+    notice = inter_zone_latency_notice(LabPaths(name)) if spec.network.zones else None
+    if notice:
+        lines.append(notice)
+    return "".join(f"{line}\n" for line in [""] * bool(lines) + lines)
+
+
+def _zones_json(name: str, spec: ClusterSpec) -> dict:
+    net = spec.network
+    return {"region": net.region,
+            "zones": [{"name": z.name, "subnet": str(z.subnet),
+                       "nodes": [n.name for n in spec.nodes if n.zone == z.name]}
+                      for z in net.zones],
+            "interZoneLatency": inter_zone_latency_notice(LabPaths(name))}
 
 
 def cmd_exec(args) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from base.errors import LabError
 from topo.netns import call_in_netns
-from topo.spec import ClusterSpec
+from topo.spec import ClusterSpec, NodeSpec
 
 API_PORT = 6443
 
@@ -29,10 +29,16 @@ def cluster_info(spec: ClusterSpec) -> dict:
         "podCIDR": str(net.pod_cidr),
         "clusterDomain": "cluster.local",
         "controlPlaneEndpoint": {"ip": str(control.address), "port": API_PORT},
-        "nodes": [{"name": n.name, "role": n.role, "internalIP": str(n.address),
-                   "externalIP": str(n.public_ip), "podCIDR": str(n.pod_block)}
-                  for n in spec.nodes],
+        "nodes": [_node_info(spec, n) for n in spec.nodes],
     }
+
+
+def _node_info(spec: ClusterSpec, node: NodeSpec) -> dict:
+    info = {"name": node.name, "role": node.role, "internalIP": str(node.address),
+            "externalIP": str(node.public_ip), "podCIDR": str(node.pod_block)}
+    if node.zone is not None:    # the node's topology labels (labs with zones only)
+        info.update(zone=node.zone, region=spec.network.region)
+    return info
 
 
 def loopback_listener() -> socket.socket:

@@ -59,15 +59,66 @@ def cidr(raw: Any, path: str) -> Net:
     return net
 
 
-def address(raw: Any, path: str, within: Net, reserved: set) -> Addr:
-    try:
-        addr = ipaddress.IPv4Address(str(raw))
-    except ValueError as err:
-        raise SpecError(path, f"invalid value {raw!r}; allowed: an IPv4 address "
-                        f"in {within}") from err
+def address(raw: Any, path: str, within: Net, reserved: set, where: str = "") -> Addr:
+    """An IPv4 address inside `within` (described as `where`, if given) and not reserved."""
+    addr = ipv4(raw, path, f"in {where or within}")
     if addr not in within:
-        raise SpecError(path, f"{addr} is outside {within}")
+        raise SpecError(path, f"{addr} is outside {where or within}")
     if addr in reserved:
         raise SpecError(path, f"{addr} is reserved "
                         f"({', '.join(sorted(str(r) for r in reserved))})")
     return addr
+
+
+def ipv4(raw: Any, path: str, allowed: str = "") -> Addr:
+    try:
+        return ipaddress.IPv4Address(str(raw))
+    except ValueError as err:
+        raise SpecError(path, f"invalid value {raw!r}; allowed: an IPv4 address"
+                        + (f" {allowed}" if allowed else "")) from err
+
+
+def port_range(raw: Any, path: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(raw))
+    if not match:
+        raise SpecError(path, f"invalid value {raw!r}; allowed: LOW-HIGH, e.g. 30000-32767")
+    low, high = int(match[1]), int(match[2])
+    if not 1024 <= low < high <= 65535:
+        raise SpecError(path, f"invalid range {low}-{high}; "
+                        "allowed: 1024 <= LOW < HIGH <= 65535")
+    return low, high
+
+
+def port_spec(raw: Any, path: str) -> tuple[int, str]:
+    match = re.fullmatch(r"(\d+)(?:/(TCP|UDP))?", str(raw))
+    if not match or not 1 <= int(match[1]) <= 65535:
+        raise SpecError(path, f"invalid value {raw!r}; allowed: PORT[/TCP|/UDP], "
+                        "e.g. 5432/TCP, with 1 <= PORT <= 65535")
+    return int(match[1]), match[2] or "TCP"
+
+
+_LATENCY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(us|ms|s)\s*")
+_LATENCY_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+MAX_LATENCY = 1.0     # seconds
+
+
+def latency(raw: Any, path: str) -> float:
+    """A delay such as "1ms", "500us" or "0.2s", in seconds (0 < delay <= 1 s)."""
+    match = _LATENCY.fullmatch(raw) if isinstance(raw, str) else None
+    seconds = float(match[1]) * _LATENCY_UNITS[match[2]] if match else 0.0
+    if not match or not 0 < seconds <= MAX_LATENCY:
+        raise SpecError(path, f"invalid value {raw!r}; allowed: a delay with a unit, "
+                        "us, ms or s, greater than 0 and at most 1s, e.g. 1ms or 500us")
+    return seconds
+
+
+def ec2_name(addr: Addr) -> str:
+    """An EC2 instance's private DNS host name: ip-172-31-17-4 for 172.31.17.4."""
+    return "ip-" + str(addr).replace(".", "-")
+
+
+def aws_reserved(subnet: Net) -> set:
+    """AWS reserves the first four addresses and the last of every subnet;
+    the lab's load balancer has base + 5."""
+    base = subnet.network_address
+    return {base, base + 1, base + 2, base + 3, base + 5, subnet.broadcast_address}

@@ -15,8 +15,8 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from base.cri import HostAlias, PodSandboxConfig, ProjectedFiles
-from topo.elb import elb_vpc_mac, node_return_path_routes, node_return_path_rules
-from topo.spec import ClusterSpec, NodeSpec
+from topo.elb import Eni, elb_enis, node_return_path_routes, node_return_path_rules
+from topo.spec import ClusterSpec, NodeSpec, zone_bridge, zone_interface
 
 POD_GATEWAY = "169.254.1.1"     # Calico's fake next hop, answered by proxy ARP
 MASQ_CHAIN = "cali-nat-outgoing"
@@ -62,6 +62,8 @@ class LabPlan:
     hosts: tuple[HostConfig, ...]
     links: tuple[LinkPlan, ...]
     bridges: tuple[str, ...] = ("vpc", "inet")
+    zones: tuple[str, ...] = ()      # what the dry run says of the zones first
+    igw_tc: tuple[str, ...] = ()     # `tc -batch` lines for the igw (inter-zone latency)
 
 
 @dataclass(frozen=True)
@@ -121,20 +123,47 @@ def etc_hosts_for_pod(ips: list[str], hostname: str, domain: str = "",
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One L2 segment of the VPC: the single subnet, or one zone's subnet."""
+
+    bridge: str                      # vpc, or az1, az2, ...
+    interface: str                   # the igw's (and the elb's) interface on it
+    subnet: ipaddress.IPv4Network
+    router: ipaddress.IPv4Address    # the igw's address on it (AWS's .1)
+    zone: str | None = None
+
+
+def vpc_segments(spec: ClusterSpec) -> tuple[Segment, ...]:
+    """The VPC's segments: one bridge `vpc` without zones, one bridge per zone with."""
+    net = spec.network
+    if not net.zones:
+        return (Segment("vpc", "eth0", net.vpc_subnet, net.vpc_router),)
+    return tuple(Segment(zone_bridge(i), zone_interface(i), zone.subnet, zone.router, zone.name)
+                 for i, zone in enumerate(net.zones))
+
+
+def node_segment(spec: ClusterSpec, node: NodeSpec) -> Segment:
+    segments = vpc_segments(spec)
+    return next((s for s in segments if s.zone == node.zone), segments[0])
+
+
 def plan_lab(spec: ClusterSpec) -> LabPlan:
     net = spec.network
-    vpc_len = net.vpc_subnet.prefixlen
     inet_len = net.internet.prefixlen
+    segments = vpc_segments(spec)
+    first, rest = segments[0], segments[1:]
     vpc_resolv = f"nameserver {net.vpc_resolver}\nsearch ec2.internal\n"
     hosts: list[HostConfig] = []
     links: list[LinkPlan] = []
-    bridge_ports = {"vpc": 0, "inet": 0}
+    bridges = tuple(s.bridge for s in segments) + ("inet",)
+    bridge_ports = dict.fromkeys(bridges, 0)
 
     def attach(bridge: str, host: str, intf: str) -> None:
         bridge_ports[bridge] += 1
         links.append(LinkPlan(host, intf, bridge, f"{bridge}-eth{bridge_ports[bridge]}"))
 
-    for bridge in ("vpc", "inet"):
+    for bridge in bridges:
         hosts.append(HostConfig(
             host=bridge, kind="bridge", name=bridge,
             ip_batch=("link set dev lo up",),
@@ -143,39 +172,47 @@ def plan_lab(spec: ClusterSpec) -> LabPlan:
 
     hosts.append(HostConfig(
         host="igw", kind="router", name="igw",
-        addresses=(str(net.vpc_router), str(net.internet_gateway)),
-        ip_batch=("link set dev lo up",
-                  f"addr add {net.vpc_router}/{vpc_len} dev eth0",
-                  # The resolvers run on the igw: AmazonProvidedDNS at the VPC's
-                  # .2, and public DNS for the internet segment.
-                  f"addr add {net.vpc_resolver}/{vpc_len} dev eth0", "link set dev eth0 up",
+        addresses=(str(first.router), str(net.internet_gateway), *(str(s.router) for s in rest)),
+        ip_batch=("link set dev lo up", *_igw_vpc_lines(spec, first),
                   f"addr add {net.internet_gateway}/{inet_len} dev eth1",
                   f"addr add {net.internet_resolver}/{inet_len} dev eth1",
-                  "link set dev eth1 up"),
+                  "link set dev eth1 up",
+                  *(line for s in rest for line in _igw_vpc_lines(spec, s)),
+                  # The VPC route table: each node's pod block -> the node's ENI
+                  # (source/dest check off), as Calico without overlay needs.
+                  *(f"route add {n.pod_block} via {n.address}" for n in spec.nodes
+                    if net.zones)),
         sysctls=IPV4_ONLY + (("net.ipv4.ip_forward", "1"),),
         iptables=render_igw_rules(spec),
         resolv_conf=vpc_resolv))
-    attach("vpc", "igw", "eth0")
+    attach(first.bridge, "igw", first.interface)
     attach("inet", "igw", "eth1")
+    for segment in rest:
+        attach(segment.bridge, "igw", segment.interface)
 
     for index, node in enumerate(spec.nodes):
         host = node_host_name(index)
+        own = node_segment(spec, node)
         batch = ["link set dev lo up",
-                 f"addr add {node.address}/{vpc_len} dev eth0", "link set dev eth0 up",
-                 f"route add default via {net.vpc_router}",
+                 f"addr add {node.address}/{own.subnet.prefixlen} dev eth0",
+                 "link set dev eth0 up",
+                 f"route add default via {own.router}",
                  f"route add blackhole {node.pod_block}"]
-        batch += [f"route add {peer.pod_block} via {peer.address}"
+        # A peer in the same subnet is reached directly; one in another zone
+        # through this zone's router (the igw routes its block to the peer).
+        batch += [f"route add {peer.pod_block} via "
+                  f"{peer.address if peer.zone == node.zone else own.router}"
                   for peer in spec.nodes if peer is not node]
-        batch += node_return_path_routes(spec)
+        batch += node_return_path_routes(spec, node)
         hosts.append(HostConfig(
             host=host, kind="node", name=node.name, addresses=(str(node.address),),
             ip_batch=tuple(batch),
             sysctls=IPV4_ONLY + (("net.ipv4.ip_forward", "1"),
                                  ("net.ipv4.conf.all.rp_filter", "0"),
                                  ("net.ipv4.conf.default.rp_filter", "0")),
-            iptables=render_node_rules(spec) + node_return_path_rules(spec),
+            iptables=render_node_rules(spec) + node_return_path_rules(spec, node),
             resolv_conf=vpc_resolv))
-        attach("vpc", host, "eth0")
+        attach(own.bridge, host, "eth0")
 
     for client in spec.clients:
         hosts.append(HostConfig(
@@ -189,18 +226,21 @@ def plan_lab(spec: ClusterSpec) -> LabPlan:
             resolv_conf=f"nameserver {net.internet_resolver}\n"))
         attach("inet", client.name, "eth0")
 
+    enis = elb_enis(spec)
     hosts.append(HostConfig(
         host="elb", kind="loadbalancer", name="elb",
-        addresses=(str(net.elb_vpc_address), str(net.elb_vips[0])),
-        ip_batch=("link set dev lo up",
-                  f"link set dev eth0 address {elb_vpc_mac(spec)}",
-                  f"addr add {net.elb_vpc_address}/{vpc_len} dev eth0", "link set dev eth0 up",
+        addresses=(str(enis[0].address), str(net.elb_vips[0]),
+                   *(str(e.address) for e in enis[1:])),
+        ip_batch=("link set dev lo up", *_eni_lines(enis[0]),
                   f"addr add {net.elb_vips[0]}/{inet_len} dev eth1", "link set dev eth1 up",
+                  *(line for eni in enis[1:] for line in _eni_lines(eni)),
                   f"route add default via {net.internet_gateway} dev eth1"),
         sysctls=IPV4_ONLY + (("net.ipv4.ip_forward", "1"),),
         resolv_conf=vpc_resolv))
-    attach("vpc", "elb", "eth0")
+    attach(first.bridge, "elb", enis[0].interface)
     attach("inet", "elb", "eth1")
+    for segment, eni in zip(rest, enis[1:]):
+        attach(segment.bridge, "elb", eni.interface)
 
     for index, service in enumerate(spec.outside):
         host = outside_host_name(index)
@@ -214,7 +254,60 @@ def plan_lab(spec: ClusterSpec) -> LabPlan:
             sysctls=IPV4_ONLY,
             resolv_conf=f"nameserver {net.internet_resolver}\n"))
         attach("inet", host, "eth0")
-    return LabPlan(tuple(hosts), tuple(links))
+    return LabPlan(tuple(hosts), tuple(links), bridges, describe_zones(spec),
+                   inter_zone_latency_batch(spec))
+
+
+def _igw_vpc_lines(spec: ClusterSpec, segment: Segment) -> list[str]:
+    """The igw's router address on a segment; the VPC resolver (the VPC's
+    base + 2) on the segment that holds it, else as a /32 on the first."""
+    resolver = spec.network.vpc_resolver
+    lines = [f"addr add {segment.router}/{segment.subnet.prefixlen} dev {segment.interface}"]
+    if resolver in segment.subnet:
+        lines.append(f"addr add {resolver}/{segment.subnet.prefixlen} dev {segment.interface}")
+    elif segment.interface == "eth0" and not any(resolver in s.subnet
+                                                 for s in vpc_segments(spec)):
+        lines.append(f"addr add {resolver}/32 dev {segment.interface}")
+    lines.append(f"link set dev {segment.interface} up")
+    return lines
+
+
+def _eni_lines(eni: Eni) -> list[str]:
+    return [f"link set dev {eni.interface} address {eni.mac}",
+            f"addr add {eni.address}/{eni.prefixlen} dev {eni.interface}",
+            f"link set dev {eni.interface} up"]
+
+
+def inter_zone_latency_batch(spec: ClusterSpec) -> tuple[str, ...]:
+    """`tc -batch` lines for the igw: netem delay on each zone interface, so
+    every packet crossing zones (it leaves the igw into its zone) waits once."""
+    delay = spec.network.inter_zone_latency
+    if not spec.network.zones or delay <= 0:
+        return ()
+    return tuple(f"qdisc add dev {s.interface} root netem delay {round(delay * 1e6)}us"
+                 for s in vpc_segments(spec))
+
+
+def describe_zones(spec: ClusterSpec) -> tuple[str, ...]:
+    """The zones in a few lines (dry run, status); () without zones."""
+    net = spec.network
+    if not net.zones:
+        return ()
+    lines = [f"zones of region {net.region} in VPC {net.vpc_subnet}"]
+    for segment, eni in zip(vpc_segments(spec), elb_enis(spec)):
+        nodes = [n.name for n in spec.nodes if n.zone == segment.zone] or ["no nodes"]
+        lines.append(f"  {segment.zone} {segment.subnet}: bridge {segment.bridge}, router "
+                     f"{segment.router} (igw {segment.interface}), ELB ENI {eni.address} "
+                     f"(elb {eni.interface}, {eni.mac}); {', '.join(nodes)}")
+    if net.inter_zone_latency:
+        lines.append(f"  inter-zone latency {_format_delay(net.inter_zone_latency)} "
+                     "(netem on the igw's zone interfaces, where the kernel has netem)")
+    return tuple(lines)
+
+
+def _format_delay(seconds: float) -> str:
+    micros = round(seconds * 1e6)
+    return f"{micros / 1000:g}ms" if micros >= 1000 else f"{micros}us"
 
 
 def outside_dns_records(spec: ClusterSpec) -> dict[str, list[str]]:
@@ -278,7 +371,9 @@ def render_igw_rules(spec: ClusterSpec) -> str:
 
     Like an AWS internet gateway it forwards only translated traffic: packets
     from the internet to anything but a public IP (a pod IP, say) are dropped,
-    and so is VPC traffic from an address without a public IP.
+    and so is VPC traffic from an address without a public IP.  With zones it
+    is the VPC's router too: traffic between its zone interfaces (the VPC's
+    local route and the pod-block routes to nodes) is forwarded as it is.
     """
     raw = ["*raw", ":IGW-INBOUND - [0:0]", "-A PREROUTING -i eth1 -j IGW-INBOUND",
            "-A IGW-INBOUND -m addrtype --dst-type LOCAL -j RETURN",
@@ -290,22 +385,28 @@ def render_igw_rules(spec: ClusterSpec) -> str:
             "-A IGW-FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
             "-A IGW-FORWARD -m conntrack --ctstate DNAT -j ACCEPT"]
     vpc = spec.network.vpc_subnet
+    # Into the VPC: eth0, or (zones) any interface but the internet's.
+    to_vpc = "! -o eth1" if spec.network.zones else "-o eth0"
     for node in spec.nodes:
         nat.append(f"-A IGW-PREROUTING -d {node.public_ip}/32 "
                    f"-j DNAT --to-destination {node.address}")
         nat.append(f"-A IGW-POSTROUTING -o eth1 -s {node.address}/32 "
                    f"-j SNAT --to-source {node.public_ip}")
         # Hairpin: VPC -> public IP -> VPC leaves and comes back as a public IP.
-        nat.append(f"-A IGW-POSTROUTING -o eth0 -s {node.address}/32 -d {vpc} "
+        nat.append(f"-A IGW-POSTROUTING {to_vpc} -s {node.address}/32 -d {vpc} "
                    f"-m conntrack --ctstate DNAT -j SNAT --to-source {node.public_ip}")
-        filt.append(f"-A IGW-FORWARD -i eth0 -o eth1 -s {node.address}/32 -j ACCEPT")
+        filt.append(f"-A IGW-FORWARD -i {node_segment(spec, node).interface} -o eth1 "
+                    f"-s {node.address}/32 -j ACCEPT")
+    for segment in vpc_segments(spec) if spec.network.zones else ():
+        filt.append(f"-A IGW-FORWARD -i {segment.interface} ! -o eth1 -m comment "
+                    f'--comment "VPC route table: {segment.zone} to the VPC" -j ACCEPT')
     filt += ['-A IGW-FORWARD -m comment --comment "not translated: dropped" -j DROP']
     return "\n".join(raw + nat + ["COMMIT"] + filt + ["COMMIT", ""])
 
 
 def render_plan(plan: LabPlan) -> str:
     """Human-readable dry run of a plan."""
-    out = []
+    out = list(plan.zones)
     for host in plan.hosts:
         title = f"{host.host} ({host.kind} {host.name})"
         out.append(title)
@@ -313,6 +414,8 @@ def render_plan(plan: LabPlan) -> str:
         out += [f"  sysctl {k}={v}" for k, v in host.sysctls]
         out += [f"  iptables-restore: {line}" for line in host.iptables.splitlines()
                 if line.startswith("-A")]
+        if host.kind == "router":
+            out += [f"  tc {line}  (if the kernel has netem)" for line in plan.igw_tc]
     out.append("links")
     out += [f"  {l.host1}:{l.intf1} <-> {l.host2}:{l.intf2}" for l in plan.links]
     return "\n".join(out) + "\n"

@@ -4,12 +4,17 @@ A spec is YAML a user writes (see topo/clusters/default.yaml).  `load_spec`
 turns it into frozen dataclasses or raises SpecError naming the failing field
 and the allowed values, before anything is started.  Every address the lab
 uses is derived here, in one place, so the topology code never invents one.
+
+A lab has either one subnet (`network.vpcSubnet`, the seed's cluster) or
+Availability Zones (`network.zones`): one subnet per zone inside the VPC
+range, nodes placed in zones (round-robin by default) and named after their
+address as EC2 does.  `with_zones` turns a spec without zones into one with
+zones (`svclab up --zones N`).
 """
 from __future__ import annotations
 
 import ipaddress
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,12 +23,27 @@ import yaml
 
 from base.errors import SpecError
 from topo import fields
+from topo.spec_zones import (
+    DEFAULT_REGION,
+    ZONED_VPC,
+    ZoneSpec,
+    parse_zones,
+    place_node,
+    spread_over_zones,
+    zone_bridge,
+    zone_interface,
+)
+
+# Re-exported: the zone names and helpers are part of the spec's interface.
+__all__ = ["ClientSpec", "ClusterSpec", "NetworkSpec", "NodeSpec", "OutsideSpec", "ZoneSpec",
+           "load_spec", "parse_spec", "read_spec_data", "with_zones", "zone_bridge",
+           "zone_interface"]
 
 API_VERSION = "svclab/v1alpha1"
 PROXY_MODES = ("iptables", "nftables")
 SWITCHES = ("linuxbridge", "ovs")
 ROLES = ("control-plane", "worker")
-# Host names the lab uses for its own infrastructure.
+# Host names the lab uses for its own infrastructure (and zone bridges: az1, ...).
 RESERVED_HOST_NAMES = ("igw", "elb", "vpc", "inet")
 # Safety: public-looking addresses only from documentation ranges.
 DOCUMENTATION_RANGES = tuple(ipaddress.ip_network(n) for n in (
@@ -45,10 +65,25 @@ class NetworkSpec:
     node_port_range: tuple[int, int]
     public_ips: Net
     internet: Net
+    region: str = ""                     # us-east-1 in a lab with zones
+    zones: tuple[ZoneSpec, ...] = ()     # (): a lab without zones, one subnet
+    inter_zone_latency: float = 0.0      # seconds each crossing between zones adds (0: none)
+
+    def zone(self, name: str) -> ZoneSpec:
+        for zone in self.zones:
+            if zone.name == name:
+                return zone
+        raise KeyError(name)
+
+    def zone_index(self, name: str) -> int:
+        return self.zones.index(self.zone(name))
 
     @property
     def vpc_router(self) -> Addr:
-        """The VPC router (the igw's VPC side): base + 1, as in AWS."""
+        """The VPC router (the igw's VPC side, eth0): base + 1, as in AWS;
+        with zones, the first zone's router."""
+        if self.zones:
+            return self.zones[0].router
         return self.vpc_subnet.network_address + 1
 
     @property
@@ -68,14 +103,18 @@ class NetworkSpec:
 
     @property
     def elb_vpc_address(self) -> Addr:
-        """The load balancer's interface in the VPC (an ELB's ENI)."""
+        """The load balancer's interface in the VPC (an ELB's ENI, on eth0);
+        with zones, its ENI in the first zone (topo/elb.py lists them all)."""
+        if self.zones:
+            return self.zones[0].elb_address
         return self.vpc_subnet.network_address + 5
 
     @property
     def elb_vips(self) -> tuple[Addr, ...]:
-        """Public addresses the load balancer hands out, one per LB."""
+        """Public addresses of the load balancer: .10 is the elb host's own, the
+        rest (.11-.49) its pool; a load balancer takes one per zone node."""
         base = self.internet.network_address
-        return tuple(base + i for i in range(10, 30))
+        return tuple(base + i for i in range(10, 50))
 
 
 @dataclass(frozen=True)
@@ -86,6 +125,7 @@ class NodeSpec:
     public_ip: Addr    # EC2-style public IP the igw maps 1:1
     pod_block: Net     # this node's pod block
     static_pods: int   # pods the lab starts with on this node
+    zone: str | None = None   # its Availability Zone; None in a lab without zones
 
     @property
     def is_control_plane(self) -> bool:
@@ -129,30 +169,46 @@ def default_spec_path() -> Path:
     return Path(str(resources.files("topo") / "clusters" / "default.yaml"))
 
 
-def load_spec(path: str | Path | None = None, *,
-              proxy_mode: str | None = None) -> ClusterSpec:
-    """Read and validate a spec file (the default cluster when path is None)."""
+def read_spec_data(path: str | Path | None = None) -> Any:
+    """A spec file's data as YAML gives it (the default cluster when path is None)."""
     path = Path(path) if path else default_spec_path()
     try:
         text = path.read_text()
     except OSError as err:
         raise SpecError("file", f"cannot read {path}: {err.strerror}") from err
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise SpecError("file", f"{path} is not valid YAML: {err}") from err
+
+
+def load_spec(path: str | Path | None = None, *, proxy_mode: str | None = None,
+              zones: int | None = None) -> ClusterSpec:
+    """Read and validate a spec file (the default cluster when path is None);
+    zones: spread it over that many zones first (`svclab up --zones N`)."""
+    data = read_spec_data(path)
     if proxy_mode is not None:
         if not isinstance(data, dict):
             data = {}
         data = {**data, "proxyMode": proxy_mode}
+    if zones is not None:
+        data = with_zones(data, zones)
     return parse_spec(data)
+
+
+def with_zones(data: Any, count: int) -> Any:
+    """The spec data `svclab up --zones N` runs: a spec without zones spread
+    over N zones (us-east-1a.. on 172.31.(16*i).0/20); see spread_over_zones."""
+    return spread_over_zones(data, count, _NETWORK_DEFAULTS["vpcSubnet"])
+
+
+_TOP_FIELDS = ("apiVersion", "kind", "network", "nodes", "clients", "outside", "proxyMode",
+               "switch", "timeFactor", "nodeMonitorGracePeriod")
 
 
 def parse_spec(data: Any) -> ClusterSpec:
     """Validate a spec given as plain data (what YAML produced)."""
-    top = fields.mapping(data, "spec", ("apiVersion", "kind", "network", "nodes",
-                                  "clients", "outside", "proxyMode", "switch", "timeFactor",
-                                  "nodeMonitorGracePeriod"))
+    top = fields.mapping(data, "spec", _TOP_FIELDS)
     if top.get("apiVersion", API_VERSION) != API_VERSION:
         raise SpecError("apiVersion", f"unsupported value {top['apiVersion']!r}; "
                         f"allowed: {API_VERSION}")
@@ -162,8 +218,8 @@ def parse_spec(data: Any) -> ClusterSpec:
     proxy_mode = fields.choice(top.get("proxyMode", "iptables"), "proxyMode", PROXY_MODES)
     switch = fields.choice(top.get("switch", "linuxbridge"), "switch", SWITCHES)
     nodes = _parse_nodes(top.get("nodes"), network)
-    clients = _parse_clients(top.get("clients", [{"name": "client"}]), network,
-                             {n.name for n in nodes})
+    taken = {n.name for n in nodes} | {zone_bridge(i) for i in range(len(network.zones))}
+    clients = _parse_clients(top.get("clients", [{"name": "client"}]), network, taken)
     outside = _parse_outside(top.get("outside", []), network,
                              {c.address for c in clients})
     time_factor = top.get("timeFactor", 0.1)
@@ -190,11 +246,15 @@ _NETWORK_DEFAULTS = {
     "publicIPs": "198.51.100.0/24",
     "internet": "203.0.113.0/24",
 }
+_ZONE_FIELDS = ("region", "zones", "interZoneLatency")
+_NETWORK_FIELDS = (*_NETWORK_DEFAULTS, *_ZONE_FIELDS)
 
 
 def _parse_network(raw: Any) -> NetworkSpec:
-    net = {**_NETWORK_DEFAULTS,
-           **fields.mapping(raw, "network", tuple(_NETWORK_DEFAULTS))}
+    given = fields.mapping(raw, "network", _NETWORK_FIELDS)
+    zoned = "zones" in given
+    net = {**_NETWORK_DEFAULTS, **({"vpcSubnet": str(ZONED_VPC)} if zoned else {}),
+           **{k: v for k, v in given.items() if k in _NETWORK_DEFAULTS}}
     cidrs = {key: fields.cidr(net[key], f"network.{key}")
              for key in ("vpcSubnet", "podCIDR", "serviceCIDR", "publicIPs", "internet")}
     for key in ("vpcSubnet", "podCIDR", "serviceCIDR"):
@@ -225,28 +285,29 @@ def _parse_network(raw: Any) -> NetworkSpec:
         raise SpecError("network.podBlockPrefix",
                         f"invalid value {block!r}; allowed: an integer from "
                         f"{pod_prefix} (the podCIDR's prefix) to 28")
-    return NetworkSpec(
+    network = NetworkSpec(
         vpc_subnet=cidrs["vpcSubnet"], pod_cidr=cidrs["podCIDR"],
         pod_block_prefix=block, service_cidr=cidrs["serviceCIDR"],
-        node_port_range=_port_range(net["nodePortRange"]),
+        node_port_range=fields.port_range(net["nodePortRange"], "network.nodePortRange"),
         public_ips=cidrs["publicIPs"], internet=cidrs["internet"])
-
-
-def _port_range(raw: Any) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(raw))
-    if not match:
-        raise SpecError("network.nodePortRange",
-                        f"invalid value {raw!r}; allowed: LOW-HIGH, e.g. 30000-32767")
-    low, high = int(match[1]), int(match[2])
-    if not 1024 <= low < high <= 65535:
-        raise SpecError("network.nodePortRange",
-                        f"invalid range {low}-{high}; allowed: 1024 <= LOW < HIGH <= 65535")
-    return low, high
+    if not zoned:
+        for key in _ZONE_FIELDS:
+            if key in given:
+                raise SpecError(f"network.{key}", "only in a lab with zones; allowed: "
+                                "list network.zones too (or run `svclab up --zones N`)")
+        return network
+    latency = given.get("interZoneLatency")
+    return replace(
+        network, region=fields.name(given.get("region", DEFAULT_REGION), "network.region",
+                                    subdomain=False),
+        zones=parse_zones(given["zones"], network.vpc_subnet),
+        inter_zone_latency=0.0 if latency is None else fields.latency(
+            latency, "network.interZoneLatency"))
 
 
 # --- nodes and clients -----------------------------------------------------
 
-_NODE_FIELDS = ("name", "role", "address", "publicIP", "staticPods")
+_NODE_FIELDS = ("name", "role", "address", "publicIP", "staticPods", "zone")
 
 
 def _parse_nodes(raw: Any, network: NetworkSpec) -> tuple[NodeSpec, ...]:
@@ -262,16 +323,17 @@ def _parse_nodes(raw: Any, network: NetworkSpec) -> tuple[NodeSpec, ...]:
     for i, item in enumerate(raw):
         path = f"nodes[{i}]"
         node = fields.mapping(item, path, _NODE_FIELDS)
-        name = fields.name(node.get("name"), f"{path}.name", subdomain=True)
+        # With zones a node may go unnamed: it takes its EC2 name (ip-172-31-17-4).
+        named = "name" in node or not network.zones
+        name = fields.name(node.get("name"), f"{path}.name", subdomain=True) if named else ""
+        role = fields.choice(node.get("role", "worker"), f"{path}.role", ROLES)
+        zone, address = _place_node(node, i, network, path)
+        name = name or fields.ec2_name(address)
         if name in seen_names:
             raise SpecError(f"{path}.name", f"duplicate node name {name!r}")
-        role = fields.choice(node.get("role", "worker"), f"{path}.role", ROLES)
-        address = fields.address(node.get("address", network.vpc_subnet.network_address + 10 + i),
-                           f"{path}.address", network.vpc_subnet,
-                           reserved=_aws_reserved(network.vpc_subnet))
         public = fields.address(node.get("publicIP", network.public_ips.network_address + 10 + i),
-                          f"{path}.publicIP", network.public_ips,
-                          reserved=_edge_reserved(network.public_ips))
+                                f"{path}.publicIP", network.public_ips,
+                                reserved=_edge_reserved(network.public_ips))
         if address in seen_addrs:
             raise SpecError(f"{path}.address", f"{address} is already used by another node")
         if public in seen_public:
@@ -287,10 +349,24 @@ def _parse_nodes(raw: Any, network: NetworkSpec) -> tuple[NodeSpec, ...]:
         seen_names.add(name)
         seen_addrs.add(address)
         seen_public.add(public)
-        nodes.append(NodeSpec(name, role, address, public, next(blocks), static_pods))
+        nodes.append(NodeSpec(name, role, address, public, next(blocks), static_pods, zone))
     if not any(n.is_control_plane for n in nodes):
         raise SpecError("nodes", "needs at least one node with role: control-plane")
     return tuple(nodes)
+
+
+def _place_node(node: dict, index: int, network: NetworkSpec,
+                path: str) -> tuple[str | None, Addr]:
+    """A node's zone and VPC address: without zones, an address in the VPC
+    subnet (base + 10 + index by default); with zones, see place_node."""
+    vpc = network.vpc_subnet
+    if network.zones:
+        return place_node(node, index, network.zones, path)
+    if "zone" in node:
+        raise SpecError(f"{path}.zone", "this lab has no zones; allowed: list "
+                        "network.zones (or run `svclab up --zones N`)")
+    return None, fields.address(node.get("address", vpc.network_address + 10 + index),
+                                f"{path}.address", vpc, reserved=fields.aws_reserved(vpc))
 
 
 def _parse_clients(raw: Any, network: NetworkSpec,
@@ -334,27 +410,12 @@ def _parse_outside(raw: Any, network: NetworkSpec, taken: set) -> tuple[OutsideS
                            f"{path}.address", network.internet, reserved=reserved)
         if address in seen_addrs:
             raise SpecError(f"{path}.address", f"{address} is already used by another host")
-        ports = tuple(_port_spec(p, f"{path}.ports[{j}]")
+        ports = tuple(fields.port_spec(p, f"{path}.ports[{j}]")
                       for j, p in enumerate(entry.get("ports", ["80/TCP"])))
         seen_names.add(name)
         seen_addrs.add(address)
         found.append(OutsideSpec(name, address, ports))
     return tuple(found)
-
-
-def _port_spec(raw: Any, path: str) -> tuple[int, str]:
-    match = re.fullmatch(r"(\d+)(?:/(TCP|UDP))?", str(raw))
-    if not match or not 1 <= int(match[1]) <= 65535:
-        raise SpecError(path, f"invalid value {raw!r}; allowed: PORT[/TCP|/UDP], "
-                        "e.g. 5432/TCP, with 1 <= PORT <= 65535")
-    return int(match[1]), match[2] or "TCP"
-
-
-def _aws_reserved(subnet: Net) -> set:
-    """AWS reserves the first four addresses and the last of every subnet;
-    the lab's load balancer has base + 5."""
-    base = subnet.network_address
-    return {base, base + 1, base + 2, base + 3, base + 5, subnet.broadcast_address}
 
 
 def _internet_reserved(network: NetworkSpec) -> set:

@@ -5,6 +5,12 @@ One asyncio loop does it all: it polls the config file (the controller
 replaces it atomically), reconciles VIPs, Classic listeners, health checks
 and the NLB/security-group rules (one iptables-restore per change), and
 writes a status file whenever something changes.
+
+In a lab with zones every load balancer has a node per zone: its own VIP
+(Classic listeners and NLB rules on each), its own set of targets in
+service (its zone's, or all with cross-zone load balancing), and that
+zone's ENI as the source of what it sends.  Each target is health-checked
+once, from the ENI in its own zone.
 """
 from __future__ import annotations
 
@@ -19,8 +25,8 @@ from pathlib import Path
 
 from agents.elb.classic import ClassicListener
 from agents.elb.health import INITIAL, TargetHealth, Transition, run_check
-from agents.elb.rules import render_rules
-from agents.elb.status import STATUS_VERSION, lb_status, targets_in_service
+from agents.elb.rules import listener_chain, render_rules
+from agents.elb.status import STATUS_VERSION, lb_status, nodes_in_service
 from agents.elb.system import forget_udp_flows
 from base.elb_api import (
     CLASSIC,
@@ -29,6 +35,7 @@ from base.elb_api import (
     ElbConfigError,
     HealthCheck,
     LoadBalancer,
+    Target,
     read_config,
     write_json_atomically,
 )
@@ -47,6 +54,7 @@ CheckFn = Callable[[HealthCheck, str, "str | None"], Awaitable["tuple[bool, str]
 @dataclass
 class _Checker:
     check: HealthCheck
+    source: str | None
     task: asyncio.Task
 
 
@@ -55,7 +63,8 @@ class _LbState:
     lb: LoadBalancer
     health: dict[str, TargetHealth] = field(default_factory=dict)
     checkers: dict[str, _Checker] = field(default_factory=dict)
-    in_service: tuple[str, ...] = ()
+    in_service: tuple[str, ...] = ()        # every address some node sends to
+    serving: dict[str, tuple[str, ...]] = field(default_factory=dict)  # VIP -> addresses
 
 
 class ElbAgent:
@@ -78,6 +87,10 @@ class ElbAgent:
         self._rules_dirty = False
         self._status_dirty = True
         self._forget_udp: list[tuple[str, int, str]] = []
+        # NLB flows per (key, VIP, target): what DNAT counters showed before the
+        # last apply reset them, and the last reading (at most every STATUS_EVERY)
+        self._nlb_flows_before: dict[tuple[str, str, str], int] = {}
+        self._nlb_flows_read: tuple[float, dict[tuple[str, str, str], int]] = (0.0, {})
         self._inherited = inherited_health(status_path)
 
     # --- main loop -------------------------------------------------------------
@@ -145,7 +158,7 @@ class ElbAgent:
             self._reconcile_checkers(state)
             self._refresh_in_service(state)
         if self.vips is not None:
-            self.vips.reconcile({lb.vip for lb in config.load_balancers})
+            self.vips.reconcile({vip for lb in config.load_balancers for vip in lb.vips})
         await self._reconcile_listeners()
         self._rules_dirty = True
         self._status_dirty = True
@@ -158,16 +171,25 @@ class ElbAgent:
             state.health.pop(address, None)
         for address, target in addresses.items():
             checker = state.checkers.get(address)
-            if checker is not None and checker.check == lb.health_check:
+            source = self._check_source(lb, target)
+            if checker is not None and (checker.check, checker.source) == \
+                    (lb.health_check, source):
                 continue
             if checker is not None:
                 checker.task.cancel()
             state.health.setdefault(address, self._inherited.pop(
                 (lb.key, lb.uid, address), TargetHealth(target.node, address)))
             task = asyncio.get_running_loop().create_task(
-                self._check_loop(state, address, lb.health_check),
+                self._check_loop(state, address, lb.health_check, source),
                 name=f"check {lb.key} {address}")
-            state.checkers[address] = _Checker(lb.health_check, task)
+            state.checkers[address] = _Checker(lb.health_check, source, task)
+
+    def _check_source(self, lb: LoadBalancer, target: Target) -> str | None:
+        """A target is checked from the ENI in its own zone (the VPC address without zones)."""
+        for node in lb.zone_nodes:
+            if node.zone == target.zone and node.eni:
+                return node.eni
+        return self.vpc_ip
 
     async def _reconcile_listeners(self) -> None:
         wanted = {}
@@ -175,34 +197,37 @@ class ElbAgent:
             lb = state.lb
             if lb.flavour != CLASSIC:
                 continue
-            for listener in lb.listeners:
-                wanted[(lb.key, lb.vip, listener.port, listener.node_port,
-                        lb.source_ranges)] = (state, listener)
+            for node in lb.nodes:
+                for listener in lb.listeners:
+                    wanted[(lb.key, node.vip, listener.port, listener.node_port,
+                            lb.source_ranges, node.eni or self.vpc_ip)] = (state, listener)
         for key in [k for k in self.listeners if k not in wanted]:
             await self.listeners.pop(key).close()
         for key, (state, listener) in wanted.items():
             if key in self.listeners:
                 continue
-            lb_key = state.lb.key
+            lb_key, vip, source = key[0], key[1], key[5]
             proxy = ClassicListener(
-                state.lb.vip, listener.port, listener.node_port,
-                in_service=lambda k=lb_key: self._in_service_of(k),
-                allows=state.lb.allows, source=self.vpc_ip)
+                vip, listener.port, listener.node_port,
+                in_service=lambda k=lb_key, v=vip: self._serving(k, v),
+                allows=state.lb.allows, source=source)
             await proxy.start()
             self.listeners[key] = proxy
 
-    def _in_service_of(self, key: str) -> tuple[str, ...]:
+    def _serving(self, key: str, vip: str) -> tuple[str, ...]:
+        """The addresses the node at this VIP sends to."""
         state = self.lbs.get(key)
-        return state.in_service if state else ()
+        return state.serving.get(vip, ()) if state else ()
 
     # --- health ------------------------------------------------------------------
 
-    async def _check_loop(self, state: _LbState, address: str, check: HealthCheck) -> None:
+    async def _check_loop(self, state: _LbState, address: str, check: HealthCheck,
+                          source: str | None) -> None:
         if state.health[address].state == INITIAL:
             await asyncio.sleep(check.interval * REGISTRATION_DELAY)
         while True:
             started = time.monotonic()
-            ok, detail = await self.check(check, address, self.vpc_ip)
+            ok, detail = await self.check(check, address, source)
             before = state.health.get(address)
             if before is None or state.checkers.get(address) is None:
                 return
@@ -216,15 +241,18 @@ class ElbAgent:
             await asyncio.sleep(max(0.0, check.interval - (time.monotonic() - started)))
 
     def _refresh_in_service(self, state: _LbState) -> None:
-        fresh = targets_in_service(state.lb, state.health)
-        if fresh == state.in_service:
+        fresh = nodes_in_service(state.lb, state.health)
+        if fresh == state.serving:
             return
         if state.lb.flavour == NLB:
             self._rules_dirty = True
-            gone = set(state.in_service) - set(fresh)
-            self._forget_udp += [(state.lb.vip, l.port, a) for a in gone
-                                 for l in state.lb.listeners if l.protocol == "UDP"]
-        state.in_service = fresh
+            for vip, addresses in state.serving.items():
+                gone = set(addresses) - set(fresh.get(vip, ()))
+                self._forget_udp += [(vip, l.port, a) for a in sorted(gone)
+                                     for l in state.lb.listeners if l.protocol == "UDP"]
+        state.serving = fresh
+        state.in_service = tuple(sorted({a for addresses in fresh.values()
+                                         for a in addresses}))
 
     # --- kernel and status ---------------------------------------------------------
 
@@ -234,9 +262,16 @@ class ElbAgent:
         self._rules_dirty = False
         if self.netfilter is None:
             return
+        before = {k: n for k, n in self._nlb_flows_before.items() if k[0] in self.lbs}
+        for flow_key, flows in self._nlb_flows_now().items():    # the apply resets them
+            before[flow_key] = before.get(flow_key, 0) + flows
+        self._nlb_flows_before = before
+        self._nlb_flows_read = (0.0, {})
         text = render_rules([s.lb for s in self.lbs.values()],
                             {k: s.in_service for k, s in self.lbs.items()},
-                            self.netfilter.present())
+                            self.netfilter.present(),
+                            {(k, vip): addresses for k, s in self.lbs.items()
+                             for vip, addresses in s.serving.items()})
         self.netfilter.apply(text)
         for vip, port, target in self._forget_udp:
             forget_udp_flows(vip, port, target)
@@ -245,18 +280,53 @@ class ElbAgent:
     def status(self) -> dict:
         sent: dict[str, dict[str, int]] = {}
         failed: dict[str, dict[str, int]] = {}
+        by_node: dict[str, dict[str, dict[str, int]]] = {}     # key -> VIP -> target -> n
+        counted = [((key, vip), target, n) for (key, vip, *_), listener
+                   in self.listeners.items() for target, n in listener.sent.items()]
+        counted += [((key, vip), target, n) for (key, vip, target), n
+                    in self._nlb_flows().items()]
+        for (key, vip), target, n in counted:
+            sent.setdefault(key, {}).setdefault(target, 0)
+            sent[key][target] += n
+            node = by_node.setdefault(key, {}).setdefault(vip, {})
+            node[target] = node.get(target, 0) + n
         for (key, *_), listener in self.listeners.items():
-            for target, n in listener.sent.items():
-                sent.setdefault(key, {}).setdefault(target, 0)
-                sent[key][target] += n
             for target, n in listener.failed.items():
                 failed.setdefault(key, {}).setdefault(target, 0)
                 failed[key][target] += n
         return {"version": STATUS_VERSION, "updated": self.clock(), "pid": os.getpid(),
                 "configError": self.config_error,
                 "loadBalancers": [lb_status(s.lb, s.health, s.in_service, sent.get(k, {}),
-                                            failed.get(k, {}))
+                                            failed.get(k, {}), by_node.get(k, {}), s.serving,
+                                            nlb_counted=self.netfilter is not None)
                                   for k, s in sorted(self.lbs.items())]}
+
+    def _nlb_flows_now(self) -> dict[tuple[str, str, str], int]:
+        """(key, VIP, target) -> flows the NLB rules now in the kernel DNATed."""
+        if self.netfilter is None or not any(s.lb.flavour == NLB for s in self.lbs.values()):
+            return {}
+        counts = self.netfilter.dnat_counts()
+        flows: dict[tuple[str, str, str], int] = {}
+        for key, state in self.lbs.items():
+            if state.lb.flavour != NLB:
+                continue
+            for node in state.lb.nodes:
+                for listener in state.lb.listeners:
+                    chain = listener_chain(state.lb, listener.port, listener.protocol, node.vip)
+                    for target, n in counts.get(chain, {}).items():
+                        flows[(key, node.vip, target)] = \
+                            flows.get((key, node.vip, target), 0) + n
+        return flows
+
+    def _nlb_flows(self) -> dict[tuple[str, str, str], int]:
+        """Every flow counted since the agent started (read at most every STATUS_EVERY)."""
+        read_at, now = self._nlb_flows_read
+        if time.monotonic() - read_at >= STATUS_EVERY:
+            now = self._nlb_flows_now()
+            self._nlb_flows_read = (time.monotonic(), now)
+        keys = set(now) | set(self._nlb_flows_before)
+        return {k: now.get(k, 0) + self._nlb_flows_before.get(k, 0) for k in keys
+                if k[0] in self.lbs}
 
     def write_status(self) -> None:
         self._status_dirty = False

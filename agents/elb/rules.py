@@ -2,22 +2,29 @@
 security group, rendered from data in one iptables-restore --noflush input.
 
 nat (NLB listeners): PREROUTING -> ELB-PREROUTING, one `-d VIP -p P --dport`
-jump per listener to ELB-L-<hash>, which DNATs each new flow to one target in
-service (kube-proxy's statistic-random cascade) at `<node>:<nodePort>`.  The
-client address is left alone: that is what "client IP preserved" means.
+jump per listener and load-balancer node (one VIP per zone) to ELB-L-<hash>,
+which DNATs each new flow to one of the targets that node has in service
+(kube-proxy's statistic-random cascade) at `<node>:<nodePort>`.  The client
+address is left alone: that is what "client IP preserved" means.
 
 mangle (every listener, both flavours): new flows to a VIP pass only on a
 listener port and, with loadBalancerSourceRanges, only from those ranges;
 everything else to a VIP is dropped (a security group does not answer).  An
-NLB listener with no registered targets drops too.
+NLB node with no registered target it may send to drops too.
 
 Chains the previous apply had and this one has not are flushed and deleted
 in the same transaction.  Pure: `render_rules` does no I/O.
+
+Each DNAT rule's packet counter counts the flows it sent to its target (the
+nat table sees only a flow's first packet): `parse_dnat_counts` reads them
+from `iptables-save -c`, so the status can say how many connections each
+NLB node gave each target.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass
 
 from base.elb_api import NLB, LoadBalancer
@@ -44,8 +51,9 @@ def chain_name(prefix: str, *parts: object) -> str:
     return prefix + base64.b32encode(digest).decode()[:16]
 
 
-def listener_chain(lb: LoadBalancer, port: int, protocol: str) -> str:
-    return chain_name(LISTENER_PREFIX, lb.key, lb.vip, port, protocol)
+def listener_chain(lb: LoadBalancer, port: int, protocol: str, vip: str | None = None) -> str:
+    """The DNAT chain of one listener on one node's VIP (the first node's by default)."""
+    return chain_name(LISTENER_PREFIX, lb.key, vip or lb.vip, port, protocol)
 
 
 def ranges_chain(lb: LoadBalancer) -> str:
@@ -57,8 +65,12 @@ def _comment(text: str) -> str:
 
 
 def render_rules(lbs: tuple[LoadBalancer, ...] | list[LoadBalancer],
-                 in_service: dict[str, tuple[str, ...]], present: Present = Present()) -> str:
-    """All ELB-* chains for these load balancers (in_service: key -> target addresses)."""
+                 in_service: dict[str, tuple[str, ...]], present: Present = Present(),
+                 serving: dict[tuple[str, str], tuple[str, ...]] | None = None) -> str:
+    """All ELB-* chains for these load balancers.  in_service: key -> target
+    addresses every node of that LB sends to; serving: (key, VIP) -> the
+    addresses that one node sends to (takes precedence)."""
+    serving = serving or {}
     nat_body: list[str] = []
     nat_chains = [NAT_CHAIN]
     mangle_body: list[str] = []
@@ -71,11 +83,13 @@ def render_rules(lbs: tuple[LoadBalancer, ...] | list[LoadBalancer],
             mangle_body += [f"-A {fw} -s {cidr} -j ACCEPT" for cidr in lb.source_ranges]
             mangle_body.append(f"-A {fw} {_comment(f'{lb.key} loadBalancerSourceRanges')} "
                                "-j DROP")
-        for listener in lb.listeners:
+        for node, listener in [(n, l) for n in lb.nodes for l in lb.listeners]:
             proto = listener.protocol.lower()
-            match = f"-d {lb.vip}/32 -p {proto} -m {proto} --dport {listener.port}"
+            match = f"-d {node.vip}/32 -p {proto} -m {proto} --dport {listener.port}"
             where = f"{lb.key}:{listener.port}/{listener.protocol} {lb.flavour}"
-            if lb.flavour == NLB and not lb.targets:
+            if node.zone:
+                where += f" {node.zone}"
+            if lb.flavour == NLB and not lb.targets_for(node):
                 verdict = "-j DROP"
                 where += " no targets"
             else:
@@ -83,12 +97,12 @@ def render_rules(lbs: tuple[LoadBalancer, ...] | list[LoadBalancer],
             mangle_body.append(f"-A {FIREWALL_CHAIN} {match} {_comment(where)} {verdict}")
             if lb.flavour != NLB:
                 continue
-            chain = listener_chain(lb, listener.port, listener.protocol)
+            chain = listener_chain(lb, listener.port, listener.protocol, node.vip)
             nat_chains.append(chain)
             nat_body.append(f"-A {NAT_CHAIN} {match} {_comment(where)} -j {chain}")
-            nat_body += _dnat_cascade(chain, in_service.get(lb.key, ()), proto,
-                                     listener.node_port)
-    for vip in sorted({lb.vip for lb in lbs}):
+            addresses = serving.get((lb.key, node.vip), in_service.get(lb.key, ()))
+            nat_body += _dnat_cascade(chain, addresses, proto, listener.node_port)
+    for vip in sorted({vip for lb in lbs for vip in lb.vips}):
         mangle_body.append(f"-A {FIREWALL_CHAIN} -d {vip}/32 "
                            f"{_comment('not a listener')} -j DROP")
     stale_nat = sorted(present.nat_chains - set(nat_chains))
@@ -121,6 +135,20 @@ def _dnat_cascade(chain: str, addresses: tuple[str, ...], proto: str,
         rules.append(f"-A {chain} -p {proto} {_comment(f'target {address}')} {chance}"
                      f"-j DNAT --to-destination {address}:{node_port}")
     return rules
+
+
+_COUNTED = re.compile(r"^\[(\d+):\d+\] -A (ELB-L-\S+) .* --to-destination ([0-9.]+):\d+$")
+
+
+def parse_dnat_counts(nat_save: str) -> dict[str, dict[str, int]]:
+    """chain -> target address -> flows, from `iptables-save -c -t nat`."""
+    counts: dict[str, dict[str, int]] = {}
+    for line in nat_save.splitlines():
+        found = _COUNTED.match(line)
+        if found:
+            per_target = counts.setdefault(found[2], {})
+            per_target[found[3]] = per_target.get(found[3], 0) + int(found[1])
+    return counts
 
 
 def parse_present(nat_save: str, mangle_save: str) -> Present:

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Sequence
 
 from agents.elb.errors import ElbCommandError
-from agents.elb.rules import Present, parse_present
+from agents.elb.rules import Present, parse_dnat_counts, parse_present
 
 TIMEOUT = 10.0
 _LINE = re.compile(r"line:? (\d+)")
@@ -40,6 +40,10 @@ class Netfilter:
 
     def apply(self, text: str) -> None:
         run(["iptables-restore", "--noflush"], text)
+
+    def dnat_counts(self) -> dict[str, dict[str, int]]:
+        """ELB-L-* chain -> target address -> flows DNATed since the chain was written."""
+        return parse_dnat_counts(run(["iptables-save", "-c", "-t", "nat"]))
 
 
 class VipAddresses:

@@ -9,6 +9,7 @@ so tests check what is really applied.
 
     model              the input: Services, EndpointSlices, this node's facts
     endpoints          endpoints per service port, kube-proxy's categorisation
+    topology           which endpoints topology hints leave this node, and why
     ruleset            compute_ruleset: what each service port does (pure)
     changes            what changed between syncs; stale UDP conntrack flows
     names              kube-proxy's hashed iptables chain names
@@ -59,6 +60,7 @@ from agents.proxy.model import (
 )
 from agents.proxy.nft_tracer import NftTracer
 from agents.proxy.ruleset import RuleSet, ServicePortRules, compute_ruleset
+from agents.proxy.topology import Topology, choose_topology
 from agents.proxy.trace_core import Outcome, TracedBranch
 
 __all__ = [
@@ -67,7 +69,7 @@ __all__ = [
     "ProxyCommandError", "Endpoint", "EndpointCategories", "EndpointSlice",
     "IptablesRestoreError", "IptablesState", "ModelError", "NodeInfo",
     "ProxyError", "ProxyOptions", "RuleSet", "Service", "ServicePortRules",
-    "TracerError", "categorize_endpoints", "compute_ruleset",
+    "Topology", "TracerError", "categorize_endpoints", "choose_topology", "compute_ruleset",
     "endpoint_slice_from_k8s", "endpoints_by_service_port",
     "parse_iptables_save", "render_cleanup", "render_iptables",
     "service_from_k8s",

@@ -1,9 +1,12 @@
 """The node proxy agent process: kube-proxy's loop around the pure rule set.
 
 Informers list and watch Services, EndpointSlices and this Node through the
-API; the change tracker drops no-op updates and remembers which services
-changed; a change asks the bounded-frequency runner for a sync.  A sync
-computes the whole rule set (pure), then the backend applies it in one
+API (only this Node: a field selector on its name, as kube-proxy's node
+informer; its addresses and its topology.kubernetes.io/zone label, which
+topology hints are matched against, come from it; a change of either is a
+full sync); the change tracker drops no-op updates and remembers which
+services changed; a change asks the bounded-frequency runner for a sync.  A
+sync computes the whole rule set (pure), then the backend applies it in one
 transaction — only the changed services' chains (partial), or everything
 (full: the first sync, every sync period, after an error) — and the agent
 updates health-check ports, metrics and stale UDP conntrack entries.  A
@@ -29,9 +32,16 @@ from agents.proxy.changes import ChangeTracker, stale_udp_flows
 from agents.proxy.errors import ModelError
 from agents.proxy.health import HttpFaces, SyncMetrics
 from agents.proxy.iptables_backend import IptablesBackend
-from agents.proxy.model import NodeInfo, ProxyOptions, endpoint_slice_from_k8s, service_from_k8s
+from agents.proxy.model import (
+    NodeInfo,
+    ProxyOptions,
+    endpoint_slice_from_k8s,
+    node_zone,
+    service_from_k8s,
+)
 from agents.proxy.ruleset import RuleSet, compute_ruleset
 from agents.proxy.runner import BoundedFrequencyRunner
+from agents.proxy.topology import ZONE_LABEL
 from base.kube.client import KubeClient
 from base.kube.informer import Informer
 
@@ -66,7 +76,8 @@ class ProxyAgent(NodeAgent):
         self.informers = {
             "services": Informer(client, "services", self._on_service),
             "endpointslices": Informer(client, "endpointslices", self._on_slice),
-            "nodes": Informer(client, "nodes", self._on_node),
+            "nodes": Informer(client, "nodes", self._on_node,
+                              field_selector=f"metadata.name={config.node}"),
         }
         self.last_ruleset: RuleSet | None = None
         self.synced = threading.Event()
@@ -91,16 +102,19 @@ class ProxyAgent(NodeAgent):
             self.metrics.changes_ignored += 1
 
     def _on_node(self, kind: str, obj: dict, old: dict | None) -> None:
+        """This node's addresses or zone label changed: every service's
+        rules may change, so the next sync is a full one."""
         if obj["metadata"]["name"] == self.config.node and (
-                old is None or old.get("status", {}).get("addresses")
-                != obj.get("status", {}).get("addresses")):
+                old is None or node_facts(old) != node_facts(obj)):
+            if old is not None and node_zone(old) != node_zone(obj):
+                log.info("node zone label %s: %s -> %s; resyncing", ZONE_LABEL,
+                         node_zone(old), node_zone(obj))
             self.runner.request(full=True)
 
     def node_info(self) -> NodeInfo:
-        node = self.informers["nodes"].get(self.config.node) or {}
-        ips = tuple(a["address"] for a in node.get("status", {}).get("addresses", [])
-                    if a.get("type") == "InternalIP")
-        return NodeInfo(self.config.node, ips, self.config.cluster_cidr, self.config.service_cidr)
+        ips, zone = node_facts(self.informers["nodes"].get(self.config.node) or {})
+        return NodeInfo(self.config.node, ips, self.config.cluster_cidr, self.config.service_cidr,
+                        zone)
 
     def sync(self, full: bool) -> None:
         started = time.monotonic()
@@ -147,6 +161,13 @@ class ProxyAgent(NodeAgent):
                  len(ruleset.service_ports), elapsed,
                  "partial" if report.partial else "full", report.lines,
                  len(report.stale_chains))
+
+
+def node_facts(node: dict) -> tuple[tuple[str, ...], str | None]:
+    """What the rules depend on of a Node object: its InternalIPs and zone."""
+    ips = tuple(a["address"] for a in (node.get("status") or {}).get("addresses", [])
+                if a.get("type") == "InternalIP")
+    return ips, node_zone(node)
 
 
 def resync_skippable(backend, previous: RuleSet | None,

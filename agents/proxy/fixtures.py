@@ -64,9 +64,11 @@ def service_dict(name: str, namespace: str = "default", *,
 
 
 def endpoint(ip: str, node: str | None, *, ready: bool = True,
-             serving: bool | None = None, terminating: bool = False
-             ) -> dict[str, Any]:
-    """One EndpointSlice endpoint entry."""
+             serving: bool | None = None, terminating: bool = False,
+             zone: str | None = None, for_zones: Iterable[str] = (),
+             for_nodes: Iterable[str] = ()) -> dict[str, Any]:
+    """One EndpointSlice endpoint entry; zone is the endpoint's own zone,
+    for_zones / for_nodes its hints (hints.forZones / hints.forNodes)."""
     entry: dict[str, Any] = {
         "addresses": [ip],
         "conditions": {"ready": ready,
@@ -75,6 +77,15 @@ def endpoint(ip: str, node: str | None, *, ready: bool = True,
     }
     if node is not None:
         entry["nodeName"] = node
+    if zone is not None:
+        entry["zone"] = zone
+    hints: dict[str, Any] = {}
+    if for_zones:
+        hints["forZones"] = [{"name": z} for z in for_zones]
+    if for_nodes:
+        hints["forNodes"] = [{"name": n} for n in for_nodes]
+    if hints:
+        entry["hints"] = hints
     return entry
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.proxy.errors import ModelError
+from agents.proxy.topology import ZONE_LABEL
 
 DEFAULT_AFFINITY_TIMEOUT_S = 10800
 MAX_AFFINITY_TIMEOUT_S = 86400
@@ -150,7 +151,13 @@ class EndpointSlicePort:
 
 @dataclass(frozen=True)
 class SliceEndpoint:
-    """One entry of an EndpointSlice's endpoints."""
+    """One entry of an EndpointSlice's endpoints.
+
+    zone is the endpoint's own zone (its node's label; kube-proxy does not
+    filter on it); zone_hints / node_hints are hints.forZones[*].name and
+    hints.forNodes[*].name, the zones and nodes whose proxies should use
+    this endpoint (agents.proxy.topology).
+    """
 
     addresses: tuple[str, ...]
     ready: bool = True
@@ -158,6 +165,8 @@ class SliceEndpoint:
     terminating: bool = False
     node_name: str | None = None
     zone: str | None = None
+    zone_hints: tuple[str, ...] = ()
+    node_hints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -183,13 +192,16 @@ class NodeInfo:
     node_ips are the node's own addresses (NodePorts are served on every
     local address, i.e. addrtype LOCAL); cluster_cidr is the pod CIDR used to
     tell pod traffic from off-cluster traffic; service_cidr is kept for the
-    nftables renderer (which drops traffic to unallocated service IPs).
+    nftables renderer (which drops traffic to unallocated service IPs);
+    zone is the Node's topology.kubernetes.io/zone label (None without
+    one), which zone hints are matched against.
     """
 
     name: str
     node_ips: tuple[str, ...] = ()
     cluster_cidr: str | None = "192.168.0.0/16"
     service_cidr: str | None = "10.96.0.0/12"
+    zone: str | None = None
 
     def __post_init__(self) -> None:
         for ip in self.node_ips:
@@ -309,18 +321,45 @@ def service_from_k8s(d: Mapping[str, Any]) -> Service:
     )
 
 
-def _slice_endpoint(e: Mapping[str, Any]) -> SliceEndpoint:
+def node_zone(node: Mapping[str, Any]) -> str | None:
+    """A v1 Node's topology.kubernetes.io/zone label (None: none, or empty)."""
+    return ((node.get("metadata") or {}).get("labels") or {}).get(ZONE_LABEL) or None
+
+
+def _hint_names(hints: Any, key: str, where: str) -> tuple[str, ...]:
+    """hints.forZones / hints.forNodes -> the names, in order, once each."""
+    entries = hints.get(key) or []
+    if not isinstance(entries, list):
+        raise ModelError(f"{where}.hints.{key}: expected a list, got {entries!r}")
+    names: dict[str, None] = {}
+    for i, entry in enumerate(entries):
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        if not isinstance(name, str) or not name:
+            raise ModelError(f"{where}.hints.{key}[{i}].name: expected a name, got {entry!r}")
+        names[name] = None
+    return tuple(names)
+
+
+def _slice_endpoint(e: Mapping[str, Any], where: str = "EndpointSlice",
+                    index: int = 0) -> SliceEndpoint:
     cond = e.get("conditions") or {}
     ready = cond.get("ready")
     ready = True if ready is None else bool(ready)
     serving = cond.get("serving")
     serving = ready if serving is None else bool(serving)
+    hints = e.get("hints") or {}
+    if hints:
+        where = f"{where} endpoints[{index}]"
+        if not isinstance(hints, Mapping):
+            raise ModelError(f"{where}.hints: expected an object, got {hints!r}")
     return SliceEndpoint(addresses=tuple(str(a)
                                          for a in e.get("addresses") or []),
                          ready=ready, serving=serving,
                          terminating=bool(cond.get("terminating")),
                          node_name=e.get("nodeName") or None,
-                         zone=e.get("zone") or None)
+                         zone=e.get("zone") or None,
+                         zone_hints=_hint_names(hints, "forZones", where) if hints else (),
+                         node_hints=_hint_names(hints, "forNodes", where) if hints else ())
 
 
 def endpoint_slice_from_k8s(d: Mapping[str, Any]) -> EndpointSlice:
@@ -338,5 +377,6 @@ def endpoint_slice_from_k8s(d: Mapping[str, Any]) -> EndpointSlice:
         service_name=_label(labels, SERVICE_NAME_LABEL),
         address_type=str(d.get("addressType") or "IPv4"),
         ports=ports,
-        endpoints=tuple(_slice_endpoint(e) for e in d.get("endpoints") or []),
+        endpoints=tuple(_slice_endpoint(e, where, i)
+                        for i, e in enumerate(d.get("endpoints") or [])),
         labels=labels)

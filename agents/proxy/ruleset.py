@@ -3,8 +3,9 @@
 ``compute_ruleset(services, slices, node)`` decides, for every service port,
 what kube-proxy would do on this node: which entries exist (ClusterIP,
 NodePort, externalIPs, LoadBalancer VIPs), which endpoints each traffic
-policy uses, where traffic is masqueraded, rejected or dropped, source
-ranges, session affinity and health-check ports.  The result is a frozen
+policy uses (the cluster-wide set filtered by topology hints for this
+node's name and zone), where traffic is masqueraded, rejected or dropped,
+source ranges, session affinity and health-check ports.  The result is a frozen
 RuleSet with no iptables or nft syntax in it, so both renderers
 (iptables_render and nft_plan/nft_render) read the same decisions.
 """
@@ -168,7 +169,8 @@ def _port_rules(service: Service, port: ServicePort,
     etp_local = service.external_policy_local
     categories = categorize_endpoints(
         endpoints, uses_cluster=not itp_local or accessible,
-        uses_local=itp_local or (etp_local and accessible))
+        uses_local=itp_local or (etp_local and accessible),
+        node=node.name, zone=node.zone)
     has_any = categories.has_any
     has_local = bool(categories.local)
     ranges = (service.load_balancer_source_ranges

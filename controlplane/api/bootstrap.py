@@ -33,6 +33,11 @@ def node_object(node: dict) -> dict:
     spec: dict = {}
     if node.get("podCIDR"):
         spec["podCIDR"], spec["podCIDRs"] = node["podCIDR"], [node["podCIDR"]]
+    for scope in ("zone", "region"):
+        # As cloud-provider-aws labels them: the GA key and the deprecated beta one.
+        if node.get(scope):
+            labels[f"topology.kubernetes.io/{scope}"] = node[scope]
+            labels[f"failure-domain.beta.kubernetes.io/{scope}"] = node[scope]
     if node.get("role") == "control-plane":
         labels["node-role.kubernetes.io/control-plane"] = ""
         labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""

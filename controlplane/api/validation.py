@@ -8,6 +8,7 @@ pkg/apis/core/validation so kubectl prints what a real cluster prints.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 
 from controlplane.api.errors import (
@@ -213,6 +214,8 @@ def validate_metadata(obj: dict, name_rule: str, namespaced: bool) -> list[Field
 SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
 PROTOCOLS = ("SCTP", "TCP", "UDP")
 TRAFFIC_POLICIES = ("Cluster", "Local")
+# Kubernetes 1.34 (PreferSameTrafficDistribution on); listed in the API's order, not sorted.
+TRAFFIC_DISTRIBUTIONS = ("PreferClose", "PreferSameZone", "PreferSameNode")
 
 
 def externally_accessible(spec: dict) -> bool:
@@ -362,6 +365,11 @@ def validate_service(svc: dict) -> list[FieldError]:
         errs.append(required("spec.internalTrafficPolicy"))
     elif itp is not None and itp not in TRAFFIC_POLICIES:
         errs.append(not_supported(itp, "spec.internalTrafficPolicy", TRAFFIC_POLICIES))
+    distribution = spec.get("trafficDistribution")
+    if distribution is not None and distribution not in TRAFFIC_DISTRIBUTIONS:
+        listed = ", ".join(json.dumps(d) for d in TRAFFIC_DISTRIBUTIONS)
+        errs.append(FieldError("NotSupported", "spec.trafficDistribution", distribution,
+                               f"supported values: {listed}"))
     return errs
 
 

@@ -20,6 +20,7 @@ from controlplane.api.validation import (
     validate_labels,
     validate_metadata,
 )
+from controlplane.api.validation_discovery import validate_endpoint_topology
 from controlplane.api.validation_selector import validate_label_selector
 
 RESTART_POLICIES = ("Always", "Never", "OnFailure")
@@ -213,6 +214,8 @@ def validate_endpointslice(es: dict) -> list[FieldError]:
         for j, addr in enumerate(addrs):
             if family in ("IPv4", "IPv6") and not is_ip(addr):
                 errs.append(invalid(addr, f"endpoints[{i}].addresses[{j}]", IP_MSG))
+        if isinstance(ep, dict):
+            errs += validate_endpoint_topology(ep, f"endpoints[{i}]")
     for i, port in enumerate(es.get("ports") or []):
         if (port or {}).get("port") is not None:
             errs += [invalid(port["port"], f"ports[{i}].port", m)

@@ -12,6 +12,12 @@ and EnsuredLoadBalancer, UpdatedLoadBalancer when only the nodes change,
 DeletingLoadBalancer and DeletedLoadBalancer, SyncLoadBalancerFailed).  It also
 reads the agent's status file and reports every target health transition as an
 Event on the Service (TargetHealthy / TargetUnhealthy, the lab's own).
+
+In a lab with zones (zone_enis: zone -> the ELB's ENI address there) every
+load balancer gets a node, and a VIP, in each zone where the cluster has
+Nodes (controlplane/cloud/zones.py); its DNS name answers the nodes the
+agent reports with a healthy target to send to (all of them when none has),
+rewritten as soon as the agent's status changes.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from base.elb_api import (
@@ -34,11 +41,12 @@ from base.elb_api import (
 from base.kube.client import ApiError, KubeClient
 from base.kube.informer import Informer
 from controlplane.cloud.hostnames import is_elb_hostname
-from controlplane.cloud.lbconfig import (
-    LoadBalancerProblem,
-    allocate_vips,
-    compute_load_balancer,
-    is_ours,
+from controlplane.cloud.lbconfig import LoadBalancerProblem, compute_load_balancer, is_ours
+from controlplane.cloud.zones import (
+    allocate_node_vips,
+    enabled_zones,
+    place,
+    published_addresses,
 )
 from controlplane.events import NORMAL, WARNING, EventRecorder, reference
 
@@ -60,7 +68,8 @@ class CloudController:
     """A context manager: informers and one worker thread, joined with timeouts."""
 
     def __init__(self, client: KubeClient, elb_config_path: Path, outside_dns_path: Path,
-                 static_dns: dict[str, list[str]], vip_pool: list[str], time_factor: float):
+                 static_dns: dict[str, list[str]], vip_pool: list[str], time_factor: float,
+                 zone_enis: Mapping[str, str] | None = None):
         self.client = client
         self.config_path = Path(elb_config_path)
         self.status_path = status_path_for(self.config_path)
@@ -68,6 +77,7 @@ class CloudController:
         self.static_dns = {k: list(v) for k, v in static_dns.items()}
         self.vip_pool = list(vip_pool)
         self.time_factor = time_factor
+        self.zone_enis = dict(zone_enis or {})         # zone -> ENI address, spec order
         self.recorder = EventRecorder(client, COMPONENT)
         self.services = Informer(client, "services", self._changed)
         self.nodes = Informer(client, "nodes", self._changed)
@@ -76,10 +86,11 @@ class CloudController:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._vips: dict[str, str] = {}                 # uid -> VIP
+        self._vips: dict[tuple, str] = {}               # (uid, zone or None) -> VIP
         self._written_config: dict | None = None
         self._written_dns: dict | None = None
         self._provisioned: dict[str, tuple[dict, LoadBalancer]] = {}   # uid -> (ref, LB)
+        self._provisioned_lbs: tuple[LoadBalancer, ...] = ()
         self._seen_transitions: dict[tuple[str, str], float] = {}
         self._started = time.time()
 
@@ -91,7 +102,8 @@ class CloudController:
         except ElbConfigError as err:
             log.warning("ignoring unreadable ELB config: %s", err)
             existing = ElbConfig()
-        self._vips = {lb.uid: lb.vip for lb in existing.load_balancers}
+        self._vips = {(lb.uid, node.zone): node.vip for lb in existing.load_balancers
+                      for node in lb.nodes}
         self.recorder.start()
         self.services.start()
         self.nodes.start()
@@ -141,9 +153,11 @@ class CloudController:
                     self._wake.set()
                 next_resync = time.monotonic() + RESYNC_SECONDS
             try:
-                self.report_target_health()
-            except (ApiError, OSError, ValueError) as err:
-                log.warning("target health report failed (retrying): %s", err)
+                status = self.read_status()
+                self.report_target_health(status)
+                self.publish_dns(status)
+            except (ApiError, OSError, ValueError, KeyError) as err:
+                log.warning("target health report or DNS update failed (retrying): %s", err)
 
     # --- the sync ----------------------------------------------------------------
 
@@ -161,27 +175,32 @@ class CloudController:
                                                    self.time_factor))
             except LoadBalancerProblem as problem:
                 self._failed(service, str(problem))
-        self._vips = allocate_vips([lb.uid for lb in valid], self._vips, self.vip_pool)
+        zones = enabled_zones(nodes, self.zone_enis) or (None,)
+        self._vips = allocate_node_vips([(lb.uid, zones) for lb in valid], self._vips,
+                                        self.vip_pool)
         by_uid = {s["metadata"]["uid"]: s for s in ours}
         lbs, provisioned = [], {}
         for lb in valid:
-            if lb.uid not in self._vips:
-                self._failed(by_uid[lb.uid], f"no free ELB address: all {len(self.vip_pool)} "
-                                             "VIPs of the lab's pool are in use")
+            placed = place(lb, zones, self._vips, self.zone_enis)
+            if placed is None:
+                self._failed(by_uid[lb.uid], self._exhausted(len(zones)))
                 continue
-            lb = dataclasses.replace(lb, vip=self._vips[lb.uid])
-            lbs.append(lb)
-            provisioned[lb.uid] = lb
+            if len(placed.vips) < len(zones):
+                missing = [z for z in zones if z not in {n.zone for n in placed.nodes}]
+                self._failed(by_uid[lb.uid], f"no free ELB address for its node in "
+                                             f"{', '.join(missing)}: all "
+                                             f"{len(self.vip_pool)} VIPs of the lab's pool "
+                                             "are in use")
+            lbs.append(placed)
+            provisioned[placed.uid] = placed
         after = self._announce(by_uid, provisioned)
         config = ElbConfig(tuple(lbs))
         as_json = config_to_json(config)
         if as_json != self._written_config:
             write_config(self.config_path, config)
             self._written_config = as_json
-        records = {**self.static_dns, **{lb.hostname: [lb.vip] for lb in lbs}}
-        if records != self._written_dns:
-            write_json_atomically(self.outside_dns_path, records)
-            self._written_dns = records
+        self._provisioned_lbs = tuple(lbs)
+        self.publish_dns(self.read_status())
         for service in services:
             self._sync_status(service, provisioned.get(service["metadata"]["uid"]))
         for ref, event_type, reason, message in after:
@@ -206,6 +225,14 @@ class CloudController:
                 self.recorder.event(ref, NORMAL, "DeletingLoadBalancer", "Deleting load balancer")
                 after.append((ref, NORMAL, "DeletedLoadBalancer", "Deleted load balancer"))
         return after
+
+    def _exhausted(self, needed: int) -> str:
+        free = len(set(self.vip_pool) - set(self._vips.values()))
+        if needed == 1:
+            return (f"no free ELB address: all {len(self.vip_pool)} VIPs of the lab's pool "
+                    "are in use")
+        return (f"no free ELB address: a load balancer in {needed} zones needs {needed} "
+                f"VIPs, {free} of the lab's {len(self.vip_pool)} are free")
 
     def _failed(self, service: dict, problem: str) -> None:
         self.recorder.event(service, WARNING, "SyncLoadBalancerFailed",
@@ -237,12 +264,29 @@ class CloudController:
 
     # --- target health ---------------------------------------------------------------
 
-    def report_target_health(self) -> None:
-        """Each new target transition in the agent's status -> an Event on the Service."""
+    def read_status(self) -> dict:
+        """The ELB agent's status ({} before it wrote one, or if it is unreadable)."""
         try:
-            status = json.loads(self.status_path.read_text())
+            return json.loads(self.status_path.read_text())
         except FileNotFoundError:
-            return
+            return {}
+        except ValueError as err:       # written atomically: only a foreign file is broken
+            log.warning("unreadable ELB status %s: %s", self.status_path, err)
+            return {}
+
+    def publish_dns(self, status: dict) -> None:
+        """Public DNS: the static records plus each load balancer's answer."""
+        reported = {lb.get("key"): lb for lb in status.get("loadBalancers", [])}
+        records = {**self.static_dns, **{
+            lb.hostname: list(published_addresses(lb, reported.get(lb.key)))
+            for lb in self._provisioned_lbs}}
+        if records != self._written_dns:
+            write_json_atomically(self.outside_dns_path, records)
+            self._written_dns = records
+
+    def report_target_health(self, status: dict | None = None) -> None:
+        """Each new target transition in the agent's status -> an Event on the Service."""
+        status = self.read_status() if status is None else status
         for lb in status.get("loadBalancers", []):
             service = self.services.get(lb["key"])
             if service is None or service["metadata"]["uid"] != lb.get("uid"):

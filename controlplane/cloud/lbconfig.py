@@ -8,7 +8,14 @@ What cloud-provider-aws does for `type: LoadBalancer`, as data:
 - one listener per service port at `<node>:<nodePort>` (UDP only on NLB);
 - targets: every node without `node.kubernetes.io/exclude-from-external-load-
   balancers` and not being deleted.  Readiness is not a filter (upstream's
-  StableLoadBalancerNodeSet, GA in v1.30): the health checks decide;
+  StableLoadBalancerNodeSet, GA in v1.30): the health checks decide.  Each
+  target carries its node's `topology.kubernetes.io/zone` label (labs with
+  zones);
+- cross-zone load balancing off unless
+  `service.beta.kubernetes.io/aws-load-balancer-cross-zone-load-balancing-
+  enabled` says true: cloud-provider-aws sets the attribute to false for
+  both flavours when the annotation is absent, and parses it as Go's
+  strconv.ParseBool does;
 - health check: externalTrafficPolicy Local -> HTTP GET /healthz on the
   healthCheckNodePort; Cluster -> TCP to the (first TCP) NodePort;
   interval/timeout/thresholds from annotations, AWS defaults, all times
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 from base.elb_api import CLASSIC, NLB, HealthCheck, Listener, LoadBalancer, Target
 from base.errors import SvclabError
 from controlplane.cloud.hostnames import classic_hostname, nlb_hostname
+from controlplane.cloud.zones import allocate_node_vips, node_zone
 
 PREFIX = "service.beta.kubernetes.io/"
 TYPE_ANNOTATION = PREFIX + "aws-load-balancer-type"
@@ -33,7 +41,15 @@ CHECK_ANNOTATIONS = {
     "healthy_threshold": PREFIX + "aws-load-balancer-healthcheck-healthy-threshold",
     "unhealthy_threshold": PREFIX + "aws-load-balancer-healthcheck-unhealthy-threshold",
 }
+CROSS_ZONE_ANNOTATION = PREFIX + "aws-load-balancer-cross-zone-load-balancing-enabled"
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+# What Go's strconv.ParseBool accepts (cloud-provider-aws parses the annotation with it).
+TRUE_VALUES = ("1", "t", "T", "TRUE", "true", "True")
+FALSE_VALUES = ("0", "f", "F", "FALSE", "false", "False")
+# cloud-provider-aws turns cross-zone load balancing off for both flavours
+# unless the annotation says true (a Classic ELB made in AWS's console would
+# have it on; one made through the API, as the provider does, has it off).
+CROSS_ZONE_DEFAULTS = {CLASSIC: False, NLB: False}
 KUBE_PROXY_HEALTHZ = 10256
 
 
@@ -86,8 +102,20 @@ def target_nodes(nodes: list[dict]) -> tuple[Target, ...]:
         internal = [a["address"] for a in (node.get("status") or {}).get("addresses", [])
                     if a.get("type") == "InternalIP"]
         if internal:
-            targets.append(Target(meta["name"], internal[0]))
+            targets.append(Target(meta["name"], internal[0], node_zone(node)))
     return tuple(sorted(targets, key=lambda t: t.node))
+
+
+def cross_zone_enabled(service: dict) -> bool:
+    """The cross-zone annotation, or the flavour's default; raises LoadBalancerProblem."""
+    raw = (service["metadata"].get("annotations") or {}).get(CROSS_ZONE_ANNOTATION, "")
+    if raw == "":
+        return CROSS_ZONE_DEFAULTS[flavour_of(service)]
+    if raw in TRUE_VALUES or raw in FALSE_VALUES:
+        return raw in TRUE_VALUES
+    raise LoadBalancerProblem(f"annotation {CROSS_ZONE_ANNOTATION}: invalid value {raw!r}; "
+                              "allowed: true or false (also 1, t, T, TRUE, True, 0, f, F, "
+                              "FALSE, False)")
 
 
 def compute_load_balancer(service: dict, nodes: list[dict], vip: str,
@@ -103,7 +131,7 @@ def compute_load_balancer(service: dict, nodes: list[dict], vip: str,
         key=key, uid=meta["uid"], hostname=hostname_for(service), flavour=flavour, vip=vip,
         listeners=listeners, targets=target_nodes(nodes),
         health_check=health_check(service, flavour, listeners, time_factor),
-        source_ranges=source_ranges(service))
+        source_ranges=source_ranges(service), cross_zone=cross_zone_enabled(service))
 
 
 def _listener(port: dict, flavour: str, key: str) -> Listener:
@@ -179,12 +207,10 @@ def source_ranges(service: dict) -> tuple[str, ...]:
 
 def allocate_vips(wanted_uids: list[str], current: dict[str, str],
                   pool: list[str]) -> dict[str, str]:
-    """uid -> VIP: keep what each LB has, give new ones the first free address.
+    """uid -> VIP for load balancers of one node each (a lab without zones):
+    keep what each LB has, give new ones the first free address.
 
     A uid missing from the result found the pool exhausted."""
-    kept = {uid: vip for uid, vip in current.items() if uid in wanted_uids and vip in pool}
-    free = [vip for vip in pool if vip not in kept.values()]
-    for uid in wanted_uids:
-        if uid not in kept and free:
-            kept[uid] = free.pop(0)
-    return kept
+    placed = allocate_node_vips([(uid, (None,)) for uid in wanted_uids],
+                                {(uid, None): vip for uid, vip in current.items()}, pool)
+    return {uid: vip for (uid, _), vip in placed.items()}

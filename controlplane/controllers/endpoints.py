@@ -6,7 +6,8 @@ terminating pods; in EndpointSlices with the conditions kube-proxy reads —
 ready (Ready and not terminating, or publishNotReadyAddresses), serving
 (Ready, or publishNotReadyAddresses), terminating (deletionTimestamp set).
 Named targetPorts are resolved per pod through its containers' ports, so
-pods resolving them differently land in different subsets / slices.  For a
+pods resolving them differently land in different subsets / slices.  A slice
+endpoint carries its node's zone label as `zone` (hints: topology_hints.py).  For a
 Service without a selector, the Endpoints the user wrote are mirrored into
 slices (as the EndpointSliceMirroring controller does).
 """
@@ -123,7 +124,9 @@ def compute_subsets(service: dict, pods: list[dict]) -> list[dict]:
     return subsets
 
 
-def slice_endpoint(service: dict, pod: dict) -> dict:
+def slice_endpoint(service: dict, pod: dict, zones: dict[str, str] | None = None) -> dict:
+    """zones: node name -> its topology.kubernetes.io/zone label (nodes without one left
+    out); the endpoint's `zone` is its node's."""
     publish = bool((service.get("spec") or {}).get("publishNotReadyAddresses"))
     serving = publish or is_ready(pod)
     terminating = is_terminating(pod)
@@ -131,12 +134,16 @@ def slice_endpoint(service: dict, pod: dict) -> dict:
                 "conditions": {"ready": publish or (serving and not terminating),
                                "serving": serving, "terminating": terminating},
                 "targetRef": _target_ref(pod)}
-    if pod["spec"].get("nodeName"):
-        endpoint["nodeName"] = pod["spec"]["nodeName"]
+    node = pod["spec"].get("nodeName")
+    if node:
+        endpoint["nodeName"] = node
+        if (zones or {}).get(node):
+            endpoint["zone"] = zones[node]
     return endpoint
 
 
-def desired_slice_groups(service: dict, pods: list[dict]) -> dict[PortKey, list[dict]]:
+def desired_slice_groups(service: dict, pods: list[dict], zones: dict[str, str] | None = None
+                         ) -> dict[PortKey, list[dict]]:
     """Endpoints per port set, for a Service with a selector (terminating pods included)."""
     has_ports = bool((service.get("spec") or {}).get("ports"))
     groups: dict[PortKey, list[dict]] = {}
@@ -144,7 +151,7 @@ def desired_slice_groups(service: dict, pods: list[dict]) -> dict[PortKey, list[
         key = pod_ports(service, pod)
         if has_ports and not key:
             continue
-        groups.setdefault(key, []).append(slice_endpoint(service, pod))
+        groups.setdefault(key, []).append(slice_endpoint(service, pod, zones))
     return groups
 
 
@@ -220,9 +227,22 @@ def plan_slices(desired: list[tuple[PortKey, list[dict]]], existing: list[dict]
 
 
 def slice_differs(current: dict, body: dict) -> bool:
+    """Anything of `body` the API does not hold yet (each endpoint's zone and hints too)."""
     meta, want = current.get("metadata") or {}, body["metadata"]
     return (current.get("endpoints") or []) != body["endpoints"] \
         or (current.get("ports") or []) != body["ports"] \
         or (meta.get("labels") or {}) != want["labels"] \
         or (meta.get("ownerReferences") or []) != want["ownerReferences"] \
         or current.get("addressType") != body["addressType"]
+
+
+def without_hints(endpoints: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if k != "hints"} for e in endpoints]
+
+
+def unchanged_but_hints(current: dict | None, body: dict) -> bool:
+    """The API holds this slice already, hints aside (the controller's "unchanged")."""
+    if current is None:
+        return False
+    return not slice_differs({**current, "endpoints": without_hints(
+        current.get("endpoints") or [])}, body)

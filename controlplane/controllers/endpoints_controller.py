@@ -8,6 +8,15 @@ Endpoints the user wrote; they are mirrored into slices.  The
 `default/kubernetes` Service belongs to the API server and is left alone.  A
 write the API refuses (other than a conflict with a newer object) is a
 FailedToUpdateEndpointSlices Event on the Service, as upstream reports it.
+
+Zones and hints: each slice endpoint carries its node's zone label, so a
+node added, removed or relabelled re-syncs the Services with endpoints on
+it.  Hints follow `spec.trafficDistribution` or topology-mode Auto
+(topology_hints.py); as upstream's topology cache, a node turning ready or
+not, or changing zone, re-syncs the Services whose Auto hints would now
+overload a zone.  The TopologyAwareHints Events are recorded when they
+differ from the last one recorded for the Service (upstream records the
+Disabled ones on every sync; the Event correlator only counts them).
 """
 from __future__ import annotations
 
@@ -16,6 +25,8 @@ import time
 
 from base.kube.client import ApiError
 from controlplane.controllers import endpoints as ep
+from controlplane.controllers import topology_cache as tc
+from controlplane.controllers import topology_hints as th
 from controlplane.controllers.base import Controller
 from controlplane.controllers.naming import generated_name
 from controlplane.controllers.objects import key_of, map_selector_matches, split_key
@@ -23,6 +34,7 @@ from controlplane.events import WARNING
 
 API_SERVER_OWNED = {"default/kubernetes"}
 PENDING_TTL = 10.0
+TOPOLOGY_KEY = "topology:nodes"     # no "/": never a Service's key
 
 
 class EndpointsController(Controller):
@@ -33,10 +45,15 @@ class EndpointsController(Controller):
         super().__init__(client, informers, recorder)
         self._lock = threading.Lock()
         self._created: dict[str, tuple[set[str], float]] = {}   # slices not seen yet
+        # Worker thread only: topology-mode Auto's hints per zone of each Service that
+        # has them (upstream's topology cache), and the last hints Event per Service.
+        self._hinted: dict[str, dict[str, int]] = {}
+        self._last_hint_event: dict[str, tuple[str, str]] = {}
         self.watch("services", lambda kind, svc, old: self._enqueue(key_of(svc)))
         self.watch("pods", self._on_pod)
         self.watch("endpoints", lambda kind, obj, old: self._enqueue(key_of(obj)))
         self.watch("endpointslices", self._on_slice)
+        self.watch("nodes", self._on_node)
 
     def _enqueue(self, key: str) -> None:
         if key not in API_SERVER_OWNED:
@@ -59,6 +76,17 @@ class EndpointsController(Controller):
         if service:
             self._enqueue(f"{obj['metadata']['namespace']}/{service}")
 
+    def _on_node(self, kind: str, node: dict, old: dict | None) -> None:
+        zone_changed = kind != "MODIFIED" or old is None or \
+            tc.node_zone(old) != tc.node_zone(node)
+        if zone_changed or tc.node_ready(old) != tc.node_ready(node):
+            self.queue.add(TOPOLOGY_KEY)
+        if zone_changed:
+            name = node["metadata"]["name"]
+            for obj in self.cached("endpointslices"):
+                if any(e.get("nodeName") == name for e in obj.get("endpoints") or []):
+                    self._on_slice(kind, obj, None)
+
     # --- reconcile -------------------------------------------------------------
 
     def _waiting_for_cache(self, key: str, existing: list[dict]) -> bool:
@@ -72,6 +100,9 @@ class EndpointsController(Controller):
             return True
 
     def reconcile(self, key: str) -> None:
+        if key == TOPOLOGY_KEY:
+            self._check_topology()
+            return
         namespace, name = split_key(key)
         service = self.get_cached("services", key)
         existing = [s for s in self.cached("endpointslices")
@@ -83,6 +114,8 @@ class EndpointsController(Controller):
         if service is None:
             if not self._service_exists(namespace, name):   # never trust a cache miss
                 self._delete_all(namespace, name, existing)
+                self._hinted.pop(key, None)
+                self._last_hint_event.pop(key, None)
             return
         try:
             self._sync_service(service, existing)
@@ -101,8 +134,9 @@ class EndpointsController(Controller):
         if (service.get("spec") or {}).get("selector"):
             pods = [p for p in self.cached("pods") if p["metadata"].get("namespace") == namespace]
             self._sync_endpoints(service, ep.compute_subsets(service, pods))
-            chunks = ep.slice_chunks(ep.desired_slice_groups(service, pods))
-            self._sync_slices(service, chunks, existing, ep.SLICE_CONTROLLER)
+            zones = th.node_zones(self.cached("nodes"))
+            chunks = ep.slice_chunks(ep.desired_slice_groups(service, pods, zones))
+            self._sync_slices(service, chunks, existing, ep.SLICE_CONTROLLER, hinted=True)
             self._sync_slices(service, [], existing, ep.MIRROR_CONTROLLER, remove_only=True)
             return
         self._sync_slices(service, [], existing, ep.SLICE_CONTROLLER, remove_only=True)
@@ -140,7 +174,7 @@ class EndpointsController(Controller):
         self.client.update("endpoints", body)
 
     def _sync_slices(self, service: dict, chunks: list, existing: list[dict], manager: str,
-                     remove_only: bool = False) -> None:
+                     remove_only: bool = False, hinted: bool = False) -> None:
         mine = [s for s in existing
                 if (s["metadata"].get("labels") or {}).get(ep.MANAGED_BY) == manager]
         if remove_only:
@@ -148,8 +182,17 @@ class EndpointsController(Controller):
                 self._delete_slice(obj)
             return
         pairs, leftovers = ep.plan_slices(chunks, mine)
-        for current, ports, endpoints in pairs:
-            body = ep.slice_body(service, ports, endpoints, manager)
+        bodies = [ep.slice_body(service, ports, endpoints, manager)
+                  for _, ports, endpoints in pairs]
+        events = self._hint(service, [c for c, _, _ in pairs], bodies) if hinted else []
+        try:
+            self._write_slices(service, [c for c, _, _ in pairs], bodies, leftovers)
+        finally:
+            self._record_hint_events(service, events)
+
+    def _write_slices(self, service: dict, currents: list[dict | None], bodies: list[dict],
+                      leftovers: list[dict]) -> None:
+        for current, body in zip(currents, bodies):
             if current is None:
                 body["metadata"]["name"] = generated_name(service["metadata"]["name"])
                 self.client.create("endpointslices", body)
@@ -163,6 +206,43 @@ class EndpointsController(Controller):
                 self.client.update("endpointslices", body)
         for obj in leftovers:
             self._delete_slice(obj)
+
+    # --- hints -----------------------------------------------------------------
+
+    def _hint(self, service: dict, currents: list[dict | None], bodies: list[dict]
+              ) -> list[th.HintEvent]:
+        """Put the hints into `bodies`; the Events to record."""
+        key = key_of(service)
+        slices = []
+        for current, body in zip(currents, bodies):
+            unchanged = ep.unchanged_but_hints(current, body)
+            slices.append(((current.get("endpoints") or []) if unchanged else body["endpoints"],
+                           unchanged))
+        outcome = th.reconcile_hints(service, slices, tc.zone_cpu_ratios(self.cached("nodes")),
+                                     key in self._hinted)
+        for body, endpoints in zip(bodies, outcome.slices):
+            body["endpoints"] = endpoints
+        if outcome.allocated is None:
+            self._hinted.pop(key, None)
+        else:
+            self._hinted[key] = outcome.allocated
+        if not outcome.events and not th.hints_enabled(service["metadata"].get("annotations")):
+            self._last_hint_event.pop(key, None)
+        return outcome.events
+
+    def _record_hint_events(self, service: dict, events: list[th.HintEvent]) -> None:
+        key = key_of(service)
+        for event in events:
+            if self._last_hint_event.get(key) != (event.reason, event.message):
+                self.recorder.event(service, event.type, event.reason, event.message)
+            self._last_hint_event[key] = (event.reason, event.message)
+
+    def _check_topology(self) -> None:
+        """Nodes changed: re-sync the Services whose Auto hints would overload a zone."""
+        ratios = tc.zone_cpu_ratios(self.cached("nodes"))
+        for key, allocated in list(self._hinted.items()):
+            if tc.service_overloaded(allocated, ratios):
+                self._enqueue(key)
 
     def _delete_slice(self, obj: dict) -> None:
         try:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from base.errors import LabError, UsageError
 from probes.hostproc import run_streaming
 from probes.spread.worker import OK, OUTCOMES
+from probes.spread.zones import CrossZone, ZoneMap, cross_zone_summary, load_zone_map
 from probes.stats import ChiSquareResult, chi_square, percentile
 from topo.state import LabPaths, LabState, read_state
 
@@ -67,6 +68,7 @@ class EndpointCount:
     count: int
     share: float
     sources: dict[str, int]        # client address seen -> connections
+    zone: str | None = None        # the node's Availability Zone (labs with zones)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class SpreadResult:
     fit: ChiSquareResult | None
     expected: dict[str, float] | None
     records: tuple[ConnRecord, ...] = ()
+    cross_zone: CrossZone | None = None     # labs with zones only
 
     @property
     def ok(self) -> int:
@@ -108,17 +111,26 @@ class SpreadResult:
             "source": self.source, "targets": list(self.targets), "proto": self.proto,
             "requested": self.requested, "finished": len(self.records), "ok": self.ok,
             "elapsed_s": round(self.elapsed_s, 4), "rate": round(self.rate, 1),
-            "endpoints": [asdict(e) for e in self.endpoints], "by_node": dict(self.by_node),
+            "endpoints": [_endpoint_json(e) for e in self.endpoints],
+            "by_node": dict(self.by_node),
             "failures": dict(self.failures), "sent_from": dict(self.sent_from),
             "latency_ms": {"p50": self.latency_p50_ms, "p99": self.latency_p99_ms},
             "chi_square": self.fit.to_json() if self.fit else None,
-            "expected": self.expected, "fits_expected": self.fits_expected()}
+            "expected": self.expected, "fits_expected": self.fits_expected(),
+                "cross_zone": self.cross_zone.to_json() if self.cross_zone else None}
         if include_records:
             data["records"] = [asdict(r) for r in self.records]
         return data
 
     def describe(self) -> str:
         return _describe(self)
+
+
+def _endpoint_json(endpoint: EndpointCount) -> dict:
+    data = asdict(endpoint)
+    if endpoint.zone is None:       # labs without zones: the output as it always was
+        del data["zone"]
+    return data
 
 
 def endpoint_directory(state: LabState) -> dict[str, Place]:
@@ -137,9 +149,11 @@ def endpoint_directory(state: LabState) -> dict[str, Place]:
 def summarize(records: Sequence[ConnRecord], *, source: str, proto: str,
               targets: Sequence[str], elapsed_s: float, requested: int | None = None,
               directory: Mapping[str, Place] | None = None,
-              expected: Mapping[str, float] | None = None) -> SpreadResult:
-    """Pure: per-connection records -> SpreadResult (counts, sources, fit)."""
+              expected: Mapping[str, float] | None = None,
+              zones: ZoneMap | None = None, source_zone: str | None = None) -> SpreadResult:
+    """Pure: per-connection records -> SpreadResult (counts, sources, fit, zones)."""
     directory = directory or {}
+    zones = zones or ZoneMap()
     answered = [r for r in records if r.outcome == OK]
     counts = collections.Counter(r.pod_ip for r in answered)
     names = {r.pod_ip: r.pod for r in answered}
@@ -149,7 +163,8 @@ def summarize(records: Sequence[ConnRecord], *, source: str, proto: str,
     total_ok = len(answered)
     endpoints = tuple(
         EndpointCount(ip=ip, pod=names[ip], node=_place(directory, ip).node, count=count,
-                      share=count / total_ok, sources=dict(sources[ip].most_common()))
+                      share=count / total_ok, sources=dict(sources[ip].most_common()),
+                      zone=zones.node_zone.get(_place(directory, ip).node or ""))
         for ip, count in sorted(counts.items(), key=lambda item: _ip_key(item[0])))
     by_node = collections.Counter()
     for endpoint in endpoints:
@@ -168,7 +183,9 @@ def summarize(records: Sequence[ConnRecord], *, source: str, proto: str,
         failures={k: failures[k] for k in OUTCOMES if failures[k]},
         sent_from=dict(sent_from.most_common()),
         latency_p50_ms=percentile(latencies, 0.5), latency_p99_ms=percentile(latencies, 0.99),
-        fit=fit, expected=shares, records=tuple(records))
+        fit=fit, expected=shares, records=tuple(records),
+        cross_zone=cross_zone_summary(records, {e.ip: e.node for e in endpoints},
+                                      source_zone, zones))
 
 
 def spread(lab: str, source: str, namespace: str | None, target_ip: str | Sequence[str],
@@ -203,9 +220,12 @@ def spread(lab: str, source: str, namespace: str | None, target_ip: str | Sequen
                           f"({err}): {out[:200]!r}") from err
     label = source if record.kind != "pod" or not namespace or namespace == "default" \
         else f"{namespace}/{source}"
+    zones = load_zone_map(LabPaths(lab))
+    source_node = record.node if record.kind == "pod" else record.name
     return summarize(records, source=label, proto=proto,
                      targets=[f"{ip}:{port}" for ip in targets], elapsed_s=raw["elapsed_s"],
-                     requested=count, directory=endpoint_directory(state), expected=expected)
+                     requested=count, directory=endpoint_directory(state), expected=expected,
+                     zones=zones, source_zone=zones.node_zone.get(source_node or ""))
 
 
 def _check_request(targets, port, proto, count, timeout, concurrency) -> None:
@@ -263,19 +283,28 @@ def _describe(result: SpreadResult) -> str:
     lines = [f"spread {finished}/{result.requested} {result.proto} connections from "
              f"{result.source} to {', '.join(result.targets)} in {result.elapsed_s:.2f} s "
              f"({result.rate:.0f} conn/s)"]
-    rows = [("ENDPOINT", "POD", "NODE", "COUNT", "SHARE", "EXPECTED", "SOURCE SEEN")]
+    zoned = result.cross_zone is not None
+    rows = [("ENDPOINT", "POD", "NODE") + (("ZONE",) if zoned else ())
+            + ("COUNT", "SHARE", "EXPECTED", "SOURCE SEEN")]
     expected = result.fit.expected if result.fit else {}
     for e in result.endpoints:
         want = f"{expected[e.ip] / max(result.ok, 1):.1%}" if e.ip in expected else "-"
         seen = ", ".join(f"{ip} x{n}" if len(e.sources) > 1 else ip for ip, n in e.sources.items())
-        rows.append((e.ip, e.pod or "-", e.node or "-", str(e.count), f"{e.share:.1%}", want, seen))
+        rows.append((e.ip, e.pod or "-", e.node or "-") + ((e.zone or "-",) if zoned else ())
+                    + (str(e.count), f"{e.share:.1%}", want, seen))
     for ip, count in expected.items():
         if count and ip not in {e.ip for e in result.endpoints}:
-            rows.append((ip, "-", "-", "0", "0.0%", f"{count / max(result.ok, 1):.1%}", "-"))
+            rows.append((ip, "-", "-") + (("-",) if zoned else ())
+                        + ("0", "0.0%", f"{count / max(result.ok, 1):.1%}", "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.append("per node: " + (", ".join(f"{n} {c}" for n, c in result.by_node.items())
                                  or "none"))
+    if zoned:
+        cz = result.cross_zone
+        lines.append(f"cross-zone: {cz.crossed} of {cz.connections} connections "
+                     f"({cz.share:.1%}) crossed an AZ boundary, {cz.crossings} crossings; "
+                     + ", ".join(f"{pair} {n}" for pair, n in cz.by_pair.items()))
     lines.append("sent from: " + (", ".join(result.sent_from) or "-"))
     lines.append("failures: " + (", ".join(f"{k} {v}" for k, v in result.failures.items())
                                  or "none"))

@@ -5,5 +5,6 @@
     pcap     read the capture folder's pcaps into packets
     flow     follow the connection through NAT from host to host (pure)
     rules    which proxy rules decided each hop: the proxy tracers with their chain path
+    topology which topology rule (hints) chose the endpoints of the service chain taken
     report   the Trace record, its JSON and its readable form
 """

@@ -12,8 +12,11 @@ flow through the pcaps (probes/trace/flow.py) and explain each host's
 decision: kube-proxy's live rules, with the NetworkPolicy rules of the same
 node, walked by the proxy tracers with the chain path and the policy rule
 that allowed or the pod chain that dropped the packet
-(probes/trace/rules.py), the conntrack entry, the igw's IGW-* rule, the ELB
-listener.  Pcaps go to a temporary folder unless keep_pcaps_dir.
+(probes/trace/rules.py), the topology rule that chose the endpoints the
+packet was spread over (probes/trace/topology.py, from the same Services,
+EndpointSlices and the node's zone label), the conntrack entry, the igw's
+IGW-* rule, the ELB listener.  Pcaps go to a temporary folder unless
+keep_pcaps_dir.
 """
 from __future__ import annotations
 
@@ -23,8 +26,11 @@ import sys
 import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+from agents.proxy.model import node_zone
+from agents.proxy.ruleset import RuleSet
 from base.elb_api import read_config
 from base.errors import CommandError, LabError, UsageError
 from base.kube.client import KubeClient
@@ -44,6 +50,7 @@ from probes.trace.rules import (
     walk_iptables,
     walk_nftables,
 )
+from probes.trace.topology import node_ruleset, topology_note
 from topo.netns import run_in
 from topo.spec import load_spec
 from topo.state import HostRecord, LabPaths, LabState, read_state
@@ -62,7 +69,9 @@ def trace(lab: str, source: str, namespace: str | None, target_text: str, proto:
     state = read_state(LabPaths(lab))
     origin_record = state.find_host(source, namespace)
     probe = resolve_target(lab, target_text, proto, namespace)
-    pods, ports = _behind(lab, state, probe.dst, probe.port, proto)
+    client = KubeClient.from_kubeconfig(str(LabPaths(lab).kubeconfig))
+    behind = _behind(lab, client, state, probe.dst, probe.port, proto)
+    pods, ports = behind.pods, behind.ports
     hosts = _capture_hosts(state, origin_record, pods)
     packet_filter = f"({proto} and ({' or '.join(f'port {p}' for p in sorted(ports))})) or icmp"
     folder = Path(keep_pcaps_dir) if keep_pcaps_dir else Path(tempfile.mkdtemp(prefix="svtrace-"))
@@ -83,7 +92,8 @@ def trace(lab: str, source: str, namespace: str | None, target_text: str, proto:
     peers = {(h.label, i.name): (i.peer.host, i.peer.interface)
              for h in capture.hosts for i in h.interfaces if i.peer is not None}
     legs = follow(packets, origin, peers)
-    decisions = _decisions(lab, state, legs, origin, conntrack, label)
+    decisions = _decisions(lab, state, legs, origin, conntrack, label,
+                           _Topology(client, behind.services, behind.slices))
     return Trace(lab=lab, source=origin.source_host, target=target_text, proto=proto,
                  dst=str(origin.target), local=str(origin.local), outcome=sent["outcome"],
                  answer=_answer(sent.get("reply"), proto), legs=tuple(legs),
@@ -93,14 +103,22 @@ def trace(lab: str, source: str, namespace: str | None, target_text: str, proto:
 
 # --- planning ------------------------------------------------------------------
 
-def _behind(lab: str, state: LabState, dst: str, port: int, proto: str):
+@dataclass(frozen=True)
+class _Behind:
+    pods: list[HostRecord]          # the pods that may answer
+    ports: set[int]                 # every port the flow may use on its way
+    services: list[dict]            # the Services the target belongs to
+    slices: list[dict]              # their EndpointSlices
+
+
+def _behind(lab: str, client: KubeClient, state: LabState, dst: str, port: int,
+            proto: str) -> _Behind:
     """Pods that may answer dst:port, and every port the flow may use on its way."""
-    client = KubeClient.from_kubeconfig(str(LabPaths(lab).kubeconfig))
     services, _ = client.list("services")
     node_addresses = {a for r in state.hosts.values() if r.kind == "node" for a in r.addresses}
     public = _public_addresses(lab)
-    vips = {lb.vip: lb.key for lb in read_config(LabPaths(lab).root / "elb" / "config.json")
-            .load_balancers}
+    vips = {vip: lb.key for lb in read_config(LabPaths(lab).root / "elb" / "config.json")
+            .load_balancers for vip in lb.vips}
     ports, chosen = {port}, []
     for svc in services:
         key = f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
@@ -113,18 +131,40 @@ def _behind(lab: str, state: LabState, dst: str, port: int, proto: str):
             if hit:
                 chosen.append(svc)
                 ports |= {sp["port"], sp.get("nodePort") or sp["port"]}
-    pod_ips = set()
+    pod_ips, all_slices = set(), []
     for svc in chosen:
         slices, _ = client.list("endpointslices", svc["metadata"]["namespace"],
                                 label_selector=f"kubernetes.io/service-name="
                                                f"{svc['metadata']['name']}")
+        all_slices += slices
         for item in slices:
             ports |= {p["port"] for p in item.get("ports") or [] if p.get("port")}
             pod_ips |= {a for e in item.get("endpoints") or [] for a in e.get("addresses", [])}
     if not chosen:
         pod_ips.add(dst)
     pods = [r for r in state.hosts.values() if r.kind == "pod" and set(r.addresses) & pod_ips]
-    return pods, ports
+    return _Behind(pods, ports, chosen, all_slices)
+
+
+class _Topology:
+    """Per node, the rule set its agent computes for the traced services
+    (read once: the Node object for its zone label)."""
+
+    def __init__(self, client: KubeClient, services: list[dict], slices: list[dict]):
+        self.client, self.services, self.slices = client, services, slices
+        self._rulesets: dict[str, RuleSet] = {}
+        self._zoned: dict[str, bool] = {}
+
+    def note(self, record: HostRecord, chains) -> str | None:
+        if not self.services:
+            return None
+        if record.name not in self._rulesets:
+            node = self.client.find("nodes", record.name)
+            self._rulesets[record.name] = node_ruleset(record.name, record.addresses, node,
+                                                       self.services, self.slices)
+            self._zoned[record.name] = bool(node and node_zone(node))
+        return topology_note(self._rulesets[record.name], chains,
+                             zoned=self._zoned[record.name])
 
 
 def _public_addresses(lab: str) -> set[str]:
@@ -188,7 +228,8 @@ def _interfaces_of(record: HostRecord) -> dict[str, str]:
 # --- explaining ----------------------------------------------------------------
 
 def _decisions(lab, state: LabState, legs: list[Leg], origin: FlowOrigin,
-               conntrack: dict[str, str], label: dict[str, str]) -> list[Decision]:
+               conntrack: dict[str, str], label: dict[str, str],
+               topology: _Topology) -> list[Decision]:
     by_label = {label.get(r.host, r.name): r for r in state.hosts.values()}
     out = []
     for leg in legs:
@@ -199,7 +240,7 @@ def _decisions(lab, state: LabState, legs: list[Leg], origin: FlowOrigin,
                 continue
             if record.kind == "node":
                 out.append(_node_decision(state, record, host, leg, seen, origin,
-                                          conntrack.get(record.host, "")))
+                                          conntrack.get(record.host, ""), topology))
             elif record.kind == "router" and any(s.changes for s in seen):
                 out.append(_igw_decision(record, host, leg.index, seen,
                                          conntrack.get(record.host, ""), origin.proto))
@@ -217,7 +258,8 @@ def _arrival(seen, origin: FlowOrigin, host: str, leg: Leg):
     return first.src, first.dst, False
 
 
-def _node_decision(state, record, host, leg, seen, origin, conntrack_text) -> Decision | None:
+def _node_decision(state, record, host, leg, seen, origin, conntrack_text,
+                   topology: _Topology) -> Decision | None:
     src, dst, local = _arrival(seen, origin, host, leg)
     outs = [s for s in seen if s.direction == "out"]
     last = outs[-1] if outs else None
@@ -248,7 +290,8 @@ def _node_decision(state, record, host, leg, seen, origin, conntrack_text) -> De
         summary=_branch_summary(branch), chains=branch.chains(), verdict=branch.verdict,
         dnat=branch.dnat, masquerade=branch.masquerade,
         probability=round(branch.probability, 6), matches_capture=exact,
-        conntrack=entry.line if entry else None, policy=branch.policy)
+        conntrack=entry.line if entry else None, policy=branch.policy,
+        topology=topology.note(record, branch.chains("nat")))
 
 
 def _branch_summary(branch) -> str:
@@ -287,14 +330,17 @@ def _igw_decision(record, host, leg, seen, conntrack_text, proto) -> Decision:
 def _elb_decision(lab, record, host, leg, seen, conntrack_text, proto) -> Decision | None:
     arrived = seen[0]
     for lb in read_config(LabPaths(lab).root / "elb" / "config.json").load_balancers:
-        if lb.vip != arrived.dst.addr:
+        node = next((n for n in lb.nodes if n.vip == arrived.dst.addr), None)
+        if node is None:
             continue
         listener = next((li for li in lb.listeners if li.port == arrived.dst.port), None)
         if listener is None:
             continue
-        targets = ", ".join(f"{t.address}:{listener.node_port}" for t in lb.targets)
-        summary = (f"{lb.flavour} listener {lb.vip}:{listener.port}/{listener.protocol} of "
-                   f"{lb.key} -> targets {targets}")
+        targets = ", ".join(f"{t.address}:{listener.node_port}" for t in lb.targets_for(node))
+        where = (f", ELB node in {node.zone}, cross-zone {'on' if lb.cross_zone else 'off'}"
+                 if node.zone else "")
+        summary = (f"{lb.flavour} listener {node.vip}:{listener.port}/{listener.protocol} of "
+                   f"{lb.key}{where} -> targets {targets}")
         rule = None
         changed = [s for s in seen if s.changes]
         if changed:

@@ -3,10 +3,12 @@
 A Trace holds, per leg of the traced connection, the request packet's and
 the reply packet's sightings in capture order (probes/trace/flow.py), and
 per host that decided something a Decision: the chains kube-proxy's rules
-walked (and the conntrack entry that confirms it), the NetworkPolicy rule
-that allowed the packet or the pod chain that dropped it, the igw's 1:1 NAT rule,
-the ELB listener.  `steps()` folds the sightings into the seed's numbered
-story: "1) client -> 198.51.100.11:31326  2) igw: DNAT to ...".  Pure.
+walked (and the conntrack entry that confirms it), the topology rule that
+chose the endpoints ("zone hints: 2 of 5 endpoints for us-east-1a"), the
+NetworkPolicy rule that allowed the packet or the pod chain that dropped
+it, the igw's 1:1 NAT rule, the ELB listener.  `steps()` folds the
+sightings into the seed's numbered story: "1) client -> 198.51.100.11:31326
+2) igw: DNAT to ...".  Pure.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class Decision:
     rule: str | None = None
     conntrack: str | None = None
     policy: tuple[str, ...] = ()    # NetworkPolicy: the rule that allowed, the chain that dropped
+    topology: str | None = None     # the topology rule that chose the endpoints (kube-proxy)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class Trace:
             text = f"{host}: receives {head.src} -> {head.dst} on {','.join(ins)}"
         if decision is not None and decision.summary:
             text += f"  [{decision.what}: {decision.summary}]"
+            if decision.topology:
+                text += f"  topology: {decision.topology}"
             if decision.conntrack:
                 text += f"  conntrack: {decision.conntrack}"
         return text
