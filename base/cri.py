@@ -5,15 +5,16 @@ the same, so the kubelet (controlplane/kubelet) and the lab's kernel-side
 implementation (topo/pod_runtime.py) never import each other.
 
 `PodRuntime` is the kubelet's only way to touch the world: create a pod's
-sandbox (its host, IP, hostname and /etc files) on a node, start container
+sandbox (its host, IP, hostname, /etc files and volumes) on a node, start container
 processes in it with the environment the kubelet computed, tell whether one
 runs (and its exit code), signal it, remove the pod, and run probes —
 tcpSocket/httpGet from the node's network namespace to the pod IP (as a
 kubelet does), exec inside the pod.  As in the CRI, the kubelet decides
-*what* (hostname, domain, environment, console) and the runtime decides
-*how*; the runtime adds only what a container runtime adds (PATH, HOSTNAME,
-HOME, TERM for a terminal).  `topo.pod_runtime.LabPodRuntime` implements it
-over a running lab; `support.fake_runtime` does it in memory for unit tests.
+*what* (hostname, domain, environment, console, volume files and mount
+paths) and the runtime decides *how*; the runtime adds only what a container
+runtime adds (PATH, HOSTNAME, HOME, TERM for a terminal).
+`topo.pod_runtime.LabPodRuntime` implements it over a running lab;
+`support.fake_runtime` does it in memory for unit tests.
 """
 from __future__ import annotations
 
@@ -64,13 +65,61 @@ class ProjectedFiles:
 
 
 @dataclass(frozen=True)
+class VolumeFile:
+    """One file of a volume the kubelet fills (a ConfigMap key, a Secret key, a
+    downward API item, a token): its path inside the volume, content and mode."""
+
+    path: str                                  # relative, may contain '/'
+    data: bytes
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class PodVolume:
+    """A volume of the pod's spec, as the kubelet has set it up.
+
+    `kind` "files": a folder of `files` the kubelet keeps up to date (configMap,
+    secret, downwardAPI, projected), written as Kubernetes' atomic writer does
+    (the files are links into `..data`, which points to a timestamped folder);
+    "emptyDir": an empty folder shared by the pod's containers (a tmpfs of
+    `size_limit` bytes, or of the runtime's default size when None).  `plugin`
+    names the volume plugin's folder, e.g. `kubernetes.io~configmap`."""
+
+    name: str
+    kind: str = "files"
+    plugin: str = "kubernetes.io~configmap"
+    files: tuple[VolumeFile, ...] = ()
+    size_limit: int | None = None
+
+    @property
+    def folder(self) -> str:
+        """Where the volume lives among the pod's volumes: `<plugin>/<name>`."""
+        return f"{self.plugin}/{self.name}"
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """A volume (or a sub path of it) at a path of the pod's mount namespace.
+
+    Every container of a svclab pod shares the pod's mount namespace, so the
+    kubelet gives the runtime the union of its containers' volumeMounts."""
+
+    volume: str
+    path: str                                  # absolute, inside the pod
+    sub_path: str = ""
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class PodSandboxConfig:
     """What the kubelet decided about a pod's sandbox (the CRI's PodSandboxConfig).
 
     `hostname` is the pod's short host name (its name, or spec.hostname);
     `domain` the domain spec.subdomain puts it in (`<subdomain>.<namespace>.svc.
     <cluster domain>`, or ""); `kernel_hostname` what `hostname` prints when
-    it differs from `hostname` (spec.setHostnameAsFQDN).
+    it differs from `hostname` (spec.setHostnameAsFQDN).  `volumes` are folders the
+    kubelet projects under the pod's /run (the service-account token);
+    `pod_volumes` the spec's volumes and `mounts` where the pod sees them.
     """
 
     hostname: str
@@ -79,6 +128,8 @@ class PodSandboxConfig:
     uid: str = ""
     host_aliases: tuple[HostAlias, ...] = ()
     volumes: tuple[ProjectedFiles, ...] = ()
+    pod_volumes: tuple[PodVolume, ...] = ()    # the spec's volumes the runtime mounts
+    mounts: tuple[VolumeMount, ...] = ()
 
     @property
     def uts_hostname(self) -> str:
@@ -112,6 +163,10 @@ class PodRuntime(Protocol):
         """Start argv in the pod with exactly env (plus what a runtime adds),
         working directory /, its output kept as the container's log; console
         None: no stdin, no terminal."""
+
+    def update_volume(self, namespace: str, name: str, volume: PodVolume) -> None:
+        """Replace a "files" volume's content in one step, as the atomic writer
+        does: readers see the old files or the new ones, never a mix."""
 
     def container_state(self, handle: ContainerHandle) -> ContainerState: ...
 

@@ -5,11 +5,19 @@
 
 ControlPlane owns everything it starts: the shared informers (one list+watch
 per resource for all controllers), the deployment, replicaset, scheduler,
-endpoints, garbage-collector and service-account controllers, the kubelets, and one Event
-recorder per component (a kubelet's writes through its node's client, with
-the node as the Events' host); leaving the `with` block stops them all with
+endpoints, garbage-collector and service-account controllers, the workload
+controllers (StatefulSet, DaemonSet, Job, TTL-after-finished, CronJob,
+ReplicationController), the kubelets, and one Event recorder per component
+(a kubelet's writes through its node's client, with the node as the Events'
+host); leaving the `with` block stops them all with
 bounded joins (the recorders last, so the final Events are written), then
 closes the runtime.
+
+A controller that declares the resources it `reads` is handed only those
+informers, so it starts as soon as they have listed (one the API refuses
+holds back only the controllers that read it); the others get the core set.
+`time_factor` scales the kubelets' node Lease and the Job back-off (the lab
+passes its spec's, 0.1 by default; 1.0 is Kubernetes' own timing).
 """
 from __future__ import annotations
 
@@ -20,18 +28,30 @@ from base.cri import PodRuntime
 from base.kube.client import KubeClient
 from base.kube.informer import Informer
 from controlplane.controllers.clusterrole_aggregation import ClusterRoleAggregationController
+from controlplane.controllers.cronjob import CronJobController
+from controlplane.controllers.daemonset_controller import DaemonSetController
 from controlplane.controllers.deployment import DeploymentController
 from controlplane.controllers.endpoints_controller import EndpointsController
 from controlplane.controllers.gc import GarbageCollector
+from controlplane.controllers.job_controller import JobController, TTLAfterFinishedController
 from controlplane.controllers.replicaset import ReplicaSetController
+from controlplane.controllers.replicationcontroller import ReplicationControllerController
 from controlplane.controllers.scheduler import Scheduler
 from controlplane.controllers.serviceaccounts import ServiceAccountsController
+from controlplane.controllers.statefulset import StatefulSetController
 from controlplane.events import EventRecorder
 from controlplane.kubelet.kubelet import HEARTBEAT_SECONDS, Kubelet
 
-SHARED_RESOURCES = ("pods", "services", "endpoints", "endpointslices", "deployments",
-                    "replicasets", "nodes", "networkpolicies", "namespaces", "serviceaccounts",
-                    "clusterroles")
+CORE_RESOURCES = ("pods", "services", "endpoints", "endpointslices", "deployments",
+                  "replicasets", "nodes", "networkpolicies", "namespaces", "serviceaccounts",
+                  "clusterroles")
+WORKLOAD_RESOURCES = ("statefulsets", "daemonsets", "controllerrevisions", "jobs", "cronjobs",
+                      "replicationcontrollers")
+SHARED_RESOURCES = CORE_RESOURCES + WORKLOAD_RESOURCES
+CONTROLLERS = (DeploymentController, ReplicaSetController, Scheduler, EndpointsController,
+               GarbageCollector, ServiceAccountsController, ClusterRoleAggregationController,
+               StatefulSetController, DaemonSetController, JobController,
+               TTLAfterFinishedController, CronJobController, ReplicationControllerController)
 STOP_TIMEOUT = 5.0
 
 
@@ -41,7 +61,7 @@ class ControlPlane:
                  builtin_images: dict[str, list[str]] | None = None,
                  node_clients: dict[str, KubeClient] | None = None,
                  scheduler_client: KubeClient | None = None,
-                 heartbeat_seconds: float = HEARTBEAT_SECONDS):
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS, time_factor: float = 1.0):
         """client: the controllers' (kube-controller-manager's identity in the lab);
         scheduler_client: the scheduler's writes (default: `client`);
         node_clients: per node, the client its kubelet uses (in the lab: one
@@ -52,19 +72,23 @@ class ControlPlane:
         self.informers = {r: Informer(client, r) for r in SHARED_RESOURCES}
         self.recorders: list[EventRecorder] = []
         own = {Scheduler: scheduler_client or client}
-        self.controllers = [cls(own.get(cls, client), self.informers,
-                                self._recorder(own.get(cls, client), cls.component))
-                            for cls in (DeploymentController, ReplicaSetController, Scheduler,
-                                        EndpointsController, GarbageCollector,
-                                        ServiceAccountsController,
-                                        ClusterRoleAggregationController)]
+        options = {JobController: {"time_factor": time_factor}}
+        self.controllers = [cls(own.get(cls, client), self._informers_for(cls),
+                                self._recorder(own.get(cls, client), cls.component),
+                                **options.get(cls, {}))
+                            for cls in CONTROLLERS]
         node_clients = node_clients or {}
         self.kubelets = [Kubelet(node_clients.get(name, client), runtime, name, python=python,
                                  builtin_images=builtin_images, heartbeat=heartbeat_seconds,
+                                 time_factor=time_factor,
                                  recorder=self._recorder(node_clients.get(name, client),
                                                          "kubelet", name))
                          for name in node_names]
         self._started = False
+
+    def _informers_for(self, cls) -> dict[str, Informer]:
+        reads = getattr(cls, "reads", None) or CORE_RESOURCES
+        return {resource: self.informers[resource] for resource in reads}
 
     def _recorder(self, client: KubeClient, component: str,
                   host: str = "") -> EventRecorder | None:

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 NAMESPACES = ("x", "y", "z")
 PODS = {"a": "ip-172-31-0-10", "b": "ip-172-31-0-11", "c": "ip-172-31-0-12"}
 POD_BLOCKS = {"a": "192.168.0.0/24", "b": "192.168.1.0/24", "c": "192.168.2.0/24"}
-IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.43"
+# svclab's built-in server answers on every declared port, TCP and UDP, as the
+# upstream suite's agnhost containers (one per port) do between them.
+IMAGE = "svclab/workload"
 CONTAINER_PORTS = ((80, "TCP"), (80, "UDP"), (81, "TCP"), (81, "UDP"),
                    (8080, "TCP"), (8081, "TCP"), (8082, "TCP"))
 TCP80 = ((80, "TCP"),)

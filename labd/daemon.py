@@ -90,7 +90,9 @@ def run(name: str) -> int:
                                                                              KUBE_SCHEDULER),
                                             # kubelets report 4x per grace period
                                             heartbeat_seconds=min(
-                                                5.0, spec.node_monitor_grace_period / 4)))
+                                                5.0, spec.node_monitor_grace_period / 4),
+                                            # Leases and Job back-off on the lab's clock
+                                            time_factor=spec.time_factor))
         lab_life.enter_context(cloud_controller_for(
             spec, lab, elb, identity_client(api, CLOUD_CONTROLLER_MANAGER)))
         install_cluster_dns(admin, spec)

@@ -9,9 +9,12 @@ if [ "$(id -u)" -ne 0 ]; then
     exec sudo -E sh "$0" "$@"
 fi
 
+# The second line: the real tools pods and nodes run (an image's `wget`, `nslookup`,
+# `dig`, `curl`, `nc`, `ping`, `ps`, busybox's applets, netshoot's zsh, and nginx for
+# the nginx images: docs/images.md).
 PACKAGES="mininet iptables nftables iproute2 tcpdump iputils-ping conntrack \
-bridge-utils net-tools util-linux procps curl wget bind9-dnsutils python3 python3-venv \
-python3-pip"
+bridge-utils net-tools util-linux procps curl wget bind9-dnsutils netcat-openbsd busybox zsh nginx \
+python3 python3-venv python3-pip"
 
 missing=""
 for pkg in $PACKAGES; do
@@ -23,6 +26,17 @@ if [ -n "$missing" ]; then
     echo "setup: installing Debian packages:$missing"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    # nginx is installed for the lab's pods only: the machine gets no nginx service of
+    # its own (the package enables and starts one where systemd runs).
+    case " $missing " in
+    *" nginx "*)
+        if command -v systemctl >/dev/null 2>&1; then
+            systemctl disable nginx.service >/dev/null 2>&1 || true
+            if [ -d /run/systemd/system ]; then
+                systemctl stop nginx.service >/dev/null 2>&1 || true
+            fi
+        fi ;;
+    esac
 fi
 
 # Debian's python3 (not a pyenv or conda one): it is the one that sees mininet.

@@ -6,7 +6,8 @@ topo.network.LabNetwork's public methods (root, a running lab).
 
 A pod is a sandbox: its host's network, mount and UTS namespaces, with the
 hostname, /etc files and private /tmp the kubelet's PodSandboxConfig asks
-for (topo/plan.py).  A container is a process entered into those namespaces
+for (topo/plan.py), and its volumes mounted in its own mount namespace only
+(topo/pod_volumes.py).  A container is a process entered into those namespaces
 (nsenter, working directory /) with exactly the environment the kubelet
 computed plus what a container runtime adds (PATH, HOSTNAME, HOME; TERM with
 a terminal), leading a session and process group of its own, so a signal to
@@ -26,6 +27,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ from base.cri import (
     ContainerState,
     PodRuntimeError,
     PodSandboxConfig,
+    PodVolume,
     StreamTargetError,
 )
 from base.errors import SvclabError
@@ -43,6 +46,7 @@ from topo.consoles import Console, OutputPump
 from topo.crilog import CriLogFile
 from topo.netns import socket_in_netns
 from topo.node_probes import NodeProbes, socket_listening
+from topo.pod_volumes import VolumeError, encode_plan, set_up_in_pod, update_volume
 from topo.sessions import KILL_WAIT, Child, ExecProcess, FailedExec, Stdio, find_program, open_stdio
 from topo.state import HostRecord, ProcessRecord
 
@@ -150,7 +154,22 @@ class LabPodRuntime:
         with self._lock:
             self._pods[(namespace, name)] = _Pod(namespace, name, record, sandbox,
                                                  self._logs / folder)
+        if sandbox.pod_volumes or sandbox.mounts:
+            try:
+                set_up_in_pod(self.lab.popen_in, record.host, sys.executable,
+                              encode_plan(sandbox.pod_volumes, sandbox.mounts))
+            except (VolumeError, OSError, SvclabError) as err:
+                self.remove_pod(namespace, name)
+                raise PodRuntimeError(f"pod {namespace}/{name}: {err}") from err
         return record.addresses[0]
+
+    def update_volume(self, namespace: str, name: str, volume: PodVolume) -> None:
+        pod = self._pod(namespace, name)
+        try:
+            update_volume(pod.host.pid, volume.folder,
+                          [(f.path, f.data, f.mode) for f in volume.files])
+        except (VolumeError, OSError) as err:
+            raise PodRuntimeError(f"pod {namespace}/{name} volume {volume.name}: {err}") from err
 
     def remove_pod(self, namespace: str, name: str) -> None:
         with self._lock:

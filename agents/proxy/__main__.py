@@ -2,7 +2,9 @@
 
 It refuses to run anywhere but the network namespace it was started for
 (--netns-inode): its rules are for a lab node, never for the machine running
-the lab.
+the lab.  It names itself `kube-proxy` (its command line and comm), so that
+`ps auxw | grep kube-proxy` on a node finds it, and answers kube-proxy's
+`/proxyMode` on its metrics port.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import argparse
 import sys
 
 from agents.node_agent import add_agent_arguments, bind_address, prepare, run_until_signalled
+from agents.proctitle import set_process_title
 from agents.proxy.agent import AgentConfig, ProxyAgent
 from agents.proxy.iptables_backend import IptablesBackend
 from agents.proxy.nft_backend import NftablesBackend
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not prepare(args, "proxy"):
         return 2
+    set_process_title(["kube-proxy", *(sys.argv[1:] if argv is None else argv)])
     config = AgentConfig(node=args.node, cluster_cidr=args.cluster_cidr,
                          service_cidr=args.service_cidr,
                          min_sync_period=args.min_sync_period, sync_period=args.sync_period,
@@ -34,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
                          metrics=bind_address(args.metrics_bind_address))
     backend = (NftablesBackend() if args.proxy_mode == "nftables"
                else IptablesBackend())
-    run_until_signalled(ProxyAgent(KubeClient.from_kubeconfig(args.kubeconfig), config,
-                                   backend=backend))
+    agent = ProxyAgent(KubeClient.from_kubeconfig(args.kubeconfig), config, backend=backend)
+    agent.faces.proxy_mode = args.proxy_mode
+    run_until_signalled(agent)
     return 0
 
 

@@ -3,6 +3,8 @@ per-service health-check NodePorts that cloud load balancers poll.
 
 - :10256 `/healthz` and `/livez`: 200 while the last successful sync is
   recent (kube-proxy's JSON: lastUpdated, currentTime), 503 otherwise.
+- :10249 `/proxyMode`: the mode, `iptables` or `nftables` (text, no newline),
+  as kube-proxy answers it ("Using Source IP" asks it with curl on a node).
 - :10249 `/metrics`: Prometheus text: kube-proxy's sync duration
   histograms (all syncs, full ones, partial ones; exponential buckets from
   1 ms, factor 2, 15 of them, as pkg/proxy/metrics), last sync timestamp,
@@ -125,9 +127,10 @@ class _Handler(BaseHTTPRequestHandler):
 class HttpFaces:
     """Owns every HTTP server of the agent and their threads."""
 
-    def __init__(self, metrics: SyncMetrics, healthy_within: float):
+    def __init__(self, metrics: SyncMetrics, healthy_within: float, proxy_mode: str = ""):
         self.metrics = metrics
         self.healthy_within = healthy_within
+        self.proxy_mode = proxy_mode          # what /proxyMode answers (404 while "")
         self._servers: dict[object, _Server] = {}
         self._local_endpoints: dict[int, tuple[str, str, int]] = {}  # port -> ns, name, n
         self._lock = threading.Lock()
@@ -177,6 +180,8 @@ class HttpFaces:
         return (200 if healthy else 503), "application/json", body
 
     def _metrics(self, path: str):
+        if path == "/proxyMode" and self.proxy_mode:
+            return 200, "text/plain; charset=utf-8", self.proxy_mode
         if path != "/metrics":
             return 404, "text/plain", "not found\n"
         return 200, "text/plain; version=0.0.4", self.metrics.render()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 
+from controlplane.api import defaults_volumes, validation_config
+
 
 def _image_pull_policy(image: str) -> str:
     last = image.rsplit("/", 1)[-1]
@@ -42,6 +44,8 @@ def pod_spec(spec: dict) -> None:
     for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
         if isinstance(c, dict):
             _container(c)
+    defaults_volumes.volumes(spec)
+    defaults_volumes.env(spec)
 
 
 def service(obj: dict) -> dict:
@@ -249,5 +253,19 @@ def rbac_binding(obj: dict) -> dict:
 
 def serviceaccount(obj: dict) -> dict:
     obj = copy.deepcopy(obj)
+    obj.pop("status", None)
+    return obj
+
+
+def configmap(obj: dict) -> dict:
+    """No status; binaryData decoded (a 400 when it is not base64) and kept canonical."""
+    obj = validation_config.decode_configmap(obj)
+    obj.pop("status", None)
+    return obj
+
+
+def secret(obj: dict) -> dict:
+    """No status; stringData folded into data; type Opaque unless set."""
+    obj = validation_config.decode_secret(obj)
     obj.pop("status", None)
     return obj

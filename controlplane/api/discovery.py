@@ -1,20 +1,23 @@
 """Discovery and OpenAPI documents kubectl needs before it does anything.
 
 ``/api``, ``/apis``, ``/api/v1``, ``/apis/<g>/<v>`` (plain JSON, so kubectl
-falls back from aggregated discovery), ``/version`` and a minimal OpenAPI v3:
-one document per group-version whose PATCH operations carry
+falls back from aggregated discovery), ``/version`` and OpenAPI v3: one
+document per group-version whose PATCH operations carry
 ``x-kubernetes-group-version-kind`` and the ``fieldValidation`` parameter, so
-kubectl leaves schema validation to the server (which validates). Schemas are
-free-form objects, except NetworkPolicy's (openapi_netpol.py) and the RBAC kinds'
-and ServiceAccount's (openapi_rbac.py), for explain.
+kubectl leaves strict field validation to the server, and whose schemas
+describe every field of every served kind (openapi_schemas.py, generated from
+the kubernetes client's models), for `kubectl explain` and kubectl's
+client-side apply. A kind the generated file does not know yet is published
+as a free-form object.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
-from controlplane.api import openapi_netpol, openapi_rbac
+from controlplane.api import openapi_schemas
 from controlplane.api.resources import BY_GROUP_VERSION, RESOURCES, VERBS
 
 KUBE_VERSION = "v1.37.1"
@@ -119,14 +122,31 @@ def _patch_operation(rt) -> dict:
 
 
 def openapi_v3_document(group: str, version: str) -> dict | None:
+    """The OpenAPI v3 document of one group-version (shared: do not modify it)."""
+    return _document(group, version)
+
+
+@functools.cache
+def _document(group: str, version: str) -> dict | None:
     types = BY_GROUP_VERSION.get((group, version))
     if not types:
         return None
     paths = {}
-    schemas = {}
+    roots = list(openapi_schemas.STANDARD)
+    free_form = {}
     prefix = "/" + _gv_path(group, version)
     for rt in types.values():
         gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+        name = openapi_schemas.schema_name(rt.group, rt.version, rt.kind)
+        if name is None:       # not generated yet (scripts/gen_openapi.py): free-form
+            name = f"io.k8s.api.{(rt.group.split('.')[0] or 'core')}.{rt.version}.{rt.kind}"
+            free_form[name] = {"type": "object", "x-kubernetes-group-version-kind": [gvk],
+                               "x-kubernetes-preserve-unknown-fields": True}
+        else:
+            roots.append(name)
+            list_name = openapi_schemas.schema_name(rt.group, rt.version, rt.list_kind)
+            if list_name and not rt.virtual:
+                roots.append(list_name)
         if rt.virtual:      # a review: POST to the collection only
             # The PATCH entry only tells kubectl (`create -f`) that the server validates
             # fields itself; without one it looks for /openapi/v2. A PATCH is answered 405.
@@ -140,24 +160,21 @@ def openapi_v3_document(group: str, version: str) -> dict | None:
         paths[item] = {"patch": _patch_operation(rt),
                        "get": {"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "get",
                                "responses": {"200": {"description": "OK"}}}}
-        schema_name = f"io.k8s.api.{(rt.group.split('.')[0] or 'core')}.{rt.version}.{rt.kind}"
-        schemas[schema_name] = {"type": "object", "x-kubernetes-group-version-kind": [gvk],
-                                "x-kubernetes-preserve-unknown-fields": True}
-    if (group, version) == ("networking.k8s.io", "v1"):
-        schemas.update(openapi_netpol.SCHEMAS)      # described field by field, for explain
-    schemas.update(openapi_rbac.schemas_for(group, version))
+    schemas = {**openapi_schemas.closure(roots), **free_form}
     return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": KUBE_VERSION},
-            "paths": paths, "components": {"schemas": schemas}}
+            "paths": paths, "components": {"schemas": dict(sorted(schemas.items()))}}
 
 
-def _hash(doc: dict) -> str:
-    return hashlib.sha512(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:64].upper()
+@functools.cache
+def _hash(group: str, version: str) -> str:
+    doc = json.dumps(_document(group, version), sort_keys=True).encode()
+    return hashlib.sha512(doc).hexdigest()[:64].upper()
 
 
 def openapi_v3_index() -> dict:
     paths = {}
     for group, version in sorted(BY_GROUP_VERSION):
         gv_path = _gv_path(group, version)
-        doc = openapi_v3_document(group, version)
-        paths[gv_path] = {"serverRelativeURL": f"/openapi/v3/{gv_path}?hash={_hash(doc)}"}
+        url = f"/openapi/v3/{gv_path}?hash={_hash(group, version)}"
+        paths[gv_path] = {"serverRelativeURL": url}
     return {"paths": paths}

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from controlplane.api import discovery, errors, protobuf, tables
+from controlplane.api import discovery, errors, owners, protobuf, tables
 from controlplane.api.rbac import reviews
 from controlplane.api.rbac.attributes import UserInfo
 from controlplane.api.registry import Registry
@@ -139,6 +139,15 @@ def _grace_period(request: Request) -> int | None:
         return int(value)
     except (TypeError, ValueError) as exc:
         raise errors.bad_request(f"gracePeriodSeconds must be an integer, got {value!r}") from exc
+
+
+def _propagation_policy(request: Request) -> str:
+    """DeleteOptions.propagationPolicy (or orphanDependents), from the query or the body."""
+    options = decode_body(request) if request.body else None
+    try:
+        return owners.propagation_policy(request.query, options)
+    except ValueError as exc:
+        raise errors.bad_request(str(exc)) from exc
 
 
 class Api:
@@ -353,14 +362,16 @@ class Api:
     def _delete(self, request: Request, route: Route) -> Response:
         dry = self._dry_run(request)
         grace = _grace_period(request)
+        policy = _propagation_policy(request)
         if not route.name:
             items, _ = self._selected(request, route)
             gone = [self.registry.delete(route.rt, o["metadata"].get("namespace", ""),
-                                         o["metadata"]["name"], dry, grace)
+                                         o["metadata"]["name"], dry, grace, policy)
                     for o in items]
             return Response(200, {"kind": route.rt.list_kind, "apiVersion": route.rt.api_version,
                                   "metadata": {}, "items": gone})
-        gone = self.registry.delete(route.rt, route.namespace or "", route.name, dry, grace)
+        gone = self.registry.delete(route.rt, route.namespace or "", route.name, dry, grace,
+                                    policy)
         if route.rt.plural in RETURN_DELETED_OBJECT:
             return Response(200, gone)
         details = {"name": route.name, "kind": route.rt.plural,

@@ -1,4 +1,4 @@
-"""Decoding the Kubernetes protobuf bodies ``kubectl create deployment|service|namespace`` send.
+"""Decoding the Kubernetes protobuf bodies ``kubectl create <kind>`` sends.
 
 Wire format: magic ``k8s\\x00`` + ``runtime.Unknown`` {1: TypeMeta{1 apiVersion,
 2 kind}, 2: raw object message, 3: contentEncoding, 4: contentType}. Object
@@ -8,6 +8,8 @@ non-pointer Go fields are dropped, as JSON's omitempty would.
 """
 
 from __future__ import annotations
+
+import base64
 
 from controlplane.api.errors import bad_request
 
@@ -24,7 +26,12 @@ SCHEMAS: dict[str, dict[int, tuple]] = {
     "ObjectMeta": {1: ("name", S, False, False), 2: ("generateName", S, False, False),
                    3: ("namespace", S, False, False), 6: ("resourceVersion", S, False, False),
                    11: ("labels", "map", False, False), 12: ("annotations", "map", False, False),
+                   13: ("ownerReferences", "OwnerReference", True, False),
                    14: ("finalizers", S, True, False)},
+    "OwnerReference": {1: ("kind", S, False, False), 3: ("name", S, False, False),
+                       4: ("uid", S, False, False), 5: ("apiVersion", S, False, False),
+                       6: ("controller", "bool", False, True),
+                       7: ("blockOwnerDeletion", "bool", False, True)},
     "Namespace": {1: ("metadata", "ObjectMeta", False, False),
                   2: ("spec", "NamespaceSpec", False, False)},
     "NamespaceSpec": {1: ("finalizers", S, True, False)},
@@ -94,6 +101,36 @@ SCHEMAS: dict[str, dict[int, tuple]] = {
     "EnvVar": {1: ("name", S, False, False), 2: ("value", S, False, False)},
     "ResourceRequirements": {1: ("limits", "qmap", False, False),
                              2: ("requests", "qmap", False, False)},
+    # core/v1 ConfigMap and Secret (`kubectl create configmap|secret ...`); "bmap" is a
+    # map<string, bytes>, base64 in JSON
+    "ConfigMap": {1: ("metadata", "ObjectMeta", False, False), 2: ("data", "map", False, False),
+                  3: ("binaryData", "bmap", False, False), 4: ("immutable", "bool", False, True)},
+    "Secret": {1: ("metadata", "ObjectMeta", False, False), 2: ("data", "bmap", False, False),
+               3: ("type", S, False, False), 4: ("stringData", "map", False, False),
+               5: ("immutable", "bool", False, True)},
+    # batch/v1 (`kubectl create job|cronjob`, `kubectl create job --from=cronjob/X`)
+    "Job": {1: ("metadata", "ObjectMeta", False, False), 2: ("spec", "JobSpec", False, False)},
+    "JobSpec": {1: ("parallelism", "int", False, True), 2: ("completions", "int", False, True),
+                3: ("activeDeadlineSeconds", "int", False, True),
+                4: ("selector", "LabelSelector", False, False),
+                5: ("manualSelector", "bool", False, True),
+                6: ("template", "PodTemplateSpec", False, False),
+                7: ("backoffLimit", "int", False, True),
+                8: ("ttlSecondsAfterFinished", "int", False, True),
+                9: ("completionMode", S, False, True), 10: ("suspend", "bool", False, True),
+                12: ("backoffLimitPerIndex", "int", False, True),
+                13: ("maxFailedIndexes", "int", False, True),
+                14: ("podReplacementPolicy", S, False, True)},
+    "CronJob": {1: ("metadata", "ObjectMeta", False, False),
+                2: ("spec", "CronJobSpec", False, False)},
+    "CronJobSpec": {1: ("schedule", S, False, False), 8: ("timeZone", S, False, True),
+                    2: ("startingDeadlineSeconds", "int", False, True),
+                    3: ("concurrencyPolicy", S, False, False), 4: ("suspend", "bool", False, True),
+                    5: ("jobTemplate", "JobTemplateSpec", False, False),
+                    6: ("successfulJobsHistoryLimit", "int", False, True),
+                    7: ("failedJobsHistoryLimit", "int", False, True)},
+    "JobTemplateSpec": {1: ("metadata", "ObjectMeta", False, False),
+                        2: ("spec", "JobSpec", False, False)},
     "ServiceAccount": {1: ("metadata", "ObjectMeta", False, False),
                        4: ("automountServiceAccountToken", "bool", False, True)},
     # authentication.k8s.io/v1 (`kubectl create token`)
@@ -143,7 +180,9 @@ SCHEMAS: dict[str, dict[int, tuple]] = {
     "SelfSubjectReview": {1: ("metadata", "ObjectMeta", False, False)},
 }
 
-KIND_MESSAGES = {"Namespace": "Namespace", "Service": "Service", "Deployment": "Deployment",
+KIND_MESSAGES = {"Namespace": "Namespace", "ConfigMap": "ConfigMap", "Secret": "Secret",
+                 "Job": "Job", "CronJob": "CronJob",
+                 "Service": "Service", "Deployment": "Deployment",
                  "ServiceAccount": "ServiceAccount", "TokenRequest": "TokenRequest",
                  **{kind: kind for kind in ("Role", "ClusterRole", "RoleBinding",
                                             "ClusterRoleBinding", "SelfSubjectAccessReview",
@@ -222,6 +261,10 @@ def decode_message(data: bytes, message: str) -> dict:
         elif typ == "map":
             key, val = _map_entry(raw)
             out.setdefault(name, {})[key] = val.decode() if isinstance(val, bytes) else val
+            continue
+        elif typ == "bmap":
+            key, val = _map_entry(raw)
+            out.setdefault(name, {})[key] = base64.b64encode(val).decode()
             continue
         elif typ == "qmap":
             key, val = _map_entry(raw)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from controlplane.api import defaults, errors, events
+from controlplane.api import defaults, errors, events, owners
 from controlplane.api import patch as patches
 from controlplane.api.allocators import IPRange, PortRange, allocate_pod_ip, release
 from controlplane.api.resources import BY_PLURAL, ResourceType
@@ -163,7 +163,8 @@ class Registry:
                 self._raise_invalid(rt, obj, errs)
                 obj = defaults.service_ip_families(obj)
             meta = obj["metadata"]
-            meta["uid"] = str(uuid.uuid4())
+            # Defaulting may have set it: a Job's selector carries its own uid.
+            meta.setdefault("uid", str(uuid.uuid4()))
             meta["creationTimestamp"] = now_rfc3339()
             if strategy.tracks_generation:
                 meta["generation"] = 1
@@ -321,12 +322,15 @@ class Registry:
     @staticmethod
     def scale_of(obj: dict) -> dict:
         meta = obj["metadata"]
+        selector = obj["spec"].get("selector")
+        if obj.get("kind") == "ReplicationController":     # a plain map, not a LabelSelector
+            selector = {"matchLabels": selector or {}}
         return {"kind": "Scale", "apiVersion": "autoscaling/v1",
                 "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
                                                    "creationTimestamp") if k in meta},
                 "spec": {"replicas": obj["spec"].get("replicas", 1)},
                 "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                           "selector": selector_string(obj["spec"].get("selector"))
+                           "selector": selector_string(selector)
                                        .replace("<none>", "")}}
 
     def _patch_scale(self, rt: ResourceType, old: dict, content_type: str, body,
@@ -355,7 +359,9 @@ class Registry:
 
     # ---- delete ---------------------------------------------------------
     def delete(self, rt: ResourceType, namespace: str, name: str, dry_run: bool = False,
-               grace_period: int | None = None) -> dict:
+               grace_period: int | None = None, policy: str = "") -> dict:
+        """Delete one object; policy "Orphan" (DeleteOptions.propagationPolicy) first
+        drops the owner from its dependents' ownerReferences, in the same write."""
         with self.store.lock:
             obj = self.get(rt, namespace, name)
             if rt.plural == "namespaces":
@@ -374,12 +380,24 @@ class Registry:
                 terminating = self._graceful_pod_delete(obj, grace_period)
                 if terminating is not None:
                     return terminating
+            if policy == "Orphan":
+                self._orphan_dependents(obj, namespace)
             gone = self.store.remove(rt.plural, namespace, name)
             if rt.plural == "services":
                 self.service_allocations = release_service(gone, self.service_allocations)
             if rt.plural == "pods":
                 self._release_pod_ip(gone)
             return self.view(rt, gone)
+
+    def _orphan_dependents(self, owner: dict, namespace: str) -> None:
+        """kubectl delete --cascade=orphan: the owner's dependents outlive it (caller
+        holds the lock)."""
+        for other in BY_PLURAL.values():
+            if other.virtual or (namespace and not other.namespaced):
+                continue
+            scope = namespace if other.namespaced else ""
+            for dependent in owners.orphaned(self.store.list(other.plural, scope)[0], owner):
+                self.store.put(other.plural, dependent, "MODIFIED")
 
     def _graceful_pod_delete(self, pod: dict, grace_period: int | None) -> dict | None:
         """Graceful pod deletion (the pod strategy's BeforeDelete); caller holds the lock.

@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from controlplane.api import defaults, events
+from controlplane.api import defaults, defaults_workloads, events
 from controlplane.api import validation as v
+from controlplane.api import validation_apps as va
+from controlplane.api import validation_batch as vb
+from controlplane.api import validation_config as vc
+from controlplane.api import validation_lease as vl
 from controlplane.api import validation_netpol as vn
 from controlplane.api import validation_rbac as vr
 from controlplane.api import validation_workloads as vw
@@ -58,6 +62,30 @@ STRATEGIES: dict[str, Strategy] = {
     # No status on ServiceAccounts and the RBAC kinds; a binding's roleRef is immutable.
     "serviceaccounts": Strategy(defaults.serviceaccount, vr.validate_serviceaccount,
                                 status_subresource=False, reset_status_on_create=False),
+    # No status on ConfigMaps and Secrets; `immutable: true` freezes their contents.
+    "configmaps": Strategy(defaults.configmap, vc.validate_configmap,
+                           vc.validate_configmap_update, status_subresource=False,
+                           reset_status_on_create=False),
+    "secrets": Strategy(defaults.secret, vc.validate_secret, vc.validate_secret_update,
+                        status_subresource=False, reset_status_on_create=False),
+    # apps/v1, batch/v1 and core/v1 workloads with a status subresource and a generation.
+    "statefulsets": Strategy(defaults_workloads.statefulset, va.validate_statefulset,
+                             va.validate_statefulset_update, tracks_generation=True),
+    "daemonsets": Strategy(defaults_workloads.daemonset, va.validate_daemonset,
+                           va.validate_selector_immutable, tracks_generation=True),
+    "replicationcontrollers": Strategy(defaults_workloads.replicationcontroller,
+                                       va.validate_replicationcontroller, tracks_generation=True),
+    "jobs": Strategy(defaults_workloads.job, vb.validate_job, vb.validate_job_update,
+                     tracks_generation=True),
+    "cronjobs": Strategy(defaults_workloads.cronjob, vb.validate_cronjob,
+                         tracks_generation=True),
+    # Plain data: no status, no generation; a revision's data never changes.
+    "controllerrevisions": Strategy(defaults_workloads.controllerrevision,
+                                    va.validate_controllerrevision,
+                                    va.validate_controllerrevision_update,
+                                    status_subresource=False, reset_status_on_create=False),
+    "leases": Strategy(defaults_workloads.lease, vl.validate_lease, status_subresource=False,
+                       reset_status_on_create=False),
     "roles": Strategy(defaults.rbac_role, vr.validate_role, status_subresource=False,
                       reset_status_on_create=False),
     "clusterroles": Strategy(defaults.rbac_role, vr.validate_clusterrole,

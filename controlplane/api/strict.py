@@ -1,17 +1,20 @@
 """Strict field validation (``fieldValidation=Strict``, kubectl's default): unknown fields
 are errors.
 
-Only the objects users write by hand are described (metadata, Service,
+Every served kind is checked against its OpenAPI schema (generated from the
+Kubernetes API's own, ``openapi_schemas.py``), free-form maps (labels,
+annotations, a ConfigMap's data, a Service's selector) excepted. The
+hand-written tables below are the fallback when that data file is missing:
+they describe the objects users write by hand (metadata, Service,
 Deployment/ReplicaSet and their pod templates, Namespace, NetworkPolicy down
-to its label selectors, the RBAC kinds and ServiceAccount); other kinds and
-free-form maps (labels, annotations, a Service's selector, resources) are not
-checked.
+to its label selectors, the RBAC kinds and ServiceAccount).
 The message matches the apiserver's:
 ``strict decoding error: unknown field "spec.ports[0].targetport"``.
 """
 
 from __future__ import annotations
 
+from controlplane.api import openapi_schemas
 from controlplane.api.errors import StatusError
 
 ANY = None   # a leaf or a free-form value
@@ -118,12 +121,22 @@ def unknown_fields(value, schema, path: str = "") -> list[str]:
     return out
 
 
+def _unknown(obj: dict, kind: str, api_version: str) -> list[str]:
+    """The unknown fields' paths, by the generated schema if there is one for the kind."""
+    group, _, version = api_version.rpartition("/")
+    try:
+        found = openapi_schemas.unknown_fields(obj, group, version, kind)
+    except (OSError, ValueError, KeyError):      # the data file missing or unreadable
+        found = None
+    if found is not None:
+        return found
+    schema = SCHEMAS.get(kind)
+    return [] if schema is None else unknown_fields(obj, schema)
+
+
 def check_strict(obj: dict, kind: str, api_version: str) -> None:
     """Raise 400 BadRequest listing unknown fields, as the apiserver's strict decoder does."""
-    schema = SCHEMAS.get(kind)
-    if schema is None:
-        return
-    unknown = unknown_fields(obj, schema)
+    unknown = _unknown(obj, kind, api_version)
     if unknown:
         listed = ", ".join(f'unknown field "{u}"' for u in unknown)
         raise StatusError(400, "BadRequest",
@@ -134,10 +147,7 @@ def check_strict(obj: dict, kind: str, api_version: str) -> None:
 def check_strict_apply(obj: dict, kind: str, api_version: str, namespace: str,
                        name: str) -> None:
     """Server-side apply's version of the check (the typed-patch error)."""
-    schema = SCHEMAS.get(kind)
-    if schema is None:
-        return
-    unknown = unknown_fields(obj, schema)
+    unknown = _unknown(obj, kind, api_version)
     if unknown:
         group, _, version = api_version.rpartition("/")
         where = f"{namespace}/{name}" if namespace else name

@@ -9,58 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 
-from controlplane.api import events
+from controlplane.api import events, tables_workloads
 from controlplane.api.selectors import format_labels, selector_string
+from controlplane.api.table_cells import (
+    AGE,
+    NAME,
+    _col,
+    _containers,
+    _since,
+    age,
+    human_duration,
+)
+
+__all__ = ["age", "human_duration", "to_table", "TABLES"]
 
 PARTIAL = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1"}
-
-
-def human_duration(seconds: float) -> str:
-    """k8s.io/apimachinery/pkg/util/duration.HumanDuration."""
-    s = int(seconds)
-    if s < -1:
-        return "<invalid>"
-    if s < 0:
-        return "0s"
-    if s < 120:
-        return f"{s}s"
-    minutes = s // 60
-    if minutes < 10:
-        rest = s % 60
-        return f"{minutes}m" if rest == 0 else f"{minutes}m{rest}s"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = s // 3600
-    if hours < 8:
-        rest = minutes % 60
-        return f"{hours}h" if rest == 0 else f"{hours}h{rest}m"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        rest = hours % 24
-        return f"{hours // 24}d" if rest == 0 else f"{hours // 24}d{rest}h"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24}d"
-    if hours < 24 * 365 * 8:
-        rest = (hours // 24) % 365
-        return f"{hours // 24 // 365}y" if rest == 0 else f"{hours // 24 // 365}y{rest}d"
-    return f"{hours // 24 // 365}y"
-
-
-def age(obj: dict, now: dt.datetime) -> str:
-    ts = (obj.get("metadata") or {}).get("creationTimestamp")
-    if not ts:
-        return "<unknown>"
-    created = dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
-    return human_duration((now - created).total_seconds())
-
-
-def _col(name: str, priority: int = 0, fmt: str = "", typ: str = "string") -> dict:
-    return {"name": name, "type": typ, "format": fmt, "description": "", "priority": priority}
-
-
-NAME = _col("Name", fmt="name")
-AGE = _col("Age")
 
 
 def _lb_ingress(svc: dict, wide: bool) -> str:
@@ -206,12 +169,6 @@ def _node(node, now):
             info.get("containerRuntimeVersion") or "<unknown>"]
 
 
-def _containers(template: dict) -> tuple[str, str]:
-    containers = ((template or {}).get("spec") or {}).get("containers") or []
-    return (",".join(c.get("name", "") for c in containers),
-            ",".join(c.get("image", "") for c in containers))
-
-
 def _deployment(dep, now):
     spec, status = dep.get("spec") or {}, dep.get("status") or {}
     names, images = _containers(spec.get("template"))
@@ -276,16 +233,18 @@ def _serviceaccount(sa, now):
     return [sa["metadata"]["name"], len(sa.get("secrets") or []), age(sa, now)]
 
 
+def _configmap(cm, now):
+    return [cm["metadata"]["name"], len(cm.get("data") or {}) + len(cm.get("binaryData") or {}),
+            age(cm, now)]
+
+
+def _secret(secret, now):
+    return [secret["metadata"]["name"], secret.get("type", ""), len(secret.get("data") or {}),
+            age(secret, now)]
+
+
 BINDING_COLUMNS = [NAME, _col("Role"), AGE, _col("Users", 1), _col("Groups", 1),
                    _col("ServiceAccounts", 1)]
-
-
-def _since(stamp: str | None, now: dt.datetime) -> str:
-    """translateTimestampSince / translateMicroTimestampSince ('<unknown>' when unset)."""
-    if not stamp:
-        return "<unknown>"
-    when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return human_duration((now - when).total_seconds())
 
 
 def event_source(ev: dict) -> str:
@@ -338,6 +297,9 @@ TABLES = {
     "rolebindings": (BINDING_COLUMNS, _binding),
     "clusterrolebindings": (BINDING_COLUMNS, _binding),
     "serviceaccounts": ([NAME, _col("Secrets"), AGE], _serviceaccount),
+    "configmaps": ([NAME, _col("Data"), AGE], _configmap),
+    "secrets": ([NAME, _col("Type"), _col("Data"), AGE], _secret),
+    **tables_workloads.TABLES,
     "events": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"),
                 _col("Subobject", 1), _col("Source", 1), _col("Message"), _col("First Seen", 1),
                 _col("Count", 1), _col("Name", 1, "name")], _event),

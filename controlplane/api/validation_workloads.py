@@ -22,6 +22,12 @@ from controlplane.api.validation import (
 )
 from controlplane.api.validation_discovery import validate_endpoint_topology
 from controlplane.api.validation_selector import validate_label_selector
+from controlplane.api.validation_volumes import (
+    validate_env,
+    validate_env_from,
+    validate_volume_mounts,
+    validate_volumes,
+)
 
 RESTART_POLICIES = ("Always", "Never", "OnFailure")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -34,7 +40,7 @@ def _nonnegative(value, path: str) -> list[FieldError]:
     return []
 
 
-def _validate_container(c, path: str, names: set[str]) -> list[FieldError]:
+def _validate_container(c, path: str, names: set[str], volumes: set[str]) -> list[FieldError]:
     if not isinstance(c, dict):
         return [invalid(c, path, "must be an object")]
     errs = []
@@ -73,24 +79,24 @@ def _validate_container(c, path: str, names: set[str]) -> list[FieldError]:
             errs.append(required(f"{ppath}.protocol"))
         elif proto not in PROTOCOLS:
             errs.append(not_supported(proto, f"{ppath}.protocol", PROTOCOLS))
-    for i, env in enumerate(c.get("env") or []):
-        if not isinstance(env, dict) or not env.get("name"):
-            errs.append(required(f"{path}.env[{i}].name"))
+    errs += validate_env(c.get("env"), f"{path}.env")
+    errs += validate_env_from(c.get("envFrom"), f"{path}.envFrom")
+    errs += validate_volume_mounts(c.get("volumeMounts"), volumes, f"{path}.volumeMounts")
     return errs
 
 
 def validate_pod_spec(spec, path: str, restart_policies=RESTART_POLICIES) -> list[FieldError]:
     if not isinstance(spec, dict):
         return [required(path)]
-    errs = []
+    volumes, errs = validate_volumes(spec.get("volumes"), f"{path}.volumes")
     containers = spec.get("containers") or []
     if not containers:
         errs.append(required(f"{path}.containers"))
     names: set[str] = set()
     for i, c in enumerate(containers):
-        errs += _validate_container(c, f"{path}.containers[{i}]", names)
+        errs += _validate_container(c, f"{path}.containers[{i}]", names, volumes)
     for i, c in enumerate(spec.get("initContainers") or []):
-        errs += _validate_container(c, f"{path}.initContainers[{i}]", names)
+        errs += _validate_container(c, f"{path}.initContainers[{i}]", names, volumes)
     policy = spec.get("restartPolicy", "")
     if policy not in restart_policies:
         errs.append(not_supported(policy, f"{path}.restartPolicy", restart_policies))

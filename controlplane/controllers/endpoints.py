@@ -7,7 +7,9 @@ ready (Ready and not terminating, or publishNotReadyAddresses), serving
 (Ready, or publishNotReadyAddresses), terminating (deletionTimestamp set).
 Named targetPorts are resolved per pod through its containers' ports, so
 pods resolving them differently land in different subsets / slices.  A slice
-endpoint carries its node's zone label as `zone` (hints: topology_hints.py).  For a
+endpoint carries its node's zone label as `zone` (hints: topology_hints.py); a pod whose
+spec.subdomain is the Service's name gets its spec.hostname as the endpoint's `hostname`
+(what cluster DNS answers `web-0.nginx.<ns>.svc` with).  For a
 Service without a selector, the Endpoints the user wrote are mirrored into
 slices (as the EndpointSliceMirroring controller does).
 """
@@ -71,8 +73,22 @@ def _target_ref(pod: dict) -> dict:
             "uid": meta.get("uid", "")}
 
 
-def _address(pod: dict) -> dict:
-    address = {"ip": pod["status"]["podIP"], "targetRef": _target_ref(pod)}
+def pod_hostname(service: dict, pod: dict) -> str:
+    """The endpoint's hostname: the pod's spec.hostname when its spec.subdomain names this
+    Service (same namespace), as StatefulSet pods under their governing Service have it
+    (endpointsliceutil.ShouldSetHostname); else ""."""
+    spec = pod.get("spec") or {}
+    if spec.get("hostname") and spec.get("subdomain") == service["metadata"]["name"] and \
+            pod["metadata"].get("namespace") == service["metadata"].get("namespace"):
+        return spec["hostname"]
+    return ""
+
+
+def _address(service: dict, pod: dict) -> dict:
+    address = {"ip": pod["status"]["podIP"]}
+    if pod_hostname(service, pod):
+        address["hostname"] = pod_hostname(service, pod)
+    address["targetRef"] = _target_ref(pod)
     if pod["spec"].get("nodeName"):
         address["nodeName"] = pod["spec"]["nodeName"]
     return address
@@ -109,7 +125,7 @@ def compute_subsets(service: dict, pods: list[dict]) -> list[dict]:
         if has_ports and not key:
             continue
         ready, not_ready = groups.setdefault(key, ([], []))
-        (ready if publish or is_ready(pod) else not_ready).append(_address(pod))
+        (ready if publish or is_ready(pod) else not_ready).append(_address(service, pod))
     subsets = []
     for key in sorted(groups):
         ready, not_ready = groups[key]
@@ -132,8 +148,10 @@ def slice_endpoint(service: dict, pod: dict, zones: dict[str, str] | None = None
     terminating = is_terminating(pod)
     endpoint = {"addresses": [pod["status"]["podIP"]],
                 "conditions": {"ready": publish or (serving and not terminating),
-                               "serving": serving, "terminating": terminating},
-                "targetRef": _target_ref(pod)}
+                               "serving": serving, "terminating": terminating}}
+    if pod_hostname(service, pod):
+        endpoint["hostname"] = pod_hostname(service, pod)
+    endpoint["targetRef"] = _target_ref(pod)
     node = pod["spec"].get("nodeName")
     if node:
         endpoint["nodeName"] = node

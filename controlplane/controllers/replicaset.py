@@ -14,6 +14,7 @@ import copy
 import datetime as dt
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from base.kube.client import ApiError
@@ -36,6 +37,7 @@ from controlplane.controllers.objects import (
 from controlplane.events import NORMAL, WARNING
 
 EXPECTATION_TTL = 15.0
+Selects = Callable[[object, object], bool]
 BURST = 500
 
 
@@ -45,13 +47,15 @@ class ReplicaPlan:
     delete: tuple[dict, ...]
 
 
-def owned_pods(rs: dict, pods: list[dict]) -> list[dict]:
+def owned_pods(rs: dict, pods: list[dict], selects: Selects = selector_matches) -> list[dict]:
+    """selects(selector, labels): a ReplicaSet's label selector (a ReplicationController's
+    map selector: objects.map_selector_matches)."""
     namespace = rs["metadata"]["namespace"]
     selector = rs["spec"].get("selector")
     # A pod relabelled out of the selector no longer counts (it is left running, as
     # a released pod is), so the ReplicaSet makes a replacement.
     return [p for p in pods if p["metadata"].get("namespace") == namespace and owned_by(p, rs)
-            and selector_matches(selector, p["metadata"].get("labels"))]
+            and selects(selector, p["metadata"].get("labels"))]
 
 
 def deletion_rank(pod: dict) -> tuple:
@@ -64,9 +68,10 @@ def deletion_rank(pod: dict) -> tuple:
             1 if is_ready(pod) else 0, -restart_count(pod), created_key, pod["metadata"]["name"])
 
 
-def plan_replicas(rs: dict, pods: list[dict]) -> ReplicaPlan:
+def plan_replicas(rs: dict, pods: list[dict], selects: Selects = selector_matches
+                  ) -> ReplicaPlan:
     """How many pods to create, or which to delete, for one ReplicaSet."""
-    active = [p for p in owned_pods(rs, pods) if is_active(p)]
+    active = [p for p in owned_pods(rs, pods, selects) if is_active(p)]
     want = int(rs["spec"].get("replicas", 1))
     diff = len(active) - want
     if diff < 0:
@@ -88,8 +93,10 @@ def pod_from_template(rs: dict, name: str) -> dict:
             "spec": template.get("spec") or {}}
 
 
-def replicaset_status(rs: dict, pods: list[dict], now: dt.datetime) -> dict:
-    mine = [p for p in owned_pods(rs, pods) if is_active(p)]
+def replicaset_status(rs: dict, pods: list[dict], now: dt.datetime,
+                      selects: Selects = selector_matches, terminating: bool = True) -> dict:
+    """terminating: report terminatingReplicas (ReplicaSets do; ReplicationControllers not)."""
+    mine = [p for p in owned_pods(rs, pods, selects) if is_active(p)]
     template_labels = ((rs["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
     min_ready = int(rs["spec"].get("minReadySeconds", 0))
     status = {
@@ -100,9 +107,9 @@ def replicaset_status(rs: dict, pods: list[dict], now: dt.datetime) -> dict:
         "availableReplicas": sum(1 for p in mine if is_available(p, min_ready, now)),
         "observedGeneration": rs["metadata"].get("generation", 1),
     }
-    terminating = sum(1 for p in owned_pods(rs, pods) if is_terminating(p))
-    if terminating:
-        status["terminatingReplicas"] = terminating
+    going = sum(1 for p in owned_pods(rs, pods, selects) if is_terminating(p))
+    if going and terminating:
+        status["terminatingReplicas"] = going
     return status
 
 
@@ -145,13 +152,19 @@ class Expectations:
 
 
 class ReplicaSetController(Controller):
+    """Also the ReplicationController's: replicationcontroller.py overrides the kind below."""
+
     name = "replicaset"
     component = "replicaset-controller"
+    resource = "replicasets"
+    owner_kind = "ReplicaSet"
+    selects = staticmethod(selector_matches)
+    reports_terminating = True
 
     def __init__(self, client, informers, recorder=None):
         super().__init__(client, informers, recorder)
         self.expectations = Expectations()
-        self.watch("replicasets", self._on_replicaset)
+        self.watch(self.resource, self._on_replicaset)
         self.watch("pods", self._on_pod)
 
     def _on_replicaset(self, kind: str, rs: dict, old: dict | None) -> None:
@@ -161,7 +174,7 @@ class ReplicaSetController(Controller):
 
     def _on_pod(self, kind: str, pod: dict, old: dict | None) -> None:
         ref = controller_ref(pod)
-        if ref is None or ref.get("kind") != "ReplicaSet":
+        if ref is None or ref.get("kind") != self.owner_kind:
             return
         key = f"{pod['metadata']['namespace']}/{ref['name']}"
         name = pod["metadata"]["name"]
@@ -172,7 +185,7 @@ class ReplicaSetController(Controller):
         self.queue.add(key)
 
     def reconcile(self, key: str) -> None:
-        rs = self.get_cached("replicasets", key)
+        rs = self.get_cached(self.resource, key)
         if rs is None or is_terminating(rs):
             return
         if not self.expectations.satisfied(key):
@@ -180,7 +193,7 @@ class ReplicaSetController(Controller):
             return
         namespace, _ = split_key(key)
         pods = [p for p in self.cached("pods") if p["metadata"].get("namespace") == namespace]
-        plan = plan_replicas(rs, pods)
+        plan = plan_replicas(rs, pods, self.selects)
         names = [generated_name(rs["metadata"]["name"]) for _ in range(plan.create)]
         doomed = [pod["metadata"]["name"] for pod in plan.delete]
         if names or doomed:
@@ -218,12 +231,12 @@ class ReplicaSetController(Controller):
 
     def _write_status(self, rs: dict, pods: list[dict]) -> None:
         now = dt.datetime.now(dt.timezone.utc)
-        status = replicaset_status(rs, pods, now)
+        status = replicaset_status(rs, pods, now, self.selects, self.reports_terminating)
         current = rs.get("status") or {}
         if any(current.get(k) != v for k, v in status.items()) or (
                 "terminatingReplicas" in current and "terminatingReplicas" not in status):
             status.setdefault("terminatingReplicas", None)
-            self.client.patch("replicasets", rs["metadata"]["name"], {"status": status},
+            self.client.patch(self.resource, rs["metadata"]["name"], {"status": status},
                               rs["metadata"]["namespace"], subresource="status")
         min_ready = int(rs["spec"].get("minReadySeconds", 0))
         if min_ready and status["availableReplicas"] < status["readyReplicas"]:

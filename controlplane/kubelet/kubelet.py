@@ -2,9 +2,12 @@
 
 It watches only its own pods (fieldSelector spec.nodeName=<node>), gives
 each pod a PodWorker thread (keyed by uid, so a pod recreated under the same
-name is a new pod), and posts the node's Ready heartbeat every few seconds.
+name is a new pod), and posts the node's Ready heartbeat every few seconds
+and renews the node's Lease in kube-node-lease (nodelease.py).
 Like a real kubelet it also watches every Service (its own informer, through
-its node's connection), to give containers their service-link variables.
+its node's connection), to give containers their service-link variables, and
+the ConfigMaps and Secrets its pods use (controlplane/kubelet/configsource.py)
+for their environment and volumes.
 """
 from __future__ import annotations
 
@@ -17,13 +20,12 @@ from base.kube.client import ApiError, KubeClient
 from base.kube.informer import Informer
 from controlplane.controllers.objects import now_rfc3339
 from controlplane.events import NORMAL, EventRecorder, NullRecorder, node_reference
+from controlplane.kubelet.configsource import ConfigSource
+from controlplane.kubelet.env import container_env
+from controlplane.kubelet.nodelease import NodeLease
 from controlplane.kubelet.podworker import PodWorker
-from controlplane.kubelet.sandbox import (
-    CLUSTER_DOMAIN,
-    ContainerConfigError,
-    container_env,
-    service_env,
-)
+from controlplane.kubelet.sandbox import CLUSTER_DOMAIN, ContainerConfigError, service_env
+from controlplane.kubelet.volumes import Sources, VolumePlan, plan_volumes
 
 log = logging.getLogger("controlplane.kubelet")
 HEARTBEAT_SECONDS = 5.0
@@ -35,7 +37,8 @@ class Kubelet:
                  python: str = sys.executable, heartbeat: float = HEARTBEAT_SECONDS,
                  builtin_images: dict[str, list[str]] | None = None,
                  recorder: EventRecorder | NullRecorder | None = None,
-                 cluster_domain: str = CLUSTER_DOMAIN):
+                 cluster_domain: str = CLUSTER_DOMAIN, time_factor: float = 1.0):
+        """time_factor: scales the node Lease's duration and renewal (nodelease.py)."""
         self.client = client
         self.cluster_domain = cluster_domain
         self.recorder = recorder or NullRecorder()     # Events: component "kubelet", host=node
@@ -49,9 +52,12 @@ class Kubelet:
         self._workers: dict[str, PodWorker] = {}
         self._stopping = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
+        self.lease = NodeLease(client, node_name, time_factor=time_factor)
         self.informer = Informer(client, "pods", self._on_pod,
                                  field_selector=f"spec.nodeName={node_name}")
         self.services = Informer(client, "services")
+        self.config = ConfigSource(client, self._config_changed)
+        self._allocatable: dict[str, str] | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -64,6 +70,7 @@ class Kubelet:
         self._heartbeat_thread = threading.Thread(target=self._heartbeats, daemon=True,
                                                   name=f"kubelet-heartbeat-{self.node_name}")
         self._heartbeat_thread.start()
+        self.lease.start(node["metadata"].get("uid", ""))
         self.services.start()
         self.informer.start()
 
@@ -71,12 +78,14 @@ class Kubelet:
         self._stopping.set()
         self.informer.stop(timeout)
         self.services.stop(timeout)
+        self.config.stop(timeout)
         with self._lock:
             workers = list(self._workers.values())
         for worker in workers:
             worker.stop(timeout)
         if self._heartbeat_thread is not None:
             self._heartbeat_thread.join(timeout)
+        self.lease.stop(timeout)
 
     def wait_synced(self, timeout: float) -> bool:
         return self.informer.wait_synced(timeout)
@@ -93,7 +102,30 @@ class Kubelet:
                                        "cannot construct envvars")
         links = (pod.get("spec") or {}).get("enableServiceLinks") is not False
         services = service_env(self.services.items(), pod["metadata"]["namespace"], links)
-        return container_env(pod, container, pod_ip, self.host_ip, services)
+        return container_env(pod, container, pod_ip, self.host_ip, services, self.config,
+                             self.node_allocatable())
+
+    # --- ConfigMaps, Secrets, volumes ----------------------------------------------
+
+    def volume_plan(self, pod: dict, tokens: dict, token_errors: dict) -> VolumePlan:
+        """The pod's volumes as the API holds their sources now (pure but for the reads)."""
+        return plan_volumes(pod, Sources(self.config, tokens, token_errors,
+                                         self.node_allocatable()))
+
+    def node_allocatable(self) -> dict[str, str]:
+        """The node's allocatable resources (what resourceFieldRef limits default to)."""
+        if self._allocatable is None:
+            try:
+                node = self.client.get("nodes", self.node_name)
+            except (ApiError, OSError) as err:          # asked again next time
+                log.warning("node %s: allocatable not read: %s", self.node_name, err)
+                return {}
+            self._allocatable = dict((node.get("status") or {}).get("allocatable") or {})
+        return self._allocatable
+
+    def _config_changed(self) -> None:
+        for worker in self.workers:
+            worker.config_changed()
 
     # --- pods --------------------------------------------------------------------
 

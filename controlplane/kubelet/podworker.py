@@ -1,6 +1,7 @@
 """One pod's life on a node, in its own thread: start, tend, probe, terminate.
 
-The worker creates the pod's host (and so its IP), starts each container,
+The worker sets up the pod's volumes (controlplane/kubelet/volumesync.py),
+creates the pod's host (and so its IP), starts each container,
 restarts dead ones per restartPolicy with a bounded back-off, runs
 readiness and liveness probes, and writes the pod's status whenever what
 kubectl would show changes.  When the API marks the pod for deletion it
@@ -21,15 +22,12 @@ from base.kube.client import ApiError
 from controlplane.controllers.objects import is_terminating, now_rfc3339
 from controlplane.events import NORMAL, WARNING, container_path
 from controlplane.kubelet.containers import plan_pod_containers
+from controlplane.kubelet.env import expand_command
 from controlplane.kubelet.probes import ProbeTracker, run_probe
-from controlplane.kubelet.sandbox import (
-    ContainerConfigError,
-    console_config,
-    expand_command,
-    sandbox_config,
-)
+from controlplane.kubelet.sandbox import ContainerConfigError, console_config, sandbox_config
 from controlplane.kubelet.serviceaccount import VolumeSetupError, service_account_volumes
 from controlplane.kubelet.status import ContainerRecord, PodRecord, pod_status
+from controlplane.kubelet.volumesync import PodVolumes
 
 log = logging.getLogger("controlplane.kubelet")
 TICK = 0.1
@@ -57,6 +55,7 @@ class PodWorker:
         self._terminating = False
         self._created = False
         self._posted: dict | None = None
+        self.volumes = PodVolumes(self)
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name=f"pod-{self.namespace}/{self.name}")
 
@@ -71,6 +70,11 @@ class PodWorker:
             # Someone else changed what we said (the node lifecycle controller
             # marks pods of an unreachable node not ready): say it again.
             self._posted = None
+        self._wake.set()
+
+    def config_changed(self) -> None:
+        """A ConfigMap or Secret changed: volumes and waiting containers look again."""
+        self.volumes.config_changed()
         self._wake.set()
 
     def mark_gone(self) -> None:
@@ -121,9 +125,15 @@ class PodWorker:
         except VolumeSetupError as err:
             self.kubelet.recorder.event(self.pod, WARNING, "FailedMount", str(err))
             raise
-        self.record.pod_ip = self.runtime.create_pod(
-            self.namespace, self.name, self.kubelet.node_name,
-            dataclasses.replace(sandbox, volumes=volumes))
+        plan = self.volumes.set_up()
+        try:
+            self.record.pod_ip = self.runtime.create_pod(
+                self.namespace, self.name, self.kubelet.node_name,
+                dataclasses.replace(sandbox, volumes=volumes, pod_volumes=plan.volumes,
+                                    mounts=plan.mounts))
+        except PodRuntimeError as err:
+            self.volumes.warn("FailedCreatePodSandBox", f"Failed to create pod sandbox: {err}")
+            raise
         plans = plan_pod_containers(self.pod, self.record.pod_ip, self.kubelet.python,
                                     self.kubelet.builtin_images)
         for container, plan in zip(self.record.containers, plans):
@@ -150,6 +160,10 @@ class PodWorker:
             expand_command(list(container.plan.argv), env), env, console_config(container.spec))
         self._event(container, NORMAL, "Created", "Container created")
         self._event(container, NORMAL, "Started", "Container started")
+        if container.plan.emulation:        # what `kubectl describe pod` tells about the image
+            self._event(container, NORMAL, "Emulated", container.plan.emulation)
+        for event_type, reason, message in container.plan.events:
+            self._event(container, event_type, reason, message)
         container.started_at = now_rfc3339()
         container.terminated = None
         container.waiting_reason = container.waiting_message = ""
@@ -162,6 +176,8 @@ class PodWorker:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if not self._terminating:
+            self.volumes.sync(now)
         for container in self.record.containers:
             self._tend(container, now)
         self._probe(now)

@@ -37,7 +37,8 @@ spec:
   selector: {matchLabels: {app: web}}
   template:
     metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: nginx, ports: [{name: http, containerPort: 80}]}]}
+    spec:
+      containers: [{name: web, image: svclab/workload, ports: [{name: http, containerPort: 80}]}]
 ---
 apiVersion: v1
 kind: Service
@@ -54,7 +55,8 @@ spec:
   selector: {matchLabels: {app: peers}}
   template:
     metadata: {labels: {app: peers}}
-    spec: {containers: [{name: peer, image: nginx, ports: [{name: http, containerPort: 80}]}]}
+    spec:
+      containers: [{name: peer, image: svclab/workload, ports: [{name: http, containerPort: 80}]}]
 ---
 apiVersion: v1
 kind: Service

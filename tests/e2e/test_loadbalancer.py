@@ -170,6 +170,12 @@ def test_classic_elb_drops_a_node_whose_link_is_down_and_restores_it(lab):
     hc = lb_of(lab, "web")["healthCheck"]
     vpc = read_state(LabPaths(lab.name)).hosts["vpc"]
     n11 = read_state(LabPaths(lab.name)).find_host(N11)
+    # The node about to be cut off must have the new endpoints first: a watch
+    # event still in flight when the link goes down arrives only when TCP's
+    # backed-off retransmission gets through, seconds after the link is back,
+    # and until then the node would send a share of connections to web-a.
+    wait_for(f"{N11}'s rules without web-a", lambda: PODS["web-a"][1] not in run_in(
+        n11.pid, ["iptables-save", "-t", "nat"]))
     peer = json.loads(run_in(n11.pid, ["ip", "-j", "link", "show", "eth0"]))[0]["link_index"]
     port = next(l["ifname"] for l in json.loads(run_in(vpc.pid, ["ip", "-j", "link"]))
                 if l["ifindex"] == peer)

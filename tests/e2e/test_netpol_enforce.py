@@ -51,7 +51,7 @@ def pod(name: str, node: str) -> dict:
             "spec": {"nodeSelector": {"kubernetes.io/hostname": node},
                      "tolerations": [{"key": "node-role.kubernetes.io/control-plane",
                                       "operator": "Exists", "effect": "NoSchedule"}],
-                     "containers": [{"name": "app", "image": "nginx", "ports": [
+                     "containers": [{"name": "app", "image": "svclab/workload", "ports": [
                          {"containerPort": 80, "protocol": "TCP"}]}]}}
 
 

@@ -212,7 +212,8 @@ def deployment_manifest(name: str, replicas: int, grace: int) -> str:
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                  "template": {"metadata": {"labels": {"app": name}},
                               "spec": {"terminationGracePeriodSeconds": grace,
-                                       "containers": [{"name": "web", "image": "nginx"}]}}}})
+                                       "containers": [{"name": "web",
+                                                       "image": "svclab/workload"}]}}}})
 
 
 def slice_conditions(wl: WorkloadLab, service: str) -> dict[str, dict]:

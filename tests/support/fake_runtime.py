@@ -17,6 +17,7 @@ from base.cri import (
     ContainerState,
     PodRuntimeError,
     PodSandboxConfig,
+    PodVolume,
 )
 
 
@@ -36,6 +37,7 @@ class FakePodRuntime:
         self.exec_codes: dict[tuple[str, str], int] = {}     # (pod "ns/name", argv[0]) -> rc
         self.listening_ports: set[tuple[str, int, str]] | None = None   # None: all listen
         self.removed: list[tuple[str, str]] = []
+        self.volume_updates: list[tuple[str, str, PodVolume]] = []   # (ns, pod, volume)
 
     # --- pods ------------------------------------------------------------------
 
@@ -53,9 +55,28 @@ class FakePodRuntime:
         with self._lock:
             if self.pods.pop((namespace, name), None) is not None:
                 self.removed.append((namespace, name))
+            self.volume_updates = [u for u in self.volume_updates if u[:2] != (namespace, name)]
             for handle, info in self.containers.items():
                 if (handle.namespace, handle.pod) == (namespace, name):
                     info["running"] = False
+
+    def update_volume(self, namespace: str, name: str, volume: PodVolume) -> None:
+        with self._lock:
+            if (namespace, name) not in self.pods:
+                raise PodRuntimeError(f"pod {namespace}/{name} has no host")
+            self.volume_updates.append((namespace, name, volume))
+
+    def volume(self, namespace: str, name: str, volume: str) -> PodVolume | None:
+        """The volume's content now: as the pod was created, or its last update."""
+        with self._lock:
+            pod = self.pods.get((namespace, name))
+            if pod is None:
+                return None
+            found = next((v for v in pod["sandbox"].pod_volumes if v.name == volume), None)
+            for ns, pod_name, update in self.volume_updates:
+                if (ns, pod_name, update.name) == (namespace, name, volume):
+                    found = update
+            return found
 
     # --- containers ----------------------------------------------------------
 

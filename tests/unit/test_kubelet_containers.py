@@ -24,7 +24,7 @@ def test_a_command_that_exists_runs_as_given():
 
 
 def test_other_containers_run_the_workload_server_on_their_ports():
-    [plan] = plan_pod_containers(pod({"name": "c", "image": "nginx"}, grace=5),
+    [plan] = plan_pod_containers(pod({"name": "c", "image": "svclab/workload"}, grace=5),
                                  "192.168.1.5", PY)
     assert plan.builtin and plan.ports == ((80, "TCP"),)
     assert plan.argv == (PY, "-m", "agents.workload", "--pod-name", "web-1", "--pod-ip",

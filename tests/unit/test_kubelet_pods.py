@@ -27,7 +27,7 @@ def create_pod(cluster, name: str, restart: str = "Always", grace: int = 1, **co
     cluster.client.create("pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {
         "name": name, "namespace": "default", "labels": {"app": name}},
         "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": grace,
-                 "containers": [{"name": "c", "image": "nginx", **container}]}})
+                 "containers": [{"name": "c", "image": "svclab/workload", **container}]}})
 
 
 def status_of(cluster, name: str) -> dict:
@@ -55,8 +55,8 @@ def test_a_running_pod_reports_ips_conditions_and_container_status(cluster):
     [container] = status["containerStatuses"]
     assert container["ready"] and container["started"] and container["restartCount"] == 0
     assert container["state"]["running"]["startedAt"]
-    assert container["image"] == "docker.io/library/nginx:latest"
-    assert container["imageID"].startswith("docker.io/library/nginx@sha256:")
+    assert container["image"] == "docker.io/svclab/workload:latest"
+    assert container["imageID"].startswith("docker.io/svclab/workload@sha256:")
     assert container["containerID"].startswith("svclab://")
     [(handle, info)] = list(cluster.runtime.containers.items())
     assert info["argv"][1:3] == ["-m", "agents.workload"] and "--port" in info["argv"]

@@ -4,12 +4,10 @@ from __future__ import annotations
 import pytest
 
 from base.cri import HostAlias
+from controlplane.kubelet.env import container_env, expand, expand_command
 from controlplane.kubelet.sandbox import (
     ContainerConfigError,
     console_config,
-    container_env,
-    expand,
-    expand_command,
     sandbox_config,
     service_env,
 )

@@ -78,11 +78,16 @@ PUBLIC_INFO_URLS = ["/healthz", "/livez", "/readyz", "/version", "/version/"]
 
 VIEW = [
     r([""], ["pods", "pods/log", "pods/status", "services", "services/status", "endpoints",
-             "serviceaccounts", "events", "namespaces/status", "configmaps"],
+             "serviceaccounts", "events", "namespaces/status", "configmaps",
+             "replicationcontrollers", "replicationcontrollers/scale",
+             "replicationcontrollers/status"],
       READ),
     r([""], ["namespaces"], READ),
     r(["apps"], ["deployments", "deployments/scale", "deployments/status", "replicasets",
                  "replicasets/scale", "replicasets/status"], READ),
+    r(["apps"], ["controllerrevisions", "daemonsets", "daemonsets/status", "statefulsets",
+                 "statefulsets/scale", "statefulsets/status"], READ),
+    r(["batch"], ["cronjobs", "cronjobs/status", "jobs", "jobs/status"], READ),
     r(["discovery.k8s.io"], ["endpointslices"], READ),
     r(["networking.k8s.io"], ["networkpolicies"], READ),
     r(["events.k8s.io"], ["events"], READ),
@@ -93,11 +98,14 @@ EDIT = [
     r([""], ["serviceaccounts"], ["impersonate"]),
     r([""], ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"], WRITE),
     r([""], ["pods/eviction"], ["create"]),
-    r([""], ["configmaps", "endpoints", "events", "secrets", "serviceaccounts", "services",
+    r([""], ["configmaps", "endpoints", "events", "replicationcontrollers",
+             "replicationcontrollers/scale", "secrets", "serviceaccounts", "services",
              "services/proxy"], WRITE),
     r([""], ["serviceaccounts/token"], ["create"]),
-    r(["apps"], ["deployments", "deployments/rollback", "deployments/scale", "replicasets",
-                 "replicasets/scale"], WRITE),
+    r(["apps"], ["daemonsets", "deployments", "deployments/rollback", "deployments/scale",
+                 "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale"],
+      WRITE),
+    r(["batch"], ["cronjobs", "jobs"], WRITE),
     r(["discovery.k8s.io"], ["endpointslices"], WRITE),
     r(["networking.k8s.io"], ["networkpolicies"], WRITE),
 ]
@@ -171,6 +179,37 @@ CONTROLLERS = {
         r(["apps"], ["replicasets"], READ + ["update", "patch"]),
         r(["apps"], ["replicasets/status", "replicasets/finalizers"], ["update", "patch"]),
         r([""], ["pods"], READ + ["create", "delete", "patch"]), *EVENTS],
+    # The workload controllers (controlplane/controllers/: statefulset, daemonset_controller,
+    # job_controller, cronjob, replicationcontroller); status writes by update or patch.
+    "statefulset-controller": [
+        r(["apps"], ["statefulsets"], READ),
+        r(["apps"], ["statefulsets/status", "statefulsets/finalizers"], ["update", "patch"]),
+        r([""], ["pods"], READ + ["create", "delete", "patch", "update"]),
+        r(["apps"], ["controllerrevisions"], READ + ["create", "delete", "patch", "update"]),
+        r([""], ["persistentvolumeclaims"], ["create", "get"]), *EVENTS],
+    "daemon-set-controller": [
+        r(["apps"], ["daemonsets"], READ),
+        r(["apps"], ["daemonsets/status", "daemonsets/finalizers"], ["update", "patch"]),
+        r([""], ["nodes"], READ),
+        r([""], ["pods"], READ + ["create", "delete", "patch"]),
+        r([""], ["pods/binding"], ["create"]),
+        r(["apps"], ["controllerrevisions"], READ + ["create", "delete", "patch", "update"]),
+        *EVENTS],
+    "job-controller": [
+        r(["batch"], ["jobs"], READ + ["update", "patch"]),
+        r(["batch"], ["jobs/status", "jobs/finalizers"], ["update", "patch"]),
+        r([""], ["pods"], READ + ["create", "delete", "patch"]), *EVENTS],
+    "cronjob-controller": [
+        r(["batch"], ["cronjobs"], READ + ["update"]),
+        r(["batch"], ["jobs"], READ + ["create", "delete", "patch", "update"]),
+        r(["batch"], ["cronjobs/status", "cronjobs/finalizers"], ["update", "patch"]),
+        r([""], ["pods"], ["delete", "list"]), *EVENTS],
+    "replication-controller": [
+        r([""], ["replicationcontrollers"], READ + ["update"]),
+        r([""], ["replicationcontrollers/status", "replicationcontrollers/finalizers"],
+          ["update", "patch"]),
+        r([""], ["pods"], READ + ["create", "delete", "patch"]), *EVENTS],
+    "ttl-after-finished-controller": [r(["batch"], ["jobs"], READ + ["delete"]), *EVENTS],
     "endpoint-controller": [
         r([""], ["services", "pods"], READ),
         r([""], ["endpoints"], READ + ["create", "delete", "update"]),
@@ -194,9 +233,11 @@ CONTROLLERS = {
         r([""], ["pods"], ["delete", "list"]), *EVENTS],
     # The controllers share informers over these kinds (controlplane/control_plane.py).
     "shared-informers": [
-        r([""], ["pods", "services", "endpoints", "nodes", "namespaces", "serviceaccounts"],
-          READ),
-        r(["apps"], ["deployments", "replicasets"], READ),
+        r([""], ["pods", "services", "endpoints", "nodes", "namespaces", "serviceaccounts",
+                 "replicationcontrollers"], READ),
+        r(["apps"], ["deployments", "replicasets", "statefulsets", "daemonsets",
+                     "controllerrevisions"], READ),
+        r(["batch"], ["jobs", "cronjobs"], READ),
         r(["discovery.k8s.io"], ["endpointslices"], READ),
         r(["networking.k8s.io"], ["networkpolicies"], READ)],
 }
