@@ -39,7 +39,7 @@ def deployment(name: str, replicas: int, labels: dict[str, str], *, node: str | 
                grace_seconds: int = 1, port: int = 80) -> dict:
     """A Deployment of the built-in workload server, optionally pinned to `node`."""
     pod_spec: dict = {"terminationGracePeriodSeconds": grace_seconds,
-                      "containers": [{"name": "web", "image": "nginx",
+                      "containers": [{"name": "web", "image": "svclab/workload",
                                       "ports": [{"containerPort": port}]}]}
     if node:
         pod_spec["nodeName"] = node
@@ -53,7 +53,7 @@ def pod(name: str, node: str, labels: dict[str, str] | None = None) -> dict:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": labels or {"role": "caller"}},
             "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
-                     "containers": [{"name": "c", "image": "nginx"}]}}
+                     "containers": [{"name": "c", "image": "svclab/workload"}]}}
 
 
 def service(name: str, selector: dict[str, str], *, type: str = "ClusterIP", port: int = 80,

@@ -252,6 +252,12 @@ class LabNetwork:
         if link is not None:
             link.delete()
         self._terminate(host)
+        if record is not None and not processes_in_netns({record.netns},
+                                                         exclude={record.pid}):
+            # The namespace died with its last process, and the kernel hands
+            # its inode to the next namespace anyone makes (another lab's pod
+            # too): stop() and `clean` must not kill by it any more.
+            self.state.netns_seen = [n for n in self.state.netns_seen if n != record.netns]
         shutil.rmtree(self.paths.files / host, ignore_errors=True)
 
     def _terminate(self, host: str) -> None:

@@ -319,6 +319,18 @@ def _state(pid: int) -> str:
         return "gone"
 
 
+def test_a_removed_pods_namespace_is_forgotten(lab):
+    """The kernel reuses a dead namespace's inode for the next namespace made
+    anywhere (another lab's pod too): the lab must not stop, at its `down` or
+    `clean`, the processes of a namespace that merely has an old pod's number."""
+    lab.pod("gone-1")
+    record = next(r for r in lab.network.state.hosts.values() if r.name == "gone-1")
+    assert record.netns in lab.network.state.netns_seen
+    lab.runtime.remove_pod("default", "gone-1")
+    assert record.netns not in lab.network.state.netns_seen
+    assert processes_in_netns({record.netns}) == []
+
+
 # --- and afterwards ----------------------------------------------------------------------
 
 def test_nothing_is_left_and_the_machine_is_untouched(tmp_path_factory):
