@@ -17,7 +17,7 @@ import threading
 from base.kube.client import ApiError, KubeClient
 from base.kube.informer import Informer
 from controlplane.controllers.queue import WorkQueue
-from controlplane.events import EventRecorder, NullRecorder
+from controlplane.events import NORMAL, WARNING, EventRecorder, NullRecorder
 
 log = logging.getLogger("controlplane.controllers")
 SYNC_TIMEOUT = 30.0
@@ -57,6 +57,28 @@ class Controller:
         return self.informers[resource].get(key)
 
     # --- lifecycle -------------------------------------------------------------
+
+    def create_pod(self, owner: dict, pod: dict) -> None:
+        """Create one of the owner's pods, with the Events a pod controller records."""
+        try:
+            self.client.create("pods", pod)
+        except ApiError as err:
+            self.recorder.event(owner, WARNING, "FailedCreate", f"Error creating: {err.message}")
+            raise
+        self.recorder.event(owner, NORMAL, "SuccessfulCreate",
+                            f"Created pod: {pod['metadata']['name']}")
+
+    def delete_pod(self, owner: dict, pod: dict) -> None:
+        """Delete one of the owner's pods (already gone is fine), with its Events."""
+        name = pod["metadata"]["name"]
+        try:
+            self.client.delete("pods", name, pod["metadata"]["namespace"])
+        except ApiError as err:
+            if err.not_found:
+                return
+            self.recorder.event(owner, WARNING, "FailedDelete", f"Error deleting: {err.message}")
+            raise
+        self.recorder.event(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {name}")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"ctl-{self.name}", daemon=True)

@@ -27,7 +27,7 @@ from controlplane.controllers.naming import compute_hash, generated_name
 from controlplane.controllers.objects import controller_ref, is_terminating, key_of
 from controlplane.controllers.podtemplates import status_patch
 from controlplane.controllers.replicaset import Expectations
-from controlplane.events import NORMAL, WARNING
+from controlplane.events import WARNING
 
 BACKOFF_START = 1.0
 BACKOFF_MAX = 900.0
@@ -183,32 +183,12 @@ class DaemonSetController(Controller):
                                         f"{pod['metadata']['name']} on node {node}, "
                                         f"will try to kill it")
                     self._note_failure(key, node)
-                self._delete_pod(ds, pod)
+                self.delete_pod(ds, pod)
             for node, name in names.items():
-                self._create_pod(ds, dsu.daemon_pod(ds, node, revision_hash, name))
+                self.create_pod(ds, dsu.daemon_pod(ds, node, revision_hash, name))
         except ApiError:
             self.expectations.forget(key)
             raise
-
-    def _create_pod(self, ds: dict, pod: dict) -> None:
-        try:
-            self.client.create("pods", pod)
-        except ApiError as err:
-            self.recorder.event(ds, WARNING, "FailedCreate", f"Error creating: {err.message}")
-            raise
-        self.recorder.event(ds, NORMAL, "SuccessfulCreate",
-                            f"Created pod: {pod['metadata']['name']}")
-
-    def _delete_pod(self, ds: dict, pod: dict) -> None:
-        name = pod["metadata"]["name"]
-        try:
-            self.client.delete("pods", name, pod["metadata"]["namespace"])
-        except ApiError as err:
-            if err.not_found:
-                return
-            self.recorder.event(ds, WARNING, "FailedDelete", f"Error deleting: {err.message}")
-            raise
-        self.recorder.event(ds, NORMAL, "SuccessfulDelete", f"Deleted pod: {name}")
 
     def _write_status(self, ds: dict, nodes: list[dict], pods: list[dict],
                       revision_hash: str) -> None:

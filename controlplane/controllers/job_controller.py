@@ -87,9 +87,9 @@ class JobController(Controller):
                                      {p["metadata"]["name"] for p in step.delete})
         try:
             for pod in step.delete:
-                self._delete_pod(job, pod)
+                self.delete_pod(job, pod)
             for name, index in made:
-                self._create_pod(job, jobs.job_pod(job, name, index))
+                self.create_pod(job, jobs.job_pod(job, name, index))
         except ApiError:
             self.expectations.forget(key)
             raise
@@ -101,25 +101,6 @@ class JobController(Controller):
         if step.requeue_after is not None:
             self.queue.add_after(key, step.requeue_after + 0.05)
 
-    def _create_pod(self, job: dict, pod: dict) -> None:
-        try:
-            self.client.create("pods", pod)
-        except ApiError as err:
-            self.recorder.event(job, WARNING, "FailedCreate", f"Error creating: {err.message}")
-            raise
-        self.recorder.event(job, NORMAL, "SuccessfulCreate",
-                            f"Created pod: {pod['metadata']['name']}")
-
-    def _delete_pod(self, job: dict, pod: dict) -> None:
-        name = pod["metadata"]["name"]
-        try:
-            self.client.delete("pods", name, pod["metadata"]["namespace"])
-        except ApiError as err:
-            if err.not_found:
-                return
-            self.recorder.event(job, WARNING, "FailedDelete", f"Error deleting: {err.message}")
-            raise
-        self.recorder.event(job, NORMAL, "SuccessfulDelete", f"Deleted pod: {name}")
 
 
 def expiry(job: dict) -> dt.datetime | None:

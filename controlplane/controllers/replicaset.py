@@ -34,7 +34,6 @@ from controlplane.controllers.objects import (
     selector_matches,
     split_key,
 )
-from controlplane.events import NORMAL, WARNING
 
 EXPECTATION_TTL = 15.0
 Selects = Callable[[object, object], bool]
@@ -201,33 +200,14 @@ class ReplicaSetController(Controller):
             self.expectations.expect(key, set(names), set(doomed))
         try:
             for name in names:
-                self._create_pod(rs, name)
+                self.create_pod(rs, pod_from_template(rs, name))
             for pod in plan.delete:
-                self._delete_pod(rs, pod)
+                self.delete_pod(rs, pod)
         except ApiError:
             self.expectations.forget(key)
             raise
         if not plan.create and not plan.delete:
             self._write_status(rs, pods)
-
-    def _create_pod(self, rs: dict, name: str) -> None:
-        try:
-            self.client.create("pods", pod_from_template(rs, name))
-        except ApiError as err:
-            self.recorder.event(rs, WARNING, "FailedCreate", f"Error creating: {err.message}")
-            raise
-        self.recorder.event(rs, NORMAL, "SuccessfulCreate", f"Created pod: {name}")
-
-    def _delete_pod(self, rs: dict, pod: dict) -> None:
-        name = pod["metadata"]["name"]
-        try:
-            self.client.delete("pods", name, pod["metadata"]["namespace"])
-        except ApiError as err:
-            if err.not_found:
-                return
-            self.recorder.event(rs, WARNING, "FailedDelete", f"Error deleting: {err.message}")
-            raise
-        self.recorder.event(rs, NORMAL, "SuccessfulDelete", f"Deleted pod: {name}")
 
     def _write_status(self, rs: dict, pods: list[dict]) -> None:
         now = dt.datetime.now(dt.timezone.utc)
