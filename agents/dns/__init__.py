@@ -3,6 +3,10 @@ EndpointSlices and Pods, served over UDP and TCP like CoreDNS in a kubeadm clust
 
 zone.build_zone (pure) -> Zone (frozen) -> answer.answer (pure but for the
 upstream callable) -> server.DnsServer (sockets). ZoneHolder swaps whole zones.
+A Corefile (corefile.py, coreplugins.py, coreconfig.py: pure) configures the
+plugin chain each port answers through (chain.py: log, errors, cache,
+loadbalance, kubernetes, forward) and the running server (coredns.py:
+listeners, health, ready, reload); docs/cluster-dns.md says what is emulated.
 """
 from agents.dns.answer import answer, answer_packet
 from agents.dns.errors import (

@@ -83,17 +83,20 @@ def answer(zone: Zone, request: DNSRecord | bytes, upstream: Upstream | None = N
     if isinstance(request, (bytes, bytearray)):
         request = wire.parse_query(bytes(request))
     if not wire.question_is_internet_class(request):
-        return _rcode_only(request, RCODE.REFUSED)
-    name = _normalized(request.q.qname)
+        return rcode_only(request, RCODE.REFUSED)
+    name = normalized_name(request.q.qname)
     authority = zone.classify(name) if name is not None else Authority.UPSTREAM
+    if authority is Authority.CLUSTER and zone.fallthrough and zone.falls_through(name) \
+            and not zone.lookup(name).exists:
+        authority = Authority.UPSTREAM          # `fallthrough`: the next plugin answers
     if authority is Authority.UPSTREAM:
-        return _forward(request, upstream)
+        return forward(request, upstream)
     reply = wire.new_reply(request, authoritative=True)
     _answer_authoritative(zone, request, name, authority, reply, upstream)
     return reply
 
 
-def _normalized(qname: DNSLabel) -> str | None:
+def normalized_name(qname: DNSLabel) -> str | None:
     """Lowercase dotted name; None when a label holds bytes no zone name can contain."""
     labels = []
     for label in qname.label:
@@ -106,7 +109,7 @@ def _normalized(qname: DNSLabel) -> str | None:
     return ".".join(labels) + "."
 
 
-def _rcode_only(request: DNSRecord, rcode: int) -> DNSRecord:
+def rcode_only(request: DNSRecord, rcode: int) -> DNSRecord:
     reply = wire.new_reply(request, authoritative=False)
     reply.header.rcode = rcode
     return reply
@@ -169,15 +172,15 @@ def _chase_upstream(request, target: str, reply: DNSRecord, upstream: Upstream |
     reply.header.rcode = response.header.rcode
 
 
-def _forward(request: DNSRecord, upstream: Upstream | None) -> DNSRecord:
+def forward(request: DNSRecord, upstream: Upstream | None) -> DNSRecord:
     """Names outside the cluster zone go to the VPC resolver, answered as it answers."""
     if upstream is None:
-        return _rcode_only(request, RCODE.REFUSED)
+        return rcode_only(request, RCODE.REFUSED)
     question = DNSRecord(q=DNSQuestion(request.q.qname, request.q.qtype, request.q.qclass))
     try:
         response = upstream(question)
     except UpstreamError:
-        return _rcode_only(request, RCODE.SERVFAIL)
+        return rcode_only(request, RCODE.SERVFAIL)
     reply = wire.new_reply(request, authoritative=False)
     reply.header.rcode = response.header.rcode
     reply.header.aa = response.header.aa

@@ -29,6 +29,22 @@ class ZoneHolder:
     def zone(self) -> Zone:
         return self._zone
 
+    @property
+    def options(self) -> dict:
+        return dict(self._options)
+
+    def reconfigure(self, **options) -> Zone:
+        """New zone options (domain, ttl, pod_mode, reverse, fallthrough, service_cidr):
+        the same objects, rebuilt and swapped; a bad option leaves everything as it was."""
+        with self._lock:
+            merged = {**self._options, **options}
+            zone = build_zone(self._services, self._slices, self._pods,
+                              serial=self._serial + 1, **merged)
+            self._options = merged
+            self._serial += 1
+            self._zone = zone
+            return zone
+
     def update(self, *, services=None, slices=None, pods=None) -> Zone:
         """Replace the given lists (None keeps the current one), rebuild, swap; return the new Zone.
 

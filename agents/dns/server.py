@@ -26,7 +26,7 @@ from agents.dns.metrics import DnsMetrics
 from agents.dns.upstream import UpstreamResolver
 from agents.dns.zone import Zone
 
-_FORWARD = object()          # marker: this query must be answered off the loop
+FORWARD = object()           # marker: this query must be answered off the loop
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 BIND_ATTEMPTS = 20
 
@@ -77,14 +77,18 @@ class DnsServer:
 
     zone_source: a ZoneHolder (anything with a `.zone` attribute) or a Zone.
     upstream: (ip, port) of the resolver for outside names, a callable, or None.
+    chain_source: anything with a `.chain` attribute (agents/dns/chain.py: a Corefile's
+    plugins for this port); when given, the chain answers and zone_source/upstream
+    are not used.
     """
 
     def __init__(self, bind_ip: str, port: int, zone_source, upstream=None, *,
                  metrics_address: tuple[str, int] | None = None, upstream_timeout: float = 2.0,
                  tcp_idle_timeout: float = 10.0, tcp_read_timeout: float = 5.0,
                  max_tcp_connections: int = 256, max_pending_forwards: int = 256,
-                 forward_threads: int = 8, cache_size: int = 10000):
+                 forward_threads: int = 8, cache_size: int = 10000, chain_source=None):
         self.bind_ip, self.requested_port = bind_ip, port
+        self.chain_source = chain_source
         if isinstance(zone_source, Zone):
             zone_source = _StaticZone(zone_source)
         self.zone_source = zone_source
@@ -216,7 +220,9 @@ class DnsServer:
     # -- answering ---------------------------------------------------------
 
     def _answer_in_loop(self, data: bytes, udp: bool):
-        """The reply bytes, None to drop, or _FORWARD when the upstream is needed."""
+        """The reply bytes, None to drop, or FORWARD when the upstream is needed."""
+        if self.chain_source is not None:
+            return self.chain_source.chain.in_loop(data, udp)
         zone = self.zone_source.zone
         if zone is not self._cache_zone:
             self._cache.clear()
@@ -230,7 +236,7 @@ class DnsServer:
         try:
             response = answer_packet(zone, data, udp=udp, upstream=guard)
         except UpstreamNeeded:
-            return _FORWARD
+            return FORWARD
         if response is not None and len(data) >= wire.HEADER_SIZE:
             if len(self._cache) >= self.cache_size:
                 self._cache.clear()
@@ -238,37 +244,46 @@ class DnsServer:
         return response
 
     async def _answer_off_loop(self, data: bytes, udp: bool) -> bytes | None:
-        if self._pending_forwards >= self.max_pending_forwards:
+        chain = self.chain_source.chain if self.chain_source is not None else None
+        limit = (chain.max_concurrent if chain is not None else 0) or self.max_pending_forwards
+        if self._pending_forwards >= limit:
             self.metrics.count_drop("forward_limit")
             return wire.error_reply(data[:wire.HEADER_SIZE], RCODE.REFUSED)
         self._pending_forwards += 1
         self.metrics.forwarded += 1
         try:
-            call = functools.partial(answer_packet, self.zone_source.zone, data, udp=udp,
-                                     upstream=self.upstream)
+            if chain is not None:
+                call = functools.partial(chain.off_loop, data, udp)
+            else:
+                call = functools.partial(answer_packet, self.zone_source.zone, data, udp=udp,
+                                         upstream=self.upstream)
             return await asyncio.get_running_loop().run_in_executor(self._executor, call)
         finally:
             self._pending_forwards -= 1
 
-    def _observe(self, proto: str, response: bytes | None, started: float) -> None:
+    def _observe(self, proto: str, response: bytes | None, started: float, data: bytes,
+                 addr) -> None:
+        seconds = time.perf_counter() - started
         rcode = wire.rcode_of(response) if response is not None else None
-        self.metrics.observe(proto, rcode, time.perf_counter() - started)
+        self.metrics.observe(proto, rcode, seconds)
+        if self.chain_source is not None:
+            self.chain_source.chain.answered(data, response, proto == "udp", addr, seconds)
 
     def _on_datagram(self, data: bytes, addr) -> None:
         started = time.perf_counter()
         response = self._answer_in_loop(data, udp=True)
-        if response is _FORWARD:
+        if response is FORWARD:
             self._spawn(self._forward_datagram(data, addr, started))
             return
         if response is not None:
             self._udp.sendto(response, addr)
-        self._observe("udp", response, started)
+        self._observe("udp", response, started, data, addr)
 
     async def _forward_datagram(self, data: bytes, addr, started: float) -> None:
         response = await self._answer_off_loop(data, udp=True)
         if response is not None and not self._udp.is_closing():
             self._udp.sendto(response, addr)
-        self._observe("udp", response, started)
+        self._observe("udp", response, started, data, addr)
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._tcp_connections >= self.max_tcp_connections:
@@ -288,15 +303,16 @@ class DnsServer:
             writer.close()
 
     async def _serve_tcp(self, reader, writer) -> None:
+        peer = writer.get_extra_info("peername") or ("", 0)
         while True:
             prefix = await asyncio.wait_for(reader.readexactly(2), self.tcp_idle_timeout)
             length = int.from_bytes(prefix, "big")
             data = await asyncio.wait_for(reader.readexactly(length), self.tcp_read_timeout)
             started = time.perf_counter()
             response = self._answer_in_loop(data, udp=False)
-            if response is _FORWARD:
+            if response is FORWARD:
                 response = await self._answer_off_loop(data, udp=False)
-            self._observe("tcp", response, started)
+            self._observe("tcp", response, started, data, peer)
             if response is None:
                 return
             writer.write(len(response).to_bytes(2, "big") + response)

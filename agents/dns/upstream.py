@@ -23,9 +23,10 @@ UPSTREAM_EDNS_PAYLOAD = 1232
 class UpstreamResolver:
     """`resolver(question_record) -> reply_record`; raises UpstreamError / UpstreamTimeout."""
 
-    def __init__(self, address: tuple[str, int], timeout: float = 2.0):
+    def __init__(self, address: tuple[str, int], timeout: float = 2.0, *, tcp: bool = False):
         self.address = (address[0], int(address[1]))
         self.timeout = timeout
+        self.tcp = tcp                  # forward's force_tcp
 
     def __repr__(self) -> str:
         return f"UpstreamResolver({self.address[0]}:{self.address[1]}, timeout={self.timeout})"
@@ -34,6 +35,8 @@ class UpstreamResolver:
         query = DNSRecord(DNSHeader(id=secrets.randbits(16), rd=1), q=question.q)
         query.add_ar(EDNS0(udp_len=UPSTREAM_EDNS_PAYLOAD))
         deadline = time.monotonic() + self.timeout
+        if self.tcp:
+            return self._over_tcp(query, deadline)
         reply = self._over_udp(query, deadline)
         if reply.header.tc:
             reply = self._over_tcp(query, deadline)

@@ -26,6 +26,7 @@ DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 DEFAULT_TTL = 30
 REVERSE_V4 = "in-addr.arpa."
 POD_MODES = ("insecure", "verified", "disabled")
+DEFAULT_FALLTHROUGH = ("in-addr.arpa.", "ip6.arpa.")      # kubeadm's Corefile
 
 
 @dataclass(frozen=True, order=True)
@@ -66,18 +67,25 @@ class Zone:
     serial: int = 1
     pod_mode: str = "insecure"
     pod_ips: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    reverse: bool = True                         # in-addr.arpa is one of the plugin's zones
+    fallthrough: tuple[str, ...] = DEFAULT_FALLTHROUGH
 
     def classify(self, name: str) -> Authority:
         """`name` must be lowercase with a trailing dot."""
         if in_domain(name, self.domain):
             return Authority.CLUSTER
-        if name.endswith("." + REVERSE_V4):
+        if self.reverse and name.endswith("." + REVERSE_V4):
             address = reverse_name_to_ip(name)
             in_network = (address is not None and self.service_network is not None
                           and address in self.service_network)
-            if name in self.records or in_network:
+            if name in self.records or in_network or not self.falls_through(name):
                 return Authority.REVERSE
         return Authority.UPSTREAM
+
+    def falls_through(self, name: str) -> bool:
+        """Does a name this zone does not have go on to the next plugin (forward)?
+        The kubernetes plugin's `fallthrough [ZONES...]`."""
+        return any(in_domain(name, zone) for zone in self.fallthrough)
 
     def lookup(self, name: str) -> Lookup:
         """Records owned by `name` (lowercase, trailing dot); exists=False means NXDOMAIN."""
@@ -204,7 +212,8 @@ def _empty_non_terminals(owner_names, domain: str) -> frozenset[str]:
 
 def build_zone(services=(), slices=(), pods=(), domain: str = DEFAULT_DOMAIN, *,
                service_cidr: str = DEFAULT_SERVICE_CIDR, ttl: int = DEFAULT_TTL,
-               pod_mode: str = "insecure", serial: int = 1) -> Zone:
+               pod_mode: str = "insecure", serial: int = 1, reverse: bool = True,
+               fallthrough: tuple[str, ...] = DEFAULT_FALLTHROUGH) -> Zone:
     """Build the frozen zone from API dicts: Services v1, EndpointSlices/Endpoints, Pods v1.
 
     Raises ZoneError naming the object when one cannot be understood.
@@ -232,7 +241,8 @@ def build_zone(services=(), slices=(), pods=(), domain: str = DEFAULT_DOMAIN, *,
     return Zone(domain=domain, records=MappingProxyType(frozen), names=names,
                 service_network=ipaddress.ip_network(service_cidr), ttl=ttl, serial=serial,
                 pod_mode=pod_mode,
-                pod_ips=parse_pod_ips(pods) if pod_mode == "verified" else frozenset())
+                pod_ips=parse_pod_ips(pods) if pod_mode == "verified" else frozenset(),
+                reverse=reverse, fallthrough=tuple(_normalize_domain(z) for z in fallthrough))
 
 
 def build_static_zone(domain: str, records, *, ttl: int = DEFAULT_TTL, serial: int = 1) -> Zone:

@@ -6,8 +6,12 @@ Each test is one section of the task page, run with the page's own manifest
 (the dnsutils pod) and commands through the bundled real kubectl; the checks
 are what the page says a healthy cluster shows, by shape: nslookup answering
 from kube-dns, the pod's resolv.conf, running CoreDNS pods and their logs, the
-kube-dns Service and its EndpointSlice, queries reaching CoreDNS, and names
-limited to the pod's namespace.
+kube-dns Service and its EndpointSlice, queries reaching CoreDNS (its metrics,
+then the log plugin added with `kubectl edit` of the coredns ConfigMap: one
+line per query once the pods reload), and names limited to the pod's
+namespace.  The page's own example Corefile is older than the CoreDNS the lab
+emulates (1.12): its `upstream` line is refused at reload, as a real CoreDNS
+refuses it, and the running configuration goes on.
 
 The tests share the module's lab and run in file order, as the page's steps do.
 """
@@ -47,28 +51,44 @@ spec:
   restartPolicy: Always
 """
 
-# The page's Corefile with the `log` plugin added.
-COREFILE_WITH_LOG = """\
-.:53 {
-    log
-    errors
-    health
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-      pods insecure
-      upstream
-      fallthrough in-addr.arpa ip6.arpa
+# The page's example ConfigMap (`log` added to the Corefile of its day): a
+# CoreDNS 1.12 refuses its `upstream` line in the kubernetes block.
+PAGE_CONFIGMAP = """
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: coredns
+  namespace: kube-system
+data:
+  Corefile: |
+    .:53 {
+        log
+        errors
+        health
+        kubernetes cluster.local in-addr.arpa ip6.arpa {
+          pods insecure
+          upstream
+          fallthrough in-addr.arpa ip6.arpa
+        }
+        prometheus :9153
+        forward . /etc/resolv.conf
+        cache 30
+        loop
+        reload
+        loadbalance
     }
-    prometheus :9153
-    forward . /etc/resolv.conf
-    cache 30
-    loop
-    reload
-    loadbalance
-}
+"""
+# What `kubectl edit` runs as the editor: `log` added above `errors`, as the page asks.
+ADD_LOG = """#!/bin/sh
+sed -i 's/^\\( *\\)errors$/\\1log\\n\\1errors/' "$1"
 """
 # A query as CoreDNS's log plugin writes it (its default format).
-QUERY_LOG = re.compile(r'\S+:\d+ - \d+ "A IN kubernetes\.default\.svc\.cluster\.local\. '
-                       r'udp \d+ (false|true) \d+" NOERROR \S+ \d+ [\d.]+s')
+QUERY_LOG = re.compile(r'^\[INFO\] [\d.]+:\d+ - \d+ "A IN kubernetes\.default\.svc\.'
+                       r'cluster\.local\. udp \d+ (false|true) \d+" NOERROR qr,aa,rd \d+ '
+                       r'[\d.]+s$', re.M)
+REFUSED = ("[ERROR] plugin/reload: Corefile changed but reload failed: starting with listener "
+           "file descriptors: plugin/kubernetes: /etc/coredns/Corefile:7 - Error during "
+           "parsing: unknown property 'upstream'")
 
 
 class Lab:
@@ -77,10 +97,11 @@ class Lab:
         self.env = {**os.environ, "HOME": str(home)}
         self.kubeconfig = str(LabPaths(name).kubeconfig)
 
-    def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    def run(self, *args: str, input: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([str(KUBECTL), "--kubeconfig", self.kubeconfig, *args],
-                              capture_output=True, text=True, env=self.env, input=input,
-                              timeout=60)
+                              capture_output=True, text=True, env={**self.env, **(env or {})},
+                              input=input, timeout=60)
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         proc = self.run(*args, input=input)
@@ -124,6 +145,11 @@ def test_nslookup_kubernetes_default_works(lab):
                          "kubernetes.default")
     server = lab.kube_dns_ip()
     kubernetes = lab.field("svc", "kubernetes", ".spec.clusterIP")
+    # CoreDNS answers its own names without the RA bit (it never sets it), and the
+    # nslookup of bind 9 says so before the answer, as with a real CoreDNS.
+    warnings, answer = re.match(r"((?:;; Got recursion not available from \S+\n)*)(.*)",
+                                answer, re.S).groups()
+    assert set(warnings.splitlines()) <= {f";; Got recursion not available from {server}"}
     assert re.match(rf"Server:\s+{re.escape(server)}\nAddress:\s+{re.escape(server)}#53\n",
                     answer), answer
     assert re.search(r"\nName:\s+kubernetes\.default\.svc\.cluster\.local\n"
@@ -188,19 +214,47 @@ def test_are_dns_queries_being_received(lab):
     assert lab.dns_requests() >= before + 3
 
 
-def test_are_dns_queries_logged_with_the_log_plugin(lab):
-    found = lab.run("-n", "kube-system", "get", "configmap", "coredns")
-    if found.returncode != 0:
-        pytest.xfail("svclab's cluster DNS (agents/dns/cluster.py) has no Corefile: the lab "
-                     "creates no kube-system/coredns ConfigMap (labd/addons.py) and the "
-                     "server has no `log` plugin writing one line per query")
-    lab.kubectl("-n", "kube-system", "patch", "configmap", "coredns", "--type=merge", "-p",
-                json.dumps({"data": {"Corefile": COREFILE_WITH_LOG}}))
+def test_are_dns_queries_logged_with_the_log_plugin(lab, tmp_path):
+    """The page: `kubectl -n kube-system edit configmap coredns`, add `log` to the
+    Corefile, wait for the reload, and each query is a line in the CoreDNS logs."""
+    corefile = lab.field("configmap", "coredns", "-n", "kube-system", ".data.Corefile")
+    assert corefile.startswith(".:53 {\n    errors\n") and "\n    reload\n" in corefile
+    editor = tmp_path / "add-log"
+    editor.write_text(ADD_LOG)
+    editor.chmod(0o755)
+    edited = lab.run("-n", "kube-system", "edit", "configmap", "coredns",
+                     env={"KUBE_EDITOR": str(editor)})
+    assert (edited.returncode, edited.stdout.strip()) == (0, "configmap/coredns edited"), edited
+    wait_for("both CoreDNS pods reloaded", lambda: lab.kubectl(
+        "logs", *DNS, "--tail=-1").count("[INFO] Reloading complete") == 2, timeout=60)
+    logs = lab.kubectl("logs", *DNS, "--tail=-1")
+    assert logs.count("[INFO] Reloading\n") == 2
+    assert len(re.findall(r"^\[INFO\] plugin/reload: Running configuration SHA512 = [0-9a-f]{128}$",
+                          logs, re.M)) == 4          # at start and after the reload, per pod
 
     def logged() -> bool:
         lab.kubectl("exec", "dnsutils", "--", "nslookup", "kubernetes.default")
         return bool(QUERY_LOG.search(lab.kubectl("logs", *DNS)))
-    wait_for("a query line in the CoreDNS logs", logged, timeout=120, every=2)
+    wait_for("a query line in the CoreDNS logs", logged, timeout=30, every=1)
+
+
+def test_the_pages_example_corefile_is_refused_and_dns_keeps_working(lab):
+    """The page's example Corefile (with `log`) still has the kubernetes plugin's
+    `upstream`, which CoreDNS 1.12 refuses: the reload fails, is logged, and the
+    running configuration (with `log`, from the step before) goes on answering."""
+    running = lab.field("configmap", "coredns", "-n", "kube-system", ".data.Corefile")
+    lab.kubectl("apply", "-f", "-", input=PAGE_CONFIGMAP)
+    try:
+        wait_for("the refused reload in both pods' logs", lambda: lab.kubectl(
+            "logs", *DNS, "--tail=-1").count(REFUSED) == 2, timeout=60)
+        before = len(QUERY_LOG.findall(lab.kubectl("logs", *DNS, "--tail=-1")))
+        answer = lab.kubectl("exec", "dnsutils", "--", "nslookup", "kubernetes.default")
+        assert "Name:\tkubernetes.default.svc.cluster.local" in answer
+        wait_for("the query logged by the running configuration", lambda: len(
+            QUERY_LOG.findall(lab.kubectl("logs", *DNS, "--tail=-1"))) > before, timeout=10)
+    finally:
+        lab.kubectl("-n", "kube-system", "patch", "configmap", "coredns", "--type=merge", "-p",
+                    json.dumps({"data": {"Corefile": running}}))
 
 
 def test_are_you_in_the_right_namespace(lab):
