@@ -41,6 +41,7 @@ KUBE_SCHEDULER = Identity("system:kube-scheduler")
 COREDNS = service_account("kube-system", "coredns")
 CALICO_NODE = service_account("kube-system", "calico-node")
 CLOUD_CONTROLLER_MANAGER = service_account("kube-system", "cloud-controller-manager")
+AWS_LOAD_BALANCER_CONTROLLER = service_account("kube-system", "aws-load-balancer-controller")
 
 # component -> identity (the kubelet's is per node: kubelet(node))
 COMPONENTS: dict[str, Identity] = {
@@ -50,5 +51,6 @@ COMPONENTS: dict[str, Identity] = {
     "coredns": COREDNS,
     "calico-node": CALICO_NODE,
     "cloud-controller-manager": CLOUD_CONTROLLER_MANAGER,
+    "aws-load-balancer-controller": AWS_LOAD_BALANCER_CONTROLLER,
 }
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from base.kube.client import KubeClient
-from controlplane.cloud.controller import CloudController
+from controlplane.cloud.alb_controller import AlbController
+from controlplane.cloud.controller import ALB_CONFIG_FILE, CloudController
 from topo.elb import ELB_HOST, elb_enis
 from topo.netns import run_in
 from topo.plan import outside_dns_records
@@ -39,6 +40,8 @@ class ElbHandle:
     time_factor: float
     program_key: str = "elb"
     zone_enis: tuple[tuple[str, str], ...] = ()     # (zone, ENI address), spec order
+    alb_config_path: Path | None = None      # base/alb_api.py's file: the ALB controller writes it
+    access_log_path: Path | None = None      # the ALBs' access log
 
 
 def elb_dir(lab_root: Path) -> Path:
@@ -84,7 +87,9 @@ def missing_rules(lines: list[str], rules_shown: str) -> list[str]:
 def elb_agent_argv(spec: ClusterSpec, handle: ElbHandle, netns: int) -> list[str]:
     return [sys.executable, "-m", "agents.elb", "--config", str(handle.config_path),
             "--status", str(handle.status_path), "--vpc-ip", handle.vpc_ip,
-            "--vip-interface", "eth1", "--netns-inode", str(netns)]
+            "--vip-interface", "eth1", "--netns-inode", str(netns),
+            *(["--alb-config", str(handle.alb_config_path)] if handle.alb_config_path else []),
+            *(["--access-log", str(handle.access_log_path)] if handle.access_log_path else [])]
 
 
 def start_elb(spec: ClusterSpec, lab, supervisor, api=None) -> ElbHandle:
@@ -97,7 +102,9 @@ def start_elb(spec: ClusterSpec, lab, supervisor, api=None) -> ElbHandle:
                        status_path=directory / "status.json",
                        vpc_ip=str(spec.network.elb_vpc_address), vip_pool=vip_pool(spec),
                        time_factor=float(getattr(spec, "time_factor", 0.1)),
-                       zone_enis=zone_enis(spec))
+                       zone_enis=zone_enis(spec),
+                       alb_config_path=directory / ALB_CONFIG_FILE,
+                       access_log_path=directory / "alb-access.log")
     batch = [f"link set dev {eni.interface} address {eni.mac}" for eni in elb_enis(spec)]
     routes = eni_source_routes(spec)
     if routes:
@@ -107,6 +114,19 @@ def start_elb(spec: ClusterSpec, lab, supervisor, api=None) -> ElbHandle:
     supervisor.add(handle.program_key, ELB_HOST,
                    elb_agent_argv(spec, handle, record.netns))
     return handle
+
+
+def alb_controller_for(spec: ClusterSpec, lab, handle: ElbHandle, client=None) -> AlbController:
+    """The ALB controller (the AWS Load Balancer Controller's job): it writes the
+    ALBs' config next to the ELB config, their certificates and DNS records."""
+    client = client or KubeClient.from_kubeconfig(str(lab.paths.kubeconfig))
+    net = spec.network
+    subnets = ({zone.name: str(zone.subnet) for zone in net.zones} if net.zones
+               else {None: str(net.vpc_subnet)})
+    return AlbController(client, handle.alb_config_path, list(handle.vip_pool),
+                         handle.time_factor, elb_config_path=handle.config_path,
+                         zone_enis=dict(handle.zone_enis), vpc_subnets=subnets,
+                         cluster_name=lab.paths.root.name)
 
 
 def cloud_controller_for(spec: ClusterSpec, lab, handle: ElbHandle, client=None):

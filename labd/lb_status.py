@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import time
 
+from agents.elb.alb.report import render_alb_status
 from base.errors import LabError
 from labd.elb import elb_dir
 from topo.state import LabPaths, read_state
@@ -37,9 +38,11 @@ def lb_status(lab_name: str) -> list[dict]:
         raise LabError(f"unreadable ELB status {path}: {err}") from err
     if data.get("configError"):
         raise LabError(f"the ELB agent rejected its config: {data['configError']}")
+    if data.get("albConfigError"):
+        raise LabError(f"the ELB agent rejected its ALB config: {data['albConfigError']}")
     updated = data.get("updated", 0)
-    return [dict(lb, statusAge=round(time.time() - updated, 2))
-            for lb in data.get("loadBalancers", [])]
+    rows = data.get("loadBalancers", []) + data.get("applicationLoadBalancers", [])
+    return [dict(lb, statusAge=round(time.time() - updated, 2)) for lb in rows]
 
 
 def _when(stamp: float | None) -> str:
@@ -71,7 +74,9 @@ def _zone_lines(lb: dict) -> list[str]:
 
 
 def render_lb_status(rows: list[dict]) -> str:
-    if not rows:
+    albs = [lb for lb in rows if lb.get("flavour") == "alb"]
+    rows = [lb for lb in rows if lb.get("flavour") != "alb"]
+    if not rows and not albs:
         return "No load balancers.\n"
     out = []
     for lb in rows:
@@ -105,4 +110,4 @@ def render_lb_status(rows: list[dict]) -> str:
         out += _table(table)
         if lb.get("failingOpen"):
             out.append("  every target is unhealthy: the NLB fails open and sends to all")
-    return "\n".join(out) + "\n"
+    return ("\n".join(out) + "\n" if out else "") + render_alb_status(albs)

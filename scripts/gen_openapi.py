@@ -57,8 +57,7 @@ PLANNED_KINDS = (
     ("", "v1", "ConfigMap"), ("", "v1", "Secret"), ("", "v1", "ReplicationController"),
     ("apps", "v1", "StatefulSet"), ("apps", "v1", "DaemonSet"),
     ("apps", "v1", "ControllerRevision"), ("batch", "v1", "Job"), ("batch", "v1", "CronJob"),
-    ("coordination.k8s.io", "v1", "Lease"), ("networking.k8s.io", "v1", "Ingress"),
-    ("networking.k8s.io", "v1", "IngressClass"),
+    ("coordination.k8s.io", "v1", "Lease"),
 )
 # Always published (the operations of every document refer to them).
 STANDARD = ("V1Status", "V1DeleteOptions", "V1WatchEvent", "V1APIResourceList")

@@ -152,11 +152,15 @@ EXTENSIONS: dict[str, dict] = {
     "PolicyRule.resources": _ATOMIC, "PolicyRule.resourceNames": _ATOMIC,
     "PolicyRule.nonResourceURLs": _ATOMIC, "AggregationRule.clusterRoleSelectors": _ATOMIC,
     "LabelSelector.matchExpressions": _ATOMIC, "LabelSelectorRequirement.values": _ATOMIC,
+    "IngressSpec.rules": _ATOMIC, "IngressSpec.tls": _ATOMIC, "IngressTLS.hosts": _ATOMIC,
+    "HTTPIngressRuleValue.paths": _ATOMIC, "IngressLoadBalancerStatus.ingress": _ATOMIC,
+    "IngressLoadBalancerIngress.ports": _ATOMIC,
     # whole-object semantics of small reference types
     **dict.fromkeys(("ConfigMapKeySelector", "SecretKeySelector", "LocalObjectReference",
                      "ObjectFieldSelector", "ResourceFieldSelector", "ObjectReference",
                      "TypedLocalObjectReference", "NodeSelector", "NodeSelectorTerm",
-                     "LabelSelector", "OwnerReference", "EndpointAddress"), _ATOMIC_MAP),
+                     "LabelSelector", "OwnerReference", "EndpointAddress",
+                     "ServiceBackendPort"), _ATOMIC_MAP),
 }
 # Not declared although the API declares them: controlplane/api/patch.py does not merge
 # these lists by key yet, and kubectl would then send partial lists that replace the

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from agents.elb.agent import ElbAgent
-from agents.elb.system import Netfilter, VipAddresses
+from agents.elb.system import InternalVips, Netfilter, VipAddresses
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the ELB's VPC address: source of checks and proxied connections")
     parser.add_argument("--vip-interface", default="eth1",
                         help="interface on the internet segment that carries the VIPs")
+    parser.add_argument("--alb-config", type=Path, default=None,
+                        help="JSON config of the ALBs (default: alb.json next to --config)")
+    parser.add_argument("--access-log", type=Path, default=None,
+                        help="the ALBs' access log (default: alb-access.log next to --config)")
     parser.add_argument("--netns-inode", type=int, required=True,
                         help="inode of the elb host's network namespace (safety check)")
     return parser
@@ -50,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
               "--netns-inode; the ELB agent programs only the lab's elb host",
               file=sys.stderr)
         return 2
+    here = args.config.parent
     agent = ElbAgent(args.config, args.status, args.vpc_ip, netfilter=Netfilter(),
-                     vips=VipAddresses(args.vip_interface))
+                     vips=VipAddresses(args.vip_interface),
+                     alb_config_path=args.alb_config or here / "alb.json",
+                     access_log=args.access_log or here / "alb-access.log",
+                     internal_vips=InternalVips(args.vip_interface))
     # VIPs and rules stay when the agent stops (a restarted agent takes over
     # from them, like kube-proxy); the lab removes the whole host on `down`.
     asyncio.run(serve(agent))

@@ -11,6 +11,12 @@ In a lab with zones every load balancer has a node per zone: its own VIP
 service (its zone's, or all with cross-zone load balancing), and that
 zone's ENI as the source of what it sends.  Each target is health-checked
 once, from the ENI in its own zone.
+
+Application Load Balancers come from a second file (base/alb_api.py, next
+to the first by default): the agent polls it the same way, places the ALBs'
+addresses (internet-facing ones on the internet side with the VIPs,
+internal ones on the VPC interface of their ENI) and hands the rest to the
+AlbService (agents/elb/alb/), whose status goes into the same status file.
 """
 from __future__ import annotations
 
@@ -23,11 +29,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agents.elb.alb.service import AlbService, file_stamp
 from agents.elb.classic import ClassicListener
 from agents.elb.health import INITIAL, TargetHealth, Transition, run_check
 from agents.elb.rules import listener_chain, render_rules
 from agents.elb.status import STATUS_VERSION, lb_status, nodes_in_service
 from agents.elb.system import forget_udp_flows
+from base.alb_api import INTERNAL, AlbConfig
 from base.elb_api import (
     CLASSIC,
     NLB,
@@ -72,7 +80,8 @@ class ElbAgent:
 
     def __init__(self, config_path: Path, status_path: Path, vpc_ip: str | None,
                  netfilter=None, vips=None, check: CheckFn = run_check,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, alb_config_path: Path | None = None,
+                 access_log: Path | None = None, internal_vips=None, alb_service=None):
         self.config_path = config_path
         self.status_path = status_path
         self.vpc_ip = vpc_ip
@@ -92,6 +101,11 @@ class ElbAgent:
         self._nlb_flows_before: dict[tuple[str, str, str], int] = {}
         self._nlb_flows_read: tuple[float, dict[tuple[str, str, str], int]] = (0.0, {})
         self._inherited = inherited_health(status_path)
+        self.alb_config_path = alb_config_path      # None: no ALBs
+        self.internal_vips = internal_vips          # None: no address changes (tests)
+        self.albs = alb_service or AlbService(vpc_ip, access_log, clock=clock,
+                                              previous_status=status_path)
+        self._alb_config = AlbConfig()
 
     # --- main loop -------------------------------------------------------------
 
@@ -100,6 +114,9 @@ class ElbAgent:
         try:
             while not stop.is_set():
                 await self.poll_config()
+                await self.poll_alb_config()
+                await self.albs.tick()
+                self._status_dirty |= self.albs.dirty
                 self.apply_rules_if_needed()
                 now = time.monotonic()
                 if self._status_dirty and now - last_status >= STATUS_EVERY / 5 or \
@@ -121,13 +138,10 @@ class ElbAgent:
         for listener in self.listeners.values():
             await listener.close()
         self.listeners.clear()
+        await self.albs.close()
 
     async def poll_config(self) -> None:
-        try:
-            info = os.stat(self.config_path)
-            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
-        except FileNotFoundError:
-            stamp = None
+        stamp = file_stamp(self.config_path)
         if stamp == self._stamp:
             return
         self._stamp = stamp
@@ -140,6 +154,32 @@ class ElbAgent:
             return
         self.config_error = ""
         await self.reconcile(config)
+
+    async def poll_alb_config(self) -> None:
+        if self.alb_config_path is None:
+            return
+        taken = {vip: state.lb.key for state in self.lbs.values() for vip in state.lb.vips}
+        config = self.albs.load_if_changed(self.alb_config_path, taken)
+        if config is None:
+            return
+        self._alb_config = config
+        self._rules_dirty = True
+        self._place_vips()
+        await self.albs.reconcile(config)
+        self._status_dirty = True
+
+    def _place_vips(self) -> None:
+        """Every load balancer's addresses on the elb host: the ELBs' and the
+        internet-facing ALBs' on the internet side, internal ALBs' on the VPC
+        interface of the ENI they send from."""
+        albs = self._alb_config.load_balancers
+        if self.vips is not None:
+            self.vips.reconcile({vip for state in self.lbs.values() for vip in state.lb.vips}
+                                | {vip for alb in albs if alb.scheme != INTERNAL
+                                   for vip in alb.vips})
+        if self.internal_vips is not None:
+            self.internal_vips.reconcile({node.vip: node.eni or self.vpc_ip for alb in albs
+                                          if alb.scheme == INTERNAL for node in alb.nodes})
 
     # --- reconcile ---------------------------------------------------------------
 
@@ -157,8 +197,7 @@ class ElbAgent:
             state.lb = lb
             self._reconcile_checkers(state)
             self._refresh_in_service(state)
-        if self.vips is not None:
-            self.vips.reconcile({vip for lb in config.load_balancers for vip in lb.vips})
+        self._place_vips()
         await self._reconcile_listeners()
         self._rules_dirty = True
         self._status_dirty = True
@@ -271,7 +310,8 @@ class ElbAgent:
                             {k: s.in_service for k, s in self.lbs.items()},
                             self.netfilter.present(),
                             {(k, vip): addresses for k, s in self.lbs.items()
-                             for vip, addresses in s.serving.items()})
+                             for vip, addresses in s.serving.items()},
+                            self._alb_config.load_balancers)
         self.netfilter.apply(text)
         for vip, port, target in self._forget_udp:
             forget_udp_flows(vip, port, target)
@@ -295,11 +335,12 @@ class ElbAgent:
                 failed.setdefault(key, {}).setdefault(target, 0)
                 failed[key][target] += n
         return {"version": STATUS_VERSION, "updated": self.clock(), "pid": os.getpid(),
-                "configError": self.config_error,
+                "configError": self.config_error, "albConfigError": self.albs.config_error,
                 "loadBalancers": [lb_status(s.lb, s.health, s.in_service, sent.get(k, {}),
                                             failed.get(k, {}), by_node.get(k, {}), s.serving,
                                             nlb_counted=self.netfilter is not None)
-                                  for k, s in sorted(self.lbs.items())]}
+                                  for k, s in sorted(self.lbs.items())],
+                "applicationLoadBalancers": self.albs.status()}
 
     def _nlb_flows_now(self) -> dict[tuple[str, str, str], int]:
         """(key, VIP, target) -> flows the NLB rules now in the kernel DNATed."""
@@ -330,6 +371,7 @@ class ElbAgent:
 
     def write_status(self) -> None:
         self._status_dirty = False
+        self.albs.dirty = False
         write_json_atomically(self.status_path, self.status())
 
 

@@ -72,7 +72,7 @@ async def tcp_check(address: str, port: int, timeout: float,
     except asyncio.TimeoutError:
         return False, "timeout"
     except OSError as err:
-        return False, _errno_name(err)
+        return False, errno_name(err)
     writer.close()
     try:
         await asyncio.wait_for(writer.wait_closed(), timeout)
@@ -105,7 +105,7 @@ async def http_check(address: str, port: int, path: str, timeout: float,
     except asyncio.TimeoutError:
         return False, "timeout"
     except OSError as err:
-        return False, _errno_name(err)
+        return False, errno_name(err)
 
 
 async def run_check(check: HealthCheck, address: str,
@@ -115,7 +115,7 @@ async def run_check(check: HealthCheck, address: str,
     return await tcp_check(address, check.port, check.timeout, source)
 
 
-def _errno_name(err: OSError) -> str:
+def errno_name(err: OSError) -> str:
     if err.errno in errno_module.errorcode:
         return errno_module.errorcode[err.errno].lower()
     return type(err).__name__.lower()

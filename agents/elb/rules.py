@@ -7,10 +7,11 @@ which DNATs each new flow to one of the targets that node has in service
 (kube-proxy's statistic-random cascade) at `<node>:<nodePort>`.  The client
 address is left alone: that is what "client IP preserved" means.
 
-mangle (every listener, both flavours): new flows to a VIP pass only on a
-listener port and, with loadBalancerSourceRanges, only from those ranges;
-everything else to a VIP is dropped (a security group does not answer).  An
-NLB node with no registered target it may send to drops too.
+mangle (every listener, both flavours, and the ALBs' listeners): new flows
+to a VIP pass only on a listener port and, with loadBalancerSourceRanges
+(an ALB's inbound CIDRs), only from those ranges; everything else to a VIP
+is dropped (a security group does not answer).  An NLB node with no
+registered target it may send to drops too.
 
 Chains the previous apply had and this one has not are flushed and deleted
 in the same transaction.  Pure: `render_rules` does no I/O.
@@ -25,8 +26,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from base.alb_api import Alb
 from base.elb_api import NLB, LoadBalancer
 
 NAT_CHAIN = "ELB-PREROUTING"
@@ -60,16 +63,38 @@ def ranges_chain(lb: LoadBalancer) -> str:
     return chain_name(RANGES_PREFIX, lb.key, lb.vip)
 
 
+def _alb_firewall(albs: Sequence[Alb]) -> tuple[list[str], list[str]]:
+    """(chains, rules) of the ALBs' security groups: their listener ports, from
+    their inbound ranges."""
+    chains, body = [], []
+    for alb in sorted(albs, key=lambda a: a.name):
+        verdict = "-j ACCEPT"
+        if set(alb.source_ranges) != {ANY}:
+            fw = chain_name(RANGES_PREFIX, "alb", alb.name, alb.vip)
+            chains.append(fw)
+            body += [f"-A {fw} -s {cidr} -j ACCEPT" for cidr in alb.source_ranges]
+            body.append(f"-A {fw} {_comment(f'ALB {alb.name} inbound ranges')} -j DROP")
+            verdict = f"-j {fw}"
+        for vip in alb.vips:
+            for listener in alb.listeners:
+                body.append(f"-A {FIREWALL_CHAIN} -d {vip}/32 -p tcp -m tcp --dport "
+                            f"{listener.port} {_comment(f'ALB {alb.name}:{listener.port}')} "
+                            f"{verdict}")
+    return chains, body
+
+
 def _comment(text: str) -> str:
     return f'-m comment --comment "{text}"'
 
 
 def render_rules(lbs: tuple[LoadBalancer, ...] | list[LoadBalancer],
                  in_service: dict[str, tuple[str, ...]], present: Present = Present(),
-                 serving: dict[tuple[str, str], tuple[str, ...]] | None = None) -> str:
-    """All ELB-* chains for these load balancers.  in_service: key -> target
-    addresses every node of that LB sends to; serving: (key, VIP) -> the
-    addresses that one node sends to (takes precedence)."""
+                 serving: dict[tuple[str, str], tuple[str, ...]] | None = None,
+                 albs: Sequence[Alb] = ()) -> str:
+    """All ELB-* chains for these load balancers (and the ALBs' security
+    groups).  in_service: key -> target addresses every node of that LB
+    sends to; serving: (key, VIP) -> the addresses that one node sends to
+    (takes precedence)."""
     serving = serving or {}
     nat_body: list[str] = []
     nat_chains = [NAT_CHAIN]
@@ -102,7 +127,11 @@ def render_rules(lbs: tuple[LoadBalancer, ...] | list[LoadBalancer],
             nat_body.append(f"-A {NAT_CHAIN} {match} {_comment(where)} -j {chain}")
             addresses = serving.get((lb.key, node.vip), in_service.get(lb.key, ()))
             nat_body += _dnat_cascade(chain, addresses, proto, listener.node_port)
-    for vip in sorted({vip for lb in lbs for vip in lb.vips}):
+    alb_chains, alb_body = _alb_firewall(albs)
+    mangle_chains += alb_chains
+    mangle_body += alb_body
+    for vip in sorted({vip for lb in lbs for vip in lb.vips}
+                      | {vip for alb in albs for vip in alb.vips}):
         mangle_body.append(f"-A {FIREWALL_CHAIN} -d {vip}/32 "
                            f"{_comment('not a listener')} -j DROP")
     stale_nat = sorted(present.nat_chains - set(nat_chains))

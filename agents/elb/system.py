@@ -7,6 +7,7 @@ the agent recognises (and removes) only addresses it added.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from agents.elb.errors import ElbCommandError
 from agents.elb.rules import Present, parse_dnat_counts, parse_present
 
 TIMEOUT = 10.0
+log = logging.getLogger("elb.system")
 _LINE = re.compile(r"line:? (\d+)")
 
 
@@ -71,6 +73,38 @@ class VipAddresses:
         if lines:
             run(["ip", "-batch", "-"], "\n".join(lines) + "\n")
         return added, removed
+
+
+class InternalVips:
+    """Internal ALBs' addresses, each on the VPC interface that holds the ENI
+    address it sends from (so the subnet reaches it by ARP); labelled
+    `<if>:vip` as VipAddresses labels its own.  An address whose ENI the host
+    does not have is left out (logged): the ALB's status shows its listeners
+    failing to bind."""
+
+    def __init__(self, internet_side: str):
+        self.internet_side = internet_side      # VipAddresses' interface: not ours
+        self.placed: set[str] | None = None     # None: not looked yet (a previous run's?)
+
+    def reconcile(self, wanted: dict[str, str]) -> None:
+        """wanted: VIP -> the ENI (or VPC) address whose interface carries it."""
+        if not wanted and self.placed == set():
+            return                              # nothing to do: no command at all
+        links = json.loads(run(["ip", "-j", "-4", "addr", "show"]) or "[]")
+        owner = {info["local"]: link["ifname"] for link in links
+                 for info in link.get("addr_info", [])}
+        per_interface: dict[str, set[str]] = {}
+        for vip, eni in wanted.items():
+            if eni not in owner:
+                log.error("internal ALB address %s: no interface has %s", vip, eni)
+                continue
+            per_interface.setdefault(owner[eni], set()).add(vip)
+        labelled = {link["ifname"] for link in links for info in link.get("addr_info", [])
+                    if info.get("label") == f"{link['ifname']}:vip"[:15]}
+        for interface in sorted(set(per_interface) | labelled):
+            if interface != self.internet_side:
+                VipAddresses(interface).reconcile(per_interface.get(interface, set()))
+        self.placed = {vip for vips in per_interface.values() for vip in vips}
 
 
 def forget_udp_flows(vip: str, port: int, target: str) -> None:

@@ -46,6 +46,8 @@ RESOURCES = {
     "cronjobs": ("/apis/batch/v1", True),
     "leases": ("/apis/coordination.k8s.io/v1", True),
     "networkpolicies": ("/apis/networking.k8s.io/v1", True),
+    "ingresses": ("/apis/networking.k8s.io/v1", True),
+    "ingressclasses": ("/apis/networking.k8s.io/v1", False),
     "clusterroles": ("/apis/rbac.authorization.k8s.io/v1", False),
 }
 DEFAULT_TIMEOUT = 15.0

@@ -109,7 +109,13 @@ def bootstrap(registry: Registry, info: dict) -> None:
             "endpoints": [{"addresses": [cp_ip], "conditions": {"ready": True}}],
             "ports": [{"name": "https", "port": cp_port, "protocol": "TCP"}]})
     for node in info.get("nodes", []):
-        registry.create(BY_PLURAL["nodes"], "", node_object(node))
+        register_node(registry, node)
+
+
+def register_node(registry: Registry, node: dict) -> dict:
+    """A node's Node object, as its kubelet registers it (a node that joins
+    a running lab is registered the same way as the lab's first ones)."""
+    return registry.create(BY_PLURAL["nodes"], "", node_object(node))
 
 
 def _parse_time(text: str) -> dt.datetime:

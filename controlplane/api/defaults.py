@@ -269,3 +269,25 @@ def secret(obj: dict) -> dict:
     obj = validation_config.decode_secret(obj)
     obj.pop("status", None)
     return obj
+
+
+def ingress(obj: dict) -> dict:
+    """networking.k8s.io/v1 Ingress has no defaults of its own (v1 requires pathType);
+    its status always shows ``loadBalancer: {}``, as the Go struct serialises."""
+    obj = copy.deepcopy(obj)
+    status = obj.get("status")
+    if status is None or isinstance(status, dict):
+        obj["status"] = {"loadBalancer": {}, **(status or {})}
+    return obj
+
+
+def ingressclass(obj: dict) -> dict:
+    """SetDefaults_IngressClass: a parameters reference is cluster-scoped unless it says
+    otherwise. No status (IngressClass has none)."""
+    obj = copy.deepcopy(obj)
+    obj.pop("status", None)
+    params = (obj.get("spec") or {}).get("parameters") if isinstance(obj.get("spec"),
+                                                                      dict) else None
+    if isinstance(params, dict) and params.get("scope") is None:
+        params["scope"] = "Cluster"
+    return obj

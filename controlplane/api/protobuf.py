@@ -131,6 +131,35 @@ SCHEMAS: dict[str, dict[int, tuple]] = {
                     7: ("failedJobsHistoryLimit", "int", False, True)},
     "JobTemplateSpec": {1: ("metadata", "ObjectMeta", False, False),
                         2: ("spec", "JobSpec", False, False)},
+    # networking.k8s.io/v1 (`kubectl create ingress|ingressclass`); IngressRule's field 2
+    # is an inline IngressRuleValue: its `http` sits on the rule in JSON ("inline").
+    "Ingress": {1: ("metadata", "ObjectMeta", False, False),
+                2: ("spec", "IngressSpec", False, False)},
+    "IngressSpec": {1: ("defaultBackend", "IngressBackend", False, False),
+                    2: ("tls", "IngressTLS", True, False), 3: ("rules", "IngressRule", True, False),
+                    4: ("ingressClassName", S, False, True)},
+    "IngressBackend": {3: ("resource", "TypedLocalObjectReference", False, False),
+                       4: ("service", "IngressServiceBackend", False, False)},
+    "TypedLocalObjectReference": {1: ("apiGroup", S, False, True), 2: ("kind", S, False, False),
+                                  3: ("name", S, False, False)},
+    "IngressServiceBackend": {1: ("name", S, False, False),
+                              2: ("port", "ServiceBackendPort", False, False)},
+    "ServiceBackendPort": {1: ("name", S, False, False), 2: ("number", "int", False, False)},
+    "IngressTLS": {1: ("hosts", S, True, False), 2: ("secretName", S, False, False)},
+    "IngressRule": {1: ("host", S, False, False), 2: ("", "IngressRuleValue", False, False)},
+    "IngressRuleValue": {1: ("http", "HTTPIngressRuleValue", False, False)},
+    "HTTPIngressRuleValue": {1: ("paths", "HTTPIngressPath", True, False)},
+    "HTTPIngressPath": {1: ("path", S, False, False), 3: ("pathType", S, False, True),
+                        2: ("backend", "IngressBackend", False, False)},
+    "IngressClass": {1: ("metadata", "ObjectMeta", False, False),
+                     2: ("spec", "IngressClassSpec", False, False)},
+    "IngressClassSpec": {1: ("controller", S, False, False),
+                         2: ("parameters", "IngressClassParametersReference", False, False)},
+    "IngressClassParametersReference": {1: ("apiGroup", S, False, True),
+                                        2: ("kind", S, False, False),
+                                        3: ("name", S, False, False),
+                                        4: ("scope", S, False, True),
+                                        5: ("namespace", S, False, True)},
     "ServiceAccount": {1: ("metadata", "ObjectMeta", False, False),
                        4: ("automountServiceAccountToken", "bool", False, True)},
     # authentication.k8s.io/v1 (`kubectl create token`)
@@ -181,7 +210,8 @@ SCHEMAS: dict[str, dict[int, tuple]] = {
 }
 
 KIND_MESSAGES = {"Namespace": "Namespace", "ConfigMap": "ConfigMap", "Secret": "Secret",
-                 "Job": "Job", "CronJob": "CronJob",
+                 "Job": "Job", "CronJob": "CronJob", "Ingress": "Ingress",
+                 "IngressClass": "IngressClass",
                  "Service": "Service", "Deployment": "Deployment",
                  "ServiceAccount": "ServiceAccount", "TokenRequest": "TokenRequest",
                  **{kind: kind for kind in ("Role", "ClusterRole", "RoleBinding",
@@ -276,6 +306,9 @@ def decode_message(data: bytes, message: str) -> dict:
             value = parts.get("strVal", "") if parts.get("type", 0) == 1 else parts.get("intVal", 0)
         else:
             value = decode_message(raw, typ)
+        if not name:                     # an inline (embedded) message: its fields here
+            out.update(value)
+            continue
         if repeated:
             out.setdefault(name, []).append(value)
         elif keep_zero or not _is_zero(value):

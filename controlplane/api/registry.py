@@ -151,7 +151,9 @@ class Registry:
             obj = strategy.default(obj)
             if rt.plural == "services":
                 obj = normalize_cluster_ips(obj, None)
-            self._raise_invalid(rt, obj, strategy.validate(obj))
+            if strategy.admit is not None:
+                obj = strategy.admit(obj, self.store)
+            self._raise_invalid(rt, obj, strategy.validate(obj) + strategy.validate_create(obj))
             if self.store.get(rt.plural, namespace if rt.namespaced else "",
                               meta["name"]) is not None:
                 raise errors.already_exists(rt.plural, rt.group, meta["name"])

@@ -63,6 +63,10 @@ RESOURCES: tuple[ResourceType, ...] = (
                  True),
     ResourceType("networkpolicies", "networkpolicy", "NetworkPolicy", "networking.k8s.io", "v1",
                  True, ("netpol",)),
+    ResourceType("ingresses", "ingress", "Ingress", "networking.k8s.io", "v1", True, ("ing",),
+                 ("status",)),
+    ResourceType("ingressclasses", "ingressclass", "IngressClass", "networking.k8s.io", "v1",
+                 False),
     # The same Events as core/v1 "events", in the events.k8s.io shape (api/events.py).
     ResourceType("events", "event", "Event", "events.k8s.io", "v1", True),
     ResourceType("serviceaccounts", "serviceaccount", "ServiceAccount", "", "v1", True, ("sa",),

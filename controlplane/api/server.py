@@ -19,6 +19,7 @@ the node side exists.
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import logging
 import random
@@ -129,7 +130,7 @@ class _Handler(StreamedResponses, BaseHTTPRequestHandler):
         self._start_chunked(stream.content_type)
         try:
             for event in stream.events:
-                line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+                line = _encoded_event(event)
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
@@ -140,6 +141,31 @@ class _Handler(StreamedResponses, BaseHTTPRequestHandler):
             close = getattr(stream.events, "close", None)
             if close:
                 close()
+
+
+_ENCODED: collections.OrderedDict = collections.OrderedDict()
+_ENCODED_LOCK = threading.Lock()
+ENCODED_CACHE_SIZE = 1024
+
+
+def _encoded_event(event: dict) -> bytes:
+    """One watch event as a JSON line.  Every watcher of a kind gets the same
+    stored object for a change, so its encoding is made once and shared (the
+    cache holds the object, so its id cannot be reused while cached); at a
+    thousand pods this was most of the API server's watch cost."""
+    obj = event.get("object")
+    key = (id(obj), event.get("type"))
+    with _ENCODED_LOCK:
+        hit = _ENCODED.get(key)
+        if hit is not None and hit[0] is obj:
+            _ENCODED.move_to_end(key)
+            return hit[1]
+    line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+    with _ENCODED_LOCK:
+        _ENCODED[key] = (obj, line)
+        while len(_ENCODED) > ENCODED_CACHE_SIZE:
+            _ENCODED.popitem(last=False)
+    return line
 
 
 class _HttpsServer(socketserver.ThreadingMixIn, HTTPServer):

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from controlplane.api import defaults, defaults_workloads, events
+from controlplane.api import admission, defaults, defaults_workloads, events
 from controlplane.api import validation as v
 from controlplane.api import validation_apps as va
 from controlplane.api import validation_batch as vb
 from controlplane.api import validation_config as vc
+from controlplane.api import validation_ingress as vi
 from controlplane.api import validation_lease as vl
 from controlplane.api import validation_netpol as vn
 from controlplane.api import validation_rbac as vr
@@ -28,6 +29,10 @@ def _no_update_rules(new: dict, old: dict) -> list[FieldError]:
     return []
 
 
+def _no_create_rules(obj: dict) -> list[FieldError]:
+    return []
+
+
 @dataclass(frozen=True)
 class Strategy:
     default: Callable[[dict], dict]
@@ -36,7 +41,10 @@ class Strategy:
     status_subresource: bool = True      # main endpoint ignores status changes
     reset_status_on_create: bool = True
     tracks_generation: bool = False      # metadata.generation bumps on spec change
-
+    validate_create: Validator = _no_create_rules    # rules of create only
+    # Create-time mutating admission that reads other objects (obj, store) -> obj,
+    # after defaulting and before validation (admission.py).
+    admit: Callable | None = None
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -59,6 +67,15 @@ STRATEGIES: dict[str, Strategy] = {
     "networkpolicies": Strategy(defaults.networkpolicy, vn.validate_networkpolicy,
                                 vn.validate_networkpolicy_update, status_subresource=False,
                                 reset_status_on_create=False, tracks_generation=True),
+    # networking.k8s.io/v1 Ingress: status written by its controller through
+    # ingresses/status; the default IngressClass filled in on create (admission.py).
+    "ingresses": Strategy(defaults.ingress, vi.validate_ingress, vi.validate_ingress_update,
+                          tracks_generation=True, validate_create=vi.validate_ingress_create,
+                          admit=admission.admit_ingress),
+    # IngressClass has no status; its controller is immutable.
+    "ingressclasses": Strategy(defaults.ingressclass, vi.validate_ingressclass,
+                               vi.validate_ingressclass_update, status_subresource=False,
+                               reset_status_on_create=False, tracks_generation=True),
     # No status on ServiceAccounts and the RBAC kinds; a binding's roleRef is immutable.
     "serviceaccounts": Strategy(defaults.serviceaccount, vr.validate_serviceaccount,
                                 status_subresource=False, reset_status_on_create=False),

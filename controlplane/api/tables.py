@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from controlplane.api import events, tables_workloads
+from controlplane.api import events, tables_networking, tables_workloads
 from controlplane.api.selectors import format_labels, selector_string
 from controlplane.api.table_cells import (
     AGE,
@@ -300,6 +300,7 @@ TABLES = {
     "configmaps": ([NAME, _col("Data"), AGE], _configmap),
     "secrets": ([NAME, _col("Type"), _col("Data"), AGE], _secret),
     **tables_workloads.TABLES,
+    **tables_networking.TABLES,
     "events": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"),
                 _col("Subobject", 1), _col("Source", 1), _col("Message"), _col("First Seen", 1),
                 _col("Count", 1), _col("Name", 1, "name")], _event),

@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from base.alb_api import AlbConfigError, read_alb_config
 from base.elb_api import (
     ElbConfig,
     ElbConfigError,
@@ -40,6 +41,7 @@ from base.elb_api import (
 )
 from base.kube.client import ApiError, KubeClient
 from base.kube.informer import Informer
+from controlplane.cloud.alb_controller import dns_records_path_for
 from controlplane.cloud.hostnames import is_elb_hostname
 from controlplane.cloud.lbconfig import LoadBalancerProblem, compute_load_balancer, is_ours
 from controlplane.cloud.zones import (
@@ -50,6 +52,7 @@ from controlplane.cloud.zones import (
 )
 from controlplane.events import NORMAL, WARNING, EventRecorder, reference
 
+ALB_CONFIG_FILE = "alb.json"      # next to the ELB config: the ALB controller writes it
 log = logging.getLogger("controlplane.cloud")
 POLL_SECONDS = 0.1
 RESYNC_SECONDS = 10.0
@@ -176,8 +179,9 @@ class CloudController:
             except LoadBalancerProblem as problem:
                 self._failed(service, str(problem))
         zones = enabled_zones(nodes, self.zone_enis) or (None,)
+        alb_vips = self._alb_vips()
         self._vips = allocate_node_vips([(lb.uid, zones) for lb in valid], self._vips,
-                                        self.vip_pool)
+                                        [vip for vip in self.vip_pool if vip not in alb_vips])
         by_uid = {s["metadata"]["uid"]: s for s in ours}
         lbs, provisioned = [], {}
         for lb in valid:
@@ -274,15 +278,41 @@ class CloudController:
             log.warning("unreadable ELB status %s: %s", self.status_path, err)
             return {}
 
+    def set_static_dns(self, records: dict[str, list[str]]) -> None:
+        """New static records (a node joined or left); written with the load
+        balancers' on the next turn of the loop."""
+        self.static_dns = {k: list(v) for k, v in records.items()}
+        self._written_dns = None
+
     def publish_dns(self, status: dict) -> None:
-        """Public DNS: the static records plus each load balancer's answer."""
+        """Public DNS: the static records, the ALB controller's records
+        (alb-dns.json next to the ELB config) and each load balancer's answer."""
         reported = {lb.get("key"): lb for lb in status.get("loadBalancers", [])}
-        records = {**self.static_dns, **{
+        records = {**self.static_dns, **self._alb_records(), **{
             lb.hostname: list(published_addresses(lb, reported.get(lb.key)))
             for lb in self._provisioned_lbs}}
         if records != self._written_dns:
             write_json_atomically(self.outside_dns_path, records)
             self._written_dns = records
+
+    def _alb_records(self) -> dict[str, list[str]]:
+        path = dns_records_path_for(self.config_path.with_name(ALB_CONFIG_FILE))
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as err:
+            log.warning("unreadable ALB DNS records in %s: %s", path, err)
+            return {}
+
+    def _alb_vips(self) -> set[str]:
+        """Addresses the ALB controller holds (it allocates from the pool's top)."""
+        try:
+            config = read_alb_config(self.config_path.with_name(ALB_CONFIG_FILE))
+        except AlbConfigError as err:
+            log.warning("unreadable ALB config: %s", err)
+            return set()
+        return {vip for alb in config.load_balancers for vip in alb.vips}
 
     def report_target_health(self, status: dict | None = None) -> None:
         """Each new target transition in the agent's status -> an Event on the Service."""

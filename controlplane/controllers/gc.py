@@ -27,7 +27,7 @@ OWNER_RESOURCES = {("apps/v1", "Deployment"): "deployments",
                    ("v1", "ReplicationController"): "replicationcontrollers",
                    ("v1", "Service"): "services"}
 DEPENDENT_RESOURCES = ("replicasets", "pods", "endpointslices", "networkpolicies",
-                       "controllerrevisions", "jobs")
+                       "controllerrevisions", "jobs", "ingresses")
 
 
 def known_owner_refs(obj: dict) -> list[tuple[str, dict]]:

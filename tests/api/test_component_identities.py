@@ -94,7 +94,8 @@ def test_each_component_does_its_job_and_nothing_else(shared_server, identity, a
 
 def test_the_table_names_every_component_the_lab_runs():
     assert set(ids.COMPONENTS) == {"kube-proxy", "kube-controller-manager", "kube-scheduler",
-                                   "coredns", "calico-node", "cloud-controller-manager"}
+                                   "coredns", "calico-node", "cloud-controller-manager",
+                                   "aws-load-balancer-controller"}
     assert all(not identity.user.startswith("kubernetes-admin")
                and "system:masters" not in identity.groups
                for identity in [*ids.COMPONENTS.values(), ids.kubelet(NODE)])

@@ -339,9 +339,9 @@ def test_networkpolicies_go_with_their_namespace(kubectl, api_server, tmp_path):
 
 
 def test_api_resources_and_explain(kubectl):
-    rows = _table(kubectl("api-resources", "--api-group=networking.k8s.io"))
-    assert rows[1] == ["networkpolicies", "netpol", "networking.k8s.io/v1", "true",
-                       "NetworkPolicy"]
+    rows = {r[0]: r for r in _table(kubectl("api-resources", "--api-group=networking.k8s.io"))}
+    assert rows["networkpolicies"] == ["networkpolicies", "netpol", "networking.k8s.io/v1",
+                                       "true", "NetworkPolicy"]
     assert "networking.k8s.io/v1" in kubectl("api-versions").split()
     explained = kubectl("explain", "networkpolicy")
     assert "KIND:       NetworkPolicy" in explained

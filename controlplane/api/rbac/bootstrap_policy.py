@@ -8,8 +8,9 @@ authenticated user, and one role and binding per svclab component identity
 (see controlplane/identities.py): kubelets (system:node, for the group
 system:nodes), kube-proxy (system:node-proxier), cluster DNS (system:coredns),
 the controllers (system:controller:* aggregated into
-system:kube-controller-manager), the scheduler, the cloud controller and the
-NetworkPolicy agent (calico-node). Rules are lists of plain dicts.
+system:kube-controller-manager), the scheduler, the cloud controller, the
+AWS Load Balancer Controller and the NetworkPolicy agent (calico-node). Rules
+are lists of plain dicts.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ VIEW = [
                  "statefulsets/scale", "statefulsets/status"], READ),
     r(["batch"], ["cronjobs", "cronjobs/status", "jobs", "jobs/status"], READ),
     r(["discovery.k8s.io"], ["endpointslices"], READ),
-    r(["networking.k8s.io"], ["networkpolicies"], READ),
+    r(["networking.k8s.io"], ["ingresses", "ingresses/status", "networkpolicies"], READ),
     r(["events.k8s.io"], ["events"], READ),
 ]
 EDIT = [
@@ -107,7 +108,7 @@ EDIT = [
       WRITE),
     r(["batch"], ["cronjobs", "jobs"], WRITE),
     r(["discovery.k8s.io"], ["endpointslices"], WRITE),
-    r(["networking.k8s.io"], ["networkpolicies"], WRITE),
+    r(["networking.k8s.io"], ["ingresses", "networkpolicies"], WRITE),
 ]
 ADMIN = [
     r(["authorization.k8s.io"], ["localsubjectaccessreviews"], ["create"]),
@@ -239,8 +240,21 @@ CONTROLLERS = {
                      "controllerrevisions"], READ),
         r(["batch"], ["jobs", "cronjobs"], READ),
         r(["discovery.k8s.io"], ["endpointslices"], READ),
-        r(["networking.k8s.io"], ["networkpolicies"], READ)],
+        r(["networking.k8s.io"], ["ingresses", "networkpolicies"], READ)],
 }
+# The AWS Load Balancer Controller (controlplane/cloud/alb_controller.py), as its Helm
+# chart's ClusterRole grants it: Ingresses and their status, IngressClasses, the Services,
+# EndpointSlices, pods and nodes behind them, TLS Secrets, and Events.
+ALB_CONTROLLER = [
+    *EVENTS,
+    r(["networking.k8s.io"], ["ingresses"], READ + ["patch", "update"]),
+    r(["networking.k8s.io"], ["ingresses/status"], ["patch", "update"]),
+    r(["networking.k8s.io"], ["ingressclasses"], READ),
+    r([""], ["services", "endpoints", "pods", "nodes", "namespaces", "secrets"], READ),
+    r([""], ["pods/status"], ["patch", "update"]),
+    r(["discovery.k8s.io"], ["endpointslices"], READ),
+    r(["coordination.k8s.io"], ["leases"], ["create", "get", "update"]),
+]
 
 
 def cluster_roles() -> list[dict]:
@@ -264,6 +278,7 @@ def cluster_roles() -> list[dict]:
         clusterrole("calico-node", CALICO_NODE),
         clusterrole("system:kube-scheduler", SCHEDULER),
         clusterrole("system:cloud-controller-manager", CLOUD_CONTROLLER),
+        clusterrole("aws-load-balancer-controller-role", ALB_CONTROLLER),
         clusterrole("system:kube-controller-manager", [], None, TO_KCM),
     ]
     roles += [clusterrole(f"system:controller:{name}", rules, {TO_KCM: "true"})
@@ -296,6 +311,8 @@ def cluster_role_bindings() -> list[dict]:
                 "ServiceAccount:kube-system:cloud-controller-manager"),
         binding("system:kube-controller-manager", "system:kube-controller-manager",
                 "User:system:kube-controller-manager"),
+        binding("aws-load-balancer-controller-rolebinding", "aws-load-balancer-controller-role",
+                "ServiceAccount:kube-system:aws-load-balancer-controller"),
     ]
     bindings += [binding(f"system:controller:{name}", f"system:controller:{name}",
                          f"ServiceAccount:kube-system:{name}")
