@@ -4,6 +4,9 @@
     svc/web[:80|:http]     a Service's ClusterIP and port (namespace from -n)
     ip-172-31-0-11:30080   a node's (private) address, e.g. for a NodePort
     db.example.com:5432    a name the lab's public DNS knows (outside hosts, ELBs)
+    http://HOST[:PORT]/PATH   an HTTP request: HOST in any form above (an ALB's
+                           DNS name, typically), its path, and the Host header
+                           curl would send (or --host-header's)
 
 Resolution reads the lab: its spec, its API and its public DNS records; it
 never asks a resolver outside the lab.
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from base.errors import UsageError
 from base.kube.client import ApiError, KubeClient
@@ -20,7 +25,66 @@ from probes.runner import parse_target
 from topo.spec import load_spec
 from topo.state import LabPaths
 
-FORMS = ("ADDRESS:PORT", "svc/NAME[:PORT]", "NODE:PORT", "PUBLIC-NAME:PORT")
+FORMS = ("ADDRESS:PORT", "svc/NAME[:PORT]", "NODE:PORT", "PUBLIC-NAME:PORT",
+         "http://HOST[:PORT]/PATH")
+_HOST_HEADER_BAD = set(" \t\r\n/?#@")
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """An HTTP request's destination: where to connect, and what to ask there."""
+
+    url: str                    # as shown to the user: http://HOST[:PORT]/PATH
+    address: str                # the IPv4 address connected to
+    port: int
+    host: str                   # the Host header sent
+    path: str                   # path and query asked (starts with /)
+
+    def to_json(self) -> dict:
+        return {"url": self.url, "address": self.address, "port": self.port,
+                "host": self.host, "path": self.path}
+
+
+def is_url(text: str) -> bool:
+    return text.lower().startswith(("http://", "https://"))
+
+
+def resolve_http_target(lab: str, text: str, host_header: str | None = None,
+                        namespace: str | None = None) -> HttpTarget:
+    """A URL, or any other --to form asked over HTTP (path /), as an HttpTarget.
+
+    The Host header is host_header when given, else the URL's host (with its
+    port when not 80), as curl sends it; for the other forms the name typed
+    (an address when an address was typed)."""
+    if host_header is not None:
+        check_host_header(host_header)
+    if not is_url(text):
+        probe = resolve_target(lab, text, "tcp", namespace)
+        typed = _split(text, "tcp")[0]
+        host = host_header or (probe.dst if typed.startswith("svc/") else typed)
+        return HttpTarget(f"http://{host}:{probe.port}/", probe.dst, probe.port, host, "/")
+    url = urlsplit(text)
+    if url.scheme.lower() != "http":
+        raise UsageError(f"--to: {text!r}: only http:// URLs are followed (the ALB's HTTP "
+                         "listeners); for HTTPS use curl from the host")
+    try:
+        port = url.port or 80
+    except ValueError as err:
+        raise UsageError(f"--to: {text!r}: the port is not 1-65535") from err
+    if not url.hostname or url.username or url.password:
+        raise UsageError(f"--to: {text!r} is not http://HOST[:PORT]/PATH")
+    address = _address(lab, url.hostname, text)
+    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    host = host_header or (url.hostname if port == 80 else f"{url.hostname}:{port}")
+    return HttpTarget(text, address, port, host, path)
+
+
+def check_host_header(value: str) -> str:
+    """--host-header: a host name or address, optionally with :PORT (no spaces, paths)."""
+    if not value or set(value) & _HOST_HEADER_BAD or not value.isascii():
+        raise UsageError(f"--host-header: {value!r} is not HOST[:PORT] "
+                         "(e.g. shop.example.com)")
+    return value
 
 
 def resolve_target(lab: str, text: str, proto: str = "tcp",

@@ -1,5 +1,8 @@
 """The CLI's packet-level commands: `probe reach`, `probe spread`, `capture`.
 
+`probe spread` and `trace` also take an HTTP target (`--to http://HOST/PATH`,
+`--host-header`): an Ingress behind the lab's ALB (docs/ingress-probes.md).
+
 Argument definitions and the small functions that call probes/; they return
 exit codes and raise SvclabError like every command (svclab.cli prints).
 """
@@ -19,7 +22,7 @@ from probes.matrix.policy_table import parse_port
 from probes.matrix.probe import run_matrix
 from probes.runner import probe_from
 from probes.spread.probe import spread
-from probes.targets import resolve_target
+from probes.targets import is_url, resolve_http_target, resolve_target
 from probes.trace.probe import trace
 
 
@@ -41,6 +44,7 @@ def add_probe_commands(sub, named) -> None:
     spread.add_argument("--concurrency", type=int, default=200)
     spread.add_argument("--timeout", type=float, default=2.0, help="per connection")
     spread.add_argument("--expect", help="expected split, NAME|IP=SHARE[,...] (default uniform)")
+    _host_header(spread)
     spread.set_defaults(func=cmd_spread)
 
     matrix = probe_sub.add_parser(
@@ -80,8 +84,10 @@ def add_probe_commands(sub, named) -> None:
     tr.add_argument("--from", dest="source", required=True, help="source host")
     tr.add_argument("-n", "--namespace", help="namespace of a source pod and of svc/NAME")
     tr.add_argument("--to", dest="target", required=True,
-                    help="ADDRESS:PORT, svc/NAME[:PORT], NODE:PORT or PUBLIC-NAME:PORT")
+                    help="ADDRESS:PORT, svc/NAME[:PORT], NODE:PORT, PUBLIC-NAME:PORT or "
+                         "http://HOST[:PORT]/PATH (an Ingress behind an ALB)")
     tr.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
+    _host_header(tr)
     tr.add_argument("--pcaps", help="keep the pcaps in this folder")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_trace)
@@ -102,8 +108,26 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", required=True, help="source host")
     parser.add_argument("-n", "--namespace", help="namespace of a source pod and of svc/NAME")
     parser.add_argument("--to", dest="target", required=True,
-                        help="ADDRESS:PORT, svc/NAME[:PORT], NODE:PORT or PUBLIC-NAME:PORT")
+                        help="ADDRESS:PORT, svc/NAME[:PORT], NODE:PORT or PUBLIC-NAME:PORT"
+                             + (", or http://HOST[:PORT]/PATH (an Ingress behind an ALB)"
+                                if parser.prog.endswith("spread") else ""))
     parser.add_argument("--json", action="store_true")
+
+
+def _host_header(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host-header", metavar="HOST",
+                        help="the Host header to send (as curl -H 'Host: HOST'); "
+                             "default: the host of --to")
+
+
+def _http_target(args):
+    """The HttpTarget of --to when it is a URL or --host-header is given, else None."""
+    if not is_url(args.target) and args.host_header is None:
+        return None
+    if args.proto != "tcp":
+        raise UsageError(f"--proto: an HTTP request (--to URL or --host-header) is tcp, "
+                         f"not {args.proto}")
+    return resolve_http_target(args.name, args.target, args.host_header, args.namespace)
 
 
 def cmd_reach(args) -> int:
@@ -138,7 +162,7 @@ def cmd_policy_matrix(args) -> int:
 
 def cmd_trace(args) -> int:
     result = trace(args.name, args.source, args.namespace, args.target, args.proto,
-                   keep_pcaps_dir=args.pcaps)
+                   keep_pcaps_dir=args.pcaps, http=_http_target(args))
     print(json.dumps(result.to_json(), indent=1) if args.json else result.describe())
     return 0 if result.legs else 1
 
@@ -154,11 +178,17 @@ def cmd_dns(args) -> int:
 def cmd_spread(args) -> int:
     if args.count < 1:
         raise UsageError("--count: must be at least 1")
-    probe = resolve_target(args.name, args.target, args.proto, args.namespace)
-    result = spread(args.name, args.source, args.namespace, probe.dst, probe.port, args.proto,
+    http = _http_target(args)
+    if http is not None:
+        dst, port = http.address, http.port
+    else:
+        probe = resolve_target(args.name, args.target, args.proto, args.namespace)
+        dst, port = probe.dst, probe.port
+    result = spread(args.name, args.source, args.namespace, dst, port, args.proto,
                     args.count, args.timeout, args.concurrency,
                     expected=_expected(args.expect),
-                    on_progress=lambda line: print(line, file=sys.stderr, flush=True))
+                    on_progress=lambda line: print(line, file=sys.stderr, flush=True),
+                    http=http)
     print(json.dumps(result.to_json(), indent=1) if args.json else result.describe())
     fits = result.fits_expected()
     return 0 if result.ok == args.count and fits is not False else 1

@@ -107,7 +107,9 @@ server {
     }
     if ($svclab_asks) {
         return 200 '{"pod": "$hostname", "podIP": "$server_addr", "port": $server_port,
- "client": "$remote_addr:$remote_port", "proto": "tcp"}
+ "client": "$remote_addr:$remote_port", "proto": "tcp",
+ "forwardedFor": "$http_x_forwarded_for", "forwardedProto": "$http_x_forwarded_proto",
+ "forwardedPort": "$http_x_forwarded_port"}
 ';
     }
 

@@ -8,6 +8,14 @@ tests check every answer without a network and keeps server.py about I/O only.
 Bodies follow Kubernetes' agnhost `netexec` where it has the same endpoint:
 `/hostname`, `/clientip` and `/echo?msg=` answer the bare value, no newline.
 
+Behind a proxy (the lab's ALB) the request carries `X-Forwarded-For`,
+`-Proto` and `-Port`: the JSON identity (`/`, `/json`) repeats them as
+`forwardedFor`, `forwardedProto` and `forwardedPort` when present, so a
+client behind the proxy is visible next to the TCP source the pod saw.  A
+svclab probe (User-Agent `svclab-...`, or trace's `?svclab-trace=` query)
+gets the identity on any other path too, as from the nginx emulation: an
+ALB path rule forwards `/api/...` unchanged.
+
 Access-log lines are nginx's: the `combined` format for HTTP, the stream
 module's `basic` format for plain TCP sessions and UDP datagrams, with the
 client address the server saw (so `kubectl logs` tells who connected and
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -59,11 +68,23 @@ def udp_reply(pod_name: str, pod_ip: str, client: tuple, payload: bytes) -> byte
     return f"svclab {pod_name} {pod_ip} {host_port(client)} ".encode() + payload
 
 
+# Request headers a proxy adds, and the JSON keys the identity document shows them as.
+FORWARDED_HEADERS = (("x-forwarded-for", "forwardedFor"), ("x-forwarded-proto", "forwardedProto"),
+                     ("x-forwarded-port", "forwardedPort"))
+# How svclab's probes ask for the identity on any path (as the nginx emulation's
+# default site answers them): behind an ALB path rule the pod gets /api/..., not /.
+SVCLAB_AGENT = "svclab-"
+SVCLAB_TRACE_QUERY = re.compile(r"(^|&)svclab-trace=")
+_WANTED = frozenset([name for name, _ in FORWARDED_HEADERS] + ["user-agent"])
+
+
 @dataclass(frozen=True)
 class HttpRequest:
     method: str
     target: str
     version: str
+    forwarded: tuple[tuple[str, str], ...] = ()     # (JSON key, value) of X-Forwarded-* sent
+    svclab_asks: bool = False       # a svclab probe asks (User-Agent svclab-*, ?svclab-trace=)
 
 
 @dataclass(frozen=True)
@@ -82,7 +103,8 @@ def header_complete(data: bytes) -> bool:
 
 
 def parse_request_line(data: bytes) -> HttpRequest | None:
-    """The request line of an HTTP request head, or None when it is not one."""
+    """The request line of an HTTP request head, or None when it is not one;
+    with the head's X-Forwarded-* headers and whether svclab's probes ask."""
     line = data.split(b"\n", 1)[0].rstrip(b"\r")
     parts = line.split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
@@ -91,7 +113,37 @@ def parse_request_line(data: bytes) -> HttpRequest | None:
         method, target, version = (p.decode("ascii") for p in parts)
     except UnicodeDecodeError:
         return None
-    return HttpRequest(method, target, version)
+    headers = _wanted_headers(data)
+    forwarded = tuple((key, ", ".join(headers[name])) for name, key in FORWARDED_HEADERS
+                      if name in headers)
+    asks = any(agent.startswith(SVCLAB_AGENT) for agent in headers.get("user-agent", ())) \
+        or SVCLAB_TRACE_QUERY.search(urlsplit(target).query) is not None
+    return HttpRequest(method, target, version, forwarded, asks)
+
+
+def forwarded_headers(head: bytes) -> tuple[tuple[str, str], ...]:
+    """(JSON key, value) of each X-Forwarded-For/-Proto/-Port header of a request
+    head, in FORWARDED_HEADERS order; a repeated header's values joined with
+    ", " (one list, RFC 9110)."""
+    request = parse_request_line(head)
+    return request.forwarded if request else ()
+
+
+def _wanted_headers(head: bytes) -> dict[str, list[str]]:
+    """The headers route() looks at (lower-case name -> values); cheap when absent."""
+    lowered = head.lower()
+    if b"x-forwarded-" not in lowered and b"svclab-" not in lowered:
+        return {}
+    found: dict[str, list[str]] = {}
+    for raw in head.split(b"\n")[1:]:
+        line = raw.rstrip(b"\r")
+        if not line.strip():
+            break
+        name, sep, value = line.partition(b":")
+        name = name.strip().lower().decode("latin-1")
+        if sep and name in _WANTED:
+            found.setdefault(name, []).append(value.strip().decode("latin-1"))
+    return found
 
 
 @dataclass(frozen=True)
@@ -120,9 +172,9 @@ def route(request: HttpRequest | None, view: ServerView) -> HttpResponse:
     if path == "/echo":
         message = parse_qs(url.query, keep_blank_values=True).get("msg", [""])[0]
         return HttpResponse(200, message.encode())
-    if path in ("/", "/json"):
+    if path in ("/", "/json") or request.svclab_asks:
         document = {"pod": view.pod_name, "podIP": view.pod_ip, "client": host_port(view.client),
-                    "port": view.local_port, "proto": "tcp"}
+                    "port": view.local_port, "proto": "tcp", **dict(request.forwarded)}
         return HttpResponse(200, (json.dumps(document) + "\n").encode(), "application/json")
     if path == "/healthz":
         return HttpResponse(200, b"ok")

@@ -8,6 +8,13 @@ the per-connection records into a SpreadResult: counts per endpoint and per
 node, the client addresses each endpoint saw, failures by kind, the rate,
 latency percentiles and a chi-square p-value against uniform (or given
 shares).  Summarizing is pure, so tests feed it synthetic records.
+
+Through an ALB (`http=`, an Ingress's host and path, probes/targets.py's
+HttpTarget) each connection is an HTTP/1.1 request with that Host and path;
+per pod the result then holds both client addresses it saw: the TCP source
+(the ALB's ENI, or a node after kube-proxy's masquerade) and the
+X-Forwarded-For header (the client); failures are counted by HTTP status
+(`http-404` from the ALB's default rule, `http-502`, `http-503`).
 """
 from __future__ import annotations
 
@@ -17,13 +24,14 @@ import json
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from base.errors import LabError, UsageError
 from probes.hostproc import run_streaming
-from probes.spread.worker import OK, OUTCOMES
+from probes.spread.worker import HTTP_STATUS_PREFIX, OK, OUTCOMES
 from probes.spread.zones import CrossZone, ZoneMap, cross_zone_summary, load_zone_map
 from probes.stats import ChiSquareResult, chi_square, percentile
+from probes.targets import HttpTarget
 from topo.state import LabPaths, LabState, read_state
 
 UNIFORM_ALPHA = 0.001        # p below this: "not what was expected"
@@ -46,6 +54,8 @@ class ConnRecord:
     pod_ip: str | None = None      # the answering pod's own IP
     client: str | None = None      # the client ip:port the pod saw
     error: str | None = None       # errno name or reply problem, for failures
+    forwarded_for: str | None = None   # the X-Forwarded-For the pod got (behind an ALB)
+    status: int | None = None      # the HTTP status answered (tcp)
 
     @property
     def source_seen(self) -> str | None:
@@ -69,6 +79,7 @@ class EndpointCount:
     share: float
     sources: dict[str, int]        # client address seen -> connections
     zone: str | None = None        # the node's Availability Zone (labs with zones)
+    forwarded_for: dict[str, int] = field(default_factory=dict)  # X-Forwarded-For -> conns
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ class SpreadResult:
     expected: dict[str, float] | None
     records: tuple[ConnRecord, ...] = ()
     cross_zone: CrossZone | None = None     # labs with zones only
+    http: dict | None = None       # through an ALB: {"url", "host", "path"} asked
 
     @property
     def ok(self) -> int:
@@ -117,7 +129,9 @@ class SpreadResult:
             "latency_ms": {"p50": self.latency_p50_ms, "p99": self.latency_p99_ms},
             "chi_square": self.fit.to_json() if self.fit else None,
             "expected": self.expected, "fits_expected": self.fits_expected(),
-                "cross_zone": self.cross_zone.to_json() if self.cross_zone else None}
+            "cross_zone": self.cross_zone.to_json() if self.cross_zone else None}
+        if self.http:
+            data["http"] = dict(self.http)
         if include_records:
             data["records"] = [asdict(r) for r in self.records]
         return data
@@ -130,6 +144,8 @@ def _endpoint_json(endpoint: EndpointCount) -> dict:
     data = asdict(endpoint)
     if endpoint.zone is None:       # labs without zones: the output as it always was
         del data["zone"]
+    if not endpoint.forwarded_for:  # nothing in between that adds X-Forwarded-For
+        del data["forwarded_for"]
     return data
 
 
@@ -150,7 +166,8 @@ def summarize(records: Sequence[ConnRecord], *, source: str, proto: str,
               targets: Sequence[str], elapsed_s: float, requested: int | None = None,
               directory: Mapping[str, Place] | None = None,
               expected: Mapping[str, float] | None = None,
-              zones: ZoneMap | None = None, source_zone: str | None = None) -> SpreadResult:
+              zones: ZoneMap | None = None, source_zone: str | None = None,
+              http: Mapping[str, str] | None = None) -> SpreadResult:
     """Pure: per-connection records -> SpreadResult (counts, sources, fit, zones)."""
     directory = directory or {}
     zones = zones or ZoneMap()
@@ -158,13 +175,17 @@ def summarize(records: Sequence[ConnRecord], *, source: str, proto: str,
     counts = collections.Counter(r.pod_ip for r in answered)
     names = {r.pod_ip: r.pod for r in answered}
     sources: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    forwarded: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for r in answered:
         sources[r.pod_ip][r.source_seen] += 1
+        if r.forwarded_for:
+            forwarded[r.pod_ip][r.forwarded_for] += 1
     total_ok = len(answered)
     endpoints = tuple(
         EndpointCount(ip=ip, pod=names[ip], node=_place(directory, ip).node, count=count,
                       share=count / total_ok, sources=dict(sources[ip].most_common()),
-                      zone=zones.node_zone.get(_place(directory, ip).node or ""))
+                      zone=zones.node_zone.get(_place(directory, ip).node or ""),
+                      forwarded_for=dict(forwarded[ip].most_common()))
         for ip, count in sorted(counts.items(), key=lambda item: _ip_key(item[0])))
     by_node = collections.Counter()
     for endpoint in endpoints:
@@ -180,27 +201,38 @@ def summarize(records: Sequence[ConnRecord], *, source: str, proto: str,
         source=source, targets=tuple(targets), proto=proto,
         requested=len(records) if requested is None else requested, elapsed_s=elapsed_s,
         endpoints=endpoints, by_node=dict(sorted(by_node.items())),
-        failures={k: failures[k] for k in OUTCOMES if failures[k]},
+        failures=_ordered_failures(failures),
         sent_from=dict(sent_from.most_common()),
         latency_p50_ms=percentile(latencies, 0.5), latency_p99_ms=percentile(latencies, 0.99),
         fit=fit, expected=shares, records=tuple(records),
         cross_zone=cross_zone_summary(records, {e.ip: e.node for e in endpoints},
-                                      source_zone, zones))
+                                      source_zone, zones),
+        http=dict(http) if http else None)
+
+
+def _ordered_failures(failures: Mapping[str, int]) -> dict[str, int]:
+    """Socket outcomes in their fixed order, then HTTP statuses by code."""
+    known = {k: failures[k] for k in OUTCOMES if failures.get(k)}
+    statuses = sorted(k for k in failures if k.startswith(HTTP_STATUS_PREFIX) and failures[k])
+    return {**known, **{k: failures[k] for k in statuses}}
 
 
 def spread(lab: str, source: str, namespace: str | None, target_ip: str | Sequence[str],
            port: int, proto: str = "tcp", count: int = 1000, timeout: float = 2.0,
            concurrency: int = 200, *, expected: Mapping[str, float] | None = None,
            on_progress: Callable[[str], None] | None = None,
-           progress_every: float = 1.0) -> SpreadResult:
+           progress_every: float = 1.0, http: HttpTarget | None = None) -> SpreadResult:
     """Open `count` new connections from host `source` of lab `lab` and summarize them.
 
     target_ip may be a list: connections then go to each address in turn
     (client-side round robin, to compare with a Service's own spread).
     `timeout` is per connection; `on_progress` receives progress lines.
+    http: ask its path with its Host header (an Ingress behind an ALB).
     """
     targets = [target_ip] if isinstance(target_ip, str) else list(target_ip)
     _check_request(targets, port, proto, count, timeout, concurrency)
+    if http is not None and proto != "tcp":
+        raise UsageError(f"--proto: an HTTP target ({http.url}) is tcp, not {proto}")
     state = read_state(LabPaths(lab))
     record = state.find_host(source, namespace)
     if not record.proc.alive():
@@ -208,6 +240,8 @@ def spread(lab: str, source: str, namespace: str | None, target_ip: str | Sequen
     request = {"targets": [{"ip": ip, "port": port} for ip in targets], "proto": proto,
                "count": count, "timeout": timeout, "concurrency": concurrency,
                "progress_every": progress_every if on_progress else 0}
+    if http is not None:
+        request["http"] = {"host": http.host, "path": http.path}
     rounds = math.ceil(count / concurrency) + 1
     out = run_streaming(record.pid, [sys.executable, "-m", "probes.spread.worker"],
                         input=json.dumps(request), timeout=60 + timeout * rounds + count / 100,
@@ -225,7 +259,8 @@ def spread(lab: str, source: str, namespace: str | None, target_ip: str | Sequen
     return summarize(records, source=label, proto=proto,
                      targets=[f"{ip}:{port}" for ip in targets], elapsed_s=raw["elapsed_s"],
                      requested=count, directory=endpoint_directory(state), expected=expected,
-                     zones=zones, source_zone=zones.node_zone.get(source_node or ""))
+                     zones=zones, source_zone=zones.node_zone.get(source_node or ""),
+                     http=http.to_json() if http else None)
 
 
 def _check_request(targets, port, proto, count, timeout, concurrency) -> None:
@@ -278,24 +313,35 @@ def _ip_key(ip: str):
         return (1, ip)
 
 
+def _seen(counts: Mapping[str, int]) -> str:
+    """"a" for one address, "a x3, b x1" for several."""
+    return ", ".join(f"{ip} x{n}" if len(counts) > 1 else ip for ip, n in counts.items())
+
+
 def _describe(result: SpreadResult) -> str:
     finished = len(result.records)
+    to = ", ".join(result.targets)
+    if result.http:
+        to = f"{result.http['url']} ({to}, Host {result.http['host']})"
     lines = [f"spread {finished}/{result.requested} {result.proto} connections from "
-             f"{result.source} to {', '.join(result.targets)} in {result.elapsed_s:.2f} s "
+             f"{result.source} to {to} in {result.elapsed_s:.2f} s "
              f"({result.rate:.0f} conn/s)"]
     zoned = result.cross_zone is not None
+    proxied = any(e.forwarded_for for e in result.endpoints)
     rows = [("ENDPOINT", "POD", "NODE") + (("ZONE",) if zoned else ())
-            + ("COUNT", "SHARE", "EXPECTED", "SOURCE SEEN")]
+            + ("COUNT", "SHARE", "EXPECTED", "SOURCE SEEN")
+            + (("X-FORWARDED-FOR",) if proxied else ())]
     expected = result.fit.expected if result.fit else {}
     for e in result.endpoints:
         want = f"{expected[e.ip] / max(result.ok, 1):.1%}" if e.ip in expected else "-"
-        seen = ", ".join(f"{ip} x{n}" if len(e.sources) > 1 else ip for ip, n in e.sources.items())
         rows.append((e.ip, e.pod or "-", e.node or "-") + ((e.zone or "-",) if zoned else ())
-                    + (str(e.count), f"{e.share:.1%}", want, seen))
+                    + (str(e.count), f"{e.share:.1%}", want, _seen(e.sources))
+                    + ((_seen(e.forwarded_for) or "-",) if proxied else ()))
     for ip, count in expected.items():
         if count and ip not in {e.ip for e in result.endpoints}:
             rows.append((ip, "-", "-") + (("-",) if zoned else ())
-                        + ("0", "0.0%", f"{count / max(result.ok, 1):.1%}", "-"))
+                        + ("0", "0.0%", f"{count / max(result.ok, 1):.1%}", "-")
+                        + (("-",) if proxied else ()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.append("per node: " + (", ".join(f"{n} {c}" for n, c in result.by_node.items())
@@ -306,8 +352,11 @@ def _describe(result: SpreadResult) -> str:
                      f"({cz.share:.1%}) crossed an AZ boundary, {cz.crossings} crossings; "
                      + ", ".join(f"{pair} {n}" for pair, n in cz.by_pair.items()))
     lines.append("sent from: " + (", ".join(result.sent_from) or "-"))
-    lines.append("failures: " + (", ".join(f"{k} {v}" for k, v in result.failures.items())
-                                 or "none"))
+    said = {r.outcome: r.error for r in result.records
+            if r.outcome.startswith(HTTP_STATUS_PREFIX) and r.error}
+    lines.append("failures: " + (", ".join(
+        f"{k} {v}" + (f" ({said[k]})" if k in said else "") for k, v in result.failures.items())
+        or "none"))
     if result.latency_p50_ms is not None:
         lines.append(f"latency: p50 {result.latency_p50_ms:.2f} ms, "
                      f"p99 {result.latency_p99_ms:.2f} ms")

@@ -7,12 +7,18 @@ fresh socket, `count` of them with at most `concurrency` in flight.
 
 TCP asks the workload server `GET / HTTP/1.0` and reads its JSON until the
 server closes (the server closes first, so this host keeps no TIME_WAIT
-sockets and its ephemeral ports last for long runs).  UDP sends one datagram
+sockets and its ephemeral ports last for long runs).  With an `http` part in
+the request ({"host", "path"}: an Ingress's host and path behind an ALB) it
+asks `GET PATH HTTP/1.1` with that Host and `Connection: close`; the pod's
+JSON then also says which X-Forwarded-For it got.  An answer that is not 2xx
+is an outcome of its own, `http-404`, `http-502`, ..., with the status line
+and the answering server (`awselb/2.0` is the ALB itself) as its error.  UDP sends one datagram
 from a fresh connected socket and reads the `svclab <pod> <podIP> <client>`
 reply; a connected socket also surfaces ICMP errors (refused, unreachable).
 
 Per connection one record: target, outcome, the pod that answered, the client
-address the pod saw, the local address it was sent from, latency.
+address the pod saw (and the X-Forwarded-For it got), the local address it
+was sent from, the HTTP status, latency.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import time
 OK, REFUSED, TIMEOUT, RESET, UNREACHABLE, BAD_REPLY, ERROR = (
     "ok", "refused", "timeout", "reset", "unreachable", "bad-reply", "error")
 OUTCOMES = (OK, REFUSED, TIMEOUT, RESET, UNREACHABLE, BAD_REPLY, ERROR)
+HTTP_STATUS_PREFIX = "http-"        # outcome of an answer that is not 2xx: http-404, http-503
 HTTP_REQUEST = b"GET / HTTP/1.0\r\nUser-Agent: svclab-spread\r\n\r\n"
 MAX_REPLY = 64 * 1024
 _ERRNO_OUTCOME = {errno.ECONNREFUSED: REFUSED, errno.ECONNRESET: RESET, errno.EPIPE: RESET,
@@ -35,18 +42,45 @@ _ERRNO_OUTCOME = {errno.ECONNREFUSED: REFUSED, errno.ECONNRESET: RESET, errno.EP
                   errno.EPERM: UNREACHABLE}
 
 
+class HttpStatusError(ValueError):
+    """An HTTP answer that is not 2xx (a 404 from the ALB's default rule, a 503 ...)."""
+
+    def __init__(self, status: int, reason: str, server: str | None):
+        super().__init__(f"HTTP status {status} {reason}".rstrip()
+                         + (f" from {server}" if server else ""))
+        self.status = status
+
+
+def http_request(http: dict | None) -> bytes:
+    """The request each connection sends: `GET /` as always, or the path and Host asked."""
+    if not http:
+        return HTTP_REQUEST
+    return (f"GET {http['path']} HTTP/1.1\r\nHost: {http['host']}\r\n"
+            "User-Agent: svclab-spread\r\nConnection: close\r\n\r\n").encode("latin-1")
+
+
 def parse_http_reply(data: bytes) -> dict:
-    """The workload server's `GET /` answer -> {pod, pod_ip, client}; ValueError if not one."""
+    """The workload server's JSON answer -> {pod, pod_ip, client, forwarded_for, status};
+    HttpStatusError for a status that is not 2xx, ValueError if not such an answer."""
     head, sep, body = data.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].split(b" ")
+    lines = head.split(b"\r\n")
+    status = lines[0].split(b" ", 2)
     if not sep or len(status) < 2 or not status[0].startswith(b"HTTP/"):
         raise ValueError(f"not an HTTP response: {data[:60]!r}")
-    if status[1] != b"200":
-        raise ValueError(f"HTTP status {status[1].decode(errors='replace')}")
+    if not status[1].isdigit() or not 200 <= int(status[1]) < 300:
+        server = next((line.split(b":", 1)[1].strip().decode(errors="replace")
+                       for line in lines[1:] if line.lower().startswith((b"server:",
+                                                                         b"x-svclab-pod:"))),
+                      None)
+        code = int(status[1]) if status[1].isdigit() else 0
+        raise HttpStatusError(code, status[2].decode(errors="replace") if len(status) > 2
+                              else "", server)
     try:
         document = json.loads(body)
         return {"pod": document["pod"], "pod_ip": document["podIP"],
-                "client": document["client"]}
+                "client": document["client"],
+                "forwarded_for": document.get("forwardedFor") or None,
+                "status": int(status[1])}
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"not a workload server reply: {body[:60]!r}") from err
 
@@ -101,6 +135,7 @@ class SpreadEngine:
         self.progress = progress
         if self.proto not in ("tcp", "udp"):
             raise ValueError(f"proto: unsupported {self.proto!r}; allowed: tcp, udp")
+        self.http_request = http_request(request.get("http"))
         self.selector = selectors.DefaultSelector()
         self.records: list[dict | None] = [None] * self.count
         self.in_flight: collections.deque[_Conn] = collections.deque()
@@ -187,7 +222,7 @@ class SpreadEngine:
                 return
             conn.local = sock.getsockname()
             try:
-                sock.send(HTTP_REQUEST)
+                sock.send(self.http_request)
             except OSError as err:
                 self._finish(conn, _outcome_of(err.errno), now, error=_errno_name(err.errno))
                 return
@@ -209,6 +244,10 @@ class SpreadEngine:
             seen = parse(data)
             if seen.pop("payload", udp_payload(conn.seq)) != udp_payload(conn.seq):
                 raise ValueError(f"reply echoes another datagram: {data[:60]!r}")
+        except HttpStatusError as err:
+            self._finish(conn, f"{HTTP_STATUS_PREFIX}{err.status}", now, error=str(err),
+                         status=err.status)
+            return
         except ValueError as err:
             self._finish(conn, BAD_REPLY, now, error=str(err))
             return
@@ -229,8 +268,11 @@ class SpreadEngine:
 
     @staticmethod
     def _complete_http(conn: _Conn) -> bool:
+        """Is there an answer in the buffer (a workload reply or an HTTP status)?"""
         try:
             parse_http_reply(bytes(conn.buffer))
+        except HttpStatusError:
+            return True
         except ValueError:
             return False
         return True
@@ -247,7 +289,9 @@ class SpreadEngine:
             "target": f"{conn.target[0]}:{conn.target[1]}", "outcome": outcome,
             "latency_ms": round((now - conn.started) * 1000, 3), "local": local,
             "pod": info.get("pod"), "pod_ip": info.get("pod_ip"),
-            "client": info.get("client"), "error": info.get("error")}
+            "client": info.get("client"), "error": info.get("error"),
+            "forwarded_for": info.get("forwarded_for"),
+            "status": info.get("status")}
 
     def _close(self, conn: _Conn) -> None:
         try:

@@ -7,4 +7,6 @@
     rules    which proxy rules decided each hop: the proxy tracers with their chain path
     topology which topology rule (hints) chose the endpoints of the service chain taken
     report   the Trace record, its JSON and its readable form
+    l7       what an ALB decides for the traced request: listener, rule, targets (pure)
+    alb      read the ALB's config and health; its part of each leg
 """

@@ -17,6 +17,14 @@ packet was spread over (probes/trace/topology.py, from the same Services,
 EndpointSlices and the node's zone label), the conntrack entry, the igw's
 IGW-* rule, the ELB listener.  Pcaps go to a temporary folder unless
 keep_pcaps_dir.
+
+An HTTP target (`http=`, probes/targets.py's HttpTarget: an Ingress's host
+and path) sends its path and Host header.  When the address is an ALB's,
+the trace first says what the ALB decides (probes/trace/l7.py: listener,
+rule, target group, targets), captures also on the pods behind that target
+group, and follows the ALB's own connection to the target (the ALB proxies:
+a second leg from its ENI to the NodePort or pod) with the same L3/L4
+tracer; the target the ALB chose is the one that leg shows.
 """
 from __future__ import annotations
 
@@ -35,8 +43,11 @@ from base.elb_api import read_config
 from base.errors import CommandError, LabError, UsageError
 from base.kube.client import KubeClient
 from probes.capture.probe import Capture
-from probes.targets import resolve_target
+from probes.reach import Probe
+from probes.targets import HttpTarget, resolve_http_target, resolve_target
+from probes.trace.alb import alb_chosen, alb_decision, read_l7_hop
 from probes.trace.flow import AddrPort, FlowOrigin, Leg, follow
+from probes.trace.l7 import L7Hop
 from probes.trace.pcap import read_capture
 from probes.trace.report import Decision, Trace
 from probes.trace.rules import (
@@ -63,14 +74,24 @@ class TraceError(LabError):
 
 
 def trace(lab: str, source: str, namespace: str | None, target_text: str, proto: str = "tcp",
-          keep_pcaps_dir: str | Path | None = None) -> Trace:
+          keep_pcaps_dir: str | Path | None = None, http: HttpTarget | None = None) -> Trace:
     if proto not in ("tcp", "udp"):
         raise UsageError(f"--proto: trace follows tcp or udp, not {proto!r}")
+    if http is not None and proto != "tcp":
+        raise UsageError(f"--proto: an HTTP target ({http.url}) is tcp, not {proto}")
     state = read_state(LabPaths(lab))
     origin_record = state.find_host(source, namespace)
-    probe = resolve_target(lab, target_text, proto, namespace)
+    probe = (resolve_target(lab, target_text, proto, namespace) if http is None
+             else Probe(http.address, http.port, "tcp"))
     client = KubeClient.from_kubeconfig(str(LabPaths(lab).kubeconfig))
-    behind = _behind(lab, client, state, probe.dst, probe.port, proto)
+    l7 = read_l7_hop(lab, probe.dst, probe.port, http) if proto == "tcp" else None
+    if l7 is not None and http is None:     # an ALB by NAME:PORT: ask as curl would
+        http = resolve_http_target(lab, target_text, None, namespace)
+        l7 = read_l7_hop(lab, probe.dst, probe.port, http)
+    entries = [(probe.dst, probe.port)]
+    if l7 is not None:
+        entries += [tuple(t.endpoint.rsplit(":", 1)) for t in l7.targets]
+    behind = _behind(lab, client, state, [(a, int(p)) for a, p in entries], proto)
     pods, ports = behind.pods, behind.ports
     hosts = _capture_hosts(state, origin_record, pods)
     packet_filter = f"({proto} and ({' or '.join(f'port {p}' for p in sorted(ports))})) or icmp"
@@ -79,7 +100,7 @@ def trace(lab: str, source: str, namespace: str | None, target_text: str, proto:
     try:
         with Capture(lab, [(h.name, h.namespace) for h in hosts], folder,
                      packet_filter) as capture:
-            sent = _send(origin_record, probe.dst, probe.port, proto, token)
+            sent = _send(origin_record, probe.dst, probe.port, proto, token, http)
             conntrack = _conntrack(state, proto)
         packets = read_capture(folder, capture.hosts)
     finally:
@@ -92,13 +113,16 @@ def trace(lab: str, source: str, namespace: str | None, target_text: str, proto:
     peers = {(h.label, i.name): (i.peer.host, i.peer.interface)
              for h in capture.hosts for i in h.interfaces if i.peer is not None}
     legs = follow(packets, origin, peers)
+    if l7 is not None:
+        l7 = l7.with_chosen(alb_chosen(legs, state, label))
     decisions = _decisions(lab, state, legs, origin, conntrack, label,
-                           _Topology(client, behind.services, behind.slices))
+                           _Topology(client, behind.services, behind.slices), l7)
     return Trace(lab=lab, source=origin.source_host, target=target_text, proto=proto,
                  dst=str(origin.target), local=str(origin.local), outcome=sent["outcome"],
                  answer=_answer(sent.get("reply"), proto), legs=tuple(legs),
                  decisions=tuple(decisions), captured_on=tuple(h.label for h in capture.hosts),
-                 pcaps=str(folder) if keep_pcaps_dir else None)
+                 pcaps=str(folder) if keep_pcaps_dir else None, l7=l7,
+                 url=http.url if http else None, host_header=http.host if http else None)
 
 
 # --- planning ------------------------------------------------------------------
@@ -111,24 +135,25 @@ class _Behind:
     slices: list[dict]              # their EndpointSlices
 
 
-def _behind(lab: str, client: KubeClient, state: LabState, dst: str, port: int,
+def _behind(lab: str, client: KubeClient, state: LabState, entries: list[tuple[str, int]],
             proto: str) -> _Behind:
-    """Pods that may answer dst:port, and every port the flow may use on its way."""
+    """Pods that may answer a connection to any of entries (address, port): the
+    address connected to, and an ALB's targets; and every port the flow may use."""
     services, _ = client.list("services")
     node_addresses = {a for r in state.hosts.values() if r.kind == "node" for a in r.addresses}
     public = _public_addresses(lab)
     vips = {vip: lb.key for lb in read_config(LabPaths(lab).root / "elb" / "config.json")
             .load_balancers for vip in lb.vips}
-    ports, chosen = {port}, []
+    ports, chosen = {port for _, port in entries}, []
     for svc in services:
         key = f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
         for sp in svc["spec"].get("ports", []):
             if sp.get("protocol", "TCP").lower() != proto:
                 continue
-            hit = (svc["spec"].get("clusterIP") == dst and sp["port"] == port) or (
+            hit = any((svc["spec"].get("clusterIP") == dst and sp["port"] == port) or (
                 sp.get("nodePort") == port and (dst in node_addresses or dst in public)) or (
-                vips.get(dst) == key and sp["port"] == port)
-            if hit:
+                vips.get(dst) == key and sp["port"] == port) for dst, port in entries)
+            if hit and svc not in chosen:
                 chosen.append(svc)
                 ports |= {sp["port"], sp.get("nodePort") or sp["port"]}
     pod_ips, all_slices = set(), []
@@ -140,8 +165,7 @@ def _behind(lab: str, client: KubeClient, state: LabState, dst: str, port: int,
         for item in slices:
             ports |= {p["port"] for p in item.get("ports") or [] if p.get("port")}
             pod_ips |= {a for e in item.get("endpoints") or [] for a in e.get("addresses", [])}
-    if not chosen:
-        pod_ips.add(dst)
+    pod_ips |= {dst for dst, _ in entries}      # a pod's own address (also an ip target)
     pods = [r for r in state.hosts.values() if r.kind == "pod" and set(r.addresses) & pod_ips]
     return _Behind(pods, ports, chosen, all_slices)
 
@@ -184,9 +208,11 @@ def _capture_hosts(state: LabState, origin: HostRecord, pods) -> list[HostRecord
 
 # --- doing ---------------------------------------------------------------------
 
-def _send(record: HostRecord, dst: str, port: int, proto: str, token: str) -> dict:
+def _send(record: HostRecord, dst: str, port: int, proto: str, token: str,
+          http: HttpTarget | None = None) -> dict:
     request = json.dumps({"dst": dst, "port": port, "proto": proto, "token": token,
-                          "timeout": SEND_TIMEOUT})
+                          "timeout": SEND_TIMEOUT,
+                          **({"path": http.path, "host": http.host} if http else {})})
     out = run_in(record.pid, [sys.executable, "-m", "probes.trace.send"], input=request,
                  timeout=SEND_TIMEOUT + 20, where=record.name)
     return json.loads(out)
@@ -229,7 +255,7 @@ def _interfaces_of(record: HostRecord) -> dict[str, str]:
 
 def _decisions(lab, state: LabState, legs: list[Leg], origin: FlowOrigin,
                conntrack: dict[str, str], label: dict[str, str],
-               topology: _Topology) -> list[Decision]:
+               topology: _Topology, l7: L7Hop | None = None) -> list[Decision]:
     by_label = {label.get(r.host, r.name): r for r in state.hosts.values()}
     out = []
     for leg in legs:
@@ -244,6 +270,8 @@ def _decisions(lab, state: LabState, legs: list[Leg], origin: FlowOrigin,
             elif record.kind == "router" and any(s.changes for s in seen):
                 out.append(_igw_decision(record, host, leg.index, seen,
                                          conntrack.get(record.host, ""), origin.proto))
+            elif record.kind == "loadbalancer" and l7 is not None:
+                out.append(alb_decision(l7, host, leg.index, seen))
             elif record.kind == "loadbalancer":
                 out.append(_elb_decision(lab, record, host, leg.index, seen,
                                          conntrack.get(record.host, ""), origin.proto))

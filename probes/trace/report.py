@@ -8,13 +8,16 @@ chose the endpoints ("zone hints: 2 of 5 endpoints for us-east-1a"), the
 NetworkPolicy rule that allowed the packet or the pod chain that dropped
 it, the igw's 1:1 NAT rule, the ELB listener.  `steps()` folds the
 sightings into the seed's numbered story: "1) client -> 198.51.100.11:31326
-2) igw: DNAT to ...".  Pure.
+2) igw: DNAT to ...".  Through an ALB the L7 hop (probes/trace/l7.py: the
+rule matched, the target group, the target chosen) comes first, and the
+answer says which X-Forwarded-For the pod got.  Pure.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 from probes.trace.flow import Leg, Sighting
+from probes.trace.l7 import L7Hop
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class Trace:
     captured_on: tuple[str, ...] = ()
     pcaps: str | None = None
     notes: tuple[str, ...] = field(default=())
+    l7: L7Hop | None = None         # what the ALB decided (target an ALB)
+    url: str | None = None          # an HTTP target: the URL asked ...
+    host_header: str | None = None  # ... and the Host header sent
 
     def decision(self, leg: int, host: str) -> Decision | None:
         for decision in self.decisions:
@@ -87,6 +93,8 @@ class Trace:
                 f" (from {head.src})")
         elif changes:
             text = f"{host}: {_effect(changes, decision)}"
+        elif first and outs and not ins:        # a proxy's own connection (ELB, ALB)
+            text = f"{host}: opens {head.src} -> {head.dst} out of {','.join(outs)}"
         elif outs:
             text = f"{host}: forwards {','.join(ins) or '?'} -> {','.join(outs)}"
         elif decision is not None and decision.verdict in ("DROP", "REJECT"):
@@ -113,8 +121,13 @@ class Trace:
         return f"{host}: receives {last.src} -> {last.dst}"
 
     def describe(self) -> str:
-        lines = [f"trace {self.source} -> {self.target} ({self.dst}/{self.proto}): "
-                 f"{self.outcome}{self._answer_text()}"]
+        lines = [f"trace {self.source} -> {self.target} ({self.dst}/{self.proto}"
+                 + (f", Host {self.host_header}" if self.host_header else "")
+                 + f"): {self.outcome}{self._answer_text()}"]
+        if self.l7 is not None:
+            lines += self.l7.lines()
+            if self.legs:
+                lines.append("L3/L4:")
         if not self.legs:
             lines.append("  no packet of this connection was captured")
         for leg in self.legs:
@@ -140,8 +153,16 @@ class Trace:
         if not self.answer:
             return ""
         if isinstance(self.answer, dict) and "pod" in self.answer:
+            forwarded = self.answer.get("forwardedFor")
             return (f", answered by {self.answer['pod']} ({self.answer.get('podIP')}), "
-                    f"which saw the client as {self.answer.get('client')}")
+                    f"which saw the client as {self.answer.get('client')}"
+                    + (f" and X-Forwarded-For {forwarded}" if forwarded else ""))
+        raw = self.answer.get("raw", "") if isinstance(self.answer, dict) else ""
+        if raw.startswith("HTTP/"):         # an answer that is not a pod's JSON (ALB 404 ...)
+            head = raw.split("\r\n\r\n", 1)[0].split("\r\n")
+            server = next((line.split(":", 1)[1].strip() for line in head[1:]
+                           if line.lower().startswith("server:")), None)
+            return f", answered {head[0]}" + (f" by {server}" if server else "")
         return f", reply {self.answer!r}"
 
 

@@ -1,12 +1,16 @@
 """The one connection a trace follows, sent from inside the source host.
 
 `python -m probes.trace.send` reads {"dst", "port", "proto", "token",
-"timeout"} on stdin, and prints what happened as JSON: the socket's own
-address (bound before connecting, so it is known even when nothing answers),
-wall-clock times around the exchange (pcap timestamps use the same clock),
-the outcome (open / refused / rejected / dropped) and the workload server's
-answer.  TCP sends `GET /?svclab-trace=TOKEN` (the token is what the trace
-finds in the captures, also behind a proxy); UDP sends the token itself.
+"timeout", and for HTTP optionally "path" and "host"} on stdin, and prints
+what happened as JSON: the socket's own address (bound before connecting,
+so it is known even when nothing answers), wall-clock times around the
+exchange (pcap timestamps use the same clock), the outcome (open /
+refused / rejected / dropped) and the workload server's answer.
+
+TCP sends `GET /?svclab-trace=TOKEN` (the token is what the trace finds in
+the captures, also behind a proxy: an ALB forwards path and query as they
+are), or PATH with the token added to its query and the Host header asked;
+UDP sends the token itself.
 """
 from __future__ import annotations
 
@@ -20,7 +24,15 @@ from probes.reach import kernel_source_address
 from probes.sockprobe import IP_RECVERR, read_icmp_error
 
 
-def send(dst: str, port: int, proto: str, token: str, timeout: float) -> dict:
+def request_bytes(dst: str, token: str, path: str = "/", host: str | None = None) -> bytes:
+    """The traced HTTP request: PATH with the token in its query, Host as asked."""
+    joiner = "&" if "?" in path else "?"
+    return (f"GET {path}{joiner}svclab-trace={token} HTTP/1.0\r\n"
+            f"Host: {host or dst}\r\n\r\n").encode("latin-1")
+
+
+def send(dst: str, port: int, proto: str, token: str, timeout: float, path: str = "/",
+         host: str | None = None) -> dict:
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     result: dict = {"outcome": "dropped"}
     with socket.socket(socket.AF_INET, kind) as sock:
@@ -32,8 +44,7 @@ def send(dst: str, port: int, proto: str, token: str, timeout: float) -> dict:
         try:
             if proto == "tcp":
                 sock.connect((dst, port))
-                sock.sendall(f"GET /?svclab-trace={token} HTTP/1.0\r\nHost: {dst}\r\n\r\n"
-                             .encode())
+                sock.sendall(request_bytes(dst, token, path, host))
                 result["reply"] = _read_all(sock).decode(errors="replace")
             else:
                 sock.connect((dst, port))
@@ -66,7 +77,8 @@ def _read_all(sock: socket.socket) -> bytes:
 def main() -> int:
     request = json.load(sys.stdin)
     json.dump(send(request["dst"], int(request["port"]), request["proto"], request["token"],
-                   float(request.get("timeout", 2.0))), sys.stdout)
+                   float(request.get("timeout", 2.0)), request.get("path") or "/",
+                   request.get("host")), sys.stdout)
     return 0
 
 

@@ -22,7 +22,8 @@ def test_parse_http_reply_reads_the_workload_json():
     reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
              b"Connection: close\r\n\r\n" + body.encode())
     assert parse_http_reply(reply) == {"pod": "web-1", "pod_ip": "192.168.1.50",
-                                       "client": "192.168.0.5:41000"}
+                                       "client": "192.168.0.5:41000", "forwarded_for": None,
+                                       "status": 200}
 
 
 @pytest.mark.parametrize("reply,problem", [

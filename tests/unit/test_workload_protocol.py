@@ -97,3 +97,40 @@ def test_rendered_response_has_length_and_close():
     assert body == b"abc"
     head_only = protocol.render_response(protocol.HttpResponse(200, b"abc"), "p", head_only=True)
     assert head_only.endswith(b"\r\n\r\n")
+
+
+ALB_HEAD = (b"GET /api/items?x=1 HTTP/1.1\r\nHost: shop.example.com\r\n"
+            b"User-Agent: svclab-spread\r\n"
+            b"X-Forwarded-For: 198.18.0.9, 203.0.113.100\r\nX-Forwarded-Proto: https\r\n"
+            b"x-forwarded-port: 443\r\nX-Amzn-Trace-Id: Root=1-abc\r\n\r\n")
+ALB_VIEW = protocol.ServerView("api-1", "192.168.1.5", ("172.31.0.11", 40123), 8080, True)
+
+
+def test_the_json_identity_shows_who_the_client_was_behind_a_proxy():
+    # The view's client is the proxy (the ALB's ENI via a node); the headers name the client.
+    # A path rule forwards /api/items as it is: a svclab probe gets the identity there too.
+    document = json.loads(protocol.route(protocol.parse_request_line(ALB_HEAD), ALB_VIEW).body)
+    assert document == {"pod": "api-1", "podIP": "192.168.1.5", "client": "172.31.0.11:40123",
+                        "port": 8080, "proto": "tcp",
+                        "forwardedFor": "198.18.0.9, 203.0.113.100",
+                        "forwardedProto": "https", "forwardedPort": "443"}
+
+
+def test_only_svclab_probes_get_the_identity_on_other_paths():
+    browser = ALB_HEAD.replace(b"User-Agent: svclab-spread", b"User-Agent: curl/7.88.1")
+    assert protocol.route(protocol.parse_request_line(browser), ALB_VIEW).status == 404
+    traced = browser.replace(b"?x=1", b"?x=1&svclab-trace=abc123")
+    assert protocol.route(protocol.parse_request_line(traced), ALB_VIEW).status == 200
+    # ... and the named routes still answer as themselves.
+    request = protocol.parse_request_line(ALB_HEAD.replace(b"/api/items?x=1", b"/clientip"))
+    assert protocol.route(request, VIEW).body == b"192.168.2.9:40123"
+
+
+def test_forwarded_headers_only_when_sent_and_repeated_ones_joined():
+    assert protocol.forwarded_headers(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") == ()
+    head = (b"GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\nX-FORWARDED-FOR: 10.0.0.2\r\n"
+            b"\r\nX-Forwarded-Proto: body-not-head")
+    assert protocol.forwarded_headers(head) == (("forwardedFor", "10.0.0.1, 10.0.0.2"),)
+    document = json.loads(protocol.route(protocol.parse_request_line(
+        b"GET / HTTP/1.0\r\n\r\n"), VIEW).body)
+    assert "forwardedFor" not in document        # not behind a proxy: as before
