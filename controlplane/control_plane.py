@@ -43,8 +43,8 @@ from controlplane.events import EventRecorder
 from controlplane.kubelet.kubelet import HEARTBEAT_SECONDS, Kubelet
 
 CORE_RESOURCES = ("pods", "services", "endpoints", "endpointslices", "deployments",
-                  "replicasets", "nodes", "networkpolicies", "namespaces", "serviceaccounts",
-                  "clusterroles")
+                  "replicasets", "nodes", "networkpolicies", "ingresses", "namespaces",
+                  "serviceaccounts", "clusterroles")
 WORKLOAD_RESOURCES = ("statefulsets", "daemonsets", "controllerrevisions", "jobs", "cronjobs",
                       "replicationcontrollers")
 SHARED_RESOURCES = CORE_RESOURCES + WORKLOAD_RESOURCES
@@ -78,13 +78,35 @@ class ControlPlane:
                                 **options.get(cls, {}))
                             for cls in CONTROLLERS]
         node_clients = node_clients or {}
-        self.kubelets = [Kubelet(node_clients.get(name, client), runtime, name, python=python,
-                                 builtin_images=builtin_images, heartbeat=heartbeat_seconds,
-                                 time_factor=time_factor,
-                                 recorder=self._recorder(node_clients.get(name, client),
-                                                         "kubelet", name))
+        self._kubelet_options = {"python": python, "builtin_images": builtin_images,
+                                 "heartbeat": heartbeat_seconds, "time_factor": time_factor}
+        self.kubelets = [self._kubelet(name, node_clients.get(name, client))
                          for name in node_names]
         self._started = False
+
+    def _kubelet(self, name: str, client: KubeClient) -> Kubelet:
+        return Kubelet(client, self.runtime, name, **self._kubelet_options,
+                       recorder=self._recorder(client, "kubelet", name))
+
+    def add_kubelet(self, name: str, client: KubeClient) -> Kubelet:
+        """A node joined: its kubelet, started (the Node object is the caller's)."""
+        if any(k.node_name == name for k in self.kubelets):
+            raise ValueError(f"node {name} already has a kubelet")
+        kubelet = self._kubelet(name, client)
+        self.kubelets.append(kubelet)
+        if self._started:
+            kubelet.recorder.start()
+            kubelet.start()
+        return kubelet
+
+    def remove_kubelet(self, name: str, timeout: float = STOP_TIMEOUT) -> None:
+        """A node left: stop its kubelet (its pods are already gone) and its recorder."""
+        for kubelet in [k for k in self.kubelets if k.node_name == name]:
+            kubelet.stop(timeout)
+            self.kubelets.remove(kubelet)
+            if kubelet.recorder in self.recorders:
+                kubelet.recorder.stop(timeout)
+                self.recorders.remove(kubelet.recorder)
 
     def _informers_for(self, cls) -> dict[str, Informer]:
         reads = getattr(cls, "reads", None) or CORE_RESOURCES

@@ -73,6 +73,7 @@ class Context:
     quick: bool
     seed: int
     rng: random.Random
+    duration: float | None = None     # seconds, for experiments that run for a set time
 
     @contextmanager
     def lab(self, spec_file: str | None = None, proxy_mode: str | None = None):

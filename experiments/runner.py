@@ -15,7 +15,7 @@ from base.errors import UsageError
 from experiments.framework import Context, Summary, meta
 
 EXPERIMENTS = ("seed-walkthrough", "distribution", "traffic-policy", "failover", "scale",
-               "netpol", "zones")
+               "netpol", "zones", "soak", "ingress")
 
 
 def module_of(name: str):
@@ -29,11 +29,12 @@ def describe() -> list[tuple[str, str]]:
 
 
 def run(name: str, out: str | None = None, quick: bool = False,
-        seed: int = 1) -> tuple[Path, Summary]:
+        seed: int = 1, duration: float | None = None) -> tuple[Path, Summary]:
     module = module_of(name)
     folder = Path(out or Path("results") / name)
     folder.mkdir(parents=True, exist_ok=True)
-    ctx = Context(out=folder, quick=quick, seed=seed, rng=random.Random(seed))
+    ctx = Context(out=folder, quick=quick, seed=seed, rng=random.Random(seed),
+                  duration=duration)
     started = time.monotonic()
     summary = module.run(ctx)
     info = meta(seed, quick, time.monotonic() - started)

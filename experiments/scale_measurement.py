@@ -2,7 +2,10 @@
 
 benchmarks/scale_bench.py (prints a table, writes CSV+PNG) and the `scale`
 experiment (experiments/scale.py) both measure, for N services x 3 endpoints
-and each proxy mode, in throwaway namespaces (svtest-scale-<pid>-*, deleted
+and each variant -- nftables mode, and iptables mode through either iptables
+backend (nft or legacy; a lab node gets one from the spec's iptablesBackend,
+topo/iptables_alt.py, here the variant's own binaries are named) -- in
+throwaway namespaces (svtest-scale-<pid>-*, deleted
 afterwards) and in a child process of its own (so its peak RSS is its own):
 
   node     the rules, ip_forward on; veths to the three below
@@ -15,8 +18,9 @@ single-service add, a single-endpoint change and a service delete (partial
 syncs), a full resync of the filled table (the periodic one), the child's
 peak RSS, and the
 first-packet latency of many new TCP connections from the client to one
-ClusterIP (p50/p99 of connect()).  `measure(n, mode, connects)` runs one
-case in a child (`python -m experiments.scale_measurement N MODE CONNECTS`);
+ClusterIP (p50/p99 of connect()).  `measure(n, mode, connects, reps,
+backend)` runs one case in a child (`python -m experiments.scale_measurement
+N MODE CONNECTS REPS BACKEND`);
 `draw_latency` plots ours beside the Kubernetes blog's published points.
 """
 
@@ -43,6 +47,9 @@ NODE = NodeInfo("ip-172-31-0-11", (NODE_IP,), "192.168.0.0/16",
 CLIENT, EP1, EP1B, EP2 = ("192.168.250.2", "192.168.251.2", "192.168.251.3",
                           "192.168.252.2")
 MODES = ("iptables", "nftables")
+IPTABLES_BACKENDS = ("nft", "legacy")
+# What the rows are drawn and tabled by: (mode, backend); nftables mode has none.
+VARIANTS = (("iptables", "nft"), ("iptables", "legacy"), ("nftables", ""))
 # Kubernetes blog "NFTables mode for kube-proxy" (2025), first-packet round
 # trip in µs read off its chart (docs/performance-anchors.md).
 BLOG = {"iptables": {"p50": {5000: 49, 10000: 61, 30000: 274},
@@ -168,7 +175,13 @@ def spread(prefix: str, seconds: list[float]) -> dict:
             f"{prefix}_max_ms": round(max(ms), 2)}
 
 
-def one(n: int, mode: str, connects: int, reps: int = 20) -> dict:
+def variant(row: dict) -> str:
+    """A row's variant name: iptables-nft, iptables-legacy or nftables."""
+    return f"{row['mode']}-{row['backend']}" if row.get("backend") else row["mode"]
+
+
+def one(n: int, mode: str, connects: int, reps: int = 20,
+        iptables_backend: str = "nft") -> dict:
     """One (N, mode) in fresh namespaces; runs in its own child process.
 
     Syncs are timed as the agent runs them (agents.proxy.agent.sync_rules:
@@ -180,13 +193,19 @@ def one(n: int, mode: str, connects: int, reps: int = 20) -> dict:
     timed twice: as the agent runs it with nothing changed (the
     generation check, ``resync_noop``; ``reps`` times) and forced (a full
     rewrite of the filled table, what a resync after somebody else's
-    commit costs).
+    commit costs).  iptables_backend: the variant iptables mode runs.
     """
-    with topology(f"{mode[:3]}{n}") as names:
+    if iptables_backend not in IPTABLES_BACKENDS:
+        raise ValueError(f"iptables backend {iptables_backend!r}: allowed "
+                         + ", ".join(IPTABLES_BACKENDS))
+    flavour = iptables_backend if mode == "iptables" else ""
+    with topology(f"{mode[:3]}{flavour[:1]}{n}") as names:
         node = names["node"]
         backend = (NftablesBackend(netns=node, timeout_s=1800)
                    if mode == "nftables"
-                   else IptablesBackend(netns=node, timeout_s=1800))
+                   else IptablesBackend(netns=node, timeout_s=1800,
+                                        restore_binary=f"iptables-{flavour}-restore",
+                                        save_binary=f"iptables-{flavour}-save"))
         svc_dicts, slice_dicts, probe, vip = service_objects(n)
         (services, slices), t_parse = timed(
             lambda: ([service_from_k8s(d) for d in svc_dicts],
@@ -249,7 +268,7 @@ def one(n: int, mode: str, connects: int, reps: int = 20) -> dict:
             CLIENT_SCRIPT, vip, str(connects), timeout=600)))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return dict(
-        mode=mode, services=n, endpoints_per_service=3, reps=reps,
+        mode=mode, backend=flavour, services=n, endpoints_per_service=3, reps=reps,
         parse_s=round(t_parse, 4), full_sync_s=round(t_full, 4),
         full_lines=report.lines,
         **spread("add", adds), **spread("change", changes),
@@ -309,10 +328,11 @@ class ScaleError(RuntimeError):
 
 
 def measure(n: int, mode: str, connects: int, reps: int = 20,
-            timeout: float = 7200) -> dict:
-    """One (N, mode) case in a child process of its own; its result row."""
+            timeout: float = 7200, backend: str = "nft") -> dict:
+    """One (N, mode, iptables backend) case in a child process of its own;
+    its result row."""
     argv = [sys.executable, "-m", "experiments.scale_measurement", str(n), mode,
-            str(connects), str(reps)]
+            str(connects), str(reps), backend]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                           check=False)
     if done.returncode != 0:
@@ -320,17 +340,18 @@ def measure(n: int, mode: str, connects: int, reps: int = 20,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-COLOURS = {"iptables": "tab:red", "nftables": "tab:blue"}
+COLOURS = {"iptables": "tab:red", "nftables": "tab:blue",
+           "iptables-nft": "tab:red", "iptables-legacy": "tab:orange"}
 
 
 def draw_latency(ax, rows: list[dict], pct: str) -> None:
-    """First-packet latency vs N per mode, the blog's points dashed beside."""
-    for mode in MODES:
+    """First-packet latency vs N per variant, the blog's points dashed beside."""
+    for name in sorted({variant(r) for r in rows}):
         mine = sorted((r["services"], r[f"{pct}_us"]) for r in rows
-                      if r["mode"] == mode)
-        if mine:
-            ax.plot(*zip(*mine), marker="o", color=COLOURS[mode],
-                    label=f"svclab {mode} (this machine)")
+                      if variant(r) == name)
+        ax.plot(*zip(*mine), marker="o", color=COLOURS[name],
+                label=f"svclab {name} (this machine)")
+    for mode in MODES:
         ref = sorted(BLOG[mode][pct].items())
         ax.plot(*zip(*ref), linestyle="--", marker="x", color=COLOURS[mode],
                 alpha=0.6, label=f"k8s blog {mode} (published, other hardware)")
@@ -345,10 +366,11 @@ def draw_latency(ax, rows: list[dict], pct: str) -> None:
 def main(argv: list[str]) -> int:
     n, mode, connects = int(argv[0]), argv[1], int(argv[2])
     reps = int(argv[3]) if len(argv) > 3 else 20
+    backend = argv[4] if len(argv) > 4 else "nft"
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    print(json.dumps(one(n, mode, connects, reps)))
+    print(json.dumps(one(n, mode, connects, reps, backend)))
     return 0
 
 

@@ -48,15 +48,18 @@ def proxy_agent_argv(spec: ClusterSpec, node: NodeSpec, kubeconfig: Path,
 def start_proxy_agents(spec: ClusterSpec, lab: LabNetwork, api, supervisor: Supervisor) -> None:
     """One agent per node, each with a token of its own (user system:kube-proxy, as
     kubeadm's kube-proxy), reaching the API in-lab."""
-    control = next(n for n in spec.nodes if n.is_control_plane)
-    server = f"https://{control.address}:{API_PORT}"
     for record in _node_records(lab):
-        node = spec.node(record.name)
-        kubeconfig = write_identity_kubeconfig(api, KUBE_PROXY,
-                                               lab.paths.files / record.host / "kubeconfig",
-                                               server, f"proxy-{node.name}")
-        supervisor.add(f"proxy/{node.name}", record.host,
-                       proxy_agent_argv(spec, node, kubeconfig, record.netns))
+        start_proxy_agent(spec, lab, api, supervisor, record)
+
+
+def start_proxy_agent(spec: ClusterSpec, lab: LabNetwork, api, supervisor: Supervisor,
+                      record) -> None:
+    node = spec.node(record.name)
+    kubeconfig = write_identity_kubeconfig(api, KUBE_PROXY,
+                                           lab.paths.files / record.host / "kubeconfig",
+                                           _api_server(spec), f"proxy-{node.name}")
+    supervisor.add(f"proxy/{node.name}", record.host,
+                   proxy_agent_argv(spec, node, kubeconfig, record.netns))
 
 
 def policy_agent_argv(spec: ClusterSpec, node: NodeSpec, kubeconfig: Path,
@@ -68,31 +71,39 @@ def policy_agent_argv(spec: ClusterSpec, node: NodeSpec, kubeconfig: Path,
 def start_policy_agents(spec: ClusterSpec, lab: LabNetwork, api,
                         supervisor: Supervisor) -> None:
     """One policy agent per node, as calico-node's service account, in-lab."""
-    control = next(n for n in spec.nodes if n.is_control_plane)
-    server = f"https://{control.address}:{API_PORT}"
     for record in _node_records(lab):
-        node = spec.node(record.name)
-        kubeconfig = write_identity_kubeconfig(
-            api, CALICO_NODE, lab.paths.files / record.host / "policy-kubeconfig", server,
-            f"calico-node-{node.name}")
-        supervisor.add(f"policy/{node.name}", record.host,
-                       policy_agent_argv(spec, node, kubeconfig, record.netns))
+        start_policy_agent(spec, lab, api, supervisor, record)
+
+
+def start_policy_agent(spec: ClusterSpec, lab: LabNetwork, api, supervisor: Supervisor,
+                       record) -> None:
+    node = spec.node(record.name)
+    kubeconfig = write_identity_kubeconfig(
+        api, CALICO_NODE, lab.paths.files / record.host / "policy-kubeconfig",
+        _api_server(spec), f"calico-node-{node.name}")
+    supervisor.add(f"policy/{node.name}", record.host,
+                   policy_agent_argv(spec, node, kubeconfig, record.netns))
 
 
 def kubelet_clients(spec: ClusterSpec, lab: LabNetwork, api) -> dict:
     """Per node, an API client as the node's kubelet (system:node:NAME) whose
     connections leave from the node itself (to the control plane's :6443), so
     a node cut off from the VPC stops reporting, as a real kubelet would."""
+    return {record.name: kubelet_client(spec, lab, api, record)
+            for record in _node_records(lab)}
+
+
+def kubelet_client(spec: ClusterSpec, lab: LabNetwork, api, record) -> KubeClient:
+    path = write_identity_kubeconfig(api, kubelet(record.name),
+                                     lab.paths.files / record.host / "kubelet-kubeconfig",
+                                     _api_server(spec), f"kubelet-{record.name}")
+    return KubeClient(credentials_from_kubeconfig(str(path)),
+                      socket_factory=netns_connector(record.pid))
+
+
+def _api_server(spec: ClusterSpec) -> str:
     control = next(n for n in spec.nodes if n.is_control_plane)
-    server = f"https://{control.address}:{API_PORT}"
-    clients = {}
-    for record in _node_records(lab):
-        path = write_identity_kubeconfig(api, kubelet(record.name),
-                                         lab.paths.files / record.host / "kubelet-kubeconfig",
-                                         server, f"kubelet-{record.name}")
-        clients[record.name] = KubeClient(credentials_from_kubeconfig(str(path)),
-                                          socket_factory=netns_connector(record.pid))
-    return clients
+    return f"https://{control.address}:{API_PORT}"
 
 
 def wait_for_proxy_agents(lab: LabNetwork, timeout: float = AGENT_READY_TIMEOUT) -> None:
@@ -105,9 +116,17 @@ def wait_for_policy_agents(lab: LabNetwork, timeout: float = AGENT_READY_TIMEOUT
     _wait_healthy(lab, "policy agents", POLICY_HEALTHZ_PORT, timeout)
 
 
-def _wait_healthy(lab: LabNetwork, what: str, port: int, timeout: float) -> None:
+def wait_for_node_agents(lab: LabNetwork, node: str,
+                         timeout: float = AGENT_READY_TIMEOUT) -> None:
+    """A joining node's proxy and policy agents have both synced once."""
+    _wait_healthy(lab, "proxy agent", HEALTHZ_PORT, timeout, only=node)
+    _wait_healthy(lab, "policy agent", POLICY_HEALTHZ_PORT, timeout, only=node)
+
+
+def _wait_healthy(lab: LabNetwork, what: str, port: int, timeout: float,
+                  only: str | None = None) -> None:
     deadline = time.monotonic() + timeout
-    pending = {r.name: r.pid for r in _node_records(lab)}
+    pending = {r.name: r.pid for r in _node_records(lab) if only in (None, r.name)}
     while pending:
         pending = {name: pid for name, pid in pending.items() if not _healthy(pid, port)}
         if pending and time.monotonic() > deadline:

@@ -23,8 +23,10 @@ from mininet.log import setLogLevel
 
 from base.kube.client import KubeClient
 from controlplane.api.server import ApiServer
+from controlplane.cloud.alb_controller import ensure_alb_ingress_class
 from controlplane.control_plane import ControlPlane
 from controlplane.identities import (
+    AWS_LOAD_BALANCER_CONTROLLER,
     CLOUD_CONTROLLER_MANAGER,
     KUBE_CONTROLLER_MANAGER,
     KUBE_SCHEDULER,
@@ -45,7 +47,8 @@ from labd.components import (
 )
 from labd.control import ControlServer, record_to_json
 from labd.credentials import identity_client
-from labd.elb import cloud_controller_for, start_elb
+from labd.elb import alb_controller_for, cloud_controller_for, start_elb
+from labd.nodes import NodeMembership
 from labd.supervisor import Supervisor
 from topo.apihost import cluster_info, listener_in_netns, loopback_listener
 from topo.netns import ProcRef
@@ -82,22 +85,25 @@ def run(name: str) -> int:
         coredns = coredns_stand_in(spec)    # in-cluster: its pod's service-account token
         api.pod_streams = runtime = LabPodRuntime(lab)    # exec, attach, port-forward, logs
         # Each component as its own identity (controlplane/identities.py), RBAC-bound.
-        lab_life.enter_context(ControlPlane(identity_client(api, KUBE_CONTROLLER_MANAGER),
-                                            runtime, [n.name for n in spec.nodes],
-                                            builtin_images={"coredns": coredns},
-                                            node_clients=kubelet_clients(spec, lab, api),
-                                            scheduler_client=identity_client(api,
-                                                                             KUBE_SCHEDULER),
-                                            # kubelets report 4x per grace period
-                                            heartbeat_seconds=min(
-                                                5.0, spec.node_monitor_grace_period / 4),
-                                            # Leases and Job back-off on the lab's clock
-                                            time_factor=spec.time_factor))
-        lab_life.enter_context(cloud_controller_for(
+        control_plane = lab_life.enter_context(ControlPlane(
+            identity_client(api, KUBE_CONTROLLER_MANAGER), runtime,
+            [n.name for n in spec.nodes], builtin_images={"coredns": coredns},
+            node_clients=kubelet_clients(spec, lab, api),
+            scheduler_client=identity_client(api, KUBE_SCHEDULER),
+            # kubelets report 4x per grace period
+            heartbeat_seconds=min(5.0, spec.node_monitor_grace_period / 4),
+            # Leases and Job back-off on the lab's clock
+            time_factor=spec.time_factor))
+        cloud = lab_life.enter_context(cloud_controller_for(
             spec, lab, elb, identity_client(api, CLOUD_CONTROLLER_MANAGER)))
+        lab_life.enter_context(alb_controller_for(
+            spec, lab, elb, identity_client(api, AWS_LOAD_BALANCER_CONTROLLER)))
         install_cluster_dns(admin, spec)
-        lab_life.enter_context(ControlServer(paths.control, _control_handlers(lab, state,
-                                                                             stopping)))
+        ensure_alb_ingress_class(admin)     # the IngressClass `alb`, as the Helm chart installs
+        nodes = NodeMembership(spec, lab, api, admin, supervisor, control_plane,
+                               cloud.set_static_dns)
+        lab_life.enter_context(ControlServer(paths.control, _control_handlers(
+            lab, state, stopping, nodes)))
         wait_for_proxy_agents(lab)
         # After the proxy agents' first sync: kube-proxy's agent inserts its
         # KUBE-* jumps at the top of FORWARD, the policy agent's jump must
@@ -118,9 +124,12 @@ def run(name: str) -> int:
     return 0
 
 
-def _control_handlers(lab: LabNetwork, state: LabState, stopping: threading.Event) -> dict:
+def _control_handlers(lab: LabNetwork, state: LabState, stopping: threading.Event,
+                      nodes: NodeMembership) -> dict:
     return {
         "status": lambda: state.to_json(),
+        "add_node": nodes.add,
+        "remove_node": nodes.remove,
         "add_pod": lambda name, namespace, node, ip=None, command=None:
             record_to_json(lab.add_pod(name, namespace, node, ip, command)),
         "remove_pod": lambda name, namespace: lab.remove_pod(name, namespace),

@@ -19,8 +19,10 @@ from pathlib import Path
 import yaml
 
 from base.errors import LabError, LabTimeout, UsageError
+from labd.control import ControlClient
 from topo.apihost import kubectl_path
 from topo.cleanup import CleanReport, clean_lab, stop_processes
+from topo.iptables_alt import describe as describe_iptables
 from topo.netns import MNEXEC, ProcRef, ensure_lab_namespace
 from topo.network import host_exec_argv
 from topo.plan import plan_lab, render_plan
@@ -45,7 +47,9 @@ class UpResult:
 
 
 def dry_run(spec_file: str | None, proxy_mode: str | None) -> str:
-    return render_plan(plan_lab(load_spec(spec_file, proxy_mode=proxy_mode)))
+    spec = load_spec(spec_file, proxy_mode=proxy_mode)
+    backend = describe_iptables(spec.iptables_backend, spec.iptables_backend_given)
+    return f"nodes' iptables: {backend}\n" + render_plan(plan_lab(spec))
 
 
 def up(name: str, spec_file: str | None = None, proxy_mode: str | None = None,
@@ -175,6 +179,7 @@ def status_table(state: LabState, spec: ClusterSpec) -> str:
                      public.get(r.name, "-"), r.node or "-", str(r.pid)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     head = (f"lab {state.name}  proxy-mode {state.proxy_mode}  "
+            f"iptables {spec.iptables_backend}  "
             f"daemon pid {state.daemon_pid}  {'ready' if state.ready else 'starting'}")
     lines = ["   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     if state.agents:
@@ -230,3 +235,24 @@ def _log_tail(paths: LabPaths, lines: int = 25) -> str:
 def _cleaned(name: str) -> str:
     report = clean_lab(name)
     return f"\n(cleaned up: {report.processes_stopped} leftover processes stopped)"
+
+
+# --- nodes joining and leaving (labd/nodes.py does the work in the daemon) --
+
+NODE_CHANGE_TIMEOUT = 600.0    # a drain waits for every pod's grace period
+
+
+def node_add(name: str, node: str | None = None, zone: str | None = None,
+             role: str = "worker", address: str | None = None) -> dict:
+    """Join a new node to a running lab; returns what it became."""
+    check_lab_name(name)
+    require_root()
+    return ControlClient(name, timeout=NODE_CHANGE_TIMEOUT).call(
+        "add_node", name=node, zone=zone, role=role, address=address)
+
+
+def node_remove(name: str, node: str) -> dict:
+    """Drain a node, delete it and take its machine out of the lab."""
+    check_lab_name(name)
+    require_root()
+    return ControlClient(name, timeout=NODE_CHANGE_TIMEOUT).call("remove_node", name=node)

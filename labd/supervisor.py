@@ -10,6 +10,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from topo.cleanup import stop_processes
 from topo.network import LabNetwork
 from topo.state import ProcessRecord
 
@@ -55,6 +56,16 @@ class Supervisor:
         self.on_change()
         return program
 
+    def remove(self, key: str, timeout: float = 5.0) -> None:
+        """Stop a program for good (its node is leaving): by its recorded PID."""
+        program = self.programs.pop(key, None)
+        if program is None:
+            return
+        if program.record is not None:
+            stop_processes([program.record.proc], timeout=timeout)
+            self.lab.forget_process(program.record)
+        self.on_change()
+
     def summary(self) -> dict[str, dict]:
         return {k: {"pid": p.record.pid if p.record else None, "restarts": p.restarts}
                 for k, p in self.programs.items()}
@@ -68,8 +79,8 @@ class Supervisor:
     def _restart(self, program: Program) -> None:
         log.warning("%s (pid %d) died; restarting in %.1f s", program.key,
                     program.record.pid, program.backoff)
-        if self._stopping.wait(program.backoff):
-            return
+        if self._stopping.wait(program.backoff) or self.programs.get(program.key) is not program:
+            return      # the lab is stopping, or the program was removed
         self.lab.forget_process(program.record)
         program.record = self.lab.spawn(program.host, program.argv, role=program.key)
         program.restarts += 1

@@ -20,6 +20,7 @@ from experiments.runner import describe, run
 from labd import lifecycle
 from labd.lb_status import lb_status, render_lb_status
 from labd.lifecycle import DEFAULT_NAME
+from svclab.node_commands import add_node_commands
 from svclab.probe_commands import add_probe_commands
 from topo.network import inter_zone_latency_notice
 from topo.plan import describe_zones
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_clean)
 
     add_probe_commands(sub, named)
+    add_node_commands(sub)
 
     p = sub.add_parser("experiment", help="reproducible experiments (each builds its own lab)")
     exp_sub = p.add_subparsers(dest="experiment", required=True, parser_class=_Parser)
@@ -96,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output folder (default results/NAME)")
     run.add_argument("--quick", action="store_true", help="a short run (under a minute)")
     run.add_argument("--seed", type=int, default=1)
+    run.add_argument("--duration", type=float, metavar="SECONDS",
+                     help="how long an experiment that runs for a set time runs (soak)")
     run.set_defaults(func=cmd_experiment_run)
     return parser
 
@@ -130,6 +134,7 @@ def cmd_status(args) -> int:
     state, spec = lifecycle.status(args.name)
     if args.json:
         out = state.to_json()
+        out["iptablesBackend"] = spec.iptables_backend
         if spec.network.zones:
             out["zones"] = _zones_json(args.name, spec)
         print(json.dumps(out, indent=1))
@@ -203,7 +208,10 @@ def cmd_experiment_list(args) -> int:
 
 def cmd_experiment_run(args) -> int:
     lifecycle.require_root()
-    folder, summary = run(args.experiment_name, args.out, args.quick, args.seed)
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError(f"experiment run: --duration: invalid value {args.duration:g}; "
+                         "allowed: seconds > 0")
+    folder, summary = run(args.experiment_name, args.out, args.quick, args.seed, args.duration)
     print((folder / "summary.md").read_text())
     print(f"results in {folder}/")
     return 0

@@ -29,11 +29,11 @@ def cluster_info(spec: ClusterSpec) -> dict:
         "podCIDR": str(net.pod_cidr),
         "clusterDomain": "cluster.local",
         "controlPlaneEndpoint": {"ip": str(control.address), "port": API_PORT},
-        "nodes": [_node_info(spec, n) for n in spec.nodes],
+        "nodes": [node_info(spec, n) for n in spec.nodes],
     }
 
 
-def _node_info(spec: ClusterSpec, node: NodeSpec) -> dict:
+def node_info(spec: ClusterSpec, node: NodeSpec) -> dict:
     info = {"name": node.name, "role": node.role, "internalIP": str(node.address),
             "externalIP": str(node.public_ip), "podCIDR": str(node.pod_block)}
     if node.zone is not None:    # the node's topology labels (labs with zones only)

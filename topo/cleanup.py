@@ -16,24 +16,31 @@ import time
 from dataclasses import dataclass, field
 
 from base.errors import LabError
-from topo.netns import ProcRef, netns_inode, own_netns_inode, start_time
+from topo.netns import ProcRef, netns_cookie, netns_inode, own_netns_inode, start_time
 from topo.state import LabPaths, read_state
 
 STOP_TIMEOUT = 3.0
 
 
-def processes_in_netns(inodes: set[int], exclude: set[int] = frozenset()) -> list[ProcRef]:
-    """Every process whose network namespace is one of `inodes`."""
+def processes_in_netns(inodes: set[int], exclude: set[int] = frozenset(),
+                       cookies: dict[int, int] | None = None) -> list[ProcRef]:
+    """Every process whose network namespace is one of `inodes`.  cookies
+    (inode -> the namespace's cookie, where known): a process whose namespace
+    has the inode but another cookie is in someone else's namespace that got
+    the number after ours was gone, and is left alone."""
     if own_netns_inode() in inodes:
         raise LabError("refusing to match processes of the host network namespace")
+    cookies = cookies or {}
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in exclude or int(entry) == os.getpid():
             continue
         try:
-            if netns_inode(entry) in inodes:
+            inode = netns_inode(entry)
+            if inode in inodes:
                 start = start_time(int(entry))
-                if start is not None:
+                if start is not None and (inode not in cookies
+                                          or netns_cookie(int(entry)) == cookies[inode]):
                     found.append(ProcRef(int(entry), start))
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
@@ -93,7 +100,8 @@ def clean_lab(name: str) -> CleanReport:
             stop_processes([state.daemon], timeout=10.0)
         recorded = [p.proc for p in state.processes] + [h.proc for h in state.hosts.values()]
         inodes = set(state.netns_seen) | {h.netns for h in state.hosts.values()}
-        victims = list(dict.fromkeys(recorded + processes_in_netns(inodes)))
+        victims = list(dict.fromkeys(recorded + processes_in_netns(inodes,
+                                                                    cookies=state.cookies())))
         alive = [p for p in victims if p.alive()]
         report.processes_stopped = len(alive)
         report.survivors = [p.pid for p in stop_processes(alive)]

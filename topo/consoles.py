@@ -30,6 +30,7 @@ from collections.abc import Callable
 from functools import partial
 
 from topo.crilog import CriLogFile
+from topo.pidwait import wait_for_child
 from topo.sessions import EOF_CHAR, Child, close_quietly, set_window
 
 READ_SIZE = 64 * 1024
@@ -255,7 +256,7 @@ class AttachSession:
 
     def wait(self, timeout: float | None = None) -> int | None:
         child = self._console.child
-        return child.code if child.wait(timeout) else None
+        return child.code if wait_for_child(child, timeout) else None
 
     def kill(self) -> None:
         """Detach (the container keeps running) and release every descriptor."""

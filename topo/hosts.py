@@ -3,13 +3,12 @@
 Small classes in Mininet's style: a host is created (its shell starts in a new
 network and mount namespace), configured once from a HostConfig, and
 terminated.  Bridges are Linux bridges *inside* a namespace of their own, so a
-lab leaves no interface, bridge or route in the host's namespace.  A pod is
-also a sandbox: its shell starts in a UTS namespace of its own (its
-hostname), and its /etc/hosts, /etc/hostname, /etc/resolv.conf, a tmpfs
-/tmp and a tmpfs /run (with the kubelet's read-only projected folders, e.g.
-the service-account token under /run/secrets) are mounted in its own mount
-namespace only (Mininet makes every mount there private, so nothing
-propagates to the machine or to other pods).
+lab leaves no interface, bridge or route in the host's namespace.  Pods are
+not Mininet hosts (topo/pod_sandbox.py holds their namespaces without a
+process) but share the pieces here: a pod's /etc files, a tmpfs /tmp and a
+tmpfs /run (with the kubelet's read-only projected folders, e.g. the
+service-account token under /run/secrets), mounted in its own mount
+namespace only, so nothing propagates to the machine or to other pods.
 """
 from __future__ import annotations
 
@@ -69,17 +68,6 @@ class LabHost(_Namespaced, Host):
 
     def __init__(self, name: str):
         super().__init__(name, inNamespace=True)
-
-
-class PodHost(LabHost):
-    """A pod: a lab host whose shell also starts in a UTS namespace of its own."""
-
-    def _popen(self, cmd, **params):
-        # Mininet starts the shell (mnexec -cdn ... bash) first; wrap only that
-        # one, so the pod's namespaces are created together with its shell.
-        if self.shell is None:
-            cmd = ["unshare", "--uts", "--", *cmd]
-        return super()._popen(cmd, **params)
 
 
 class LabBridge(_Namespaced, LinuxBridge):
@@ -207,14 +195,6 @@ def private_run_steps(kept: tuple[str, ...], projected: tuple[tuple[str, str], .
                   f"mount -n --bind -o bind{options} {shlex.quote(source)} {staged}"]
     steps.append(f"mount -n --move {stage} /run")
     return steps
-
-
-def configure_pod_side_of_node(node, batch: tuple[str, ...],
-                               sysctls: tuple[tuple[str, str], ...]) -> None:
-    """What a node adds for one of its pods: link up, /32 route, proxy ARP."""
-    steps = [f"ip {line}" for line in batch]
-    steps += [_sysctl_step(key, value) for key, value in sysctls]
-    run_in(node.pid, ["sh", "-ec", "\n".join(steps)], where=node.name)
 
 
 def wait_links_up(node, timeout: float = LINK_TIMEOUT) -> None:

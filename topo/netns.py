@@ -29,9 +29,16 @@ NSENTER = "nsenter"
 # mnexec -a returns to the caller's working directory inside the host, which a
 # pod (its /tmp is its own) may not have: processes entering hosts start at /.
 HOST_CWD = "/"
+CLONE_FS = 0x00000200
+CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUTS = 0x04000000
+MS_RDONLY, MS_NOSUID, MS_NODEV = 0x1, 0x2, 0x4
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC = 0x20, 0x1000, 0x2000, 0x4000
+MS_PRIVATE = 0x40000
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p)
 T = TypeVar("T")
 
 
@@ -221,6 +228,54 @@ def set_uts_hostname(pid: int, hostname: str) -> None:
             raise LabError(f"setting the host name of {pid} did not finish in 5 s")
     finally:
         os.close(fd)
+
+
+def unshare(flags: int) -> None:
+    """unshare(2) for the calling thread (CLONE_FS with CLONE_NEWNS: the thread
+    gets a root and working directory of its own, the rest of the process keeps
+    its own)."""
+    if _libc.unshare(flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"unshare({flags:#x}): {os.strerror(code)}")
+
+
+def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
+          data: str | None = None) -> None:
+    """mount(2) in the calling thread's mount namespace; OSError names the target."""
+    def raw(text: str | None):
+        return None if text is None else text.encode()
+    if _libc.mount(raw(source), raw(target), raw(fstype), flags, raw(data)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"mount {source or fstype or ''} on {target}: {os.strerror(code)}")
+
+
+SO_NETNS_COOKIE = 71       # Linux 5.14+: a namespace's 64-bit ID, never reused
+
+
+def current_netns_cookie() -> int | None:
+    """The cookie of the calling thread's network namespace (None: the kernel has none).
+
+    Unlike a namespace's inode number, which the kernel hands to the next
+    namespace anyone makes once it is freed, a cookie is never reused: it
+    tells a lab's namespace from another lab's that got the same inode."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8),
+                                  "little")
+    except OSError:
+        return None
+
+
+def netns_cookie(pid: int) -> int | None:
+    """The cookie of pid's network namespace; None if it cannot be read (pid gone)."""
+    try:
+        return call_in_netns(pid, current_netns_cookie, timeout=5.0)
+    except (OSError, LabError):
+        return None
+
+
+def gettid() -> int:
+    return threading.get_native_id()
 
 
 def started_at(pid: int) -> int:

@@ -1,10 +1,12 @@
 """The running lab: builds a LabPlan into Mininet hosts and owns their lifetime.
 
 `with LabNetwork(spec, paths) as lab:` brings the cluster up and guarantees it goes
-away.  Pods come and go while it runs (`add_pod` / `remove_pod`), each a host
-of its own joined to its node by a cali* veth, and a sandbox (hostname,
-/etc files, private /tmp).  Every host and every process started in a host is
-recorded in the state folder as it appears, so a crashed lab can still be
+away.  Pods come and go while it runs (`add_pod` / `remove_pod`), each a
+sandbox (hostname, /etc files, private /tmp) joined to its node by a cali*
+veth, whose namespaces a thread holds rather than a process
+(topo/pod_sandbox.py); several are made at once.  Every host and every
+process started in a host is recorded in the state folder as it appears
+(with its namespace's inode and cookie), so a crashed lab can still be
 cleaned up by what it wrote down.  Processes enter a host's network, mount
 and UTS namespaces (`enter_argv`), so a pod's programs see its hostname.
 
@@ -14,6 +16,7 @@ it and says so (`inter_zone_latency_notice`), nothing fails.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import json
 import logging
@@ -26,30 +29,26 @@ import time
 from base.cri import PodSandboxConfig
 from base.errors import CommandError, LabError, UsageError
 from topo.cleanup import processes_in_netns, stop_processes
-from topo.hosts import (
-    LabBridge,
-    LabHost,
-    PodHost,
-    configure,
-    configure_pod_side_of_node,
-    connect,
-    wait_links_up,
-)
-from topo.netns import enter_argv, run_in, started_at
+from topo.hosts import LabBridge, LabHost, configure, connect, wait_links_up
+from topo.iptables_alt import apply_in_host as use_iptables_backend
+from topo.netns import enter_argv, netns_cookie, run_in, started_at
 from topo.plan import (
     DEFAULT_NAMESPACE,
     HostConfig,
     LabPlan,
+    LinkPlan,
     plan_lab,
     plan_pod,
     pod_host_name,
     static_pod_name,
 )
+from topo.pod_sandbox import NodeSide, PodSandbox
 from topo.spec import ClusterSpec
 from topo.state import HostRecord, LabPaths, LabState, ProcessRecord, write_state
 
 log = logging.getLogger("svclab.lab")
 TEARDOWN_GRACE = 0.5      # seconds between SIGTERM and SIGKILL when the lab stops
+STATIC_POD_WORKERS = 4
 ENVIRON_FILE = "environ.json"   # a pod's default container environment, for `svclab exec`
 LATENCY_FILE = "inter-zone-latency.txt"   # in the igw's files: whether netem applied
 
@@ -62,9 +61,12 @@ class LabNetwork:
         self.paths = paths
         self.state = state
         self.nodes: dict[str, object] = {}      # Mininet host name -> node object
-        self._links: dict[str, object] = {}     # pod host name -> its veth Link
+        self._links: dict[str, object] = {}     # pod host name -> its veth (name)
         self._lock = threading.RLock()
         self._pod_seq = 0
+        self._pending: dict[tuple[str, str], ipaddress.IPv4Address] = {}   # pods being made
+        self._pod_hosts: dict[tuple[str, str], str] = {}   # (namespace, name) -> pod host
+        self._node_side = NodeSide()
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -93,6 +95,9 @@ class LabNetwork:
                     else LabHost(config.host))
             self.nodes[config.host] = node
             self._record_host(config, node)
+            if config.kind == "node":     # before anything in it runs iptables
+                use_iptables_backend(node.pid, self.spec.iptables_backend,
+                                     self.paths.files, where=config.host)
         for link in plan.links:
             connect(self.nodes, link)
         for bridge in plan.bridges:
@@ -103,9 +108,13 @@ class LabNetwork:
             wait_links_up(self.nodes[bridge])
         self._apply_inter_zone_latency(plan)
         log.info("static lab up in %.2f s", time.monotonic() - started)
-        for node in self.spec.nodes:
-            for i in range(node.static_pods):
-                self.add_pod(static_pod_name(i, node), "kube-system", node.name)
+        static = [(static_pod_name(i, node), "kube-system", node.name,
+                   str(node.pod_block.network_address + i + 1))     # as made one by one
+                  for node in self.spec.nodes for i in range(node.static_pods)]
+        # A few at once: each waits on the kernel (namespaces, `ip`) part of its time.
+        with concurrent.futures.ThreadPoolExecutor(STATIC_POD_WORKERS) as pool:
+            for done in [pool.submit(self.add_pod, *pod) for pod in static]:
+                done.result()
         self._save()
 
     def stop(self) -> None:
@@ -115,10 +124,12 @@ class LabNetwork:
             # The whole lab is going: no grace periods (a DNS pod's lameduck
             # would hold the teardown for seconds).
             stop_processes(recorded + processes_in_netns(self._all_netns(),
-                                                         exclude=self._shell_pids()),
+                                                         exclude=self._shell_pids(),
+                                                         cookies=self.state.cookies()),
                            timeout=TEARDOWN_GRACE)
             for name in list(self.nodes):
                 self._terminate(name)
+            self._node_side.close()
             self.state.processes.clear()
 
     # --- pods ----------------------------------------------------------------
@@ -126,38 +137,126 @@ class LabNetwork:
     def add_pod(self, name: str, namespace: str, node_name: str,
                 ip: str | None = None, command: list[str] | None = None,
                 sandbox: PodSandboxConfig | None = None) -> HostRecord:
-        """Create a pod host on a node, wired like Calico; optionally run a command."""
+        """Create a pod host on a node, wired like Calico; optionally run a command.
+
+        The pod's namespaces are held by a thread (topo/pod_sandbox.py), not a
+        shell; only the name and address are chosen under the lab's lock, so
+        several kubelets set their pods up at once."""
         with self._lock:
-            if self._find_pod(name, namespace):
+            if self._find_pod(name, namespace) or (namespace, name) in self._pending:
                 raise UsageError(f"pod {namespace}/{name} already exists")
             node_index = self._node_index(node_name)
             address = self._pick_pod_ip(node_index, ip)
             self._pod_seq += 1
             plan = plan_pod(self.spec, node_index, pod_host_name(self._pod_seq),
                             name, namespace, address, sandbox)
-            host = PodHost(plan.pod.host)
-            self.nodes[plan.pod.host] = host
-            record = self._record_host(plan.pod, host)
+            node = self.nodes[plan.link.host1]
+            self._pending[(namespace, name)] = address
+        host = PodSandbox(plan.pod, self.paths.files / plan.pod.host, node.pid, plan.link.intf1)
+        try:
             try:
-                self._links[plan.pod.host] = connect(self.nodes, plan.link)
-                configure(host, plan.pod, self.paths.files / plan.pod.host)
-                configure_pod_side_of_node(self.nodes[plan.link.host1],
-                                           plan.node_batch, plan.node_sysctls)
-                wait_links_up(host)
-                if command:
-                    self.spawn(plan.pod.host, command, role="container")
-            except BaseException:
+                host.start()
+            finally:
+                with self._lock:
+                    del self._pending[(namespace, name)]
+                    if host.pid:
+                        self.nodes[plan.pod.host] = host
+                        self._links[plan.pod.host] = plan.link.intf1
+                        record = self._record_host(plan.pod, host, save=False)
+            self._node_side.configure(node.pid, node_name, plan.node_batch, plan.node_sysctls)
+            host.wait_links_up()
+            if command:
+                self.spawn(plan.pod.host, command, role="container")
+        except BaseException:
+            with self._lock:
                 self._remove_host(plan.pod.host)
-                raise
+            raise
+        with self._lock:
             self._save()
-            return record
+        return record
 
     def remove_pod(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """Forget the pod under the lab's lock, then stop what is in it, remove its
+        veth and end its sandbox outside the lock, so pods of every node go at once."""
         with self._lock:
             record = self._find_pod(name, namespace)
             if record is None:
                 raise UsageError(f"pod {namespace}/{name} not found")
-            self._remove_host(record.host)
+            if not isinstance(self._links.get(record.host), str):    # not a sandbox
+                self._remove_host(record.host)
+                self._save()
+                return
+            mine = [p.proc for p in self.state.processes if p.host == record.host]
+            self.state.processes = [p for p in self.state.processes if p.host != record.host]
+            veth = self._links.pop(record.host)
+            node = next((self.nodes.get(r.host) for r in self.state.hosts.values()
+                         if r.kind == "node" and r.name == record.node), None)
+            sandbox = self.nodes.pop(record.host, None)
+            self._terminate(record.host)
+            # Name and address stay taken until the veth and its /32 route are gone.
+            self._pending[(namespace, name)] = ipaddress.IPv4Address(record.addresses[0])
+            self._save()
+        try:
+            cookies = {record.netns: self.state.cookies().get(record.netns)} \
+                if str(record.netns) in self.state.netns_cookies else None
+            stop_processes(mine + processes_in_netns({record.netns}, cookies=cookies))
+            if node is not None:
+                self._node_side.delete_link(node.pid, record.node, veth)
+            if sandbox is not None:
+                sandbox.terminate()
+            if not processes_in_netns({record.netns}, cookies=cookies):
+                with self._lock:     # gone: the kernel may give its inode to anyone now
+                    self.state.netns_seen = [n for n in self.state.netns_seen
+                                             if n != record.netns]
+                    self.state.netns_cookies.pop(str(record.netns), None)
+                    self._save()
+            shutil.rmtree(self.paths.files / record.host, ignore_errors=True)
+        finally:
+            with self._lock:
+                self._pending.pop((namespace, name), None)
+
+    def node_host(self, node_name: str) -> str:
+        """The host of a node by its Kubernetes name (nodes join and leave)."""
+        for record in self.state.hosts.values():
+            if record.kind == "node" and record.name == node_name:
+                return record.host
+        raise UsageError(f"node: no node {node_name!r}; nodes: "
+                         + ", ".join(n.name for n in self.spec.nodes))
+
+    # --- nodes joining and leaving (topo/node_join.py) -------------------------
+
+    def add_node_host(self, config: HostConfig, bridge: str) -> HostRecord:
+        """A node host joined to a running VPC bridge and configured."""
+        with self._lock:
+            if config.host in self.nodes:
+                raise LabError(f"host {config.host} already exists")
+            host = LabHost(config.host)
+            self.nodes[config.host] = host
+            record = self._record_host(config, host)
+            try:
+                use_iptables_backend(host.pid, self.spec.iptables_backend,
+                                     self.paths.files, where=config.host)
+                switch = self.nodes[bridge]
+                taken = {intf.name for intf in switch.intfList()}
+                port = next(f"{bridge}-eth{i}" for i in range(1, 10_000)
+                            if f"{bridge}-eth{i}" not in taken)
+                self._links[config.host] = connect(self.nodes,
+                                                   LinkPlan(config.host, "eth0", bridge, port))
+                run_in(switch.pid, ["sh", "-ec", f"ip link set dev {port} master {bridge}\n"
+                                    f"ip link set dev {port} up"], where=bridge)
+                configure(host, config, self.paths.files / config.host)
+                wait_links_up(host)
+                wait_links_up(switch)
+            except BaseException:
+                self._remove_host(config.host)
+                raise
+            self._save()
+            return record
+
+    def remove_host(self, host: str) -> None:
+        """Stop everything in a host and remove it (a node leaving the lab)."""
+        with self._lock:
+            self._remove_host(host)
             self._save()
 
     def pods(self) -> list[HostRecord]:
@@ -230,15 +329,21 @@ class LabNetwork:
                       f"{len(plan.igw_tc)} zone interfaces")
         (self.paths.files / "igw" / LATENCY_FILE).write_text(notice + "\n")
 
-    def _record_host(self, config: HostConfig, node) -> HostRecord:
+    def _record_host(self, config: HostConfig, node, save: bool = True) -> HostRecord:
         record = HostRecord(host=config.host, kind=config.kind, name=config.name,
                             pid=node.pid, start=node.start_time, netns=node.netns,
                             namespace=config.namespace, node=config.node,
                             addresses=list(config.addresses))
         self.state.hosts[config.host] = record
+        if record.kind == "pod":
+            self._pod_hosts[(record.namespace, record.name)] = config.host
         if record.netns not in self.state.netns_seen:
             self.state.netns_seen.append(record.netns)
-        self._save()
+            cookie = getattr(node, "netns_cookie", None) or netns_cookie(node.pid)
+            if cookie is not None:
+                self.state.netns_cookies[str(record.netns)] = cookie
+        if save:
+            self._save()
         return record
 
     def _remove_host(self, host: str) -> None:
@@ -246,32 +351,37 @@ class LabNetwork:
         if record is not None:
             mine = [p for p in self.state.processes if p.host == host]
             stop_processes([p.proc for p in mine] + processes_in_netns(
-                {record.netns}, exclude={record.pid}))
+                {record.netns}, exclude={record.pid}, cookies=self.state.cookies()))
             self.state.processes = [p for p in self.state.processes if p.host != host]
         link = self._links.pop(host, None)
-        if link is not None:
+        if isinstance(link, str):
+            node = next((self.nodes.get(r.host) for r in self.state.hosts.values()
+                         if record and r.kind == "node" and r.name == record.node), None)
+            if node is not None:
+                self._node_side.delete_link(node.pid, record.node, link)
+        elif link is not None:
             link.delete()
         self._terminate(host)
-        if record is not None and not processes_in_netns({record.netns},
-                                                         exclude={record.pid}):
+        if record is not None and not processes_in_netns({record.netns}, exclude={record.pid},
+                                                         cookies=self.state.cookies()):
             # The namespace died with its last process, and the kernel hands
             # its inode to the next namespace anyone makes (another lab's pod
             # too): stop() and `clean` must not kill by it any more.
             self.state.netns_seen = [n for n in self.state.netns_seen if n != record.netns]
+            self.state.netns_cookies.pop(str(record.netns), None)
         shutil.rmtree(self.paths.files / host, ignore_errors=True)
 
     def _terminate(self, host: str) -> None:
         node = self.nodes.pop(host, None)
-        self.state.hosts.pop(host, None)
+        record = self.state.hosts.pop(host, None)
+        if record is not None and record.kind == "pod":
+            self._pod_hosts.pop((record.namespace, record.name), None)
         if node is None:
             return
         node.terminate()
 
     def _find_pod(self, name: str, namespace: str) -> HostRecord | None:
-        for record in self.state.hosts.values():
-            if record.kind == "pod" and record.name == name and record.namespace == namespace:
-                return record
-        return None
+        return self.state.hosts.get(self._pod_hosts.get((namespace, name), ""))
 
     def _node_index(self, node_name: str) -> int:
         for index, node in enumerate(self.spec.nodes):
@@ -282,17 +392,22 @@ class LabNetwork:
 
     def _pick_pod_ip(self, node_index: int, wanted: str | None) -> ipaddress.IPv4Address:
         block = self.spec.nodes[node_index].pod_block
-        used = {ipaddress.IPv4Address(a) for r in self.pods() for a in r.addresses}
+        # Strings, not IPv4Address: parsing every pod's address for each new
+        # pod was O(pods) of slow parsing, a second of CPU per hundred pods at 1,000.
+        used = {a for r in self.pods() for a in r.addresses}
+        used.update(str(a) for a in self._pending.values())
         if wanted is not None:
             address = ipaddress.IPv4Address(wanted)
             if address not in block or address in (block.network_address,
                                                    block.broadcast_address):
                 raise UsageError(f"ip: {address} is not a pod address in {block}")
-            if address in used:
+            if str(address) in used:
                 raise UsageError(f"ip: {address} is already used by another pod")
             return address
-        for address in block.hosts():
-            if address not in used:
+        first = int(block.network_address) + 1
+        for value in range(first, first + block.num_addresses - 2):
+            address = ipaddress.IPv4Address(value)
+            if str(address) not in used:
                 return address
         raise LabError(f"pod block {block} of node "
                        f"{self.spec.nodes[node_index].name} is full")
@@ -305,6 +420,7 @@ class LabNetwork:
 
     def _save(self) -> None:
         write_state(self.paths, self.state)
+
 
 
 def inter_zone_latency_notice(paths: LabPaths) -> str | None:

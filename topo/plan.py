@@ -153,7 +153,7 @@ def plan_lab(spec: ClusterSpec) -> LabPlan:
     inet_len = net.internet.prefixlen
     segments = vpc_segments(spec)
     first, rest = segments[0], segments[1:]
-    vpc_resolv = f"nameserver {net.vpc_resolver}\nsearch ec2.internal\n"
+    vpc_resolv = vpc_resolv_conf(spec)
     hosts: list[HostConfig] = []
     links: list[LinkPlan] = []
     bridges = tuple(s.bridge for s in segments) + ("inet",)
@@ -180,7 +180,7 @@ def plan_lab(spec: ClusterSpec) -> LabPlan:
                   *(line for s in rest for line in _igw_vpc_lines(spec, s)),
                   # The VPC route table: each node's pod block -> the node's ENI
                   # (source/dest check off), as Calico without overlay needs.
-                  *(f"route add {n.pod_block} via {n.address}" for n in spec.nodes
+                  *(f"route add {igw_pod_route(spec, n)}" for n in spec.nodes
                     if net.zones)),
         sysctls=IPV4_ONLY + (("net.ipv4.ip_forward", "1"),),
         iptables=render_igw_rules(spec),
@@ -191,28 +191,8 @@ def plan_lab(spec: ClusterSpec) -> LabPlan:
         attach(segment.bridge, "igw", segment.interface)
 
     for index, node in enumerate(spec.nodes):
-        host = node_host_name(index)
-        own = node_segment(spec, node)
-        batch = ["link set dev lo up",
-                 f"addr add {node.address}/{own.subnet.prefixlen} dev eth0",
-                 "link set dev eth0 up",
-                 f"route add default via {own.router}",
-                 f"route add blackhole {node.pod_block}"]
-        # A peer in the same subnet is reached directly; one in another zone
-        # through this zone's router (the igw routes its block to the peer).
-        batch += [f"route add {peer.pod_block} via "
-                  f"{peer.address if peer.zone == node.zone else own.router}"
-                  for peer in spec.nodes if peer is not node]
-        batch += node_return_path_routes(spec, node)
-        hosts.append(HostConfig(
-            host=host, kind="node", name=node.name, addresses=(str(node.address),),
-            ip_batch=tuple(batch),
-            sysctls=IPV4_ONLY + (("net.ipv4.ip_forward", "1"),
-                                 ("net.ipv4.conf.all.rp_filter", "0"),
-                                 ("net.ipv4.conf.default.rp_filter", "0")),
-            iptables=render_node_rules(spec) + node_return_path_rules(spec, node),
-            resolv_conf=vpc_resolv))
-        attach(own.bridge, host, "eth0")
+        hosts.append(plan_node(spec, node, node_host_name(index)))
+        attach(node_segment(spec, node).bridge, node_host_name(index), "eth0")
 
     for client in spec.clients:
         hosts.append(HostConfig(
@@ -256,6 +236,46 @@ def plan_lab(spec: ClusterSpec) -> LabPlan:
         attach("inet", host, "eth0")
     return LabPlan(tuple(hosts), tuple(links), bridges, describe_zones(spec),
                    inter_zone_latency_batch(spec))
+
+
+def plan_node(spec: ClusterSpec, node: NodeSpec, host: str) -> HostConfig:
+    """A node's host: its ENI address, routes to every peer's pod block, the
+    NLB return path, Calico's natOutgoing."""
+    own = node_segment(spec, node)
+    batch = ["link set dev lo up",
+             f"addr add {node.address}/{own.subnet.prefixlen} dev eth0",
+             "link set dev eth0 up",
+             f"route add default via {own.router}",
+             f"route add blackhole {node.pod_block}"]
+    batch += [f"route add {peer_route(spec, node, peer)}"
+              for peer in spec.nodes if peer is not node]
+    batch += node_return_path_routes(spec, node)
+    return HostConfig(
+        host=host, kind="node", name=node.name, addresses=(str(node.address),),
+        ip_batch=tuple(batch),
+        sysctls=IPV4_ONLY + (("net.ipv4.ip_forward", "1"),
+                             ("net.ipv4.conf.all.rp_filter", "0"),
+                             ("net.ipv4.conf.default.rp_filter", "0")),
+        iptables=render_node_rules(spec) + node_return_path_rules(spec, node),
+        resolv_conf=vpc_resolv_conf(spec))
+
+
+def vpc_resolv_conf(spec: ClusterSpec) -> str:
+    return f"nameserver {spec.network.vpc_resolver}\nsearch ec2.internal\n"
+
+
+def peer_route(spec: ClusterSpec, node: NodeSpec, peer: NodeSpec) -> str:
+    """How `node` reaches `peer`'s pod block: a peer in the same subnet
+    directly, one in another zone through this zone's router (the igw routes
+    the block on to the peer)."""
+    via = peer.address if peer.zone == node.zone else node_segment(spec, node).router
+    return f"{peer.pod_block} via {via}"
+
+
+def igw_pod_route(spec: ClusterSpec, node: NodeSpec) -> str | None:
+    """The VPC route table's entry for a node's pod block (labs with zones:
+    the igw is the VPC router), or None without zones."""
+    return f"{node.pod_block} via {node.address}" if spec.network.zones else None
 
 
 def _igw_vpc_lines(spec: ClusterSpec, segment: Segment) -> list[str]:
@@ -322,8 +342,10 @@ def outside_dns_records(spec: ClusterSpec) -> dict[str, list[str]]:
 
 def plan_pod(spec: ClusterSpec, node_index: int, host: str, name: str,
              namespace: str, ip: ipaddress.IPv4Address,
-             sandbox: PodSandboxConfig | None = None) -> PodPlan:
-    """A pod's host: its /32 behind the node, and its sandbox (hostname, /etc, /tmp)."""
+             sandbox: PodSandboxConfig | None = None, node_host: str | None = None) -> PodPlan:
+    """A pod's host: its /32 behind the node, and its sandbox (hostname, /etc, /tmp).
+    node_host: the node's host name when it is not the spec order's (a node
+    that joined a running lab, or one after a node that left)."""
     node = spec.nodes[node_index]
     if ip not in node.pod_block:
         raise ValueError(f"pod IP {ip} is outside {node.name}'s block {node.pod_block}")
@@ -345,7 +367,7 @@ def plan_pod(spec: ClusterSpec, node_index: int, host: str, name: str,
         private_tmp=True, volumes=sandbox.volumes)
     return PodPlan(
         pod=pod,
-        link=LinkPlan(node_host_name(node_index), veth, host, "eth0"),
+        link=LinkPlan(node_host or node_host_name(node_index), veth, host, "eth0"),
         node_batch=(f"link set dev {veth} up", f"route add {ip}/32 dev {veth} scope link"),
         node_sysctls=((f"net.ipv4.conf.{veth}.proxy_arp", "1"),
                       (f"net.ipv4.neigh.{veth}.proxy_delay", "0"),
@@ -375,13 +397,22 @@ def render_igw_rules(spec: ClusterSpec) -> str:
     is the VPC's router too: traffic between its zone interfaces (the VPC's
     local route and the pod-block routes to nodes) is forwarded as it is.
     """
-    raw = ["*raw", ":IGW-INBOUND - [0:0]", "-A PREROUTING -i eth1 -j IGW-INBOUND",
+    return render_igw_chains(spec, jumps=True)
+
+
+def render_igw_chains(spec: ClusterSpec, *, jumps: bool = False) -> str:
+    """The igw's IGW-* chains, whole (iptables-restore --noflush replaces
+    a declared chain's rules: how a node joining or leaving updates them);
+    jumps: also the built-in chains' jumps into them (the lab's start)."""
+    def jump(line: str) -> list[str]:
+        return [line] if jumps else []
+    raw = ["*raw", ":IGW-INBOUND - [0:0]", *jump("-A PREROUTING -i eth1 -j IGW-INBOUND"),
            "-A IGW-INBOUND -m addrtype --dst-type LOCAL -j RETURN",
            f"-A IGW-INBOUND -d {spec.network.public_ips} -j RETURN",
            '-A IGW-INBOUND -m comment --comment "no public IP: dropped" -j DROP', "COMMIT"]
     nat = ["*nat", ":IGW-PREROUTING - [0:0]", ":IGW-POSTROUTING - [0:0]",
-           "-A PREROUTING -j IGW-PREROUTING", "-A POSTROUTING -j IGW-POSTROUTING"]
-    filt = ["*filter", ":IGW-FORWARD - [0:0]", "-A FORWARD -j IGW-FORWARD",
+           *jump("-A PREROUTING -j IGW-PREROUTING"), *jump("-A POSTROUTING -j IGW-POSTROUTING")]
+    filt = ["*filter", ":IGW-FORWARD - [0:0]", *jump("-A FORWARD -j IGW-FORWARD"),
             "-A IGW-FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
             "-A IGW-FORWARD -m conntrack --ctstate DNAT -j ACCEPT"]
     vpc = spec.network.vpc_subnet

@@ -1,23 +1,26 @@
-"""The lab's pod runtime: pods as Mininet hosts, containers as processes in them.
+"""The lab's pod runtime: pods as sandboxes of the lab, containers as processes in them.
 
 `LabPodRuntime` implements the kubelet's runtime interface and the API
 server's streaming interface (base/cri.py: PodRuntime, PodStreams) over
 topo.network.LabNetwork's public methods (root, a running lab).
 
-A pod is a sandbox: its host's network, mount and UTS namespaces, with the
-hostname, /etc files and private /tmp the kubelet's PodSandboxConfig asks
-for (topo/plan.py), and its volumes mounted in its own mount namespace only
-(topo/pod_volumes.py).  A container is a process entered into those namespaces
-(nsenter, working directory /) with exactly the environment the kubelet
-computed plus what a container runtime adds (PATH, HOSTNAME, HOME; TERM with
-a terminal), leading a session and process group of its own, so a signal to
-the group reaches all it started.  The runtime is its parent and reaps it
-through a pidfd, so exit codes are exact (topo/sessions.py); its output goes
-through one pump thread into a CRI log file per run, the previous run's kept
-(topo/consoles.py, topo/crilog.py).  `exec` enters the same namespaces with
-the container's environment; `dial` makes its socket inside the pod's
-network namespace and connects to localhost there, as a kubelet's
-port-forward does; probes still run from the node (tcpSocket, httpGet).
+A pod is a sandbox: network, mount and UTS namespaces held by a thread of
+the daemon (topo/pod_sandbox.py), with the hostname, /etc files and private
+/tmp the kubelet's PodSandboxConfig asks for (topo/plan.py), and its volumes
+mounted in its own mount namespace only (topo/pod_volumes.py).  A container
+is a process entered into those namespaces (nsenter, working directory /)
+with exactly the environment the kubelet computed plus what a container
+runtime adds (PATH, HOSTNAME, HOME; TERM with a terminal), leading a session
+and process group of its own, so a signal to the group reaches all it
+started.  The runtime is its parent and reaps it through a pidfd, so exit
+codes are exact (topo/sessions.py); its output goes through one pump thread
+into a CRI log file per run, the previous run's kept (topo/consoles.py,
+topo/crilog.py).  A container of the built-in workload server is served by
+its node's one server instead and has no process (topo/workload_host.py).
+`exec` enters the same namespaces with the container's environment; `dial`
+makes its socket inside the pod's network namespace and connects to
+localhost there, as a kubelet's port-forward does; probes still run from
+the node (tcpSocket, httpGet).
 """
 from __future__ import annotations
 
@@ -46,9 +49,11 @@ from topo.consoles import Console, OutputPump
 from topo.crilog import CriLogFile
 from topo.netns import socket_in_netns
 from topo.node_probes import NodeProbes, socket_listening
+from topo.pidwait import wait_for_child
 from topo.pod_volumes import VolumeError, encode_plan, set_up_in_pod, update_volume
 from topo.sessions import KILL_WAIT, Child, ExecProcess, FailedExec, Stdio, find_program, open_stdio
 from topo.state import HostRecord, ProcessRecord
+from topo.workload_host import WorkloadHosts, builtin_server_args, raise_open_files_limit
 
 SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KEEP_RUNS = 2                # a container's current run and the one before (--previous)
@@ -124,6 +129,9 @@ class LabPodRuntime:
         self._runs: dict[ContainerHandle, _Run] = {}
         self._probes = NodeProbes(lab)
         self._pump = OutputPump()
+        self._workloads = WorkloadHosts(lab)
+        self._served = 0
+        raise_open_files_limit()
 
     # --- pods ------------------------------------------------------------------
 
@@ -195,7 +203,7 @@ class LabPodRuntime:
                 self._release_run(run)
 
     def _release_run(self, run: _Run) -> None:
-        run.child.wait(KILL_WAIT)
+        wait_for_child(run.child, KILL_WAIT)
         run.console.close()
         run.child.close()
         with self._lock:
@@ -234,6 +242,9 @@ class LabPodRuntime:
 
     def _start(self, pod: _Pod, container: str, argv: list[str], env: dict[str, str],
                console: ConsoleConfig, log: CriLogFile) -> _Run:
+        served = builtin_server_args(argv)
+        if served is not None and not console.stdin and not console.tty:
+            return self._serve(pod, container, served, env, log)
         stdio = open_stdio(console.stdin, console.tty)
         popen, record = self._popen(pod, stdio, argv, env, role=f"container:{container}")
         child = Child(popen)
@@ -246,6 +257,23 @@ class LabPodRuntime:
                                            stdin_fd=stdio.stdin, terminal=stdio.terminal,
                                            stdin_once=console.stdin_once),
                     env, log.path, record)
+
+    def _serve(self, pod: _Pod, container: str, args: list[str], env: dict[str, str],
+               log: CriLogFile) -> _Run:
+        """The built-in server, served by the pod's node's server: no process of its own."""
+        try:
+            child, output = self._workloads.serve(self.lab.node_host(pod.host.node),
+                                                  pod.host.pid, args)
+        except (OSError, SvclabError) as err:
+            raise PodRuntimeError(f"failed to start the workload server in pod "
+                                  f"{pod.namespace}/{pod.name}: {err}") from err
+        with self._lock:
+            self._served += 1
+            serial = self._served
+        handle = ContainerHandle(pod.namespace, pod.name, container, pod.host.pid, -serial)
+        return _Run(handle, child, Console(self._pump, log, child, outputs={"stdout": output},
+                                           stdin_fd=None, terminal=None, stdin_once=False),
+                    env, log.path, None)
 
     def _popen(self, pod: _Pod, stdio: Stdio, argv: list[str], env: dict[str, str], *,
                role: str = "", streaming: bool = False):
@@ -303,9 +331,9 @@ class LabPodRuntime:
             raise PodRuntimeError(f"exec {argv[0]!r} in {namespace}/{name}: {err}") from err
         child = Child(popen)
         try:
-            if not child.wait(timeout):
+            if not wait_for_child(child, timeout):
                 child.kill_group()
-                child.wait(KILL_WAIT)
+                wait_for_child(child, KILL_WAIT)
                 return 1
             return child.code
         finally:
@@ -400,6 +428,7 @@ class LabPodRuntime:
         """Stop every container and session this runtime started, then its threads."""
         with self._lock:
             pods, self._pods = list(self._pods.values()), {}
+        self._workloads.close()         # every served container ends with its node's server
         for pod in pods:
             self._stop_pod(pod)
         for pod in pods:

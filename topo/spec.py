@@ -14,7 +14,7 @@ zones (`svclab up --zones N`).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ import yaml
 
 from base.errors import SpecError
 from topo import fields
+from topo.iptables_alt import BACKENDS as IPTABLES_BACKENDS
+from topo.iptables_alt import detect_backend
 from topo.spec_zones import (
     DEFAULT_REGION,
     ZONED_VPC,
@@ -157,6 +159,10 @@ class ClusterSpec:
     outside: tuple[OutsideSpec, ...] = ()
     time_factor: float = 0.1        # AWS's seconds (health checks) times this
     node_monitor_grace_period: float = 40.0   # seconds without a kubelet report -> NotReady
+    # The nodes' iptables (topo/iptables_alt.py): nft | legacy; by default
+    # what the machine's `iptables` is (detected: iptables_backend_given False).
+    iptables_backend: str = field(default_factory=detect_backend)
+    iptables_backend_given: bool = False
 
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -203,7 +209,7 @@ def with_zones(data: Any, count: int) -> Any:
 
 
 _TOP_FIELDS = ("apiVersion", "kind", "network", "nodes", "clients", "outside", "proxyMode",
-               "switch", "timeFactor", "nodeMonitorGracePeriod")
+               "iptablesBackend", "switch", "timeFactor", "nodeMonitorGracePeriod")
 
 
 def parse_spec(data: Any) -> ClusterSpec:
@@ -216,6 +222,9 @@ def parse_spec(data: Any) -> ClusterSpec:
         raise SpecError("kind", f"unsupported value {top['kind']!r}; allowed: Cluster")
     network = _parse_network(top.get("network") or {})
     proxy_mode = fields.choice(top.get("proxyMode", "iptables"), "proxyMode", PROXY_MODES)
+    backend_given = "iptablesBackend" in top
+    iptables_backend = (fields.choice(top["iptablesBackend"], "iptablesBackend",
+                                      IPTABLES_BACKENDS) if backend_given else detect_backend())
     switch = fields.choice(top.get("switch", "linuxbridge"), "switch", SWITCHES)
     nodes = _parse_nodes(top.get("nodes"), network)
     taken = {n.name for n in nodes} | {zone_bridge(i) for i in range(len(network.zones))}
@@ -232,7 +241,7 @@ def parse_spec(data: Any) -> ClusterSpec:
         raise SpecError("nodeMonitorGracePeriod", f"invalid value {grace!r}; allowed: seconds "
                         "from 2 to 600 (kube-controller-manager's default is 40)")
     return ClusterSpec(network, nodes, clients, proxy_mode, switch, outside,
-                       float(time_factor), float(grace))
+                       float(time_factor), float(grace), iptables_backend, backend_given)
 
 
 # --- network ---------------------------------------------------------------
@@ -307,7 +316,7 @@ def _parse_network(raw: Any) -> NetworkSpec:
 
 # --- nodes and clients -----------------------------------------------------
 
-_NODE_FIELDS = ("name", "role", "address", "publicIP", "staticPods", "zone")
+_NODE_FIELDS = ("name", "role", "address", "publicIP", "podBlock", "staticPods", "zone")
 
 
 def _parse_nodes(raw: Any, network: NetworkSpec) -> tuple[NodeSpec, ...]:
@@ -319,6 +328,11 @@ def _parse_nodes(raw: Any, network: NetworkSpec) -> tuple[NodeSpec, ...]:
         raise SpecError("nodes", f"{len(raw)} nodes but network.podCIDR has only "
                         f"{block_count} blocks of /{network.pod_block_prefix}")
     usable = 2 ** (32 - network.pod_block_prefix) - 2
+    # A node may name its block (a lab that nodes joined and left keeps its
+    # blocks); the others take the free ones in order.
+    given = [_pod_block(n.get("podBlock"), f"nodes[{i}].podBlock", network)
+             for i, n in enumerate(raw) if isinstance(n, dict) and "podBlock" in n]
+    blocks = (b for b in blocks if b not in given)
     nodes, seen_names, seen_addrs, seen_public = [], set(), set(), set()
     for i, item in enumerate(raw):
         path = f"nodes[{i}]"
@@ -346,13 +360,25 @@ def _parse_nodes(raw: Any, network: NetworkSpec) -> tuple[NodeSpec, ...]:
             raise SpecError(f"{path}.staticPods",
                             f"{static_pods} pods do not fit in a /{network.pod_block_prefix} "
                             f"pod block; allowed: at most {usable}")
+        block = (_pod_block(node["podBlock"], f"{path}.podBlock", network)
+                 if "podBlock" in node else next(blocks))
+        if any(n.pod_block == block for n in nodes):
+            raise SpecError(f"{path}.podBlock", f"{block} is already used by another node")
         seen_names.add(name)
         seen_addrs.add(address)
         seen_public.add(public)
-        nodes.append(NodeSpec(name, role, address, public, next(blocks), static_pods, zone))
+        nodes.append(NodeSpec(name, role, address, public, block, static_pods, zone))
     if not any(n.is_control_plane for n in nodes):
         raise SpecError("nodes", "needs at least one node with role: control-plane")
     return tuple(nodes)
+
+
+def _pod_block(raw: Any, path: str, network: NetworkSpec) -> Net:
+    block = fields.cidr(raw, path)
+    if block.prefixlen != network.pod_block_prefix or not block.subnet_of(network.pod_cidr):
+        raise SpecError(path, f"{block} is not a pod block; allowed: a "
+                        f"/{network.pod_block_prefix} of network.podCIDR {network.pod_cidr}")
+    return block
 
 
 def _place_node(node: dict, index: int, network: NetworkSpec,

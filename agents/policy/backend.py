@@ -16,7 +16,12 @@ once; we write no other table), so a refused file leaves the previous rules
 in force; the error names the failing line.  The nat table (where topo owns
 cali-POSTROUTING and cali-nat-outgoing) is never read or written.  Commands
 run through an injectable ``run`` callable, optionally inside a network
-namespace (``ip netns exec NAME``).
+namespace (``ip netns exec NAME``).  `iptables-save` and `iptables-restore`
+are called by those names: in a lab node they are whichever variant the
+spec's iptablesBackend selected through the node's own /etc/alternatives
+(topo/iptables_alt.py), the same the proxy agent and topo's rules use.  This
+agent keeps no state between syncs beyond the rendered text, so nothing in it
+depends on the variant.
 """
 from __future__ import annotations
 

@@ -19,6 +19,11 @@ is read just before and after each restore (iptables-nft commits once per
 table that changed, so the count is not known in advance); a commit by
 someone else during our own restore goes unnoticed until the next change
 of the generation.  iptables-legacy has no generation: never skipped.
+Which one runs is asked of the binary itself (``variant()``), never guessed
+from its name: in a lab node `iptables-restore` is whichever the spec's
+``iptablesBackend`` selected through the node's own /etc/alternatives, and a
+generation skip under legacy would never see a change (legacy commits do not
+move nf_tables' generation).
 """
 
 from __future__ import annotations
@@ -144,15 +149,22 @@ class IptablesBackend:
         self._nf_tables: bool | None = None   # iptables-nft? asked once
         self._generation: int | None = None
 
-    def _generation_now(self) -> int | None:
-        """The ruleset generation, if the rules live in nf_tables."""
-        if self.netlink is None:
-            return None
+    def variant(self) -> str:
+        """Which iptables the restore binary is, by its own word (`--version`
+        says "(nf_tables)" or "(legacy)"), asked once: the name alone does not
+        tell, as a node's alternatives may point `iptables-restore` at either
+        (topo/iptables_alt.py)."""
         if self._nf_tables is None:
             version = self._run(self._argv(self.restore_binary, "--version"),
                                 None, self.timeout_s)
             self._nf_tables = "nf_tables" in version.stdout + version.stderr
-        return self.netlink.generation() if self._nf_tables else None
+        return "nf_tables" if self._nf_tables else "legacy"
+
+    def _generation_now(self) -> int | None:
+        """The ruleset generation, if the rules live in nf_tables."""
+        if self.netlink is None:
+            return None
+        return self.netlink.generation() if self.variant() == "nf_tables" else None
 
     def unchanged(self) -> bool:
         """True when nobody committed to nf_tables since our last restore."""

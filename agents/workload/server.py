@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
+import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from agents.workload import protocol
 from agents.workload.config import WorkloadConfig, WorkloadError
@@ -93,11 +95,16 @@ class WorkloadServer:
 
     Use `await server.start()`, then `await server.serve_until_terminated()`.
     `bound_ports` holds (protocol, port) for every listener once started.
+    listeners: sockets already bound (and listening, for TCP), one per port of
+    the config in its order -- made elsewhere, e.g. in a pod's network
+    namespace by the node's server (agents/workload/node.py).
     """
 
-    def __init__(self, config: WorkloadConfig, log: LogLine | None = None):
+    def __init__(self, config: WorkloadConfig, log: LogLine | None = None,
+                 listeners: Sequence[socket.socket] | None = None):
         self.config = config
         self.log = log or _no_log
+        self._listeners = list(listeners) if listeners is not None else None
         self.bound_ports: list[tuple[str, int]] = []
         self._tcp_servers: list[asyncio.base_events.Server] = []
         self._udp_transports: list[asyncio.DatagramTransport] = []
@@ -113,23 +120,33 @@ class WorkloadServer:
         self._term_requested = asyncio.Event()
         self._stop_now = asyncio.Event()
         try:
-            for spec in self.config.ports:
+            for index, spec in enumerate(self.config.ports):
+                where = ({"sock": self._listeners[index]} if self._listeners is not None
+                         else None)
                 if spec.protocol == "TCP":
                     server = await asyncio.start_server(
-                        self._on_connection, self.config.bind_ip, spec.port,
-                        backlog=self.config.backlog, reuse_address=True)
+                        self._on_connection, **(where or {
+                            "host": self.config.bind_ip, "port": spec.port,
+                            "reuse_address": True}), backlog=self.config.backlog)
                     self._tcp_servers.append(server)
                     self.bound_ports.append(("TCP", server.sockets[0].getsockname()[1]))
                 else:
                     transport, _ = await loop.create_datagram_endpoint(
                         lambda: _UdpEcho(self.config, self.log),
-                        local_addr=(self.config.bind_ip, spec.port))
+                        **(where or {"local_addr": (self.config.bind_ip, spec.port)}))
                     self._udp_transports.append(transport)
                     self.bound_ports.append(("UDP", transport.get_extra_info("sockname")[1]))
         except OSError as error:
             self._close_listeners()
             raise WorkloadError(
                 f"cannot listen on {self.config.bind_ip} {spec}: {error}") from error
+
+    def kill(self) -> None:
+        """Stop at once, as SIGKILL would: no grace, no drain."""
+        self._terminating = True
+        self.config = dataclasses.replace(self.config, grace_seconds=0.0, drain_timeout=0.0)
+        self._term_requested.set()
+        self._stop_now.set()
 
     def terminate(self) -> None:
         """First call: become Terminating (grace starts). Second call: stop now."""

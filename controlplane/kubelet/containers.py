@@ -112,6 +112,7 @@ def image_name(image: str) -> str:
     return last.split(":", 1)[0]
 
 
+@functools.lru_cache(maxsize=1024)      # every status write asks again, per container
 def qualified_image(image: str) -> str:
     """What containerd reports: docker.io/library/nginx:latest for `nginx`."""
     name, digest = (image.split("@", 1) + [""])[:2]
@@ -127,6 +128,7 @@ def qualified_image(image: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=1024)
 def image_id(image: str) -> str:
     repo = qualified_image(image).split("@", 1)[0].rsplit(":", 1)[0]
     return f"{repo}@sha256:{hashlib.sha256(qualified_image(image).encode()).hexdigest()}"
@@ -327,7 +329,10 @@ def plan_container(pod: dict, container: dict, pod_ip: str, python: str,
         stand_in = (builtins or {}).get(image_name(image))
         if stand_in and spec is None:
             ports = tuple(declared_ports(container))
-            return ContainerPlan(name, tuple(stand_in), False, ports,
+            # The image's entrypoint is the stand-in; the container's args follow
+            # it as they would the real one's (coredns: -conf /etc/coredns/Corefile).
+            return ContainerPlan(name, tuple(stand_in) + (() if command else tuple(args)),
+                                 False, ports,
                                  f"{image}: svclab's own {image_name(image)} "
                                  f"({' '.join(stand_in[1:3])})")
         return builtin_plan(pod, container, pod_ip, python, taken,

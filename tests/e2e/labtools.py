@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 import time
@@ -27,6 +28,24 @@ def svclab(*args, check=True, input=None, timeout=180):
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def host_snapshot() -> dict[str, str]:
+    """What a lab must never change in the host's own namespace."""
+    def run(*argv):
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    iptables = "\n".join(l for l in run("iptables-save").splitlines()
+                         if not l.startswith("#"))
+    return {
+        "routes": run("ip", "route", "show", "table", "all"),
+        "links": re.sub(r"\s+", " ", run("ip", "-o", "link", "show")),
+        "addresses": run("ip", "-o", "addr", "show"),
+        "iptables": re.sub(r"\[\d+:\d+\]", "", iptables),
+        "nftables": run("nft", "list", "ruleset"),
+        "sysctls": run("sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter",
+                       "net.bridge.bridge-nf-call-iptables"),
+        "netns": run("ip", "netns", "list"),
+    }
 
 
 def unique_name(prefix: str) -> str:

@@ -5,37 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
-import subprocess
 import time
 
 import pytest
 
-from labtools import svclab, unique_name
+from labtools import host_snapshot, svclab, unique_name
 from topo.cleanup import processes_in_netns
 from topo.netns import ProcRef
 from topo.state import LabPaths
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
-
-
-def host_snapshot() -> dict[str, str]:
-    """What a lab must never change in the host's own namespace."""
-    def run(*argv):
-        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    iptables = "\n".join(l for l in run("iptables-save").splitlines()
-                         if not l.startswith("#"))
-    return {
-        "routes": run("ip", "route", "show", "table", "all"),
-        "links": re.sub(r"\s+", " ", run("ip", "-o", "link", "show")),
-        "addresses": run("ip", "-o", "addr", "show"),
-        "iptables": re.sub(r"\[\d+:\d+\]", "", iptables),
-        "nftables": run("nft", "list", "ruleset"),
-        "sysctls": run("sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter",
-                       "net.bridge.bridge-nf-call-iptables"),
-        "netns": run("ip", "netns", "list"),
-    }
 
 
 def test_up_and_down_leave_the_host_as_it_was():

@@ -14,7 +14,10 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 
@@ -26,8 +29,9 @@ from base.waiting import wait_until
 from topo.cleanup import processes_in_netns
 from topo.crilog import parse_line
 from topo.hosts import kept_under_tmp
-from topo.netns import ProcRef
+from topo.netns import ProcRef, call_in_netns, netns_cookie
 from topo.network import LabNetwork, host_exec_argv
+from topo.node_probes import socket_listening
 from topo.plan import etc_hosts_for_pod
 from topo.pod_runtime import LabPodRuntime
 from topo.spec import parse_spec
@@ -329,6 +333,79 @@ def test_a_removed_pods_namespace_is_forgotten(lab):
     lab.runtime.remove_pod("default", "gone-1")
     assert record.netns not in lab.network.state.netns_seen
     assert processes_in_netns({record.netns}) == []
+
+
+# --- pods served by the node's workload server ---------------------------------------------
+
+def builtin(name: str, ip: str, grace: int = 30) -> list[str]:
+    """The kubelet's argv for the built-in server (controlplane/kubelet/containers.py)."""
+    return [sys.executable, "-m", "agents.workload", "--pod-name", name, "--pod-ip", ip,
+            "--grace", str(grace), "--port", "80/TCP"]
+
+
+def node_get(lab: Lab, ip: str, path: str) -> str:
+    node = next(r for r in lab.network.state.hosts.values() if r.kind == "node"
+                and r.name == NODE)
+    return call_in_netns(node.pid, lambda: urllib.request.urlopen(
+        f"http://{ip}{path}", timeout=5).read().decode(), timeout=10)
+
+
+def test_a_built_in_server_pod_has_no_process_and_answers_as_itself(lab):
+    ip = lab.runtime.create_pod("default", "served-1", NODE,
+                                PodSandboxConfig(hostname="served-1", uid="uid-served-1"))
+    handle = lab.runtime.start_container("default", "served-1", "main",
+                                         builtin("served-1", ip, grace=1), {})
+    record = next(r for r in lab.network.state.hosts.values() if r.name == "served-1")
+    assert processes_in_netns({record.netns}) == []
+    assert wait_until("listening", lambda: lab.runtime.listening(handle, 80, "TCP"))
+    assert node_get(lab, ip, "/hostname") == "served-1"
+    assert node_get(lab, ip, "/ready") == "ready"
+    code, out, _ = run(lab, "served-1", "hostname")      # exec still enters the pod
+    assert (code, out.strip()) == (0, "served-1")
+    lines = wait_until("the access log", lambda: len(log_lines(lab, "served-1")) >= 3
+                       and log_lines(lab, "served-1"))
+    assert b'"event": "listening"' in lines[0].content
+    assert b"GET /hostname" in lines[1].content
+    lab.runtime.signal_container(handle, signal.SIGTERM)     # Terminating: not ready, serving
+    with pytest.raises(urllib.error.HTTPError):
+        node_get(lab, ip, "/ready")
+    assert wait_until("ended after its grace", lambda: not lab.runtime.container_state(
+        handle).running, timeout=10)
+    assert lab.runtime.container_state(handle).exit_code == 0
+    lab.runtime.remove_pod("default", "served-1")
+
+
+def test_a_served_container_killed_gives_137_and_a_taken_port_fails_it(lab):
+    ip = lab.pod("served-2", argv=["python3", "-m", "http.server", "80"])
+    record = next(r for r in lab.network.state.hosts.values() if r.name == "served-2")
+    assert wait_until("the pod's own server", lambda: socket_listening(record.pid, 80, "TCP"))
+    taken = lab.runtime.start_container("default", "served-2", "second",
+                                        builtin("served-2", ip), {})
+    assert wait_until("failed", lambda: not lab.runtime.container_state(taken).running)
+    assert lab.runtime.container_state(taken).exit_code == 1
+    log = lab.runtime.log_path("default", "served-2", "second")
+    assert b"cannot listen" in open(log, "rb").read()
+    other = lab.runtime.start_container(
+        "default", "served-2", "third", builtin("served-2", ip)[:-1] + ["8080/TCP"], {})
+    assert wait_until("listening", lambda: lab.runtime.listening(other, 8080, "TCP"))
+    lab.runtime.signal_container(other, signal.SIGKILL)
+    assert wait_until("killed", lambda: not lab.runtime.container_state(other).running)
+    assert lab.runtime.container_state(other).exit_code == 137
+    lab.runtime.remove_pod("default", "served-2")
+
+
+def test_a_namespace_is_known_by_its_cookie_too(lab):
+    """An inode alone may name another lab's namespace later: the lab keeps the
+    namespace's cookie, and processes of a namespace with another cookie are
+    not the lab's."""
+    lab.pod("cookie-1")
+    record = next(r for r in lab.network.state.hosts.values() if r.name == "cookie-1")
+    cookie = lab.network.state.netns_cookies[str(record.netns)]
+    assert cookie == netns_cookie(record.pid)
+    [sleeper] = processes_in_netns({record.netns}, cookies={record.netns: cookie})
+    assert processes_in_netns({record.netns}, cookies={record.netns: cookie + 1}) == []
+    assert sleeper.alive()
+    lab.runtime.remove_pod("default", "cookie-1")
 
 
 # --- and afterwards ----------------------------------------------------------------------

@@ -63,3 +63,11 @@ def test_probe_thresholds_and_schedule():
     assert not tracker.record(False, 104.0) and tracker.result          # 1 of 2 failures
     assert tracker.record(False, 105.0) and not tracker.result          # not ready
     assert tracker.next_due == 106.0
+
+
+def test_a_stand_in_image_gets_the_containers_args_after_its_entrypoint():
+    stand_in = ["/usr/bin/python3", "-m", "agents.dns.cluster"]
+    coredns = {"name": "coredns", "image": "registry.k8s.io/coredns/coredns:v1.12.0",
+               "args": ["-conf", "/etc/coredns/Corefile"]}
+    [plan] = plan_pod_containers(pod(coredns), "192.168.0.2", PY, builtins={"coredns": stand_in})
+    assert plan.argv == (*stand_in, "-conf", "/etc/coredns/Corefile")
