@@ -57,7 +57,9 @@ class WorkloadConfig:
     bind_ip: str = "0.0.0.0"
     ready_file: str | None = None
     grace_seconds: float = 0.0
-    sniff_timeout: float = 0.2     # how long a silent TCP client waits for the echo banner
+    # how long a silent TCP client waits for the echo banner; an HTTP client (an
+    # ALB on a loaded machine) may send its request this late and still get HTTP
+    sniff_timeout: float = 1.0
     idle_timeout: float = 60.0     # echo sessions idle longer than this are closed
     drain_timeout: float = 0.5     # in-flight connections get this long once listeners close
     backlog: int = 1024

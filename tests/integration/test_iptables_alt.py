@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,7 @@ from topo.netns import run_in
 
 pytestmark = pytest.mark.root
 OTHER = {"nft": "legacy", "legacy": "nft"}
+REPO = Path(__file__).resolve().parents[2]
 
 # Runs inside the host, as the agents do there: default binary names, no netns prefix.
 AGENTS_SYNC = """
@@ -101,7 +103,7 @@ def test_a_node_runs_the_chosen_iptables_and_the_machine_keeps_its_own(
     assert in_host(node_host, "readlink", "/etc/alternatives/iptables") == \
         f"/usr/sbin/iptables-{backend}\n"
 
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(["mnexec", "-a", str(node_host), sys.executable, "-c", AGENTS_SYNC],
                           capture_output=True, text=True, timeout=120, env=env, cwd="/")
     assert done.returncode == 0, done.stderr
