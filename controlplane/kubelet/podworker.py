@@ -31,7 +31,6 @@ from controlplane.kubelet.volumesync import PodVolumes
 
 log = logging.getLogger("controlplane.kubelet")
 TICK = 0.1
-IDLE_TICK = 1.0            # nothing pending: look again then (upstream PLEG relists every 1 s)
 LISTEN_WAIT = 5.0          # longest wait for the built-in server's listeners
 BACKOFF_START = 1.0
 BACKOFF_MAX = 10.0
@@ -56,7 +55,6 @@ class PodWorker:
         self._terminating = False
         self._created = False
         self._posted: dict | None = None
-        self._posted_key: tuple | None = None
         self.volumes = PodVolumes(self)
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name=f"pod-{self.namespace}/{self.name}")
@@ -251,35 +249,21 @@ class PodWorker:
     def _next_wait(self) -> float:
         now = time.monotonic()
         waits = [TICK if any(not c.started or c.backoff_until for c in self.record.containers)
-                 else IDLE_TICK]
+                 else 0.5]
         for container in self.record.containers:
             for tracker in (container.readiness, container.liveness):
                 if tracker is not None:
                     waits.append(max(0.01, tracker.next_due - now))
         return min(waits)
 
-    def _status_key(self) -> tuple:
-        """Everything pod_status reads that can change: while it stays the same
-        the status does too, and a tick need not build it (at a thousand pods,
-        building every pod's status every tick was the kubelets' largest cost)."""
-        qos = (self.pod.get("status") or {}).get("qosClass")
-        return (self.record.pod_ip, self.record.host_ip, qos, tuple(
-            (id(c.handle), c.started_at, c.started, c.ready, c.restart_count,
-             c.waiting_reason, c.waiting_message, repr(c.terminated), repr(c.last_terminated))
-            for c in self.record.containers))
-
     def _post_status(self) -> None:
-        key = self._status_key()
-        if self._posted is not None and key == self._posted_key:
-            return
         status = pod_status(self.pod, self.record, now_rfc3339())
         if status == self._posted:
-            self._posted_key = key
             return
         try:
             self.client.patch("pods", self.name, {"status": status}, self.namespace,
                               subresource="status")
-            self._posted, self._posted_key = status, key
+            self._posted = status
         except ApiError as err:
             if err.not_found:
                 self._gone = True
