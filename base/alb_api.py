@@ -44,9 +44,11 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from base import config_fields
 from base.elb_api import ZoneNode, write_json_atomically
 from base.errors import SvclabError
 
@@ -76,6 +78,12 @@ class AlbConfigError(SvclabError):
     def __init__(self, field: str, message: str):
         super().__init__(f"alb config: {field}: {message}")
         self.field = field
+
+
+_choice = partial(config_fields.choice, error=AlbConfigError)
+_ip = partial(config_fields.ipv4, error=AlbConfigError)
+_port = partial(config_fields.port, error=AlbConfigError)
+_positive = partial(config_fields.positive, error=AlbConfigError)
 
 
 # --- the model ----------------------------------------------------------------------
@@ -475,29 +483,8 @@ def _pattern(value: Any, path: str, allowed: re.Pattern, what: str) -> str:
     return value
 
 
-def _choice(value: Any, path: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise AlbConfigError(path, f"unsupported value {value!r}; allowed: {', '.join(allowed)}")
-    return value
 
 
-def _ip(value: Any, path: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(str(value)))
-    except ValueError as err:
-        raise AlbConfigError(path, f"invalid IPv4 address {value!r}") from err
-
-
-def _port(value: Any, path: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
-        raise AlbConfigError(path, f"invalid port {value!r}; allowed: 1-65535")
-    return value
-
-
-def _positive(value: Any, path: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise AlbConfigError(path, f"invalid value {value!r}; allowed: a number > 0")
-    return float(value)
 
 
 def _count(value: Any, path: str) -> int:

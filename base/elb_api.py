@@ -23,9 +23,11 @@ import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from base import config_fields
 from base.errors import SvclabError
 
 CLASSIC = "classic"
@@ -42,6 +44,12 @@ class ElbConfigError(SvclabError):
     def __init__(self, field: str, message: str):
         super().__init__(f"elb config: {field}: {message}")
         self.field = field
+
+
+_choice = partial(config_fields.choice, error=ElbConfigError)
+_ip = partial(config_fields.ipv4, error=ElbConfigError)
+_port = partial(config_fields.port, error=ElbConfigError)
+_positive = partial(config_fields.positive, error=ElbConfigError)
 
 
 @dataclass(frozen=True)
@@ -272,29 +280,8 @@ def _zone(value: Any, path: str) -> str | None:
     return value
 
 
-def _choice(value: Any, path: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ElbConfigError(path, f"unsupported value {value!r}; allowed: {', '.join(allowed)}")
-    return value
 
 
-def _ip(value: Any, path: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(str(value)))
-    except ValueError as err:
-        raise ElbConfigError(path, f"invalid IPv4 address {value!r}") from err
-
-
-def _port(value: Any, path: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
-        raise ElbConfigError(path, f"invalid port {value!r}; allowed: 1-65535")
-    return value
-
-
-def _positive(value: Any, path: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ElbConfigError(path, f"invalid value {value!r}; allowed: a number > 0")
-    return float(value)
 
 
 # --- files -------------------------------------------------------------------
