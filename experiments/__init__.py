@@ -5,5 +5,10 @@
     cluster_ops         deployments, pods, services and waits the experiments share
     load/               a steady client load from inside a pod
     scale_measurement   the nftables-vs-iptables measurement (also used by benchmarks/)
-    seed_walkthrough, distribution, traffic_policy, failover, scale   the experiments
+    netpol_cases, netpol_lab, zones_model   the netpol and zones experiments' parts
+    ingress_legs        the ingress experiment's legs from its captures (pure)
+    soak_schedule, soak_probes, soak_traffic, soak_checks, soak_monitor, soak_report
+                        the soak's plan (pure), traffic, leftover checks, sampling, report
+    seed_walkthrough, distribution, traffic_policy, failover, scale, netpol, zones,
+    ingress, soak       the experiments
 """
