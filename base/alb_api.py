@@ -41,7 +41,6 @@ multiplied AWS's values by the lab's time factor, as it does for base/elb_api.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from dataclasses import dataclass, field
 from functools import partial
@@ -483,10 +482,6 @@ def _pattern(value: Any, path: str, allowed: re.Pattern, what: str) -> str:
     return value
 
 
-
-
-
-
 def _count(value: Any, path: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10:
         raise AlbConfigError(path, f"invalid value {value!r}; allowed: an integer 1-10")
@@ -502,11 +497,4 @@ def write_alb_config(path: Path, config: AlbConfig) -> None:
 
 def read_alb_config(path: Path) -> AlbConfig:
     """The config in the file; an empty one when there is no file yet."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return AlbConfig()
-    try:
-        return parse_alb_config(json.loads(text))
-    except ValueError as err:
-        raise AlbConfigError("file", f"{path} is not valid JSON: {err}") from err
+    return config_fields.read_json_config(path, AlbConfig(), parse_alb_config, error=AlbConfigError)

@@ -7,7 +7,9 @@ takes the field's path and a message), so a bad file names its own kind.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 ErrorFactory = Callable[[str, str], Exception]
@@ -36,3 +38,16 @@ def positive(value: Any, path: str, *, error: ErrorFactory) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
         raise error(path, f"invalid value {value!r}; allowed: a number > 0")
     return float(value)
+
+
+def read_json_config(path: Path, empty: Any, parse: Callable[[Any], Any], *,
+                     error: ErrorFactory) -> Any:
+    """A config file parsed, `empty` when there is no file yet."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return empty
+    try:
+        return parse(json.loads(text))
+    except ValueError as err:
+        raise error("file", f"{path} is not valid JSON: {err}") from err

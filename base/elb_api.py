@@ -280,10 +280,6 @@ def _zone(value: Any, path: str) -> str | None:
     return value
 
 
-
-
-
-
 # --- files -------------------------------------------------------------------
 
 def write_config(path: Path, config: ElbConfig) -> None:
@@ -292,14 +288,7 @@ def write_config(path: Path, config: ElbConfig) -> None:
 
 
 def read_config(path: Path) -> ElbConfig:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return ElbConfig()
-    try:
-        return parse_config(json.loads(text))
-    except ValueError as err:
-        raise ElbConfigError("file", f"{path} is not valid JSON: {err}") from err
+    return config_fields.read_json_config(path, ElbConfig(), parse_config, error=ElbConfigError)
 
 
 def write_json_atomically(path: Path, data: dict) -> None:

@@ -32,6 +32,7 @@ import yaml
 
 from base.errors import LabTimeout
 from base.kube.client import ApiError, KubeClient
+from base.waiting import wait_until
 from controlplane.api.bootstrap import register_node
 from controlplane.control_plane import ControlPlane
 from labd.components import (
@@ -99,8 +100,11 @@ class NodeMembership:
             _delete_node(self.admin, name)
             removed = _remove_bound_pods(self.admin, name)
             kubelet = next(k for k in self.control_plane.kubelets if k.node_name == name)
-            _wait_until(f"node {name}'s kubelet stopping its pods",
-                        lambda: not kubelet.workers, POD_STOP_TIMEOUT)
+            try:
+                wait_until(f"node {name}'s kubelet stopping its pods",
+                           lambda: not kubelet.workers, POD_STOP_TIMEOUT, every=POLL)
+            except LabTimeout as err:      # its hosts go with the node anyway
+                log.warning("%s", err)
             self.control_plane.remove_kubelet(name)
             for agent in ("proxy", "policy"):
                 self.supervisor.remove(f"{agent}/{name}")
@@ -144,14 +148,6 @@ def drain(client: KubeClient, node: str, timeout_slack: float = DRAIN_SLACK) -> 
                              + ", ".join(sorted(f"{ns}/{n}" for ns, n in left)))
         time.sleep(POLL)
 
-
-def _wait_until(what: str, done: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            log.warning("gave up waiting for %s after %.0f s", what, timeout)
-            return
-        time.sleep(POLL)
 
 
 def _pods_on(client: KubeClient, node: str) -> list[dict]:
