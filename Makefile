@@ -18,8 +18,12 @@ lint: setup
 	.venv/bin/lint-imports --no-cache
 	.venv/bin/ruff check --no-cache .
 
+# Two test files at a time (pytest-xdist): labs spend most of their time
+# waiting on the kernel and on each other, and every lab has its own names.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(SUDO) $(PY) -m pytest
+	$(SUDO) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-unit: lint
 	$(PY) -m pytest tests/unit tests/api

@@ -173,6 +173,9 @@ class EventCorrelator:
         self._seen.pop(key, None)
 
 
+_WAKE = object()      # queued by stop() so the worker need not wait out its poll
+
+
 class EventRecorder:
     """Events of one component (source.component / reportingController) on one host."""
 
@@ -248,6 +251,10 @@ class EventRecorder:
             self.flush(max(0.0, timeout - min(timeout / 2, JOIN_RESERVE)))
         self._stopping.set()
         if self._thread is not None:
+            try:
+                self._queue.put_nowait(_WAKE)     # end the worker's wait for an event now
+            except queue.Full:
+                pass                             # then it is not waiting
             self._thread.join(max(0.0, deadline - time.monotonic()))
 
     # --- the worker ---------------------------------------------------------------------
@@ -261,6 +268,8 @@ class EventRecorder:
             try:
                 event = self._queue.get(timeout=POLL)
             except queue.Empty:
+                continue
+            if event is _WAKE:
                 continue
             try:
                 self._record(self.correlator.correlate(event))

@@ -11,12 +11,14 @@ killed, what it recorded lets `svclab clean` finish the job.
 """
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import shutil
 import signal
 import sys
 import threading
+import time
 from contextlib import ExitStack
 
 from mininet.log import setLogLevel
@@ -59,6 +61,10 @@ from topo.state import LabPaths, LabState, write_state
 
 log = logging.getLogger("svclab.daemon")
 
+# A teardown still running after this long writes every thread's stack to the
+# log (`svclab down` gives up at 60 s and prints the log's tail).
+STALLED_STOP_SECONDS = 30.0
+
 
 def run(name: str) -> int:
     paths = LabPaths(name)
@@ -71,10 +77,10 @@ def run(name: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
     with ExitStack() as lab_life:
-        lab = lab_life.enter_context(LabNetwork(spec, paths, state))
-        api = lab_life.enter_context(ApiServer(
-            paths.api, cluster_info(spec), node_grace_period=spec.node_monitor_grace_period))
-        supervisor = lab_life.enter_context(Supervisor(lab))
+        lab = lab_life.enter_context(_Timed("network", LabNetwork(spec, paths, state)))
+        api = lab_life.enter_context(_Timed("api server", ApiServer(
+            paths.api, cluster_info(spec), node_grace_period=spec.node_monitor_grace_period)))
+        supervisor = lab_life.enter_context(_Timed("supervisor", Supervisor(lab)))
         supervisor.on_change = lambda: _save_agents(state, paths, supervisor)
         serve_api(api, lab, spec, state, paths)
         # Start everything, then wait for everything: the waits overlap.
@@ -85,7 +91,7 @@ def run(name: str) -> int:
         coredns = coredns_stand_in(spec)    # in-cluster: its pod's service-account token
         api.pod_streams = runtime = LabPodRuntime(lab)    # exec, attach, port-forward, logs
         # Each component as its own identity (controlplane/identities.py), RBAC-bound.
-        control_plane = lab_life.enter_context(ControlPlane(
+        control_plane = lab_life.enter_context(_Timed("control plane", ControlPlane(
             identity_client(api, KUBE_CONTROLLER_MANAGER), runtime,
             [n.name for n in spec.nodes], builtin_images={"coredns": coredns},
             node_clients=kubelet_clients(spec, lab, api),
@@ -93,17 +99,17 @@ def run(name: str) -> int:
             # kubelets report 4x per grace period
             heartbeat_seconds=min(5.0, spec.node_monitor_grace_period / 4),
             # Leases and Job back-off on the lab's clock
-            time_factor=spec.time_factor))
-        cloud = lab_life.enter_context(cloud_controller_for(
-            spec, lab, elb, identity_client(api, CLOUD_CONTROLLER_MANAGER)))
-        lab_life.enter_context(alb_controller_for(
-            spec, lab, elb, identity_client(api, AWS_LOAD_BALANCER_CONTROLLER)))
+            time_factor=spec.time_factor)))
+        cloud = lab_life.enter_context(_Timed("cloud controller", cloud_controller_for(
+            spec, lab, elb, identity_client(api, CLOUD_CONTROLLER_MANAGER))))
+        lab_life.enter_context(_Timed("alb controller", alb_controller_for(
+            spec, lab, elb, identity_client(api, AWS_LOAD_BALANCER_CONTROLLER))))
         install_cluster_dns(admin, spec)
         ensure_alb_ingress_class(admin)     # the IngressClass `alb`, as the Helm chart installs
         nodes = NodeMembership(spec, lab, api, admin, supervisor, control_plane,
                                cloud.set_static_dns)
-        lab_life.enter_context(ControlServer(paths.control, _control_handlers(
-            lab, state, stopping, nodes)))
+        lab_life.enter_context(_Timed("control socket", ControlServer(
+            paths.control, _control_handlers(lab, state, stopping, nodes))))
         wait_for_proxy_agents(lab)
         # After the proxy agents' first sync: kube-proxy's agent inserts its
         # KUBE-* jumps at the top of FORWARD, the policy agent's jump must
@@ -118,10 +124,30 @@ def run(name: str) -> int:
         while not stopping.wait(0.05):
             pass
         log.info("lab %s stopping", name)
+        faulthandler.dump_traceback_later(STALLED_STOP_SECONDS, file=sys.stderr)
         state.ready = False
         write_state(paths, state)
+    faulthandler.cancel_dump_traceback_later()
     shutil.rmtree(paths.root, ignore_errors=True)
     return 0
+
+
+class _Timed:
+    """A component of the lab whose stop is logged with how long it took."""
+
+    def __init__(self, what: str, component):
+        self.what = what
+        self.component = component
+
+    def __enter__(self):
+        return self.component.__enter__()
+
+    def __exit__(self, *exc):
+        started = time.monotonic()
+        try:
+            return self.component.__exit__(*exc)
+        finally:
+            log.info("stopped the %s in %.2f s", self.what, time.monotonic() - started)
 
 
 def _control_handlers(lab: LabNetwork, state: LabState, stopping: threading.Event,

@@ -115,7 +115,8 @@ def down(name: str, timeout: float = 60.0) -> float:
     while state.daemon.alive() or paths.root.exists():
         if time.monotonic() > deadline:
             raise LabTimeout(f"lab {name!r} did not stop within {timeout:.0f} s; "
-                             f"`svclab clean --name {name}` forces it")
+                             f"`svclab clean --name {name}` forces it; its log ends:\n"
+                             f"{_log_tail(paths, 40)}")
         time.sleep(0.02)
     return time.monotonic() - started
 

@@ -51,6 +51,8 @@ from controlplane.api.tokens import ServiceAccountTokens
 log = logging.getLogger("controlplane.api")
 HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 300.0
+# How often a listener looks for a shutdown request: what stop() waits at most.
+SHUTDOWN_POLL_SECONDS = 0.05
 
 
 class _Handler(StreamedResponses, BaseHTTPRequestHandler):
@@ -337,7 +339,8 @@ class ApiServer:
         return address
 
     def _start_server(self, server: _HttpsServer) -> None:
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+        thread = threading.Thread(target=server.serve_forever,
+                                  kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
                                   name=f"svclab-api-{server.server_address}", daemon=True)
         self._threads.append(thread)
         self._started.append(server)

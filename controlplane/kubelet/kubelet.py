@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 
 from base.cri import PodRuntime
 from base.kube.client import ApiError, KubeClient
@@ -81,8 +82,11 @@ class Kubelet:
         self.config.stop(timeout)
         with self._lock:
             workers = list(self._workers.values())
+        for worker in workers:          # all told first, then waited for together
+            worker.request_stop()
+        deadline = time.monotonic() + timeout
         for worker in workers:
-            worker.stop(timeout)
+            worker.stop(max(0.0, deadline - time.monotonic()))
         if self._heartbeat_thread is not None:
             self._heartbeat_thread.join(timeout)
         self.lease.stop(timeout)

@@ -81,9 +81,12 @@ class PodWorker:
         self._gone = True
         self._wake.set()
 
-    def stop(self, timeout: float) -> None:
+    def request_stop(self) -> None:
         self._stop.set()
         self._wake.set()
+
+    def stop(self, timeout: float) -> None:
+        self.request_stop()
         self.thread.join(timeout)
 
     # --- the life of the pod ----------------------------------------------------

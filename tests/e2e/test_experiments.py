@@ -35,8 +35,16 @@ def rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_distribution_is_uniform_and_affinity_sticks(tmp_path):
-    folder, _ = run_quick("distribution", tmp_path)
+@pytest.fixture(scope="module")
+def distribution_twice(tmp_path_factory):
+    """The distribution experiment run twice with one seed (two labs in turn)."""
+    out = tmp_path_factory.mktemp("distribution")
+    return run_quick("distribution", out / "one", seed=7), run_quick(
+        "distribution", out / "two", seed=7)
+
+
+def test_distribution_is_uniform_and_affinity_sticks(distribution_twice):
+    (folder, _), _ = distribution_twice
     runs = rows(folder / "distribution_runs.csv")
     assert {(r["mode"], r["endpoints"]) for r in runs} == {
         (m, n) for m in ("iptables", "nftables") for n in ("2", "5")}
@@ -120,7 +128,6 @@ def test_scale_measures_both_modes_at_each_size(tmp_path):
     assert any("other hardware" in f for f in summary.findings)
 
 
-def test_same_seed_gives_the_same_tables(tmp_path):
-    _, first = run_quick("distribution", tmp_path / "one", seed=7)
-    _, second = run_quick("distribution", tmp_path / "two", seed=7)
+def test_same_seed_gives_the_same_tables(distribution_twice):
+    (_, first), (_, second) = distribution_twice
     assert first.tables == second.tables

@@ -13,9 +13,17 @@ import pytest
 from labtools import host_snapshot, svclab, unique_name
 from topo.cleanup import processes_in_netns
 from topo.netns import ProcRef
-from topo.state import LabPaths
+from topo.state import LabPaths, read_state
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
+
+
+def lab_namespaces(name: str) -> tuple[set[int], dict[int, int]]:
+    """The lab's namespaces by inode, with their cookies: once a namespace is
+    gone the kernel may give its inode to another lab's (a test running
+    beside this one), and only the cookie tells them apart."""
+    state = read_state(LabPaths(name))
+    return set(state.netns_seen), state.cookies()
 
 
 def test_up_and_down_leave_the_host_as_it_was():
@@ -24,12 +32,12 @@ def test_up_and_down_leave_the_host_as_it_was():
     up = svclab("up", "--name", name, "--json")
     assert json.loads(up.stdout)["hosts"] >= 10   # 9 lab hosts + cluster DNS pods
     during = host_snapshot()
-    inodes = set(json.loads(LabPaths(name).state.read_text())["netns_seen"])
-    assert processes_in_netns(inodes), "agents, resolver and shells run in the lab"
+    inodes, cookies = lab_namespaces(name)
+    assert processes_in_netns(inodes, cookies=cookies), "agents, resolver and shells run"
     svclab("down", "--name", name)
     after = host_snapshot()
     assert after == before
-    assert processes_in_netns(inodes) == []
+    assert processes_in_netns(inodes, cookies=cookies) == []
     # Nothing of the lab ever appeared in the host namespace, even while up.
     assert during["links"] == before["links"] and during["routes"] == before["routes"]
     assert not LabPaths(name).root.exists()
@@ -65,19 +73,19 @@ def test_clean_after_kill_9_leaves_nothing_of_the_lab():
     svclab("exec", "--name", name, "ip-172-31-0-11", "--", "sh", "-c",
            "setsid sleep 600 >/dev/null 2>&1 < /dev/null &")
     state = json.loads(LabPaths(name).state.read_text())
-    inodes = set(state["netns_seen"])
+    inodes, cookies = lab_namespaces(name)
     assert len(inodes) >= 10
     os.kill(state["daemon_pid"], signal.SIGKILL)
     time.sleep(0.3)
-    left = processes_in_netns(inodes)
+    left = processes_in_netns(inodes, cookies=cookies)
     assert left, "the killed lab should have left processes behind for clean to find"
 
     cleaned = svclab("clean", "--name", name)
     assert "state removed: True" in cleaned.stdout
     deadline = time.monotonic() + 5
-    while processes_in_netns(inodes) and time.monotonic() < deadline:
+    while processes_in_netns(inodes, cookies=cookies) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert processes_in_netns(inodes) == []
+    assert processes_in_netns(inodes, cookies=cookies) == []
     for host in state["hosts"].values():
         assert not ProcRef(host["pid"], host["start"]).alive()
     assert not LabPaths(name).root.exists()

@@ -51,7 +51,8 @@ def zlab():
     up = svclab("up", "--name", name, "-f", ZONES_YAML)
     lab = RunningLab(name)
     lab.up_output = up.stdout
-    lab.netns = set(json.loads(LabPaths(name).state.read_text())["netns_seen"])
+    state = read_state(LabPaths(name))
+    lab.netns, lab.cookies = set(state.netns_seen), state.cookies()
     try:
         yield lab
     finally:
@@ -170,7 +171,7 @@ def test_a_nodes_switch_port_is_on_its_zones_bridge(zlab):
 
 
 def test_down_leaves_nothing(zlab):
-    assert processes_in_netns(zlab.netns)
+    assert processes_in_netns(zlab.netns, cookies=zlab.cookies)
     svclab("down", "--name", zlab.name)
-    assert processes_in_netns(zlab.netns) == []
+    assert processes_in_netns(zlab.netns, cookies=zlab.cookies) == []
     assert not LabPaths(zlab.name).root.exists()

@@ -330,9 +330,10 @@ def test_a_removed_pods_namespace_is_forgotten(lab):
     lab.pod("gone-1")
     record = next(r for r in lab.network.state.hosts.values() if r.name == "gone-1")
     assert record.netns in lab.network.state.netns_seen
+    cookie = lab.network.state.cookies()[record.netns]
     lab.runtime.remove_pod("default", "gone-1")
     assert record.netns not in lab.network.state.netns_seen
-    assert processes_in_netns({record.netns}) == []
+    assert processes_in_netns({record.netns}, cookies={record.netns: cookie}) == []
 
 
 # --- pods served by the node's workload server ---------------------------------------------
@@ -423,9 +424,10 @@ def test_nothing_is_left_and_the_machine_is_untouched(tmp_path_factory):
         assert argv[-2:] == ["HOME=/root", "hostname"] and "HOSTNAME=last-1" in argv
         assert ip and os.uname().nodename == before[0]
         netns = set(small.network.state.netns_seen)
+        cookies = small.network.state.cookies()
         shells = {r.pid for r in small.network.state.hosts.values()}
         small.runtime.close()
         assert exec_session.stdout is None and attached.stdout is None
-        assert processes_in_netns(netns, exclude=shells) == []
+        assert processes_in_netns(netns, exclude=shells, cookies=cookies) == []
     after = (os.uname().nodename, open("/etc/hosts").read(), dict(os.environ))
     assert after == before and not os.path.exists(mine)
