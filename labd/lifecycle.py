@@ -113,6 +113,11 @@ def down(name: str, timeout: float = 60.0) -> float:
     os.kill(state.daemon.pid, 15)
     deadline = started + timeout
     while state.daemon.alive() or paths.root.exists():
+        if not state.daemon.alive() and not _settling(paths):
+            # It removes its folder as its last act: it failed while stopping.
+            raise LabError(f"lab {name!r}: its daemon failed while stopping; "
+                           f"`svclab clean --name {name}` removes what it left; "
+                           f"its log ends:\n{_log_tail(paths, 40)}")
         if time.monotonic() > deadline:
             raise LabTimeout(f"lab {name!r} did not stop within {timeout:.0f} s; "
                              f"`svclab clean --name {name}` forces it; its log ends:\n"
@@ -223,6 +228,17 @@ def _proc_of(popen: subprocess.Popen):
 
 def _host_count(spec: ClusterSpec) -> int:
     return len(spec.nodes) + len(spec.clients) + sum(n.static_pods for n in spec.nodes)
+
+
+def _settling(paths: LabPaths, grace: float = 1.0) -> bool:
+    """Whether the state folder is still there a moment after its daemon
+    ended (its removal by the daemon may still be under way)."""
+    end = time.monotonic() + grace
+    while paths.root.exists():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _log_tail(paths: LabPaths, lines: int = 25) -> str:

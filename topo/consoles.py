@@ -23,6 +23,7 @@ import collections
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import selectors
 import threading
@@ -33,6 +34,7 @@ from topo.crilog import CriLogFile
 from topo.pidwait import wait_for_child
 from topo.sessions import EOF_CHAR, Child, close_quietly, set_window
 
+log = logging.getLogger("svclab.consoles")
 READ_SIZE = 64 * 1024
 ATTACH_PIPE_SIZE = 1 << 20
 
@@ -71,7 +73,8 @@ class OutputPump:
         if self._stop_requested:
             return
         self._stop_requested = True
-        self._send(None)
+        if self._thread.is_alive():      # else the pipe is closed (and its number reusable)
+            self._send(None)
         self._thread.join(timeout)
 
     def _send(self, command) -> None:
@@ -88,7 +91,7 @@ class OutputPump:
                     if key.fd == self._wake_r:
                         self._commands_now()
                     elif self._selector.get_map().get(key.fd) is key:   # not dropped meanwhile
-                        self._read(key.data)
+                        self._serve(key.data)
         finally:
             for key in list(self._selector.get_map().values()):
                 if key.fd != self._wake_r:
@@ -108,12 +111,25 @@ class OutputPump:
                 self._stopping = True
                 return
             kind, token = command
-            if kind == "add":
-                self._selector.register(token[0], selectors.EVENT_READ, token)
-            else:
-                key = self._selector.get_map().get(token[0])
-                if key is not None and key.data is token:
-                    self._end(token)
+            try:
+                if kind == "add":
+                    self._register(token)
+                else:
+                    key = self._selector.get_map().get(token[0])
+                    if key is not None and key.data is token:
+                        self._end(token)
+            except Exception:
+                log.exception("container output: %s of fd %d failed", kind, token[0])
+
+    def _serve(self, token: tuple) -> None:
+        """Read one descriptor; whatever goes wrong with it ends it, not the
+        thread that serves every container's output."""
+        try:
+            self._read(token)
+        except Exception:
+            log.exception("container output: reading fd %d failed; closing it", token[0])
+            with contextlib.suppress(KeyError, ValueError):
+                self._end(token)
 
     def _read(self, token: tuple) -> None:
         fd, on_data, _ = token
@@ -129,6 +145,19 @@ class OutputPump:
             on_data(data)
         else:
             self._end(token)
+
+    def _register(self, token: tuple) -> None:
+        stale = self._selector.get_map().get(token[0])
+        if stale is not None:     # its number was closed behind our back and reused
+            log.warning("container output: fd %d registered twice; ending the old one",
+                        token[0])
+            self._selector.unregister(token[0])
+            stale.data[2]()
+        try:
+            self._selector.register(token[0], selectors.EVENT_READ, token)
+        except (OSError, ValueError) as err:       # closed before we got to it
+            log.warning("container output: cannot read fd %d: %s", token[0], err)
+            token[2]()
 
     def _end(self, token: tuple) -> None:
         fd, _, on_end = token
@@ -153,6 +182,7 @@ class Console:
         self._stdin = stdin_fd            # where input goes; a dup of the master with tty
         self._terminal = terminal         # another dup of the pty master: resize
         self._stdin_once = stdin_once
+        self._ended = threading.Event()   # every output at EOF: the log is complete
         with self._lock:      # an output may end before the others are registered
             for stream, fd in outputs.items():
                 self._open[stream] = pump.add(fd, partial(self._on_data, stream),
@@ -191,6 +221,12 @@ class Console:
                 self._sessions.remove(session)
         session.end_output()
 
+    def wait_ended(self, timeout: float) -> bool:
+        """Wait until every output reached its end (the log holds all the
+        process wrote); False if one is still open after timeout (a child
+        of the container may hold it)."""
+        return self._ended.wait(timeout)
+
     def close(self) -> None:
         """The run is over for the runtime: stop reading, release the input."""
         with self._lock:
@@ -218,6 +254,7 @@ class Console:
                 return
             sessions, self._sessions = self._sessions, []
         self.log.close()
+        self._ended.set()
         for session in sessions:
             session.end_output()
 

@@ -56,6 +56,8 @@ from topo.state import HostRecord, ProcessRecord
 from topo.workload_host import WorkloadHosts, builtin_server_args, raise_open_files_limit
 
 SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# How long an exited container's last output may take to reach its log.
+OUTPUT_DRAIN_SECONDS = 1.0
 KEEP_RUNS = 2                # a container's current run and the one before (--previous)
 LOGS_FOLDER = "pods"         # under the lab's state folder, as /var/log/pods
 
@@ -299,6 +301,9 @@ class LabPodRuntime:
         if not run.child.poll():
             return ContainerState(True)
         if not run.reaped:
+            # What it wrote last is in the pipe still: let the log have it
+            # before anyone reads the log of a container that has exited.
+            run.console.wait_ended(OUTPUT_DRAIN_SECONDS)
             run.reaped = True
             if run.record is not None:
                 self.lab.forget_process(run.record)

@@ -40,3 +40,81 @@ def test_stop_while_output_keeps_arriving_never_fails():
     for _ in range(400):
         pump = _stop_while_a_container_writes()
         assert not pump._thread.is_alive()
+
+
+def _pipe_into(pump: OutputPump) -> tuple[int, list[bytes], threading.Event]:
+    """A pipe whose read end the pump serves: (write end, what arrived, ended)."""
+    read_end, write_end = os.pipe()
+    got: list[bytes] = []
+    ended = threading.Event()
+    pump.add(read_end, got.append, ended.set)
+    return write_end, got, ended
+
+
+def test_a_reader_that_fails_ends_its_own_output_and_no_one_elses():
+    """One container's log that cannot be written (a handler raising) ends that
+    output; the thread keeps serving every other container's."""
+    pump = OutputPump()
+    broken_read, broken_write = os.pipe()
+    broken_ended = threading.Event()
+
+    def refuse(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    pump.add(broken_read, refuse, broken_ended.set)
+    write_end, got, ended = _pipe_into(pump)
+    try:
+        os.write(broken_write, b"lost\n")
+        assert broken_ended.wait(5)
+        os.write(write_end, b"kept\n")
+        os.close(write_end)
+        assert ended.wait(5)
+        assert b"".join(got) == b"kept\n"
+        assert pump._thread.is_alive()
+    finally:
+        os.close(broken_write)
+        pump.stop()
+    assert not pump._thread.is_alive()
+
+
+def test_a_number_reused_behind_its_back_ends_the_old_output_and_serves_the_new():
+    pump = OutputPump()
+    old_read, old_write = os.pipe()
+    old_ended = threading.Event()
+    pump.add(old_read, lambda data: None, old_ended.set)
+    os.close(old_read)                  # someone else closes it; the number comes back
+    os.close(old_write)
+    new_read, write_end = os.pipe()
+    assert new_read == old_read
+    got: list[bytes] = []
+    ended = threading.Event()
+    pump.add(new_read, got.append, ended.set)
+    try:
+        assert old_ended.wait(5)
+        os.write(write_end, b"new\n")
+        os.close(write_end)
+        assert ended.wait(5) and b"".join(got) == b"new\n"
+    finally:
+        pump.stop()
+
+
+def test_stop_after_the_thread_ended_writes_to_no_descriptor():
+    """The thread closes its wake pipe as it ends; the number may be someone
+    else's by the time stop() is called (again)."""
+    pump = OutputPump()
+    pump.stop()
+    spare_read, spare_write = os.pipe()
+    os.dup2(spare_write, pump._wake_w)     # the old number, now another pipe's
+    try:
+        pump._stop_requested = False      # as if stop() came for the first time
+        pump.stop()
+        os.set_blocking(spare_read, False)
+        try:
+            leaked = os.read(spare_read, 16)
+        except BlockingIOError:
+            leaked = b""
+        assert leaked == b""
+    finally:
+        os.close(pump._wake_w)
+        os.close(spare_read)
+        os.close(spare_write)
