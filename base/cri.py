@@ -111,6 +111,23 @@ class VolumeMount:
 
 
 @dataclass(frozen=True)
+class DnsConfig:
+    """A pod's resolver (the CRI's DNSConfig), which the runtime writes as
+    /etc/resolv.conf: `search`, then one `nameserver` line each, then `options`."""
+
+    servers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()              # "ndots:5", "edns0"
+
+    def resolv_conf(self) -> str:
+        lines = [f"search {' '.join(self.searches)}"] if self.searches else []
+        lines += [f"nameserver {server}" for server in self.servers]
+        if self.options:
+            lines.append(f"options {' '.join(self.options)}")
+        return "".join(line + "\n" for line in lines)
+
+
+@dataclass(frozen=True)
 class PodSandboxConfig:
     """What the kubelet decided about a pod's sandbox (the CRI's PodSandboxConfig).
 
@@ -119,7 +136,9 @@ class PodSandboxConfig:
     <cluster domain>`, or ""); `kernel_hostname` what `hostname` prints when
     it differs from `hostname` (spec.setHostnameAsFQDN).  `volumes` are folders the
     kubelet projects under the pod's /run (the service-account token);
-    `pod_volumes` the spec's volumes and `mounts` where the pod sees them.
+    `pod_volumes` the spec's volumes and `mounts` where the pod sees them;
+    `dns` its resolver (None: the cluster's, ClusterFirst without the node's
+    search paths, for pods no kubelet made).
     """
 
     hostname: str
@@ -130,6 +149,7 @@ class PodSandboxConfig:
     volumes: tuple[ProjectedFiles, ...] = ()
     pod_volumes: tuple[PodVolume, ...] = ()    # the spec's volumes the runtime mounts
     mounts: tuple[VolumeMount, ...] = ()
+    dns: DnsConfig | None = None
 
     @property
     def uts_hostname(self) -> str:

@@ -40,6 +40,7 @@ from controlplane.controllers.scheduler import Scheduler
 from controlplane.controllers.serviceaccounts import ServiceAccountsController
 from controlplane.controllers.statefulset import StatefulSetController
 from controlplane.events import EventRecorder
+from controlplane.kubelet.dns import KubeletDns
 from controlplane.kubelet.kubelet import HEARTBEAT_SECONDS, Kubelet
 
 CORE_RESOURCES = ("pods", "services", "endpoints", "endpointslices", "deployments",
@@ -61,7 +62,8 @@ class ControlPlane:
                  builtin_images: dict[str, list[str]] | None = None,
                  node_clients: dict[str, KubeClient] | None = None,
                  scheduler_client: KubeClient | None = None,
-                 heartbeat_seconds: float = HEARTBEAT_SECONDS, time_factor: float = 1.0):
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS, time_factor: float = 1.0,
+                 kubelet_dns: KubeletDns | None = None):
         """client: the controllers' (kube-controller-manager's identity in the lab);
         scheduler_client: the scheduler's writes (default: `client`);
         node_clients: per node, the client its kubelet uses (in the lab: one
@@ -79,7 +81,8 @@ class ControlPlane:
                             for cls in CONTROLLERS]
         node_clients = node_clients or {}
         self._kubelet_options = {"python": python, "builtin_images": builtin_images,
-                                 "heartbeat": heartbeat_seconds, "time_factor": time_factor}
+                                 "heartbeat": heartbeat_seconds, "time_factor": time_factor,
+                                 "dns": kubelet_dns}
         self.kubelets = [self._kubelet(name, node_clients.get(name, client))
                          for name in node_names]
         self._started = False

@@ -21,17 +21,13 @@ import time
 from agents.dns.coreconfig import kubeadm_corefile
 from base.errors import LabTimeout
 from base.kube.client import ApiError, KubeClient
-from topo.plan import CLUSTER_DOMAIN, KUBE_DNS_IP_OFFSET
+from topo.plan import CLUSTER_DOMAIN, cluster_dns_ip
 from topo.spec import ClusterSpec
 
 COREDNS_IMAGE = "registry.k8s.io/coredns/coredns:v1.12.0"
 COREFILE_DIR = "/etc/coredns"
 COREFILE = f"{COREFILE_DIR}/Corefile"
 DNS_READY_TIMEOUT = 30.0
-
-
-def kube_dns_ip(spec: ClusterSpec) -> str:
-    return str(spec.network.service_cidr.network_address + KUBE_DNS_IP_OFFSET)
 
 
 def coredns_service_account() -> dict:
@@ -57,7 +53,7 @@ def coredns_objects(spec: ClusterSpec) -> tuple[dict, dict]:
                                 "kubernetes.io/name": "CoreDNS"},
                      "annotations": {"prometheus.io/port": "9153",
                                      "prometheus.io/scrape": "true"}},
-        "spec": {"clusterIP": kube_dns_ip(spec), "selector": labels,
+        "spec": {"clusterIP": cluster_dns_ip(spec), "selector": labels,
                  "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
                            {"name": "metrics", "port": 9153, "protocol": "TCP",

@@ -33,6 +33,7 @@ from controlplane.identities import (
     KUBE_CONTROLLER_MANAGER,
     KUBE_SCHEDULER,
 )
+from controlplane.kubelet.dns import KubeletDns
 from labd.addons import (
     coredns_stand_in,
     install_cluster_dns,
@@ -55,6 +56,7 @@ from labd.supervisor import Supervisor
 from topo.apihost import cluster_info, listener_in_netns, loopback_listener
 from topo.netns import ProcRef
 from topo.network import LabNetwork
+from topo.plan import CLUSTER_DOMAIN, cluster_dns_ip, vpc_dns
 from topo.pod_runtime import LabPodRuntime
 from topo.spec import load_spec
 from topo.state import LabPaths, LabState, write_state
@@ -99,7 +101,9 @@ def run(name: str) -> int:
             # kubelets report 4x per grace period
             heartbeat_seconds=min(5.0, spec.node_monitor_grace_period / 4),
             # Leases and Job back-off on the lab's clock
-            time_factor=spec.time_factor)))
+            time_factor=spec.time_factor,
+            # clusterDNS, and each node's resolver from the VPC's DHCP
+            kubelet_dns=KubeletDns((cluster_dns_ip(spec),), CLUSTER_DOMAIN, vpc_dns(spec)))))
         cloud = lab_life.enter_context(_Timed("cloud controller", cloud_controller_for(
             spec, lab, elb, identity_client(api, CLOUD_CONTROLLER_MANAGER))))
         lab_life.enter_context(_Timed("alb controller", alb_controller_for(

@@ -14,7 +14,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
-from base.cri import HostAlias, PodSandboxConfig, ProjectedFiles
+from base.cri import DnsConfig, HostAlias, PodSandboxConfig, ProjectedFiles
 from topo.elb import Eni, elb_enis, node_return_path_routes, node_return_path_rules
 from topo.spec import ClusterSpec, NodeSpec, zone_bridge, zone_interface
 
@@ -23,6 +23,7 @@ MASQ_CHAIN = "cali-nat-outgoing"
 DEFAULT_NAMESPACE = "default"
 CLUSTER_DOMAIN = "cluster.local"
 KUBE_DNS_IP_OFFSET = 10          # 10.96.0.10
+VPC_DOMAIN = "ec2.internal"
 POD_TMP_SIZE = "256m"            # a pod's private /tmp (tmpfs): memory, capped
 # The lab is IPv4; IPv6 autoconfiguration would only add noise to captures.
 IPV4_ONLY = (("net.ipv6.conf.all.disable_ipv6", "1"),
@@ -99,10 +100,17 @@ def static_pod_name(index: int, node: NodeSpec) -> str:
     return f"static-{index}-{node.name}"
 
 
+def cluster_dns_ip(spec: ClusterSpec) -> str:
+    """The kube-dns Service's cluster IP (the kubelets' clusterDNS)."""
+    return str(spec.network.service_cidr.network_address + KUBE_DNS_IP_OFFSET)
+
+
 def resolv_conf_for_pod(namespace: str, spec: ClusterSpec) -> str:
-    dns_ip = spec.network.service_cidr.network_address + KUBE_DNS_IP_OFFSET
-    search = f"{namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
-    return f"nameserver {dns_ip}\nsearch {search}\noptions ndots:5\n"
+    """A pod's /etc/resolv.conf when no kubelet said otherwise: the cluster's DNS."""
+    return DnsConfig(servers=(cluster_dns_ip(spec),),
+                     searches=(f"{namespace}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}",
+                               CLUSTER_DOMAIN),
+                     options=("ndots:5",)).resolv_conf()
 
 
 def etc_hosts_for_pod(ips: list[str], hostname: str, domain: str = "",
@@ -260,8 +268,13 @@ def plan_node(spec: ClusterSpec, node: NodeSpec, host: str) -> HostConfig:
         resolv_conf=vpc_resolv_conf(spec))
 
 
+def vpc_dns(spec: ClusterSpec) -> DnsConfig:
+    """The resolver an EC2 instance in the VPC gets from DHCP (us-east-1's domain)."""
+    return DnsConfig(servers=(str(spec.network.vpc_resolver),), searches=(VPC_DOMAIN,))
+
+
 def vpc_resolv_conf(spec: ClusterSpec) -> str:
-    return f"nameserver {spec.network.vpc_resolver}\nsearch ec2.internal\n"
+    return vpc_dns(spec).resolv_conf()
 
 
 def peer_route(spec: ClusterSpec, node: NodeSpec, peer: NodeSpec) -> str:
@@ -359,7 +372,8 @@ def plan_pod(spec: ClusterSpec, node_index: int, host: str, name: str,
                   f"route add {POD_GATEWAY} dev eth0 scope link",
                   f"route add default via {POD_GATEWAY} dev eth0"),
         sysctls=IPV4_ONLY,
-        resolv_conf=resolv_conf_for_pod(namespace, spec),
+        resolv_conf=(sandbox.dns.resolv_conf() if sandbox.dns is not None
+                     else resolv_conf_for_pod(namespace, spec)),
         hostname=sandbox.uts_hostname,
         etc_files=(("/etc/hosts", etc_hosts_for_pod([str(ip)], sandbox.hostname, sandbox.domain,
                                                     sandbox.host_aliases)),

@@ -14,6 +14,7 @@ from controlplane.api.validation import (
     IP_MSG,
     PROTOCOLS,
     is_dns1123_label,
+    is_dns1123_subdomain,
     is_ip,
     port_name_errors,
     port_num_errors,
@@ -32,6 +33,9 @@ from controlplane.api.validation_volumes import (
 RESTART_POLICIES = ("Always", "Never", "OnFailure")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+MAX_DNS_NAMESERVERS = 3          # a resolver reads three (glibc's MAXNS)
+MAX_DNS_SEARCH_PATHS = 32
+MAX_DNS_SEARCH_LIST_CHARS = 2048
 
 
 def _nonnegative(value, path: str) -> list[FieldError]:
@@ -103,9 +107,45 @@ def validate_pod_spec(spec, path: str, restart_policies=RESTART_POLICIES) -> lis
     dns = spec.get("dnsPolicy")
     if dns is not None and dns not in DNS_POLICIES:
         errs.append(not_supported(dns, f"{path}.dnsPolicy", DNS_POLICIES))
+    errs += _validate_dns_config(spec.get("dnsConfig"), dns, f"{path}.dnsConfig")
     errs += _nonnegative(spec.get("terminationGracePeriodSeconds"),
                          f"{path}.terminationGracePeriodSeconds")
     errs += validate_labels(spec.get("nodeSelector"), f"{path}.nodeSelector")
+    return errs
+
+
+def _validate_dns_config(config, policy, path: str) -> list[FieldError]:
+    """spec.dnsConfig as the API server checks it: what a resolver can use."""
+    if policy == "None":
+        if not isinstance(config, dict):
+            return [required(path, "must provide `dnsConfig` when `dnsPolicy` is None")]
+        if not config.get("nameservers"):
+            return [required(f"{path}.nameservers",
+                             "must provide at least one DNS nameserver when `dnsPolicy` is None")]
+    if not isinstance(config, dict):
+        return []
+    errs = []
+    servers = config.get("nameservers") or []
+    if len(servers) > MAX_DNS_NAMESERVERS:
+        errs.append(invalid(servers, f"{path}.nameservers",
+                            f"must not have more than {MAX_DNS_NAMESERVERS} nameservers"))
+    errs += [invalid(server, f"{path}.nameservers[{i}]", IP_MSG)
+             for i, server in enumerate(servers) if not is_ip(server)]
+    searches = config.get("searches") or []
+    if len(searches) > MAX_DNS_SEARCH_PATHS:
+        errs.append(invalid(searches, f"{path}.searches",
+                            f"must not have more than {MAX_DNS_SEARCH_PATHS} search paths"))
+    if len(" ".join(searches)) > MAX_DNS_SEARCH_LIST_CHARS:
+        errs.append(invalid(searches, f"{path}.searches",
+                            f"must not have more than {MAX_DNS_SEARCH_LIST_CHARS} characters "
+                            "(including spaces) in the search list"))
+    for i, search in enumerate(searches):
+        name = search.removesuffix(".")            # a trailing dot is fine
+        errs += [invalid(name, f"{path}.searches[{i}]", msg)
+                 for msg in is_dns1123_subdomain(name)]
+    errs += [required(f"{path}.options[{i}]", "Option.Name must not be empty")
+             for i, option in enumerate(config.get("options") or [])
+             if not (option or {}).get("name")]
     return errs
 
 

@@ -22,6 +22,7 @@ from base.kube.informer import Informer
 from controlplane.controllers.objects import now_rfc3339
 from controlplane.events import NORMAL, EventRecorder, NullRecorder, node_reference
 from controlplane.kubelet.configsource import ConfigSource
+from controlplane.kubelet.dns import KubeletDns
 from controlplane.kubelet.env import container_env
 from controlplane.kubelet.nodelease import NodeLease
 from controlplane.kubelet.podworker import PodWorker
@@ -38,10 +39,13 @@ class Kubelet:
                  python: str = sys.executable, heartbeat: float = HEARTBEAT_SECONDS,
                  builtin_images: dict[str, list[str]] | None = None,
                  recorder: EventRecorder | NullRecorder | None = None,
-                 cluster_domain: str = CLUSTER_DOMAIN, time_factor: float = 1.0):
-        """time_factor: scales the node Lease's duration and renewal (nodelease.py)."""
+                 cluster_domain: str = CLUSTER_DOMAIN, time_factor: float = 1.0,
+                 dns: KubeletDns | None = None):
+        """time_factor: scales the node Lease's duration and renewal (nodelease.py);
+        dns: clusterDNS and the node's resolver (None: the runtime's default)."""
         self.client = client
         self.cluster_domain = cluster_domain
+        self.dns = dns
         self.recorder = recorder or NullRecorder()     # Events: component "kubelet", host=node
         self.runtime = runtime
         self.node_name = node_name

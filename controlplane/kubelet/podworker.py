@@ -22,6 +22,7 @@ from base.kube.client import ApiError
 from controlplane.controllers.objects import is_terminating, now_rfc3339
 from controlplane.events import NORMAL, WARNING, container_path
 from controlplane.kubelet.containers import plan_pod_containers
+from controlplane.kubelet.dns import pod_dns
 from controlplane.kubelet.env import expand_command
 from controlplane.kubelet.probes import ProbeTracker, run_probe
 from controlplane.kubelet.sandbox import ContainerConfigError, console_config, sandbox_config
@@ -123,6 +124,11 @@ class PodWorker:
     def _create(self) -> None:
         self._post_status()        # Pending, ContainerCreating
         sandbox = sandbox_config(self.pod, self.kubelet.cluster_domain)
+        dns = None
+        if self.kubelet.dns is not None:
+            dns, warnings = pod_dns(self.pod, self.kubelet.dns)
+            for warning in warnings:
+                self.kubelet.recorder.event(self.pod, WARNING, "DNSConfigForming", warning)
         try:
             volumes = service_account_volumes(self.client, self.pod)
         except VolumeSetupError as err:
@@ -133,7 +139,7 @@ class PodWorker:
             self.record.pod_ip = self.runtime.create_pod(
                 self.namespace, self.name, self.kubelet.node_name,
                 dataclasses.replace(sandbox, volumes=volumes, pod_volumes=plan.volumes,
-                                    mounts=plan.mounts))
+                                    mounts=plan.mounts, dns=dns))
         except PodRuntimeError as err:
             self.volumes.warn("FailedCreatePodSandBox", f"Failed to create pod sandbox: {err}")
             raise

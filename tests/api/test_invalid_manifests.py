@@ -42,6 +42,13 @@ def dep(name="web", replicas=1, selector="web", image="        image: nginx") ->
     return DEP.format(name=name, replicas=replicas, selector=selector, image=image)
 
 
+def pod_with(spec: str, name: str = "dns") -> str:
+    """A busybox pod with more in its spec."""
+    return (f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n"
+            "  containers: [{name: main, image: busybox}]\n"
+            + "".join("  " + line + "\n" for line in spec.splitlines()))
+
+
 CASES = [
     ("nodeport-out-of-range", svc("type: NodePort\nports: [{port: 80, nodePort: 80}]"),
      "spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. "
@@ -134,6 +141,24 @@ CASES = [
      dep(image="        image: nginx\n        ports: [{containerPort: 0}]"),
      "spec.template.spec.containers[0].ports[0].containerPort: Invalid value: 0: "
      "must be between 1 and 65535, inclusive"),
+    ("pod-dns-none-without-config", pod_with("dnsPolicy: None"),
+     "spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None"),
+    ("pod-dns-none-without-nameserver",
+     pod_with("dnsPolicy: None\ndnsConfig: {searches: [corp.example]}"),
+     "spec.dnsConfig.nameservers: Required value: "
+     "must provide at least one DNS nameserver when `dnsPolicy` is None"),
+    ("pod-dns-four-nameservers",
+     pod_with("dnsConfig: {nameservers: [192.0.2.1, 192.0.2.2, 192.0.2.3, 192.0.2.4]}"),
+     'spec.dnsConfig.nameservers: Invalid value: []string{"192.0.2.1", "192.0.2.2", '
+     '"192.0.2.3", "192.0.2.4"}: must not have more than 3 nameservers'),
+    ("pod-dns-nameserver-not-an-ip", pod_with("dnsConfig: {nameservers: [dns.example]}"),
+     'spec.dnsConfig.nameservers[0]: Invalid value: "dns.example": '
+     "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"),
+    ("pod-dns-bad-search", pod_with("dnsConfig: {searches: [Corp_Example]}"),
+     'spec.dnsConfig.searches[0]: Invalid value: "Corp_Example": '
+     "a lowercase RFC 1123 subdomain must consist of"),
+    ("pod-dns-option-without-name", pod_with("dnsConfig: {options: [{value: '2'}]}"),
+     "spec.dnsConfig.options[0]: Required value: Option.Name must not be empty"),
     ("namespace-bad-name", "apiVersion: v1\nkind: Namespace\nmetadata: {name: Team.A}\n",
      'metadata.name: Invalid value: "Team.A": '
      "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "

@@ -159,7 +159,10 @@ def test_nslookup_kubernetes_default_works(lab):
 def test_check_the_local_dns_configuration(lab):
     lines = lab.kubectl("exec", "-ti", "dnsutils", "--", "cat", "/etc/resolv.conf").splitlines()
     search = next(x for x in lines if x.startswith("search ")).split()[1:]
-    assert search[:3] == ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    # the cluster's search path, then the node's own (the VPC's DHCP domain), as
+    # the page's example ends with its node's google.internal
+    assert search == ["default.svc.cluster.local", "svc.cluster.local", "cluster.local",
+                      "ec2.internal"]
     assert f"nameserver {lab.kube_dns_ip()}" in lines
     assert "options ndots:5" in lines
 
@@ -268,3 +271,43 @@ def test_are_you_in_the_right_namespace(lab):
                      rf"Address: {re.escape(cluster_ip)}\n", qualified.stdout)
     bare = lab.run("exec", "-i", "-t", "dnsutils", "--", "nslookup", "web")
     assert bare.returncode == 1 and "server can't find web: NXDOMAIN" in bare.stdout, bare
+
+
+# --- the Pod's DNS policy and config ("DNS for Services and Pods") ---------------------
+
+POLICY_PODS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: own-resolver}
+spec:
+  containers: [{name: main, image: busybox, command: [sleep, "3600"]}]
+  dnsPolicy: "None"
+  dnsConfig:
+    nameservers: [192.0.2.53]
+    searches: [corp.example, lab.example]
+    options: [{name: ndots, value: "2"}, {name: edns0}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: node-resolver}
+spec:
+  containers: [{name: main, image: busybox, command: [sleep, "3600"]}]
+  dnsPolicy: Default
+"""
+
+
+def test_a_pods_dns_policy_and_config_make_its_resolv_conf(lab):
+    lab.kubectl("apply", "-f", "-", input=POLICY_PODS)
+    for pod in ("own-resolver", "node-resolver"):
+        lab.kubectl("wait", "--for=condition=Ready", f"pod/{pod}", "--timeout=60s")
+    # None: the pod's dnsConfig alone (written as containerd writes it: search first)
+    assert lab.kubectl("exec", "own-resolver", "--", "cat", "/etc/resolv.conf") == (
+        "search corp.example lab.example\nnameserver 192.0.2.53\noptions ndots:2 edns0\n")
+    # Default: the node's resolver, the VPC's, and names resolve through it
+    assert lab.kubectl("exec", "node-resolver", "--", "cat", "/etc/resolv.conf") == (
+        "search ec2.internal\nnameserver 172.31.0.2\n")
+    answer = lab.run("exec", "node-resolver", "--", "nslookup", "ip-172-31-0-11.ec2.internal")
+    assert answer.returncode == 0 and "172.31.0.11" in answer.stdout, answer
+    # ... but not the cluster's names
+    assert lab.run("exec", "node-resolver", "--", "nslookup",
+                   "kubernetes.default.svc.cluster.local").returncode != 0

@@ -131,8 +131,8 @@ def test_pods_come_and_go_while_the_lab_runs(lab, pods):
 
 def test_each_pod_has_its_own_resolv_conf(lab, pods):
     conf = lab.exec("web-1", "cat", "/etc/resolv.conf").stdout
-    assert conf == ("nameserver 10.96.0.10\n"
-                    "search default.svc.cluster.local svc.cluster.local cluster.local\n"
+    assert conf == ("search default.svc.cluster.local svc.cluster.local cluster.local\n"
+                    "nameserver 10.96.0.10\n"
                     "options ndots:5\n")
     with open("/etc/resolv.conf") as host_conf:
         assert "10.96.0.10" not in host_conf.read()

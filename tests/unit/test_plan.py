@@ -70,9 +70,10 @@ def test_pod_is_a_calico_style_slash_32_behind_proxy_arp():
                                f"route add 192.168.1.9/32 dev {veth} scope link")
     assert (f"net.ipv4.conf.{veth}.proxy_arp", "1") in plan.node_sysctls
     assert (f"net.ipv4.neigh.{veth}.proxy_delay", "0") in plan.node_sysctls
-    assert plan.pod.resolv_conf == ("nameserver 10.96.0.10\n"
-                                    "search shop.svc.cluster.local svc.cluster.local "
-                                    "cluster.local\noptions ndots:5\n")
+    # as containerd writes a pod's resolv.conf: search, nameserver, options
+    assert plan.pod.resolv_conf == ("search shop.svc.cluster.local svc.cluster.local "
+                                    "cluster.local\nnameserver 10.96.0.10\n"
+                                    "options ndots:5\n")
 
 
 def test_pod_ip_must_come_from_its_nodes_block():

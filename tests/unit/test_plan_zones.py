@@ -124,7 +124,7 @@ def test_nodes_route_same_zone_peers_directly_and_other_zones_via_their_router(p
     assert {line for line in hosts["n2"].ip_batch if line.startswith("route add 192")} == {
         "route add 192.168.0.0/24 via 172.31.16.1", "route add 192.168.1.0/24 via 172.31.16.1",
         "route add 192.168.3.0/24 via 172.31.16.1"}
-    assert hosts["n3"].resolv_conf == "nameserver 172.31.0.2\nsearch ec2.internal\n"
+    assert hosts["n3"].resolv_conf == "search ec2.internal\nnameserver 172.31.0.2\n"
 
 
 def test_the_elb_has_an_eni_in_every_zone(spec, plan):

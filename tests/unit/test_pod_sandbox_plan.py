@@ -43,7 +43,7 @@ def test_plan_pod_carries_the_sandbox():
     assert plan.pod.hostname == "db-0.db.default.svc.cluster.local"
     assert files["/etc/hostname"] == "db-0.db.default.svc.cluster.local\n"
     assert files["/etc/hosts"].endswith("192.168.1.7\tdb-0.db.default.svc.cluster.local\tdb-0\n")
-    assert plan.pod.private_tmp and plan.pod.resolv_conf.startswith("nameserver 10.96.0.10\n")
+    assert plan.pod.private_tmp and "\nnameserver 10.96.0.10\n" in plan.pod.resolv_conf
     plain = plan_pod(spec, 1, "p2", "web-1", "default", ipaddress.IPv4Address("192.168.1.8"))
     assert plain.pod.hostname == "web-1"
     assert dict(plain.pod.etc_files)["/etc/hosts"].endswith("192.168.1.8\tweb-1\n")
