@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import select
 import signal
 import stat
 import struct
@@ -23,6 +22,8 @@ import subprocess
 import termios
 import threading
 from dataclasses import dataclass
+
+from base.fdwait import readable
 
 UNKNOWN_EXIT = 255          # someone else reaped the process: its code is lost
 KILL_WAIT = 5.0
@@ -68,7 +69,7 @@ class Child:
         with self._lock:
             fd = self.pidfd
         if fd is not None:
-            select.select([fd], [], [], timeout)
+            readable(fd, timeout)
         return self.poll()
 
     def kill_group(self, signum: int = signal.SIGKILL) -> None:

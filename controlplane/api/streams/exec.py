@@ -16,11 +16,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import select
 import threading
 from collections.abc import Callable
 
 from base.cri import ExecSession
+from base.fdwait import readable, writable
 from controlplane.api.streams import channels
 from controlplane.api.streams.channels import ChannelError, ChannelProtocol, ResizeDecoder
 from controlplane.api.streams.target import ExecOptions
@@ -67,7 +67,7 @@ class Relay:
     def _pump(self, fd: int, sink: Callable[[bytes], None], done: Callable[[], None]) -> None:
         try:
             while not self.stop.is_set():
-                if not select.select([fd], [], [], POLL)[0]:
+                if not readable(fd, POLL):
                     continue
                 try:
                     data = os.read(fd, READ_SIZE)
@@ -93,7 +93,7 @@ class Relay:
         view = memoryview(data)
         fd = self.session.stdin
         while view and not self.stop.is_set():
-            if not select.select([], [fd], [], POLL)[1]:
+            if not writable(fd, POLL):
                 continue
             try:
                 view = view[os.write(fd, view):]

@@ -20,7 +20,6 @@ socket, all stopped and joined when the session ends.
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import threading
 import time
@@ -28,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from base.cri import PodStreams, StreamTargetError
+from base.fdwait import readable
 from controlplane.api.spdy import SpdyError, SpdySession, SpdyStream, SpdyTimeout
 from controlplane.api.streams import channels
 from controlplane.api.streams.channels import ChannelError, ChannelProtocol
@@ -82,7 +82,7 @@ class Forward:
     def _from_pod(self) -> None:
         try:
             while not self._stop.is_set():
-                if not select.select([self.sock], [], [], POLL)[0]:
+                if not readable(self.sock, POLL):
                     continue
                 data = self.sock.recv(READ_SIZE)
                 if not data:

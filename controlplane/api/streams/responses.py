@@ -9,9 +9,9 @@ the connection's own thread, closing the connection when it ends.
 
 from __future__ import annotations
 
-import select
 import ssl
 
+from base.fdwait import readable
 from controlplane.api.streams.routes import ByteStream, Upgrade
 from controlplane.api.streams.transport import Duplex
 
@@ -52,7 +52,7 @@ class StreamedResponses:
         """After the request, a client of a streamed response sends nothing: a
         readable socket means it hung up."""
         try:
-            return bool(select.select([self.connection], [], [], 0)[0])
+            return readable(self.connection, 0)
         except (ValueError, OSError):
             return True
 

@@ -11,11 +11,12 @@ stops reading for ``stall`` seconds gets ``TimeoutError`` (the session ends).
 
 from __future__ import annotations
 
-import select
 import socket
 import ssl
 import threading
 import time
+
+from base.fdwait import readable, writable
 
 READ_SIZE = 256 * 1024
 WRITE_CHUNK = 256 * 1024
@@ -91,9 +92,9 @@ class Duplex:
     def _wait(self, want: str, timeout: float) -> None:
         try:
             if want == "r":
-                select.select([self._sock], [], [], timeout)
+                readable(self._sock, timeout)
             else:
-                select.select([], [self._sock], [], timeout)
+                writable(self._sock, timeout)
         except (ValueError, OSError):   # the socket was closed under us
             self._closed.set()
 
