@@ -27,6 +27,7 @@ import logging
 import os
 import selectors
 import threading
+import traceback
 from collections.abc import Callable
 from functools import partial
 
@@ -36,15 +37,27 @@ from topo.sessions import EOF_CHAR, Child, close_quietly, set_window
 
 log = logging.getLogger("svclab.consoles")
 READ_SIZE = 64 * 1024
+# The thread looks at its commands this often even when no wake byte came
+# (the wake pipe can be closed behind its back: see OutputPump).
+WAKE_POLL_SECONDS = 1.0
 ATTACH_PIPE_SIZE = 1 << 20
 
 
 class OutputPump:
-    """One thread reading many descriptors; handlers run on it and must be quick."""
+    """One thread reading many descriptors; handlers run on it and must be quick.
+
+    Its own descriptors (the wake pipe, the epoll) are known by identity as
+    well as by number: code elsewhere in the process that closes a number it
+    no longer owns would otherwise make the pump write to, read from or close
+    whatever took the number next.  Such a close is logged with what the
+    number is now; the pump then works on its poll interval alone."""
 
     def __init__(self, name: str = "container-output"):
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._own = {fd: _identity(fd)
+                     for fd in (self._wake_r, self._wake_w, self._selector.fileno())}
+        self._wake_lost = False
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._commands: collections.deque = collections.deque()
         self._stopping = False          # set by the thread: its loop ends
@@ -56,7 +69,12 @@ class OutputPump:
             on_end: Callable[[], None]) -> tuple:
         """Read fd until EOF (or EIO: a terminal whose other side closed), then
         close it; the returned token names this registration for `drop`."""
-        os.set_blocking(fd, False)
+        if fd in self._own:
+            log.error("container output: asked to read fd %d, one of the pump's own: its "
+                      "caller's descriptor was closed before; refused. Asked from:\n%s",
+                      fd, "".join(traceback.format_stack(limit=12)))
+        else:
+            os.set_blocking(fd, False)
         token = (fd, on_data, on_end)
         self._send(("add", token))
         return token
@@ -79,32 +97,59 @@ class OutputPump:
 
     def _send(self, command) -> None:
         self._commands.append(command)
+        if not self._mine(self._wake_w):
+            self._lost_wake()
+            return
         try:
             os.write(self._wake_w, b"x")
         except BlockingIOError:      # already awake with plenty to do
             pass
+        except OSError:
+            self._lost_wake()
+
+    def _mine(self, fd: int) -> bool:
+        """Whether fd is still the pump's own descriptor of that number."""
+        try:
+            return _identity(fd) == self._own[fd]
+        except OSError:
+            return False
+
+    def _lost_wake(self) -> None:
+        if not self._wake_lost:
+            self._wake_lost = True
+            log.error("container output: its wake pipe (fd %d) was closed by someone else "
+                      "(the number is now %s); commands now wait up to %g s",
+                      self._wake_w, _what_is(self._wake_w), WAKE_POLL_SECONDS)
 
     def _run(self) -> None:
         try:
             while not self._stopping:
-                for key, _ in self._selector.select():
+                for key, _ in self._selector.select(WAKE_POLL_SECONDS):
                     if key.fd == self._wake_r:
-                        self._commands_now()
+                        self._drain_wake()
                     elif self._selector.get_map().get(key.fd) is key:   # not dropped meanwhile
                         self._serve(key.data)
+                if self._commands:
+                    self._commands_now()
         finally:
             for key in list(self._selector.get_map().values()):
                 if key.fd != self._wake_r:
                     self._end(key.data)
-            self._selector.close()
-            close_quietly(self._wake_r, self._wake_w)
+            if self._mine(self._selector.fileno()):
+                self._selector.close()
+            close_quietly(*(fd for fd in (self._wake_r, self._wake_w) if self._mine(fd)))
 
-    def _commands_now(self) -> None:
+    def _drain_wake(self) -> None:
+        if not self._mine(self._wake_r):
+            self._lost_wake()
+            return
         try:
             while os.read(self._wake_r, 4096):
                 pass
-        except BlockingIOError:
+        except OSError:            # BlockingIOError: drained
             pass
+
+    def _commands_now(self) -> None:
         while self._commands:
             command = self._commands.popleft()
             if command is None:
@@ -147,6 +192,9 @@ class OutputPump:
             self._end(token)
 
     def _register(self, token: tuple) -> None:
+        if token[0] in self._own:             # refused in add(): it only ends
+            token[2]()
+            return
         stale = self._selector.get_map().get(token[0])
         if stale is not None:     # its number was closed behind our back and reused
             log.warning("container output: fd %d registered twice; ending the old one",
@@ -162,8 +210,21 @@ class OutputPump:
     def _end(self, token: tuple) -> None:
         fd, _, on_end = token
         self._selector.unregister(fd)
-        close_quietly(fd)
+        if fd not in self._own:
+            close_quietly(fd)
         on_end()
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    stat = os.fstat(fd)
+    return stat.st_dev, stat.st_ino
+
+
+def _what_is(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "closed"
 
 
 class Console:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import threading
 
+import pytest
+
 from topo.consoles import OutputPump
 
 
@@ -118,3 +120,44 @@ def test_stop_after_the_thread_ended_writes_to_no_descriptor():
         os.close(pump._wake_w)
         os.close(spare_read)
         os.close(spare_write)
+
+
+def test_a_wake_pipe_closed_behind_its_back_is_left_to_its_new_owner():
+    """Code elsewhere closing a number it no longer owned closed the pump's wake
+    pipe (the daemon then died at `down` with EBADF); whatever takes the number
+    next must be neither written to nor closed by the pump."""
+    pump = OutputPump()
+    stranger_read, stranger_write = os.pipe()
+    os.dup2(stranger_write, pump._wake_w)         # closed behind its back, taken by another
+    try:
+        write_end, got, ended = _pipe_into(pump)   # still served, on the poll interval
+        os.write(write_end, b"late\n")
+        os.close(write_end)
+        assert ended.wait(5) and b"".join(got) == b"late\n"
+        pump.stop()
+        assert not pump._thread.is_alive()
+        os.set_blocking(stranger_read, False)
+        with pytest.raises(BlockingIOError):
+            os.read(stranger_read, 16)            # nothing was written to it
+        os.fstat(pump._wake_w)                     # and it is still open
+    finally:
+        os.close(pump._wake_w)
+        os.close(stranger_read)
+        os.close(stranger_write)
+
+
+def test_its_own_descriptor_offered_as_an_output_is_refused():
+    pump = OutputPump()
+    ended = threading.Event()
+    pump.add(pump._wake_w, lambda data: None, ended.set)
+    try:
+        assert ended.wait(5)
+        os.fstat(pump._wake_w)                     # not closed as an ended output
+        write_end, got, done = _pipe_into(pump)
+        os.write(write_end, b"ok\n")
+        os.close(write_end)
+        assert done.wait(5) and b"".join(got) == b"ok\n"
+    finally:
+        pump.stop()
+    assert not pump._thread.is_alive()
+
