@@ -13,8 +13,9 @@ import logging
 import os
 import signal
 import sys
-import threading
 from contextlib import AbstractContextManager
+
+from base.signals import Signals
 
 SYNC_WAIT = 30.0     # seconds for each informer's first list
 
@@ -85,9 +86,7 @@ def run_until_signalled(agent: AbstractContextManager) -> None:
     """Run the agent (a context manager) until SIGTERM or SIGINT.  Its rules
     stay in place when it stops, as kube-proxy's and felix's do: traffic keeps
     flowing, and a restarted agent takes over from them."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = Signals(signal.SIGTERM, signal.SIGINT)
     with agent:
         while not stop.wait(0.2):
             pass

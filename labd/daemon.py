@@ -24,6 +24,7 @@ from contextlib import ExitStack
 from mininet.log import setLogLevel
 
 from base.kube.client import KubeClient
+from base.signals import Signals
 from controlplane.api.server import ApiServer
 from controlplane.cloud.alb_controller import ensure_alb_ingress_class
 from controlplane.control_plane import ControlPlane
@@ -75,9 +76,8 @@ def run(name: str) -> int:
     state = LabState(name=name, daemon_pid=me.pid, daemon_start=me.start,
                      proxy_mode=spec.proxy_mode)
     write_state(paths, state)
-    stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: stopping.set())
+    stopping = threading.Event()        # the control socket's `stop`
+    signals = Signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     with ExitStack() as lab_life:
         lab = lab_life.enter_context(_Timed("network", LabNetwork(spec, paths, state)))
         api = lab_life.enter_context(_Timed("api server", ApiServer(
@@ -125,7 +125,7 @@ def run(name: str) -> int:
         state.ready = True
         write_state(paths, state)
         log.info("lab %s ready: %d hosts", name, len(state.hosts))
-        while not stopping.wait(0.05):
+        while not (signals.wait(0.05) or stopping.is_set()):
             pass
         log.info("lab %s stopping", name)
         faulthandler.dump_traceback_later(STALLED_STOP_SECONDS, file=sys.stderr)

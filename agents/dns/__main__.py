@@ -17,12 +17,12 @@ import json
 import os
 import signal
 import sys
-import threading
 
 from agents.dns.errors import DnsAgentError, ZoneFileError
 from agents.dns.holder import ZoneHolder
 from agents.dns.server import DnsServer
 from agents.dns.zone import DEFAULT_DOMAIN, DEFAULT_SERVICE_CIDR, DEFAULT_TTL, POD_MODES
+from base.signals import Signals
 
 ZONE_FILE_POLL_SECONDS = 1.0
 
@@ -89,10 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     except DnsAgentError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    stop, reload_now = threading.Event(), threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload_now.set())
+    stop = Signals(signal.SIGTERM, signal.SIGINT)
+    reload_now = Signals(signal.SIGHUP)
     metrics = "%s:%d" % server.metrics_address if server.metrics_address else None
     print(json.dumps({"event": "listening", "dns": "%s:%d" % server.address,
                       "metrics": metrics, "serial": holder.zone.serial}), flush=True)
@@ -100,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while not stop.wait(ZONE_FILE_POLL_SECONDS if not reload_now.is_set() else 0):
             current = _mtime(args.zone_file)
-            if reload_now.is_set() or current != seen:
-                reload_now.clear()
+            if reload_now.take() is not None or current != seen:
                 seen = current
                 _reload(holder, args.zone_file)
     finally:

@@ -38,6 +38,7 @@ from agents.dns.holder import ZoneHolder
 from agents.dns.zone import DEFAULT_DOMAIN, DEFAULT_SERVICE_CIDR
 from base.kube.client import KubeClient, credentials_from_kubeconfig, credentials_in_cluster
 from base.kube.informer import Informer
+from base.signals import Signals
 
 log = logging.getLogger("svclab.dns")
 REBUILD_SECONDS = 0.05
@@ -151,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     credentials = (credentials_from_kubeconfig(args.kubeconfig) if args.kubeconfig
                    else credentials_in_cluster())
     holder = ZoneHolder(args.domain, service_cidr=args.service_cidr)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = Signals(signal.SIGTERM, signal.SIGINT)
     output, ready = Output(), threading.Event()
     with ClusterZone(KubeClient(credentials), holder, pods=_verified(config)) as cluster:
         def zone_options(new: CoreConfig) -> dict:
@@ -171,7 +170,7 @@ def _verified(config: CoreConfig) -> bool:
 
 
 def _serve(args, dns: CoreDns, filename: str, output: Output, ready: threading.Event,
-           stop: threading.Event) -> None:
+           stop: Signals) -> None:
     ready.set()
     reloader = None
     if args.conf and dns.config.reload is not None:

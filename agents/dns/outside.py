@@ -18,12 +18,12 @@ import argparse
 import json
 import signal
 import sys
-import threading
 from contextlib import ExitStack
 
 from agents.dns.__main__ import host_port
 from agents.dns.server import DnsServer
 from agents.dns.zone import Record, Zone, build_static_zone
+from base.signals import Signals
 
 POLL_SECONDS = 0.2
 
@@ -70,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         print(f"error: --records: {err}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = Signals(signal.SIGTERM, signal.SIGINT)
     with ExitStack() as servers:
         for ip, port in args.listen:
             servers.enter_context(DnsServer(ip, port, records))

@@ -12,9 +12,9 @@ import logging
 import signal
 import socket
 import sys
-import threading
 from pathlib import Path
 
+from base.signals import Signals
 from controlplane.api.server import ApiServer
 
 
@@ -43,9 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: cannot read cluster info {args.cluster_info}: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = Signals(signal.SIGTERM, signal.SIGINT)
     with ApiServer(args.state_dir, info, node_grace_period=args.node_grace_period) as server:
         for spec in args.listen or ["127.0.0.1:0"]:
             print(f"listening on https://{server.add_listener(_listen(spec))}", flush=True)
