@@ -81,7 +81,10 @@ class Child:
             try:
                 os.killpg(self.pid, signum)
             except ProcessLookupError:
-                pass
+                # Not leading its group yet (`setsid --ctty` has not run): it
+                # has no children either, so the process alone is everything.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signum)
 
     def close(self) -> None:
         with self._lock:
