@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,15 +34,12 @@ from controlplane.cloud.alb_annotations import AlbProblem
 from controlplane.cloud.alb_groups import CLASS_NAME, CONTROLLER, group_ingresses, ingress_key
 from controlplane.cloud.alb_model import BuiltAlb, ClusterView, ModelSettings, build_alb
 from controlplane.cloud.alb_reporting import TargetHealthReporter, write_certificates
+from controlplane.cloud.worker import SyncWorker
 from controlplane.cloud.zones import enabled_zones
 from controlplane.events import NORMAL, WARNING, EventRecorder
 
 log = logging.getLogger("controlplane.cloud.alb")
 COMPONENT = "ingress"             # the AWS Load Balancer Controller's event source
-POLL_SECONDS = 0.1
-RESYNC_SECONDS = 10.0
-RETRY_SECONDS = 0.5
-JOIN_TIMEOUT = 5.0
 FAILURES = ("FailedBuildModel", "FailedDeployModel")
 WATCHED = ("ingresses", "ingressclasses", "services", "endpointslices", "nodes", "secrets")
 
@@ -71,8 +66,10 @@ def dns_records_path_for(alb_config_path: Path) -> Path:
     return alb_config_path.parent / "alb-dns.json"
 
 
-class AlbController:
-    """A context manager: informers and one worker thread, joined with timeouts."""
+class AlbController(SyncWorker):
+    """The AWS Load Balancer Controller's part: Ingresses in, ALBs out."""
+
+    label = "ALB controller"
 
     def __init__(self, client: KubeClient, alb_config_path: Path, vip_pool: list[str],
                  time_factor: float, *, elb_config_path: Path | None = None,
@@ -91,14 +88,9 @@ class AlbController:
         self.settings = ModelSettings(cluster=cluster_name, time_factor=time_factor,
                                       cert_dir=self.config_path.parent / "alb-certs",
                                       vpc_cidrs=tuple(subnets.values()))
-        self.recorder = EventRecorder(client, COMPONENT)
-        self.health = TargetHealthReporter(self.recorder)
         self.informers = {r: Informer(client, r, self._changed) for r in WATCHED}
-        self.syncs = 0
-        self.last_error = ""
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(EventRecorder(client, COMPONENT), list(self.informers.values()))
+        self.health = TargetHealthReporter(self.recorder)
         self._vips: dict[placement.Key, str] = {}
         self._good: dict[str, BuiltAlb] = {}        # group id -> its last good build
         self._placed: dict[str, object] = {}        # group id -> the placed Alb
@@ -109,7 +101,7 @@ class AlbController:
 
     # --- lifecycle -------------------------------------------------------------
 
-    def __enter__(self) -> AlbController:
+    def resume(self) -> None:
         try:
             previous = read_alb_config(self.config_path)
         except AlbConfigError as err:
@@ -117,57 +109,10 @@ class AlbController:
             previous = AlbConfig()
         self._vips = {(alb.name, node.zone): node.vip
                       for alb in previous.load_balancers for node in alb.nodes}
-        self.recorder.start()
-        for informer in self.informers.values():
-            informer.start()
-        self._thread = threading.Thread(target=self._run, name="alb-controller", daemon=True)
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(JOIN_TIMEOUT)
-        for informer in self.informers.values():
-            informer.stop(JOIN_TIMEOUT)
-        self.recorder.stop(JOIN_TIMEOUT)
-
-    def wait_synced(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.syncs == 0:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-    def _changed(self, *_args) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        next_resync = 0.0
-        while not self._stopping.is_set():
-            woke = self._wake.wait(POLL_SECONDS)
-            if self._stopping.is_set():
-                return
-            if not all(i.wait_synced(0) for i in self.informers.values()):
-                continue
-            if woke or time.monotonic() >= next_resync:
-                self._wake.clear()
-                try:
-                    self.sync()
-                    self.last_error = ""
-                except (ApiError, OSError) as err:
-                    self.last_error = str(err)
-                    log.warning("ALB controller sync failed (retrying): %s", err)
-                    self._stopping.wait(RETRY_SECONDS)
-                    self._wake.set()
-                next_resync = time.monotonic() + RESYNC_SECONDS
-            try:
-                self.health.report(self._read_status(), self._placed.values(),
-                                   self._good, self.informers["ingresses"])
-            except (ApiError, OSError, ValueError, KeyError) as err:
-                log.warning("ALB target health report failed (retrying): %s", err)
+    def report(self) -> None:
+        self.health.report(self._read_status(), self._placed.values(),
+                           self._good, self.informers["ingresses"])
 
     # --- the sync ----------------------------------------------------------------
 

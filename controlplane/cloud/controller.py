@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,6 +43,7 @@ from base.kube.informer import Informer
 from controlplane.cloud.alb_controller import dns_records_path_for
 from controlplane.cloud.hostnames import is_elb_hostname
 from controlplane.cloud.lbconfig import LoadBalancerProblem, compute_load_balancer, is_ours
+from controlplane.cloud.worker import SyncWorker
 from controlplane.cloud.zones import (
     allocate_node_vips,
     enabled_zones,
@@ -54,10 +54,6 @@ from controlplane.events import NORMAL, WARNING, EventRecorder, reference
 
 ALB_CONFIG_FILE = "alb.json"      # next to the ELB config: the ALB controller writes it
 log = logging.getLogger("controlplane.cloud")
-POLL_SECONDS = 0.1
-RESYNC_SECONDS = 10.0
-RETRY_SECONDS = 0.5
-JOIN_TIMEOUT = 5.0
 COMPONENT = "service-controller"
 UNALLOCATED = "0.0.0.0"
 
@@ -67,8 +63,8 @@ def status_path_for(config_path: Path) -> Path:
     return config_path.parent / "status.json"
 
 
-class CloudController:
-    """A context manager: informers and one worker thread, joined with timeouts."""
+class CloudController(SyncWorker):
+    """cloud-provider-aws's service controller: LoadBalancer Services in, ELBs out."""
 
     def __init__(self, client: KubeClient, elb_config_path: Path, outside_dns_path: Path,
                  static_dns: dict[str, list[str]], vip_pool: list[str], time_factor: float,
@@ -81,14 +77,9 @@ class CloudController:
         self.vip_pool = list(vip_pool)
         self.time_factor = time_factor
         self.zone_enis = dict(zone_enis or {})         # zone -> ENI address, spec order
-        self.recorder = EventRecorder(client, COMPONENT)
         self.services = Informer(client, "services", self._changed)
         self.nodes = Informer(client, "nodes", self._changed)
-        self.syncs = 0
-        self.last_error = ""
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(EventRecorder(client, COMPONENT), [self.services, self.nodes])
         self._vips: dict[tuple, str] = {}               # (uid, zone or None) -> VIP
         self._written_config: dict | None = None
         self._written_dns: dict | None = None
@@ -99,7 +90,7 @@ class CloudController:
 
     # --- lifecycle -------------------------------------------------------------
 
-    def __enter__(self) -> CloudController:
+    def resume(self) -> None:
         try:
             existing = read_config(self.config_path)
         except ElbConfigError as err:
@@ -107,60 +98,11 @@ class CloudController:
             existing = ElbConfig()
         self._vips = {(lb.uid, node.zone): node.vip for lb in existing.load_balancers
                       for node in lb.nodes}
-        self.recorder.start()
-        self.services.start()
-        self.nodes.start()
-        self._thread = threading.Thread(target=self._run, name="cloud-controller",
-                                        daemon=True)
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(JOIN_TIMEOUT)
-        self.services.stop(JOIN_TIMEOUT)
-        self.nodes.stop(JOIN_TIMEOUT)
-        self.recorder.stop(JOIN_TIMEOUT)
-
-    def wait_synced(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.syncs == 0:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-    def _changed(self, *_args) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        next_resync = 0.0
-        while not self._stopping.is_set():
-            woke = self._wake.wait(POLL_SECONDS)
-            if self._stopping.is_set():
-                return
-            if not (self.services.wait_synced(0) and self.nodes.wait_synced(0)):
-                continue
-            if woke or time.monotonic() >= next_resync:
-                self._wake.clear()
-                try:
-                    self.sync()
-                    self.last_error = ""
-                except (ApiError, OSError) as err:
-                    # The API may be briefly away; a controller retries, it does not die.
-                    self.last_error = str(err)
-                    log.warning("cloud controller sync failed (retrying): %s", err)
-                    self._stopping.wait(RETRY_SECONDS)
-                    self._wake.set()
-                next_resync = time.monotonic() + RESYNC_SECONDS
-            try:
-                status = self.read_status()
-                self.report_target_health(status)
-                self.publish_dns(status)
-            except (ApiError, OSError, ValueError, KeyError) as err:
-                log.warning("target health report or DNS update failed (retrying): %s", err)
+    def report(self) -> None:
+        status = self.read_status()
+        self.report_target_health(status)
+        self.publish_dns(status)
 
     # --- the sync ----------------------------------------------------------------
 
