@@ -13,7 +13,6 @@ nft_render module turns plans into transactions.
 
 from __future__ import annotations
 
-import base64
 import bisect
 import functools
 import hashlib
@@ -68,6 +67,8 @@ CONTAINERS = (
     ("map", SERVICE_NODEPORTS,
      f'type {PROTO_PORT} ; comment "NodePort traffic" ;'),
 )
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"   # RFC 4648 base32
+_B32_PAIRS = [a + b for a in _B32 for b in _B32]     # 10 bits -> 2 chars
 CHAIN_NAME_BASE_MAX = 240          # knftables NameLengthMax - prefix max (16)
 ServiceKey = tuple[str, str]
 
@@ -78,12 +79,14 @@ ServiceKey = tuple[str, str]
 def hash_and_truncate(name: str) -> str:
     """kube-proxy's hashAndTruncate: "<8 chars of base32(sha256)>-name".
 
-    Eight base32 characters are exactly the digest's first 5 bytes, so only
-    those are encoded (Python's base32 is slow); names repeat from sync to
-    sync, hence the cache.
+    Eight base32 characters are exactly the digest's first 5 bytes (40
+    bits, 5 to a character), encoded here from an int two characters at a
+    time: Python's base32 is slow.  Names repeat from sync to sync, hence the cache.
     """
-    digest = hashlib.sha256(name.encode()).digest()[:5]
-    name = base64.b32encode(digest).decode() + "-" + name
+    bits = int.from_bytes(hashlib.sha256(name.encode()).digest()[:5], "big")
+    name = (_B32_PAIRS[bits >> 30] + _B32_PAIRS[bits >> 20 & 1023]
+            + _B32_PAIRS[bits >> 10 & 1023] + _B32_PAIRS[bits & 1023]
+            + "-" + name)
     if len(name) > CHAIN_NAME_BASE_MAX:
         name = name[:CHAIN_NAME_BASE_MAX - 3] + "..."
     return name
@@ -275,11 +278,19 @@ def _port_objects(sp: ServicePortRules, rs: RuleSet, large: bool,
     proto, port, name = sp.protocol.lower(), sp.port, str(sp.name)
     eps, cidr = sp.endpoints, rs.node.cluster_cidr
 
+    bases: dict[int, str] = {}     # by id: the same Endpoint objects
+
+    def ep_base(ep: Endpoint) -> str:
+        base = bases.get(id(ep))
+        if base is None:
+            base = bases[id(ep)] = endpoint_chain_base(sp, ep)
+        return base
+
     def ep_chain(ep: Endpoint) -> str:
-        return "endpoint-" + endpoint_chain_base(sp, ep)
+        return "endpoint-" + ep_base(ep)
 
     def ep_set(ep: Endpoint) -> str:
-        return "affinity-" + endpoint_chain_base(sp, ep)
+        return "affinity-" + ep_base(ep)
 
     def policy_chain(action: str) -> str:
         return local_chain if action == TO_LOCAL else cluster_chain

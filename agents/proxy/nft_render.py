@@ -235,17 +235,29 @@ def render_cold_start(plan: NftPlan) -> tuple[str, str]:
     return _text(first), _text(last)
 
 
-def render_partial(plan: NftPlan, old: Mapping[ServiceKey, ServiceObjects],
-                   changed: Iterable[ServiceKey]) -> Transaction:
-    """Turn the ``changed`` services of ``old`` into those of ``plan``.
+@dataclass(frozen=True)
+class PartialChange:
+    """What a partial sync changes, in the order it must happen: elements
+    whose value changes are deleted; ``written`` chains are declared (new)
+    or flushed (``refilled``) and filled; the affinity ``sets`` are
+    declared (all of the changed services', when any chain is rewritten:
+    nft resolves a set only from its cache or the same text); elements
+    new or changed are added; then the ``removals`` (elements whose key
+    went away, stale chains referrers first, stale affinity sets)."""
 
-    The nft text declares new chains, flushes and refills changed ones,
-    replaces map elements whose value changed and adds new ones; the
-    ``removals`` (sent over netlink after it, see nfnetlink) delete the
-    elements whose key went away, then the stale chains (those that refer
-    to others first) and affinity sets.  Nothing in the text makes nft
-    list the table unless an element changes its value.
-    """
+    changed_values: tuple[Element, ...]
+    written: tuple[Chain, ...]
+    refilled: frozenset[str]
+    sets: tuple[AffinitySet, ...]
+    added: tuple[Element, ...]
+    removals: tuple[Operation, ...]
+    stale_chains: tuple[str, ...]
+    stale_sets: tuple[str, ...]
+
+
+def partial_change(plan: NftPlan, old: Mapping[ServiceKey, ServiceObjects],
+                   changed: Iterable[ServiceKey]) -> PartialChange:
+    """Turn the ``changed`` services of ``old`` into those of ``plan``."""
     keys = sorted(set(changed))
     before = [old[k] for k in keys if k in old]
     after = [plan.services[k] for k in keys if k in plan.services]
@@ -259,33 +271,47 @@ def render_partial(plan: NftPlan, old: Mapping[ServiceKey, ServiceObjects],
     sets = {s.name: s for o in after for s in o.affinity_sets}
     old_sets = {s.name: s for o in before for s in o.affinity_sets}
 
-    written = [c for c in new_chains if old_rules.get(c.name) != c.rules]
+    written = tuple(c for c in new_chains if old_rules.get(c.name) != c.rules)
     stale = sorted(set(old_rules) - new_names, key=targets_first,
                    reverse=True)
     stale_sets = sorted(set(old_sets) - set(sets))
-    # 1. elements that change value (nft lists the table for a delete)
-    lines = _element_lines("delete", (
-        e for k, e in old_elements.items()
-        if k in new_elements and new_elements[k] != e))
-    # 2. new chains declared, changed ones flushed
-    lines += [f"flush chain {T} {c.name}" if c.name in old_rules
-              else c.declare() for c in written]
-    # 3. affinity sets: new or changed ones, and all that the rewritten
-    #    chains name (nft resolves a set only from its cache or this text)
-    if written or any(old_sets.get(n) != s for n, s in sets.items()):
-        lines += [s.declare() for _, s in sorted(sets.items())]
-    # 4. rules, then the elements that lead to them
-    lines += [c.block() for c in written if c.rules]
-    lines += _element_lines("add", (e for k, e in new_elements.items()
-                                    if old_elements.get(k) != e))
+    declared = written or any(old_sets.get(n) != s for n, s in sets.items())
     gone = sorted(k for k in old_elements if k not in new_elements)
     removals: list[Operation] = [
         DeleteElements(name, tuple(key for _, key in group), _key_types(name))
         for name, group in groupby(gone, key=lambda k: k[0])]
     removals += [DeleteChain(name) for name in stale]
     removals += [DeleteSet(name) for name in stale_sets]
-    return Transaction(_text(lines), tuple(stale), tuple(stale_sets),
-                       tuple(removals))
+    return PartialChange(
+        changed_values=tuple(e for k, e in old_elements.items()
+                             if k in new_elements and new_elements[k] != e),
+        written=written,
+        refilled=frozenset(c.name for c in written if c.name in old_rules),
+        sets=tuple(s for _, s in sorted(sets.items())) if declared else (),
+        added=tuple(e for k, e in new_elements.items()
+                    if old_elements.get(k) != e),
+        removals=tuple(removals), stale_chains=tuple(stale),
+        stale_sets=tuple(stale_sets))
+
+
+def render_partial(plan: NftPlan, old: Mapping[ServiceKey, ServiceObjects],
+                   changed: Iterable[ServiceKey]) -> Transaction:
+    """partial_change as nft text plus netlink ``removals`` (sent after
+    it, see nfnetlink).  Nothing in the text makes nft list the table
+    unless an element changes its value (a delete)."""
+    return partial_transaction(partial_change(plan, old, changed))
+
+
+def partial_transaction(change: PartialChange) -> Transaction:
+    """A PartialChange as render_partial writes it."""
+    lines = _element_lines("delete", change.changed_values)
+    lines += [f"flush chain {T} {c.name}" if c.name in change.refilled
+              else c.declare() for c in change.written]
+    lines += [s.declare() for s in change.sets]
+    lines += [c.block() for c in change.written if c.rules]
+    lines += _element_lines("add", change.added)
+    return Transaction(_text(lines), change.stale_chains, change.stale_sets,
+                       change.removals)
 
 
 def _key_types(container: str) -> str:

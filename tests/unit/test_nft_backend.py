@@ -151,6 +151,11 @@ class FakeNetlink:
     def generation(self):
         return self.gen
 
+    def names(self, kind, table):
+        """The table as netlink dumps list it: empty (these tests start
+        from no table)."""
+        return frozenset()
+
 
 class CountingNft(FakeNft):
     """FakeNft whose every `nft -f` commits (bumps the generation)."""
