@@ -127,9 +127,11 @@ def backend_comparison(by: dict) -> list[str]:
                    f"change p50 {nft['change_p50_ms']:.0f} vs {legacy['change_p50_ms']:.0f} ms, "
                    f"forced resync {nft['resync_s']:.2f} vs {legacy['resync_s']:.2f} s, "
                    f"first packet p50 {nft['p50_us']:.0f} vs {legacy['p50_us']:.0f} µs")
-    beyond = sorted(n for v, n in by if v == "iptables-legacy" and n not in common)
-    if beyond and common:
-        out.append(f"iptables-nft stops at {common[-1]} services in this run (its restore "
+    nft_max = max((n for v, n in by if v == "iptables-nft"), default=None)
+    beyond = sorted(n for v, n in by if v == "iptables-legacy"
+                    and nft_max is not None and n > nft_max)
+    if beyond:
+        out.append(f"iptables-nft stops at {nft_max} services in this run (its restore "
                    "grows with the chains present: minutes at 10k); iptables-legacy "
                    f"continues to {beyond[-1]}")
     return out

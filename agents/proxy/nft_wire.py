@@ -1,16 +1,17 @@
 """What svclab's nft text adds, as nf_tables netlink messages of our own.
 
-nft 1.0.6 parses about 15k lines a second here and a cold 10k-service
-table is 40k lines (~3 CPU-seconds of nft, user and kernel); the kernel's
-own share is about a third of that.  This module writes the bulk of a full
-sync, the services' chains, rules and map elements, as netlink messages
-(sent with agents.proxy.nfnetlink's batches), so nft's parser is off the
-path.  Anything outside the rule shapes below is left to nft: the caller
-asks ``created_ops`` and gets None when a service needs a shape this
-module does not encode (affinity, firewall sets, comments, vmaps, fib),
-and then writes those services as text, as before.
+nft 1.0.6 parses about 15k lines a second here, and a cold 10k-service
+table is 40k lines (~3 CPU-seconds of nft, user and kernel; the kernel's
+share is about a third).  This module writes the bulk of every sync, the
+services' chains, rules and map elements, as netlink operations for
+agents.proxy.nfnetlink's batches, so nft's parser is off that path:
+``created_ops`` for a full sync's chunks (it hands back the services it
+cannot encode, for the caller to write as text) and ``partial_ops`` for a
+partial sync (Unencodable when any part needs nft).  Left to nft: the
+table's fixed part, kube-proxy's inline vmaps of small clusters, affinity
+sets and `update @set`, firewall sets, comments, fib.
 
-Encoded rule shapes (statements in this order, any subset, one verdict):
+Encoded statements (a rule is any sequence of them, a verdict last):
 
     ip saddr|daddr [!=] A.B.C.D[/8|/16|/24|/32]
     meta l4proto tcp|udp|sctp
@@ -18,11 +19,13 @@ Encoded rule shapes (statements in this order, any subset, one verdict):
     dnat to A.B.C.D[:PORT]
     jump C | goto C | drop | accept | return
 
-The expressions are the ones nft 1.0.6 sends for the same text (checked
-against `nft --debug=netlink`, and in tests by listing what each wrote):
-``payload load`` + ``cmp`` (a byte-aligned prefix loads fewer bytes, as
-nft does), ``meta load l4proto``, ``numgen``, ``immediate`` + ``nat``,
-``immediate`` verdicts.  Encoding is pure; nothing here opens a socket.
+The expressions are the ones nft 1.0.6 sends for the same text (seen with
+`nft --debug=netlink`; docs/service-semantics.md has the table): ``payload
+load`` + ``cmp`` (a byte-aligned prefix loads only its bytes, as nft
+does), ``meta load l4proto``, ``numgen``, ``immediate`` + ``nat``,
+``immediate`` verdicts.  Tests compare `nft list table` of a table written
+this way with one written by `nft -f`.  Encoding is pure; nothing here
+opens a socket.
 """
 
 from __future__ import annotations
@@ -152,7 +155,7 @@ def _chain_bytes(name: str) -> bytes:
     return name.encode() + b"\0"
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 12)
 def verdict_data(word: str, chain: str | None = None) -> bytes:
     """NFTA_DATA_VERDICT of ``jump|goto CHAIN`` or a plain verdict."""
     if word not in VERDICTS or (chain is None) != (word in ("drop", "accept",
@@ -161,7 +164,7 @@ def verdict_data(word: str, chain: str | None = None) -> bytes:
     return _verdict_data(word, None if chain is None else _chain_bytes(chain))
 
 
-@functools.lru_cache(maxsize=1 << 17)
+@functools.lru_cache(maxsize=1 << 12)   # the fixed chains' stay hot
 def _verdict(word: str, chain: str | None = None) -> bytes:
     if chain is None:
         return _immediate_verdict(word, None)
