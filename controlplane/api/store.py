@@ -59,6 +59,7 @@ class Store:
         self._watching = threading.local()
         self._objects: dict[str, dict[tuple[str, str], dict]] = {}
         self._rv = 0
+        self._written: dict[str, int] = {}      # resource -> rv of its last change
         self._history: deque[WatchEvent] = deque(maxlen=history_length)
         self.closed = False
         self._clock = clock
@@ -97,6 +98,12 @@ class Store:
     def resource_version(self) -> int:
         with self.lock:
             return self._rv
+
+    def last_write(self, resource: str) -> int:
+        """The rv of the last change to any object of ``resource`` (0: none
+        yet).  Read without the lock: one dict read, and a writer sets it
+        before its write returns, so whoever saw a write's answer sees it."""
+        return self._written.get(resource, 0)
 
     def oldest_watchable_rv(self) -> int:
         """Smallest rv a watch may start from without missing events."""
@@ -158,6 +165,7 @@ class Store:
             return json_copy(gone)
 
     def _record(self, resource: str, event_type: str, obj: dict) -> None:
+        self._written[resource] = self._rv
         self._history.append(WatchEvent(self._rv, resource, event_type, obj))
         self.changed.notify_all()
         waiting = self._changed_for.get(resource)

@@ -4,6 +4,8 @@ the request attributes kube-apiserver derives from a URL and its 403 messages.""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from controlplane.api.rbac.aggregation import aggregated_rules
@@ -237,6 +239,43 @@ def test_the_index_follows_the_store():
     assert authz.authorize(attrs).allowed
     store.remove("rolebindings", "a", "b")
     assert not authz.authorize(attrs).allowed
+
+
+def test_writes_to_other_resources_leave_the_index_and_its_lock_alone():
+    """Every request asks the index; a pod write must not make it wait for
+    the store's lock (the busiest lock of the daemon under pod churn)."""
+    store = Store()
+    authz = Authorizer(store)
+    store.put("clusterroles", clusterrole("r", rule(["get"], resources=["pods"])), "ADDED")
+    index = authz.index()
+    with store.lock:                       # another thread writing, say
+        store.put("pods", {"metadata": meta("p", "a")}, "ADDED")
+    held = threading.Event()
+    release = threading.Event()
+
+    def writer():
+        with store.lock:
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert held.wait(5)
+        answered = []
+        reader = threading.Thread(target=lambda: answered.append(authz.index()))
+        reader.start()
+        reader.join(2)                     # while the store's lock is held
+        assert answered == [index]
+        assert answered[0] is index        # not rebuilt
+    finally:
+        release.set()
+        thread.join(5)
+    store.put("clusterroles", clusterrole("s", rule(["list"], resources=["pods"])), "ADDED")
+    assert authz.index() is not index      # an RBAC write is seen at once
+    assert store.last_write("clusterroles") == store.resource_version
+    assert store.last_write("pods") < store.resource_version
+    assert store.last_write("secrets") == 0
 
 
 @pytest.mark.parametrize("user,attrs,message", [

@@ -73,27 +73,28 @@ class Authorizer:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._lock = threading.Lock()
-        self._seen = -1
+        self._built = -1        # the newest RBAC change the index holds
         self._index = RbacIndex([], [], [], [])
         self._cache: dict[tuple[str, tuple[str, ...], str], Resolved] = {}
 
     # ---- the index, kept current ------------------------------------------
-    def _rbac_changed_since(self, rv: int) -> bool:
-        """Caller holds the store lock."""
-        if rv < 0 or self.store.oldest_watchable_rv() > rv:
-            return True
-        return any(self.store.events_after(rv, resource)[0] for resource in RBAC_RESOURCES)
+    def _rbac_written(self) -> int:
+        return max(self.store.last_write(r) for r in RBAC_RESOURCES)
 
     def index(self) -> RbacIndex:
-        current = self.store.resource_version
-        if current == self._seen:
+        """The RBAC objects as of now.  Every request asks, so the usual
+        answer (no RBAC change since the index was built) takes no lock:
+        under a burst of pod writes the store's lock is the daemon's
+        busiest, and requests queued on it only to learn nothing changed."""
+        if self._rbac_written() <= self._built:
             return self._index
         with self._lock, self.store.lock:
-            if self._seen != current and self._rbac_changed_since(self._seen):
+            written = self._rbac_written()
+            if written > self._built:
                 lists = [self.store.list(r, read_only=True)[0] for r in RBAC_RESOURCES]
                 self._index = RbacIndex(*lists)
                 self._cache = {}
-            self._seen = self.store.resource_version
+                self._built = written
             return self._index
 
     def resolve(self, user: UserInfo, namespace: str) -> Resolved:
