@@ -128,6 +128,18 @@ def test_scale_measures_both_modes_at_each_size(tmp_path):
     assert any("other hardware" in f for f in summary.findings)
 
 
+def without_verdicts(tables: list[str]) -> list[str]:
+    """The tables less their "uniform (p >= 0.001)" column: the seed fixes
+    what is measured, the kernel's random numbers what each measurement
+    gets, and a p-value under 0.001 comes once in a thousand (a clean run
+    got p = 0.00038 for one of the eight)."""
+    def row(line: str) -> str:
+        return "|".join(line.split("|")[:-2]) if line.startswith("|") else line
+    return ["\n".join(row(line) for line in table.splitlines()) if "uniform (p" in table
+            else table for table in tables]
+
+
 def test_same_seed_gives_the_same_tables(distribution_twice):
     (_, first), (_, second) = distribution_twice
-    assert first.tables == second.tables
+    assert without_verdicts(first.tables) == without_verdicts(second.tables)
+    assert "uniform (p" in first.tables[0]          # the column that is left out
