@@ -133,11 +133,12 @@ class DeleteSet:
 
 # -------------------------------------------------------------- encoding ---
 
+PAD = (b"", b"\0\0\0", b"\0\0", b"\0")   # after n bytes: PAD[n & 3]
+
+
 def attr(kind: int, payload: bytes) -> bytes:
     """One netlink attribute, padded to 4 bytes."""
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, kind) + payload + \
-        b"\0" * (-length % 4)
+    return _ATTR.pack(4 + len(payload), kind) + payload + PAD[len(payload) & 3]
 
 
 def nested(kind: int, *parts: bytes) -> bytes:
@@ -151,8 +152,12 @@ def strz(kind: int, text: str) -> bytes:
 def message(kind: int, flags: int, seq: int, family: int, body: bytes,
             res_id: int = 0) -> bytes:
     """nlmsghdr + nfgenmsg (version 0, res_id big-endian) + attributes."""
-    payload = _NFGEN.pack(family, 0, socket.htons(res_id)) + body
-    return _HDR.pack(_HDR.size + len(payload), kind, flags, seq, 0) + payload
+    head = _NFGEN.pack(family, 0, socket.htons(res_id)) if res_id \
+        else _NFGEN_PLAIN[family]
+    return _HDR.pack(20 + len(body), kind, flags, seq, 0) + head + body
+
+
+_NFGEN_PLAIN = [_NFGEN.pack(family, 0, 0) for family in range(256)]  # res_id 0
 
 
 def _field(kind: str, value: str) -> bytes:
@@ -218,14 +223,12 @@ def encode_batch(ops: Sequence[Operation], table: str, first_seq: int,
     parts = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, first_seq, 0, b"",
                      NFNL_SUBSYS_NFTABLES)]
     flags = NLM_F_REQUEST | (NLM_F_ACK if ack_every else 0)
-    seq, starts = first_seq + 1, []
-    for op in ops:
+    seq, starts, last = first_seq + 1, [], len(ops) - 1
+    for i, op in enumerate(ops):        # the last message asks for the ack
         starts.append(seq)
-        parts.append(op.encode(table, seq, family, flags, flags))
+        parts.append(op.encode(table, seq, family, flags,
+                               flags | NLM_F_ACK if i == last else flags))
         seq += op.count
-    if ops and not ack_every:           # the last message asks for the ack
-        parts[-1] = ops[-1].encode(table, starts[-1], family, flags,
-                                   flags | NLM_F_ACK)
     parts.append(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, b"",
                          NFNL_SUBSYS_NFTABLES))
     name = f"{'ip' if family == NFPROTO_IPV4 else family} {table}"

@@ -278,19 +278,11 @@ def _port_objects(sp: ServicePortRules, rs: RuleSet, large: bool,
     proto, port, name = sp.protocol.lower(), sp.port, str(sp.name)
     eps, cidr = sp.endpoints, rs.node.cluster_cidr
 
-    bases: dict[int, str] = {}     # by id: the same Endpoint objects
-
-    def ep_base(ep: Endpoint) -> str:
-        base = bases.get(id(ep))
-        if base is None:
-            base = bases[id(ep)] = endpoint_chain_base(sp, ep)
-        return base
-
     def ep_chain(ep: Endpoint) -> str:
-        return "endpoint-" + ep_base(ep)
+        return "endpoint-" + endpoint_chain_base(sp, ep)
 
     def ep_set(ep: Endpoint) -> str:
-        return "affinity-" + ep_base(ep)
+        return "affinity-" + endpoint_chain_base(sp, ep)
 
     def policy_chain(action: str) -> str:
         return local_chain if action == TO_LOCAL else cluster_chain

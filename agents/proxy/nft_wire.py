@@ -40,14 +40,16 @@ from typing import NamedTuple
 from agents.proxy.nfnetlink import (
     NFNL_SUBSYS_NFTABLES,
     NLA_F_NESTED,
+    PAD,
     DeleteElements,
     Operation,
     attr,
     encode_key,
+    message,
     nested,
     strz,
 )
-from agents.proxy.nft_plan import CONTAINERS, Chain, Element, NftPlan, ServiceObjects, T
+from agents.proxy.nft_plan import CONTAINERS, Chain, Element, NftPlan, ServiceObjects
 from agents.proxy.nft_render import PartialChange
 
 NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE = 0, 3, 6
@@ -129,9 +131,6 @@ def _immediate(register: int, data: bytes) -> bytes:
 # its length), the data, and padding.  Those prefixes are taken from the
 # builders once per length; tests check the two ways agree.
 
-_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
-_HH = struct.Struct("=HH")
-_HDR = struct.Struct("=IHHII")
 
 
 @functools.cache
@@ -143,12 +142,12 @@ def _prefix(shape: tuple, size: int) -> bytes:
 
 
 def _fill(shape: tuple, data: bytes) -> bytes:
-    return _prefix(shape, len(data)) + data + _PAD[len(data) & 3]
+    return _prefix(shape, len(data)) + data + PAD[len(data) & 3]
 
 
 _BUILDERS = {"verdict": _immediate_verdict, "match": _address_match,
-             "immediate": _immediate, "element": lambda data: nested(
-                 NFTA_LIST_ELEM, nested(1, _value(data)))}
+             "immediate": _immediate,
+             "key": lambda data: nested(1, _value(data))}     # SET_ELEM_KEY
 
 
 def _chain_bytes(name: str) -> bytes:
@@ -288,21 +287,6 @@ def _name_attr(kind: int, name: str) -> bytes:
     return strz(kind, name)
 
 
-def _string(kind: int, name: str) -> bytes:
-    data = _chain_bytes(name)
-    return _HH.pack(4 + len(data), kind) + data + _PAD[len(data) & 3]
-
-
-def _message(kind: int, flags: int, seq: int, family: int,
-             body: bytes) -> bytes:
-    """nfnetlink.message with res_id 0 (every nf_tables message)."""
-    return _HDR.pack(20 + len(body), kind, flags, seq, 0) + \
-        _NFGEN0[family] + body
-
-
-_NFGEN0 = {family: struct.pack("=BBH", family, 0, 0) for family in range(16)}
-
-
 class AddTable(NamedTuple):
     """`add table` (NLM_F_CREATE, no EXCL: an existing table is fine)."""
 
@@ -312,7 +296,7 @@ class AddTable(NamedTuple):
 
     def encode(self, table: str, seq: int, family: int, flags: int,
                last_flags: int) -> bytes:
-        return _message(_NFT | NFT_MSG_NEWTABLE, last_flags | NLM_F_CREATE,
+        return message(_NFT | NFT_MSG_NEWTABLE, last_flags | NLM_F_CREATE,
                         seq, family, _name_attr(1, table))
 
     def nft_command(self, table: str, index: int = 0) -> str:
@@ -336,26 +320,22 @@ class WriteChain(NamedTuple):
     def encode(self, table: str, seq: int, family: int, flags: int,
                last_flags: int) -> bytes:
         head = _name_attr(1, table)
-        parts = [_message(_NFT | NFT_MSG_NEWCHAIN, flags | NLM_F_CREATE, seq,
-                          family, head + _string(3, self.name))]
-        in_chain = head + _string(2, self.name)
+        in_chain = head + strz(2, self.name)
+        last = self.count - 1                # its flags are last_flags
+
+        def flags_of(i: int) -> int:
+            return last_flags if i == last else flags
+        out = [message(_NFT | NFT_MSG_NEWCHAIN, NLM_F_CREATE | flags_of(0), seq,
+                       family, head + strz(3, self.name))]
         if self.refill:
-            seq += 1
-            parts.append(_message(_NFT | NFT_MSG_DELRULE, flags, seq, family,
-                                  in_chain))
-        add = flags | NLM_F_CREATE | NLM_F_APPEND
-        for exprs in self.expressions:
-            seq += 1
-            parts.append(_message(_NFT | NFT_MSG_NEWRULE, add, seq, family,
-                                  in_chain + _HH.pack(4 + len(exprs),
-                                                      4 | NLA_F_NESTED)
-                                  + exprs))
-        if last_flags != flags:     # the batch's last message: re-flag it
-            last = parts[-1]
-            kind, old = struct.unpack_from("=HH", last, 4)
-            parts[-1] = last[:6] + struct.pack("=H", old | last_flags) \
-                + last[8:]
-        return b"".join(parts)
+            out.append(message(_NFT | NFT_MSG_DELRULE, flags_of(1), seq + 1,
+                               family, in_chain))
+        add = NLM_F_CREATE | NLM_F_APPEND
+        for i, exprs in enumerate(self.expressions, start=len(out)):
+            out.append(message(_NFT | NFT_MSG_NEWRULE, add | flags_of(i),
+                               seq + i, family,
+                               in_chain + attr(4 | NLA_F_NESTED, exprs)))
+        return b"".join(out)
 
     def nft_command(self, table: str, index: int = 0) -> str:
         if index == 0:
@@ -381,11 +361,9 @@ class AddElements(NamedTuple):
     def encode(self, table: str, seq: int, family: int, flags: int,
                last_flags: int) -> bytes:
         elements = b"".join(self.encoded)
-        return _message(_NFT | NFT_MSG_NEWSETELEM, last_flags | NLM_F_CREATE,
-                        seq, family, _name_attr(1, table)
-                        + _name_attr(2, self.container)
-                        + _HH.pack(4 + len(elements), 3 | NLA_F_NESTED)
-                        + elements)
+        return message(_NFT | NFT_MSG_NEWSETELEM, last_flags | NLM_F_CREATE,
+                       seq, family, _name_attr(1, table)
+                       + _name_attr(2, self.container) + nested(3, elements))
 
     def nft_command(self, table: str, index: int = 0) -> str:
         items = " , ".join(k if v is None else f"{k} : {v}"
@@ -402,14 +380,13 @@ def element_bytes(e: Element) -> bytes:
     if e.comment is not None or e.container not in _KEY_TYPES:
         raise Unencodable(f"element {e.item()} of {e.container}")
     try:
-        body = _fill(("element",), _key(e.key, _KEY_TYPES[e.container]))
+        key = _fill(("key",), _key(e.key, _KEY_TYPES[e.container]))
     except (ValueError, KeyError, OSError) as exc:
         raise Unencodable(f"element {e.item()}") from exc
     if e.value is None:
-        return body
-    data = nested(2, verdict_data(*e.value.split()))            # ELEM_DATA
-    return _HH.pack(len(body) + len(data), NFTA_LIST_ELEM | NLA_F_NESTED) \
-        + body[4:] + data
+        return nested(NFTA_LIST_ELEM, key)
+    return nested(NFTA_LIST_ELEM, key,
+                  nested(2, verdict_data(*e.value.split())))    # ELEM_DATA
 
 
 def _key(key: str, types: str) -> bytes:
@@ -495,14 +472,7 @@ def partial_ops(change: PartialChange) -> list[Operation]:
     return ops + list(change.removals)
 
 
-def describe(ops: Sequence[Addition]) -> str:
-    """The operations as nft would print them, one a line (for errors and
-    tests; the table is named as in the text renderer)."""
-    return "".join(op.nft_command(T, i) + "\n"
-                   for op in ops for i in range(op.count))
-
-
 __all__ = ["AddElements", "AddTable", "Addition", "Unencodable",
-           "WriteChain", "add_elements", "created_ops", "describe",
+           "WriteChain", "add_elements", "created_ops",
            "element_bytes", "partial_ops", "rule_expressions", "verdict_data",
            "write_chain"]
