@@ -134,7 +134,11 @@ def test_setup_runs_three_serve_hostname_pods(lab):
     rows = table(lab.kubectl("get", "pods", "-l", "app=hostnames"))
     assert len(rows) == 3
     for row in rows:
-        assert re.fullmatch(r"hostnames-[0-9a-f]{8,10}-[0-9a-z]{5}", row["NAME"]), row
+        # <replicaset>-<suffix>: the template hash is a uint32 in decimal, each digit
+        # re-encoded (so 1 to 10 of "456789bcdf"); the suffix is 5 of apimachinery's
+        # vowel-free alphabet.
+        assert re.fullmatch(r"hostnames-[4-9bcdf]{1,10}-[bcdfghjklmnpqrstvwxz245-9]{5}",
+                            row["NAME"]), row
         assert (row["READY"], row["STATUS"], row["RESTARTS"]) == ("1/1", "Running", "0")
 
 
