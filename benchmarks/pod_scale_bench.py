@@ -26,11 +26,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import yaml
 
 from base.kube.client import KubeClient
+from base.kube.informer import Informer
 from labd import lifecycle
 from topo.state import LabPaths, read_state
 
@@ -110,23 +112,58 @@ def lab_pss(paths: LabPaths) -> tuple[int, int]:
     return total, len(pids)
 
 
-def ready_endpoints(client: KubeClient) -> int:
-    slices = client.list("endpointslices", "default",
-                         label_selector=f"kubernetes.io/service-name={NAME}")[0]
-    return sum(1 for s in slices for e in s.get("endpoints") or []
-               if (e.get("conditions") or {}).get("ready"))
+class Counter:
+    """Running pods and ready endpoints of the Deployment, kept by two watches.
+
+    Watches, not lists: listing a thousand pods five times a second would make
+    the API server encode megabytes of JSON per second and slow down what is
+    measured.  A change wakes `wait_for` at once."""
+
+    def __init__(self, client: KubeClient):
+        self._changed = threading.Condition()
+        self.pods = Informer(client, "pods", self._poke, "default",
+                             label_selector=f"app={NAME}")
+        self.slices = Informer(client, "endpointslices", self._poke, "default",
+                               label_selector=f"kubernetes.io/service-name={NAME}")
+
+    def __enter__(self) -> Counter:
+        for informer in (self.pods, self.slices):
+            informer.start()
+            if not informer.wait_synced(60.0):
+                raise TimeoutError(f"the {informer.resource} watch did not sync in 60 s")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pods.stop()
+        self.slices.stop()
+
+    def _poke(self, *_args) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def running(self) -> int:
+        return sum(1 for p in self.pods.items()
+                   if (p.get("status") or {}).get("phase") == "Running")
+
+    def ready(self) -> int:
+        return sum(1 for s in self.slices.items() for e in s.get("endpoints") or []
+                   if (e.get("conditions") or {}).get("ready"))
+
+    def pod_count(self) -> int:
+        return len(self.pods.items())
+
+    def wait_change(self, seconds: float) -> None:
+        """Until something changed (or seconds), then 50 ms more to take a burst at once."""
+        with self._changed:
+            self._changed.wait(seconds)
+        time.sleep(0.05)
 
 
-def running_pods(client: KubeClient) -> int:
-    pods = client.list("pods", "default", label_selector=f"app={NAME}")[0]
-    return sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Running")
-
-
-def wait_for(count: int, client: KubeClient, started: float, timeout: float) -> float:
+def wait_for(count: int, counter: Counter, started: float, timeout: float) -> float:
     """Seconds from started until count pods run and are ready endpoints."""
     last = -1
     while True:
-        pods, ready = running_pods(client), ready_endpoints(client)
+        pods, ready = counter.running(), counter.ready()
         if pods >= count and ready >= count:
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
@@ -136,7 +173,7 @@ def wait_for(count: int, client: KubeClient, started: float, timeout: float) -> 
             last = pods // 100
             print(f"    {time.monotonic() - started:6.1f} s: {pods} running, "
                   f"{ready} ready endpoints", flush=True)
-        time.sleep(0.2)
+        counter.wait_change(0.5)
 
 
 def scale_runs(counts: list[int], nodes: int, timeout: float) -> list[dict]:
@@ -150,33 +187,41 @@ def scale_runs(counts: list[int], nodes: int, timeout: float) -> list[dict]:
             client = KubeClient.from_kubeconfig(str(paths.kubeconfig))
             kubectl(paths, "apply", "-f", "-", stdin=manifest(0))
             idle = used_memory() - before
-            for count in counts:
+            with Counter(client) as counter:
+                results += [scale_once(paths, counter, count, nodes, before, idle, timeout)
+                            for count in counts]
                 kubectl(paths, "scale", "deployment", NAME, "--replicas=0")
-                _wait_gone(client, timeout)
-                print(f"  scale 0 -> {count}", flush=True)
-                started = time.monotonic()
-                kubectl(paths, "scale", "deployment", NAME, f"--replicas={count}")
-                seconds = wait_for(count, client, started, timeout)
-                pss, procs = lab_pss(paths)
-                results.append({"pods": count, "nodes": nodes, "seconds": round(seconds, 1),
-                                "pods_per_s": round(count / seconds, 1),
-                                "used_memory_gib": round((used_memory() - before) / 2**30, 2),
-                                "idle_lab_gib": round(idle / 2**30, 2),
-                                "lab_pss_gib": round(pss / 2**30, 2), "processes": procs})
-                print("  " + json.dumps(results[-1]), flush=True)
-            kubectl(paths, "scale", "deployment", NAME, "--replicas=0")
-            _wait_gone(client, timeout)
+                _wait_gone(counter, timeout)
     finally:
         os.unlink(spec_file.name)
     return results
 
 
-def _wait_gone(client: KubeClient, timeout: float) -> None:
+def scale_once(paths: LabPaths, counter: Counter, count: int, nodes: int, before: int,
+               idle: int, timeout: float) -> dict:
+    """Scale 0 -> count; the seconds until all run and are ready endpoints, and memory."""
+    kubectl(paths, "scale", "deployment", NAME, "--replicas=0")
+    _wait_gone(counter, timeout)
+    print(f"  scale 0 -> {count}", flush=True)
+    started = time.monotonic()
+    kubectl(paths, "scale", "deployment", NAME, f"--replicas={count}")
+    seconds = wait_for(count, counter, started, timeout)
+    pss, procs = lab_pss(paths)
+    result = {"pods": count, "nodes": nodes, "seconds": round(seconds, 1),
+              "pods_per_s": round(count / seconds, 1),
+              "used_memory_gib": round((used_memory() - before) / 2**30, 2),
+              "idle_lab_gib": round(idle / 2**30, 2),
+              "lab_pss_gib": round(pss / 2**30, 2), "processes": procs}
+    print("  " + json.dumps(result), flush=True)
+    return result
+
+
+def _wait_gone(counter: Counter, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while client.list("pods", "default", label_selector=f"app={NAME}")[0]:
+    while counter.pod_count():
         if time.monotonic() > deadline:
             raise TimeoutError("pods not gone")
-        time.sleep(0.2)
+        counter.wait_change(0.5)
 
 
 def big_lab_up(nodes: int, pods_per_node: int) -> float:

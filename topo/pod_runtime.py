@@ -138,11 +138,7 @@ class LabPodRuntime:
     # --- pods ------------------------------------------------------------------
 
     def _host(self, namespace: str, name: str) -> HostRecord | None:
-        # Other kubelets add and remove hosts from their threads: iterate a snapshot.
-        for record in list(self.lab.state.hosts.values()):
-            if record.kind == "pod" and record.name == name and record.namespace == namespace:
-                return record
-        return None
+        return self.lab.find_pod(name, namespace)
 
     def _pod(self, namespace: str, name: str) -> _Pod:
         with self._lock:

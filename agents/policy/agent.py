@@ -96,9 +96,21 @@ class PolicyAgent(NodeAgent):
                     self._models[resource].pop(key, None)
                 else:
                     self._models[resource][key] = model
-            if model != before:
+                policies = bool(self._models["networkpolicies"])
+            if model != before and self._may_change_rules(resource, model, before, policies):
                 self.runner.request()
         return on_event
+
+    def _may_change_rules(self, resource: str, model, before, policies: bool) -> bool:
+        """Whether a changed object can change this node's rules.  Pods elsewhere and
+        namespaces matter only as a policy's peers: with no NetworkPolicy in the
+        cluster only this node's own pods (its workload interfaces) do.  Without
+        this, a thousand pods starting made every node's agent sync for each."""
+        if policies or resource == "networkpolicies":
+            return True
+        if resource == "pods":
+            return any(m is not None and m.node == self.config.node for m in (model, before))
+        return False
 
     def snapshot(self) -> tuple[Cluster, int]:
         """The model as the caches hold it now, and the resourceVersion it reflects."""

@@ -12,7 +12,7 @@ before validation, under the store lock, like every registry step.
 
 from __future__ import annotations
 
-import copy
+from base.jsoncopy import json_copy
 
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
@@ -41,7 +41,7 @@ def default_ingress_class(ingress: dict, classes: list[dict]) -> dict:
     name = default_class(classes)
     if name is None:
         return ingress
-    ingress = copy.deepcopy(ingress)
+    ingress = json_copy(ingress)
     ingress["spec"]["ingressClassName"] = name
     return ingress
 

@@ -6,8 +6,7 @@ input is not changed). Only fields kubectl shows or the lab uses are covered.
 
 from __future__ import annotations
 
-import copy
-
+from base.jsoncopy import json_copy
 from controlplane.api import defaults_volumes, validation_config
 
 
@@ -49,7 +48,7 @@ def pod_spec(spec: dict) -> None:
 
 
 def service(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     spec = obj.setdefault("spec", {})
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
@@ -76,7 +75,7 @@ def service(obj: dict) -> dict:
 
 def service_ip_families(obj: dict) -> dict:
     """After allocation: clusterIPs / ipFamilies / ipFamilyPolicy like a single-stack cluster."""
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     spec = obj["spec"]
     if spec.get("type") == "ExternalName":
         for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
@@ -90,7 +89,7 @@ def service_ip_families(obj: dict) -> dict:
 
 
 def deployment(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     spec = obj.setdefault("spec", {})
     spec.setdefault("replicas", 1)
     strategy = spec.setdefault("strategy", {})
@@ -109,7 +108,7 @@ def deployment(obj: dict) -> dict:
 
 
 def replicaset(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     spec = obj.setdefault("spec", {})
     spec.setdefault("replicas", 1)
     template = spec.setdefault("template", {})
@@ -120,7 +119,7 @@ def replicaset(obj: dict) -> dict:
 
 
 def pod(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     spec = obj.setdefault("spec", {})
     pod_spec(spec)
     spec.setdefault("enableServiceLinks", True)
@@ -143,7 +142,7 @@ def pod(obj: dict) -> dict:
 
 
 def namespace(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
     obj.setdefault("status", {}).setdefault("phase", "Active")
     labels = obj["metadata"].setdefault("labels", {})
@@ -152,7 +151,7 @@ def namespace(obj: dict) -> dict:
 
 
 def endpointslice(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     for port in obj.get("ports") or []:
         if isinstance(port, dict):
             port.setdefault("protocol", "TCP")
@@ -163,7 +162,7 @@ def endpointslice(obj: dict) -> dict:
 
 
 def endpoints(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     for subset in obj.get("subsets") or []:
         for port in (subset or {}).get("ports") or []:
             if isinstance(port, dict):
@@ -190,7 +189,7 @@ def networkpolicy(obj: dict) -> dict:
     """SetDefaults_NetworkPolicy and SetDefaults_NetworkPolicyPort, on the object as the
     v1 Go type round-trips it: no status (v1 has none), podSelector always present,
     empty lists omitted."""
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     obj.pop("status", None)
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
@@ -218,7 +217,7 @@ def networkpolicy(obj: dict) -> dict:
 
 
 def identity(obj: dict) -> dict:
-    return copy.deepcopy(obj)
+    return json_copy(obj)
 
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -227,7 +226,7 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 def rbac_role(obj: dict) -> dict:
     """Role / ClusterRole as the v1 Go type round-trips it: no status, empty rule lists
     other than verbs omitted."""
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     obj.pop("status", None)
     for rule in obj.get("rules") or []:
         if isinstance(rule, dict):
@@ -238,7 +237,7 @@ def rbac_role(obj: dict) -> dict:
 def rbac_binding(obj: dict) -> dict:
     """SetDefaults_RoleBinding / _ClusterRoleBinding and SetDefaults_Subject: roleRef's and
     User/Group subjects' apiGroup default to rbac.authorization.k8s.io."""
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     obj.pop("status", None)
     ref = obj.get("roleRef")
     if isinstance(ref, dict) and not ref.get("apiGroup"):
@@ -252,7 +251,7 @@ def rbac_binding(obj: dict) -> dict:
 
 
 def serviceaccount(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     obj.pop("status", None)
     return obj
 
@@ -274,7 +273,7 @@ def secret(obj: dict) -> dict:
 def ingress(obj: dict) -> dict:
     """networking.k8s.io/v1 Ingress has no defaults of its own (v1 requires pathType);
     its status always shows ``loadBalancer: {}``, as the Go struct serialises."""
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     status = obj.get("status")
     if status is None or isinstance(status, dict):
         obj["status"] = {"loadBalancer": {}, **(status or {})}
@@ -284,7 +283,7 @@ def ingress(obj: dict) -> dict:
 def ingressclass(obj: dict) -> dict:
     """SetDefaults_IngressClass: a parameters reference is cluster-scoped unless it says
     otherwise. No status (IngressClass has none)."""
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     obj.pop("status", None)
     params = (obj.get("spec") or {}).get("parameters") if isinstance(obj.get("spec"),
                                                                       dict) else None

@@ -9,9 +9,9 @@ function returns a new dict; the input is not changed.
 
 from __future__ import annotations
 
-import copy
 import uuid
 
+from base.jsoncopy import json_copy
 from controlplane.api import defaults
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
@@ -35,7 +35,7 @@ def _int_or_percent_default(obj: dict, key: str, value) -> None:
 
 
 def statefulset(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
         return obj
@@ -69,7 +69,7 @@ def statefulset(obj: dict) -> dict:
 
 
 def daemonset(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
         return obj
@@ -92,7 +92,7 @@ def daemonset(obj: dict) -> dict:
 
 
 def controllerrevision(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     obj.pop("status", None)
     obj.setdefault("revision", 0)
     return obj
@@ -135,7 +135,7 @@ def _generate_selector(obj: dict, spec: dict) -> None:
 
 
 def job(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
         return obj
@@ -147,13 +147,13 @@ def job(obj: dict) -> dict:
         _generate_selector(obj, spec)
     template_labels = spec["template"]["metadata"].get("labels")
     if template_labels and not meta.get("labels"):
-        meta["labels"] = copy.deepcopy(template_labels)
+        meta["labels"] = json_copy(template_labels)
     obj.setdefault("status", {})
     return obj
 
 
 def cronjob(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
         return obj
@@ -172,7 +172,7 @@ def cronjob(obj: dict) -> dict:
 
 
 def replicationcontroller(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
         return obj
@@ -182,10 +182,10 @@ def replicationcontroller(obj: dict) -> dict:
         labels = template["metadata"].get("labels")
         if labels:
             if not spec.get("selector"):
-                spec["selector"] = copy.deepcopy(labels)
+                spec["selector"] = json_copy(labels)
             meta = obj.setdefault("metadata", {})
             if not meta.get("labels"):
-                meta["labels"] = copy.deepcopy(labels)
+                meta["labels"] = json_copy(labels)
     spec.setdefault("replicas", 1)
     status = obj.setdefault("status", {})
     if isinstance(status, dict):
@@ -194,7 +194,7 @@ def replicationcontroller(obj: dict) -> dict:
 
 
 def lease(obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     obj.pop("status", None)
     obj.setdefault("spec", {})
     return obj

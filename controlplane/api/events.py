@@ -18,9 +18,9 @@ store drops them lazily (see ``store.py``).
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 
+from base.jsoncopy import json_copy
 from controlplane.api.errors import FieldError, bad_request, invalid, required
 from controlplane.api.validation import is_qualified_name, validate_metadata
 
@@ -61,10 +61,10 @@ def _rename(obj: dict, pairs, api_version: str) -> dict:
     out = {"kind": "Event", "apiVersion": api_version}
     for key in SHARED:
         if key in obj:
-            out[key] = copy.deepcopy(obj[key])
+            out[key] = json_copy(obj[key])
     for src, dst in pairs:
         if src in obj:
-            out[dst] = copy.deepcopy(obj[src])
+            out[dst] = json_copy(obj[src])
     return out
 
 

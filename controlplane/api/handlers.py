@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -48,11 +49,11 @@ class Request:
     body: bytes = b""
     user: UserInfo | None = None      # who the request acts for (after impersonation)
 
-    @property
+    @cached_property
     def path(self) -> str:
         return urlsplit(self.target).path.rstrip("/") or "/"
 
-    @property
+    @cached_property
     def query(self) -> dict[str, str]:
         return {k: v[-1]
                 for k, v in parse_qs(urlsplit(self.target).query, keep_blank_values=True).items()}

@@ -10,7 +10,7 @@ delete). Pure functions over object dicts.
 
 from __future__ import annotations
 
-import copy
+from base.jsoncopy import json_copy
 
 PROPAGATION_POLICIES = ("Background", "Foreground", "Orphan")
 
@@ -28,7 +28,7 @@ def orphaned(dependents: list[dict], owner: dict) -> list[dict]:
     for obj in dependents:
         if not uid or not references(obj, uid):
             continue
-        obj = copy.deepcopy(obj)
+        obj = json_copy(obj)
         meta = obj["metadata"]
         meta["ownerReferences"] = [r for r in meta["ownerReferences"] if r.get("uid") != uid]
         if not meta["ownerReferences"]:

@@ -9,8 +9,7 @@ the ``$patch``, ``$setElementOrder/``, ``$retainKeys`` and
 
 from __future__ import annotations
 
-import copy
-
+from base.jsoncopy import json_copy
 from controlplane.api.errors import StatusError, bad_request
 
 # list field -> patchMergeKey (by field name; "ports" depends on context)
@@ -40,8 +39,8 @@ def merge_key(path: tuple[str, ...], field: str) -> str | None:
 def json_merge_patch(target, patch):
     """RFC 7386."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return json_copy(patch)
+    result = json_copy(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -68,7 +67,7 @@ def _order_by(items: list, order: list, key: str | None) -> list:
 def _merge_list(original: list, patch: list, path: tuple[str, ...], field: str) -> list:
     key = merge_key(path, field)
     if any(isinstance(p, dict) and p.get("$patch") == "replace" for p in patch):
-        return [copy.deepcopy(p) for p in patch if not (isinstance(p, dict) and "$patch" in p)]
+        return [json_copy(p) for p in patch if not (isinstance(p, dict) and "$patch" in p)]
     if field in MERGED_PRIMITIVE_LISTS:
         result = list(original)
         for item in patch:
@@ -76,8 +75,8 @@ def _merge_list(original: list, patch: list, path: tuple[str, ...], field: str) 
                 result.append(item)
         return result
     if key is None or not all(isinstance(p, dict) for p in patch):
-        return copy.deepcopy(patch)
-    result = [copy.deepcopy(o) for o in original]
+        return json_copy(patch)
+    result = [json_copy(o) for o in original]
     for item in patch:
         if key not in item:
             raise bad_request(f"map: {item} does not contain declared merge key: {key}")
@@ -106,7 +105,7 @@ def _strip_directives(obj):
 def strategic_merge(original, patch, path: tuple[str, ...] = ()):
     """Apply a strategic merge patch to ``original`` and return the result."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return json_copy(patch)
     if not isinstance(original, dict):
         original = {}
     directive = patch.get("$patch")
@@ -116,7 +115,7 @@ def strategic_merge(original, patch, path: tuple[str, ...] = ()):
         return {}
     if directive not in (None, "merge"):
         raise bad_request(f"Unknown patch type: {directive}")
-    result = copy.deepcopy(original)
+    result = json_copy(original)
     orders, deletions = {}, {}
     retain = patch.get("$retainKeys")
     for key, value in patch.items():
@@ -182,12 +181,12 @@ def json_patch(doc, operations) -> dict:
     """RFC 6902 (add, remove, replace, move, copy, test)."""
     if not isinstance(operations, list):
         raise bad_request("json patch must be a list of operations")
-    doc = copy.deepcopy(doc)
+    doc = json_copy(doc)
     for op in operations:
         try:
             kind, parts = op["op"], _pointer(op["path"])
             if kind in ("move", "copy"):
-                value = copy.deepcopy(_get(doc, _pointer(op["from"])))
+                value = json_copy(_get(doc, _pointer(op["from"])))
                 if kind == "move":
                     parent, key = _container_and_key(doc, _pointer(op["from"]))
                     del parent[int(key) if isinstance(parent, list) else key]
@@ -197,7 +196,7 @@ def json_patch(doc, operations) -> dict:
                     raise StatusError(422, "Invalid", f"testing value {op['path']} failed")
                 continue
             if not parts:
-                doc = copy.deepcopy(op["value"])
+                doc = json_copy(op["value"])
                 continue
             parent, key = _container_and_key(doc, parts)
             if kind == "add":
@@ -205,9 +204,9 @@ def json_patch(doc, operations) -> dict:
                     index = len(parent) if key == "-" else int(key)
                     if not 0 <= index <= len(parent):
                         raise IndexError(key)
-                    parent.insert(index, copy.deepcopy(op["value"]))
+                    parent.insert(index, json_copy(op["value"]))
                 else:
-                    parent[key] = copy.deepcopy(op["value"])
+                    parent[key] = json_copy(op["value"])
             elif kind == "remove":
                 if isinstance(parent, list):
                     del parent[int(key)]
@@ -215,11 +214,11 @@ def json_patch(doc, operations) -> dict:
                     del parent[key]
             elif kind == "replace":
                 if isinstance(parent, list):
-                    parent[int(key)] = copy.deepcopy(op["value"])
+                    parent[int(key)] = json_copy(op["value"])
                 else:
                     if key not in parent:
                         raise KeyError(key)
-                    parent[key] = copy.deepcopy(op["value"])
+                    parent[key] = json_copy(op["value"])
             else:
                 raise bad_request(f"Unexpected kind: {kind}")
         except (KeyError, IndexError, ValueError, TypeError) as exc:

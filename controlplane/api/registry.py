@@ -11,7 +11,6 @@ served by the stored type's flow, and answered converted back (``view``).
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 import random
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from base.jsoncopy import json_copy
 from controlplane.api import defaults, errors, events, owners
 from controlplane.api import patch as patches
 from controlplane.api.allocators import IPRange, PortRange, allocate_pod_ip, release
@@ -233,13 +233,13 @@ class Registry:
                        dry_run: bool) -> dict:
         strategy = STRATEGIES[rt.plural]
         if subresource == "status":
-            new = copy.deepcopy(old)
+            new = json_copy(old)
             new["status"] = obj.get("status", {})
             # status writers may touch labels/annotations as well, like the real registry
         else:
             new = obj
             if strategy.status_subresource:
-                new["status"] = copy.deepcopy(old.get("status", {}))
+                new["status"] = json_copy(old.get("status", {}))
         meta = new["metadata"]
         for key in ("uid", "creationTimestamp", "generation", "namespace"):
             if key in old["metadata"]:
@@ -315,7 +315,7 @@ class Registry:
         if content_type.startswith("application/strategic-merge-patch+json"):
             return patches.strategic_merge(old, body)
         if content_type.startswith("application/apply-patch"):
-            applied = copy.deepcopy(body)
+            applied = json_copy(body)
             applied.get("metadata", {}).pop("resourceVersion", None)
             return patches.strategic_merge(old, applied)
         raise errors.unsupported_media_type(content_type)
@@ -355,7 +355,7 @@ class Registry:
             raise errors.invalid_object("Scale", "autoscaling", old["metadata"]["name"],
                                         [errors.invalid(replicas, "spec.replicas",
                                                         "must be greater than or equal to 0")])
-        new = copy.deepcopy(old)
+        new = json_copy(old)
         new["spec"]["replicas"] = replicas
         return self.scale_of(self._commit_update(rt, old, new, "", dry_run))
 

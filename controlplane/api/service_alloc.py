@@ -9,10 +9,10 @@ request leaves the live state untouched.
 
 from __future__ import annotations
 
-import copy
 import random
 from dataclasses import dataclass, replace
 
+from base.jsoncopy import json_copy
 from controlplane.api.allocators import (
     AllocationError,
     IPRange,
@@ -42,7 +42,7 @@ def needs_node_ports(spec: dict) -> bool:
 
 def normalize_cluster_ips(new: dict, old: dict | None) -> dict:
     """Keep spec.clusterIP and spec.clusterIPs[0] consistent (normalizeClusterIPs)."""
-    new = copy.deepcopy(new)
+    new = json_copy(new)
     spec = new.setdefault("spec", {})
     ip, ips = spec.get("clusterIP", ""), list(spec.get("clusterIPs") or [])
     old_spec = (old or {}).get("spec") or {}
@@ -63,7 +63,7 @@ def normalize_cluster_ips(new: dict, old: dict | None) -> dict:
 def drop_type_dependent_fields(new: dict, old: dict | None) -> dict:
     """Clear clusterIP / nodePorts / healthCheckNodePort the new type no longer needs
     (only when the user left them as they were), and carry allocated values over."""
-    new = copy.deepcopy(new)
+    new = json_copy(new)
     spec = new["spec"]
     if old is None:
         return new
@@ -74,7 +74,7 @@ def drop_type_dependent_fields(new: dict, old: dict | None) -> dict:
     elif needs_cluster_ip(spec) and needs_cluster_ip(old_spec) and not spec.get("clusterIP"):
         for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
             if key in old_spec:
-                spec[key] = copy.deepcopy(old_spec[key])
+                spec[key] = json_copy(old_spec[key])
     old_ports = {p.get("name", ""): p.get("nodePort", 0) for p in old_spec.get("ports") or []}
     if not needs_node_ports(spec):
         for port in spec.get("ports") or []:
@@ -120,7 +120,7 @@ def allocate_service(new: dict, old: dict | None, state: ServiceAllocations, ip_
     Returns the completed object, the new state, and field errors (state
     unchanged when there are errors).
     """
-    new = copy.deepcopy(new)
+    new = json_copy(new)
     spec = new["spec"]
     old_ips, old_ports = _owned(old)
     cluster_ips, node_ports = set(state.cluster_ips) - old_ips, set(state.node_ports) - old_ports

@@ -15,28 +15,16 @@ lease expiry shows them.
 
 from __future__ import annotations
 
-import copy
 import heapq
-import marshal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from base.jsoncopy import json_copy
+
 HISTORY_LENGTH = 10000
-
-
-def json_copy(obj):
-    """A deep copy of a JSON value (dicts, lists, strings, numbers, booleans, None).
-
-    marshal's C round trip is several times faster than copy.deepcopy, which
-    at a thousand pods was the API server's largest cost; anything marshal
-    cannot carry falls back to deepcopy."""
-    try:
-        return marshal.loads(marshal.dumps(obj))
-    except ValueError:
-        return copy.deepcopy(obj)
 
 
 @dataclass(frozen=True)

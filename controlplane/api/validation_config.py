@@ -16,10 +16,10 @@ the contents (and a Secret's type is never changed).
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import re
 
+from base.jsoncopy import json_copy
 from controlplane.api.errors import FieldError, StatusError, forbidden, invalid, required
 from controlplane.api.validation import max_len_error, regex_error, validate_metadata
 
@@ -166,7 +166,7 @@ def _encode(values: dict[str, bytes]) -> dict[str, str]:
 
 def decode_configmap(obj: dict) -> dict:
     """The ConfigMap as the decoder leaves it: binaryData canonical base64, or a 400."""
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     _string_map(obj, "ConfigMap", "data")
     if "binaryData" in obj:
         obj["binaryData"] = _encode(_bytes_map(obj, "ConfigMap", "binaryData"))
@@ -176,7 +176,7 @@ def decode_configmap(obj: dict) -> dict:
 def decode_secret(obj: dict) -> dict:
     """The Secret as the decoder leaves it: data canonical base64 with stringData merged
     in (stringData wins) and dropped, type Opaque by default; or a 400."""
-    obj = copy.deepcopy(obj)
+    obj = json_copy(obj)
     data = _bytes_map(obj, "Secret", "data")
     for key, text in _string_map(obj, "Secret", "stringData").items():
         data[key] = text.encode()

@@ -21,12 +21,12 @@ The controller comes back 100 ms after the next scheduled time.
 """
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from base.jsoncopy import json_copy
 from base.kube.client import ApiError
 from controlplane.api import cron
 from controlplane.controllers.base import Controller
@@ -86,7 +86,7 @@ def rfc3339(when: dt.datetime) -> str:
 
 def job_for(cronjob: dict, scheduled: dt.datetime, schedule: Schedule) -> dict:
     """getJobFromTemplate2: the Job of one scheduled time."""
-    template = copy.deepcopy((cronjob.get("spec") or {}).get("jobTemplate") or {})
+    template = json_copy((cronjob.get("spec") or {}).get("jobTemplate") or {})
     meta = template.get("metadata") or {}
     annotations = dict(meta.get("annotations") or {})
     annotations[SCHEDULED_ANNOTATION] = rfc3339(scheduled.astimezone(schedule.tz))
@@ -153,7 +153,7 @@ def plan_cronjob(cronjob: dict, jobs: list[dict], now: dt.datetime,
     """`jobs`: the CronJob's own Jobs (cache); `missing`: uids of active Jobs that the
     API confirmed gone."""
     spec = cronjob.get("spec") or {}
-    status = copy.deepcopy(cronjob.get("status") or {})
+    status = json_copy(cronjob.get("status") or {})
     active = list(status.get("active") or [])
     events: list[tuple[str, str, str]] = []
     known = {j["metadata"].get("uid") for j in jobs}
@@ -283,13 +283,13 @@ class CronJobController(Controller):
         for kind, reason, message in step.events:
             self.recorder.event(cronjob, NORMAL if kind == "Normal" else WARNING, reason,
                                 message)
-        status = copy.deepcopy(step.status)
+        status = json_copy(step.status)
         for job, _ in step.delete:
             self._delete_job(cronjob, job)
         if step.create is not None:
             made = self._create_job(cronjob, step.create)
             if made is None:
-                status = copy.deepcopy(cronjob.get("status") or {})   # someone else's Job
+                status = json_copy(cronjob.get("status") or {})   # someone else's Job
             elif not any(r.get("uid") == made["metadata"].get("uid")
                          for r in status.get("active") or []):
                 status.setdefault("active", []).append(job_reference(made))

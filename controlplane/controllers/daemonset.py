@@ -22,10 +22,10 @@ Rolling updates are in daemon_update.py.
 """
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from dataclasses import dataclass
 
+from base.jsoncopy import json_copy
 from controlplane.controllers.objects import (
     int_or_percent,
     is_available,
@@ -64,7 +64,7 @@ def template_generation(ds: dict) -> str | None:
 
 def with_daemon_tolerations(spec: dict) -> dict:
     """util.AddOrUpdateDaemonPodTolerations: the pod spec with the default tolerations."""
-    spec = copy.deepcopy(spec or {})
+    spec = json_copy(spec or {})
     tolerations = spec.setdefault("tolerations", [])
     wanted = list(DEFAULT_TOLERATIONS)
     if spec.get("hostNetwork"):
@@ -79,7 +79,7 @@ def with_daemon_tolerations(spec: dict) -> dict:
 def node_affinity_for(affinity: dict | None, node: str) -> dict:
     """util.ReplaceDaemonSetPodNodeNameNodeAffinity: required terms become the one
     `metadata.name In [node]` field term; preferred terms stay."""
-    affinity = copy.deepcopy(affinity or {})
+    affinity = json_copy(affinity or {})
     node_affinity = affinity.setdefault("nodeAffinity", {})
     required = node_affinity.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
     required["nodeSelectorTerms"] = [{"matchFields": [
@@ -89,7 +89,7 @@ def node_affinity_for(affinity: dict | None, node: str) -> dict:
 
 def daemon_template(ds: dict, revision_hash: str) -> dict:
     """util.CreatePodTemplate: the template with tolerations, hash and generation labels."""
-    template = copy.deepcopy((ds.get("spec") or {}).get("template") or {})
+    template = json_copy((ds.get("spec") or {}).get("template") or {})
     labels = template.setdefault("metadata", {}).setdefault("labels", {})
     generation = template_generation(ds)
     if generation is not None:

@@ -13,11 +13,11 @@ waits twice as long (1 s up to 15 min), as upstream's failed-pods back-off.
 """
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import threading
 import time
 
+from base.jsoncopy import json_copy
 from base.kube.client import ApiError
 from controlplane.controllers import daemonset as dsu
 from controlplane.controllers import revisions as rev
@@ -146,7 +146,7 @@ class DaemonSetController(Controller):
             return revision_hash
         found = next(r for r in owned if r["metadata"]["name"] == step.name)
         if step.renumber is not None:
-            found = copy.deepcopy(found)
+            found = json_copy(found)
             found["revision"] = step.renumber
             self.client.update("controllerrevisions", found)
         return (found["metadata"].get("labels") or {}).get(rev.CONTROLLER_REVISION_HASH,

@@ -10,9 +10,9 @@ brings the next step.  Status follows what `kubectl rollout status` reads.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
+from base.jsoncopy import json_copy
 from base.kube.client import ApiError
 from controlplane.controllers.base import Controller
 from controlplane.controllers.naming import POD_TEMPLATE_HASH, compute_hash, template_for_hash
@@ -89,9 +89,9 @@ def replicas_of(rs: dict) -> int:
 
 def new_replicaset(deploy: dict, template_hash: str, replicas: int, revision: int) -> dict:
     meta = deploy["metadata"]
-    template = copy.deepcopy(deploy["spec"]["template"])
+    template = json_copy(deploy["spec"]["template"])
     template.setdefault("metadata", {}).setdefault("labels", {})[POD_TEMPLATE_HASH] = template_hash
-    selector = copy.deepcopy(deploy["spec"]["selector"])
+    selector = json_copy(deploy["spec"]["selector"])
     selector.setdefault("matchLabels", {})[POD_TEMPLATE_HASH] = template_hash
     surge, _ = surge_and_unavailable(deploy)
     desired = int(deploy["spec"].get("replicas", 1))

@@ -25,10 +25,10 @@ finished pod deleted by hand stays counted.
 """
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from dataclasses import dataclass, field
 
+from base.jsoncopy import json_copy
 from controlplane.controllers.objects import (
     condition,
     is_ready,
@@ -191,7 +191,7 @@ def _restarts_past_limit(job: dict, active: list[dict]) -> bool:
 def plan_job(job: dict, pods: list[dict], now: dt.datetime, *,
              backoff: tuple[float, float] = (BACKOFF_SECONDS, BACKOFF_MAX_SECONDS)) -> JobStep:
     """One sync of a Job (`pods`: the namespace's; the Job's are picked out)."""
-    status = copy.deepcopy(job.get("status") or {})
+    status = json_copy(job.get("status") or {})
     if finished_condition(job):
         return JobStep(status=status)
     spec = job.get("spec") or {}

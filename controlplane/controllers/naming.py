@@ -15,9 +15,10 @@ behaviour, but not the same value a real cluster prints for the same template.
 """
 from __future__ import annotations
 
-import copy
 import json
 import random
+
+from base.jsoncopy import json_copy
 
 # apimachinery/pkg/util/rand: "We omit vowels ... to reduce the chances of bad words".
 ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
@@ -41,7 +42,7 @@ def safe_encode_string(text: str) -> str:
 
 def template_for_hash(template: dict) -> dict:
     """The template as hashed: without the pod-template-hash label it will carry."""
-    clean = copy.deepcopy(template or {})
+    clean = json_copy(template or {})
     labels = (clean.get("metadata") or {}).get("labels")
     if labels and POD_TEMPLATE_HASH in labels:
         del labels[POD_TEMPLATE_HASH]

@@ -9,14 +9,13 @@ Go's `omitempty` would leave out (a zero count, an empty string), so
 """
 from __future__ import annotations
 
-import copy
-
+from base.jsoncopy import json_copy
 from controlplane.controllers.objects import owner_reference
 
 
 def pod_from_template(template: dict, owner: dict, name: str = "",
                       generate_name: str = "") -> dict:
-    template = copy.deepcopy(template or {})
+    template = json_copy(template or {})
     meta = template.get("metadata") or {}
     pod_meta = {"namespace": owner["metadata"]["namespace"],
                 "labels": dict(meta.get("labels") or {}),
@@ -27,7 +26,7 @@ def pod_from_template(template: dict, owner: dict, name: str = "",
         pod_meta["generateName"] = generate_name
     for field in ("annotations", "finalizers"):
         if meta.get(field):
-            pod_meta[field] = copy.deepcopy(meta[field])
+            pod_meta[field] = json_copy(meta[field])
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
             "spec": template.get("spec") or {}}
 

@@ -10,14 +10,15 @@ an Event on the ReplicaSet (SuccessfulCreate "Created pod: X", ...).
 """
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from base.jsoncopy import json_copy
 from base.kube.client import ApiError
+from controlplane.api.selectors import label_selector_requirements, matches_labels
 from controlplane.controllers.base import Controller
 from controlplane.controllers.naming import generated_name
 from controlplane.controllers.objects import (
@@ -50,11 +51,20 @@ def owned_pods(rs: dict, pods: list[dict], selects: Selects = selector_matches) 
     """selects(selector, labels): a ReplicaSet's label selector (a ReplicationController's
     map selector: objects.map_selector_matches)."""
     namespace = rs["metadata"]["namespace"]
-    selector = rs["spec"].get("selector")
+    matches = _selector_test(rs["spec"].get("selector"), selects)
     # A pod relabelled out of the selector no longer counts (it is left running, as
     # a released pod is), so the ReplicaSet makes a replacement.
     return [p for p in pods if p["metadata"].get("namespace") == namespace and owned_by(p, rs)
-            and selects(selector, p["metadata"].get("labels"))]
+            and matches(p["metadata"].get("labels"))]
+
+
+def _selector_test(selector, selects: Selects) -> Callable[[object], bool]:
+    """selects(selector, ·), with a label selector parsed once rather than for each
+    pod (a thousand pods per reconcile)."""
+    if selects is selector_matches:
+        requirements = label_selector_requirements(selector)
+        return lambda labels: bool(requirements) and matches_labels(requirements, labels)
+    return lambda labels: selects(selector, labels)
 
 
 def deletion_rank(pod: dict) -> tuple:
@@ -81,7 +91,7 @@ def plan_replicas(rs: dict, pods: list[dict], selects: Selects = selector_matche
 
 
 def pod_from_template(rs: dict, name: str) -> dict:
-    template = copy.deepcopy(rs["spec"].get("template") or {})
+    template = json_copy(rs["spec"].get("template") or {})
     meta = template.get("metadata") or {}
     pod_meta = {"name": name, "namespace": rs["metadata"]["namespace"],
                 "labels": dict(meta.get("labels") or {}),
@@ -95,7 +105,8 @@ def pod_from_template(rs: dict, name: str) -> dict:
 def replicaset_status(rs: dict, pods: list[dict], now: dt.datetime,
                       selects: Selects = selector_matches, terminating: bool = True) -> dict:
     """terminating: report terminatingReplicas (ReplicaSets do; ReplicationControllers not)."""
-    mine = [p for p in owned_pods(rs, pods, selects) if is_active(p)]
+    owned = owned_pods(rs, pods, selects)
+    mine = [p for p in owned if is_active(p)]
     template_labels = ((rs["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
     min_ready = int(rs["spec"].get("minReadySeconds", 0))
     status = {
@@ -106,7 +117,7 @@ def replicaset_status(rs: dict, pods: list[dict], now: dt.datetime,
         "availableReplicas": sum(1 for p in mine if is_available(p, min_ready, now)),
         "observedGeneration": rs["metadata"].get("generation", 1),
     }
-    going = sum(1 for p in owned_pods(rs, pods, selects) if is_terminating(p))
+    going = sum(1 for p in owned if is_terminating(p))
     if going and terminating:
         status["terminatingReplicas"] = going
     return status

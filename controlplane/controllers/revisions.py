@@ -19,10 +19,10 @@ values of the same shape for the same template.
 """
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 
+from base.jsoncopy import json_copy
 from controlplane.controllers.naming import FNV32_OFFSET, FNV32_PRIME, safe_encode_string
 from controlplane.controllers.objects import owned_by, owner_reference
 
@@ -34,14 +34,14 @@ NAME_PREFIX_MAX = 223          # so that `<prefix>-<hash>` stays within 253 char
 
 def template_patch(parent: dict) -> dict:
     """The revision data of a set: its pod template, as a replacing patch."""
-    template = copy.deepcopy((parent.get("spec") or {}).get("template") or {})
+    template = json_copy((parent.get("spec") or {}).get("template") or {})
     template["$patch"] = "replace"
     return {"spec": {"template": template}}
 
 
 def template_of(revision: dict) -> dict:
     """The pod template a revision holds."""
-    template = copy.deepcopy((((revision.get("data") or {}).get("spec") or {})
+    template = json_copy((((revision.get("data") or {}).get("spec") or {})
                               .get("template")) or {})
     template.pop("$patch", None)
     return template

@@ -28,11 +28,11 @@ once every replica runs it and is ready.  Events are the pod-control ones:
 """
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import re
 from dataclasses import dataclass
 
+from base.jsoncopy import json_copy
 from base.kube.client import ApiError
 from controlplane.controllers import revisions as rev
 from controlplane.controllers.base import Controller
@@ -312,7 +312,7 @@ class StatefulSetController(Controller):
                                      rev.REVISION_HASH_LABEL)
         step = rev.plan_update_revision(candidate, owned)
         if step.renumber is not None:
-            found = copy.deepcopy(next(r for r in owned if r["metadata"]["name"] == step.name))
+            found = json_copy(next(r for r in owned if r["metadata"]["name"] == step.name))
             found["revision"] = step.renumber
             self.client.update("controllerrevisions", found)
         elif step.create is not None:

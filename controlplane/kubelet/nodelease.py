@@ -13,13 +13,13 @@ controller may read.
 """
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import logging
 import math
 import threading
 from collections.abc import Callable
 
+from base.jsoncopy import json_copy
 from base.kube.client import ApiError, KubeClient
 
 log = logging.getLogger("controlplane.kubelet")
@@ -48,7 +48,7 @@ def new_lease(node_name: str, node_uid: str, duration_seconds: int, now: dt.date
 def renewed(lease: dict, node_name: str, node_uid: str, duration_seconds: int,
             now: dt.datetime) -> dict:
     """The Lease to write: renewTime now, holder and duration ours, owned by the Node."""
-    lease = copy.deepcopy(lease)
+    lease = json_copy(lease)
     spec = lease.setdefault("spec", {})
     spec.update({"holderIdentity": node_name, "leaseDurationSeconds": duration_seconds,
                  "renewTime": micro_time(now)})

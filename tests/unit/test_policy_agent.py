@@ -141,6 +141,35 @@ def test_an_event_that_changes_no_model_asks_for_nothing(agent):
     assert agent.runner.requests == before
 
 
+def test_without_policies_only_this_nodes_pods_ask_for_a_sync(agent):
+    # A thousand pods starting elsewhere must not make every node's agent sync.
+    before = agent.runner.requests
+    agent.send("pods", "ADDED", pod("far2", OTHER, "192.168.2.11", {"app": "far"}))
+    agent.send("pods", "MODIFIED", pod("far", OTHER, "192.168.2.10", {"app": "farther"}))
+    agent.send("namespaces", "MODIFIED", namespace("other", {"team": "a"}))
+    assert agent.runner.requests == before
+    agent.send("pods", "ADDED", pod("web2", NODE, "192.168.1.11", {"app": "web"}))
+    assert agent.runner.requests == before + 1
+    moved_away = pod("web2", OTHER, "192.168.1.11", {"app": "web"})   # its old node counts
+    agent.send("pods", "MODIFIED", moved_away)
+    assert agent.runner.requests == before + 2
+    agent.sync(full=False)
+    assert [w.name for w in agent.backend.applied[-1].workloads] == ["web"]
+
+
+def test_with_a_policy_pods_elsewhere_ask_for_a_sync_and_reach_the_rules(agent):
+    from_far = [{"from": [{"podSelector": {"matchLabels": {"app": "far"}}}]}]
+    agent.send("networkpolicies", "ADDED", policy("allow-far", {"app": "web"}, from_far))
+    # The cache kept the pod that arrived while no policy asked for syncs.
+    agent.send("pods", "ADDED", pod("far2", OTHER, "192.168.2.11", {"app": "far"}))
+    before = agent.runner.requests
+    agent.send("pods", "ADDED", pod("far3", OTHER, "192.168.2.12", {"app": "far"}))
+    assert agent.runner.requests == before + 1
+    agent.sync(full=False)
+    (rule,) = ingress_rules(agent.backend.applied[-1], "web")
+    assert rule.remote == ("192.168.2.10/31", "192.168.2.12/32")   # .10, .11 and .12
+
+
 def test_unchanged_rules_are_not_applied_again_but_a_full_resync_is(agent):
     # A remote pod no policy refers to changes labels: the model changes, this
     # node's rules do not.

@@ -1,0 +1,107 @@
+"""base/groupcommit.py: callers share writes, and none returns before its change is written."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from base.groupcommit import GroupCommit
+
+
+class Disk:
+    """A state (a counter callers bump) and what the last write held."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.lock = threading.Lock()
+        self.version = 0
+        self.on_disk = 0
+        self.writes = 0
+        self.seconds = seconds
+
+    def change(self) -> int:
+        with self.lock:
+            self.version += 1
+            return self.version
+
+    def write(self) -> None:
+        with self.lock:
+            snapshot = self.version
+        time.sleep(self.seconds)
+        self.on_disk = snapshot
+        self.writes += 1
+
+
+def test_a_lone_caller_writes_at_once():
+    disk = Disk()
+    commit = GroupCommit(disk.write)
+    disk.change()
+    began = time.monotonic()
+    commit()
+    assert disk.on_disk == 1 and disk.writes == 1
+    assert time.monotonic() - began < 0.5
+
+
+def test_callers_share_writes_and_each_returns_after_its_change_is_written():
+    disk = Disk(seconds=0.02)
+    commit = GroupCommit(disk.write)
+    late: list[tuple[int, int]] = []
+
+    def caller():
+        mine = disk.change()
+        commit()
+        if disk.on_disk < mine:
+            late.append((mine, disk.on_disk))
+
+    threads = [threading.Thread(target=caller) for _ in range(200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert late == []
+    assert disk.on_disk == 200
+    assert 1 <= disk.writes < 50, disk.writes      # 200 callers, a handful of writes
+    assert commit.commits == disk.writes
+
+
+def test_writes_are_spaced_by_their_own_cost():
+    disk = Disk(seconds=0.05)
+    commit = GroupCommit(disk.write, spacing=2.0)
+    disk.change()
+    commit()
+    disk.change()
+    began = time.monotonic()
+    commit()                    # waits ~2 x 50 ms after the first write ended
+    assert time.monotonic() - began >= 0.09 + 0.05
+
+
+def test_a_failed_write_raises_for_its_caller_and_the_next_caller_writes_again():
+    disk = Disk()
+    failures = [OSError("disk full")]
+
+    def write():
+        if failures:
+            raise failures.pop()
+        disk.write()
+
+    commit = GroupCommit(write)
+    disk.change()
+    with pytest.raises(OSError, match="disk full"):
+        commit()
+    assert disk.writes == 0
+    commit()
+    assert disk.on_disk == 1 and disk.writes == 1
+
+
+def test_a_caller_waits_at_most_its_timeout():
+    release = threading.Event()
+    commit = GroupCommit(lambda: release.wait(10), timeout=0.2)
+    leader = threading.Thread(target=commit)
+    leader.start()
+    time.sleep(0.05)
+    began = time.monotonic()
+    with pytest.raises(TimeoutError, match="no state commit within 0.2 s"):
+        commit()
+    assert time.monotonic() - began < 1.0
+    release.set()
+    leader.join(5)
