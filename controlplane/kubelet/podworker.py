@@ -12,6 +12,7 @@ the deletion with gracePeriodSeconds=0.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import logging
 import signal
 import threading
@@ -307,11 +308,25 @@ class PodWorker:
         if self._stop.is_set():
             return
         self._teardown()
-        try:
-            self.client.delete("pods", self.name, self.namespace, grace_period=0)
-        except ApiError as err:
-            if not err.not_found:
-                raise
+        self._finish_deletion()
+
+    def _finish_deletion(self) -> None:
+        """DELETE with gracePeriodSeconds=0, retried until it is done: a node cut off
+        from the API server finishes its pods' deletion once it is back, as the
+        kubelet's status manager does, instead of leaving them Terminating."""
+        while not self._stop.is_set() and not self._gone:
+            try:
+                self.client.delete("pods", self.name, self.namespace, grace_period=0)
+                return
+            except ApiError as err:
+                if err.not_found:
+                    return
+                failure = str(err)
+            except (OSError, http.client.HTTPException) as err:
+                failure = f"{type(err).__name__}: {err}"
+            log.warning("%s/%s: cannot finish the deletion yet: %s", self.namespace,
+                        self.name, failure)
+            self._sleep(SETUP_RETRY)
 
     def _event(self, container: ContainerRecord, event_type: str, reason: str, text: str) -> None:
         self.kubelet.recorder.event(self.pod, event_type, reason, text,
