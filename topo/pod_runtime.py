@@ -137,9 +137,6 @@ class LabPodRuntime:
 
     # --- pods ------------------------------------------------------------------
 
-    def _host(self, namespace: str, name: str) -> HostRecord | None:
-        return self.lab.find_pod(name, namespace)
-
     def _pod(self, namespace: str, name: str) -> _Pod:
         with self._lock:
             pod = self._pods.get((namespace, name))
@@ -150,7 +147,7 @@ class LabPodRuntime:
     def create_pod(self, namespace: str, name: str, node: str,
                    sandbox: PodSandboxConfig | None = None) -> str:
         sandbox = sandbox or PodSandboxConfig(hostname=name)
-        if self._host(namespace, name) is not None or (namespace, name) in self._pods:
+        if self.lab.find_pod(name, namespace) is not None or (namespace, name) in self._pods:
             self.remove_pod(namespace, name)       # left over from an earlier life
         try:
             record = self.lab.add_pod(name, namespace, node, sandbox=sandbox)
@@ -182,7 +179,7 @@ class LabPodRuntime:
             pod = self._pods.pop((namespace, name), None)
         if pod is not None:
             self._stop_pod(pod)
-        if self._host(namespace, name) is not None:
+        if self.lab.find_pod(name, namespace) is not None:
             self.lab.remove_pod(name, namespace)
         if pod is not None:
             self._release_pod(pod)

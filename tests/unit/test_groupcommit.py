@@ -7,6 +7,7 @@ import time
 import pytest
 
 from base.groupcommit import GroupCommit
+from base.waiting import wait_until
 
 
 class Disk:
@@ -60,8 +61,38 @@ def test_callers_share_writes_and_each_returns_after_its_change_is_written():
         thread.join(30)
     assert late == []
     assert disk.on_disk == 200
-    assert 1 <= disk.writes < 50, disk.writes      # 200 callers, a handful of writes
     assert commit.commits == disk.writes
+
+
+def test_every_caller_that_arrives_during_a_write_shares_the_next_one():
+    disk = Disk()
+    release = threading.Event()
+    held = []
+
+    def write():
+        if not held:                  # the first write waits until everyone has asked
+            held.append(True)
+            release.wait(10)
+        disk.write()
+
+    commit = GroupCommit(write, spacing=0.0)
+
+    def caller():
+        disk.change()
+        commit()
+
+    first = threading.Thread(target=caller)
+    first.start()
+    wait_until("the first write to start", lambda: held, timeout=10)
+    others = [threading.Thread(target=caller) for _ in range(199)]
+    for thread in others:
+        thread.start()
+    wait_until("199 callers waiting", lambda: commit._asked == 200, timeout=10)
+    release.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    assert disk.writes == 2           # the first caller's write, then one for the 199
+    assert disk.on_disk == 200
 
 
 def test_writes_are_spaced_by_their_own_cost():
