@@ -6,8 +6,9 @@ life, only so the namespaces existed.  Here one thread of the lab daemon
 makes the three namespaces for itself (unshare(2) with CLONE_FS: the thread
 gets its own root and working directory too), sets the sandbox up from
 inside with plain system calls -- hostname, a fresh sysfs, the /etc files,
-a private /run and /tmp -- runs one `ip -batch` for the pod's veth,
-addresses and routes, and then sleeps until the pod goes.
+a private /run and /tmp -- makes the pod's veth, addresses and routes
+(the plan's `ip` lines, sent as rtnetlink requests: topo/rtnetlink.py),
+and then sleeps until the pod goes.
 
 Everything else keeps addressing the pod by a PID: the thread's ID is one
 (/proc/TID/ns/*, /proc/TID/root, `nsenter --target`, `mnexec -a` all work
@@ -24,7 +25,7 @@ it, leaving `svclab clean` only the processes it recorded.
 
 The node's side of each pod (its cali* end up, the /32 route, proxy ARP)
 is done by one thread per node that entered the node's network namespace
-(`NodeSide`), through `ip -batch` and /proc/sys.
+(`NodeSide`), through the same requests and /proc/sys.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import time
 from pathlib import Path
 
 from base.errors import CommandError, LabError, LabTimeout
+from topo import rtnetlink
 from topo.hosts import (
     POD_RUN_SIZE,
     POD_TMP_STAGING,
@@ -87,6 +89,16 @@ def run_ip_batch(lines: list[str], where: str) -> None:
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stdout,
                            proc.stderr + "\nbatch:\n" + "\n".join(lines), where)
+
+
+def run_ip_lines(lines: list[str], where: str) -> None:
+    """A pod's `ip` lines: as rtnetlink requests of our own where they are of the
+    few forms topo/rtnetlink.py knows (every pod's are), else by `ip -batch`."""
+    requests = rtnetlink.requests(lines)
+    if requests is None:
+        run_ip_batch(lines, where)
+    else:
+        rtnetlink.apply(requests, where)
 
 
 def write_sysctl(key: str, value: str) -> None:
@@ -193,7 +205,7 @@ class PodSandbox:
             mount(str(source), target, None, MS_BIND)
         for key, value in config.sysctls:
             write_sysctl(key, value)
-        run_ip_batch([f"link add dev {POD_INTERFACE} type veth peer name {self.veth} "
+        run_ip_lines([f"link add dev {POD_INTERFACE} type veth peer name {self.veth} "
                       f"netns {self.node_pid}", *config.ip_batch], self.name)
         self._private_run()
         if config.private_tmp:
@@ -250,7 +262,7 @@ class NodeSide:
         """The node's `ip -batch` lines and sysctls for one pod (in the node's netns)."""
         def apply() -> None:
             if batch:
-                run_ip_batch(list(batch), where)
+                run_ip_lines(list(batch), where)
             for key, value in sysctls:
                 write_sysctl(key, value)
         self._run(node_pid, apply)

@@ -32,12 +32,26 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from agents.proxy.errors import NetlinkError
+from base.netlink import (
+    ATTR,
+    HDR,
+    NETLINK_CAP_ACK,
+    NETLINK_EXT_ACK,
+    NLM_F_ACK,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    SOL_NETLINK,
+    Received,
+    attr,
+    decode_messages,
+    error_of,
+    nested,
+    parse_attrs,
+    strz,
+)
 
 NETLINK_NETFILTER = 12
-SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLA_F_NESTED = 0x8000
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_DELCHAIN, NFT_MSG_DELSET = 5, 11
@@ -47,11 +61,8 @@ NFT_SET_ANONYMOUS, NFT_SET_MAP = 0x1, 0x8
 NFT_MSG_DELSETELEM, NFT_MSG_NEWGEN, NFT_MSG_GETGEN = 14, 15, 16
 NFTA_GEN_ID = 1
 NFPROTO_IPV4 = 2
-NLMSGERR_ATTR_MSG = 1
 CLONE_NEWNET = 0x40000000
-_HDR = struct.Struct("=IHHII")          # nlmsghdr: len type flags seq pid
 _NFGEN = struct.Struct("=BBH")          # nfgenmsg: family version res_id(BE)
-_ATTR = struct.Struct("=HH")            # nlattr: len type
 _PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
 
 
@@ -133,28 +144,12 @@ class DeleteSet:
 
 # -------------------------------------------------------------- encoding ---
 
-PAD = (b"", b"\0\0\0", b"\0\0", b"\0")   # after n bytes: PAD[n & 3]
-
-
-def attr(kind: int, payload: bytes) -> bytes:
-    """One netlink attribute, padded to 4 bytes."""
-    return _ATTR.pack(4 + len(payload), kind) + payload + PAD[len(payload) & 3]
-
-
-def nested(kind: int, *parts: bytes) -> bytes:
-    return attr(kind | NLA_F_NESTED, b"".join(parts))
-
-
-def strz(kind: int, text: str) -> bytes:
-    return attr(kind, text.encode() + b"\0")
-
-
 def message(kind: int, flags: int, seq: int, family: int, body: bytes,
             res_id: int = 0) -> bytes:
     """nlmsghdr + nfgenmsg (version 0, res_id big-endian) + attributes."""
     head = _NFGEN.pack(family, 0, socket.htons(res_id)) if res_id \
         else _NFGEN_PLAIN[family]
-    return _HDR.pack(20 + len(body), kind, flags, seq, 0) + head + body
+    return HDR.pack(20 + len(body), kind, flags, seq, 0) + head + body
 
 
 _NFGEN_PLAIN = [_NFGEN.pack(family, 0, 0) for family in range(256)]  # res_id 0
@@ -240,53 +235,6 @@ def getgen_message(seq: int) -> bytes:
                    NLM_F_REQUEST, seq, 0, b"")
 
 
-@dataclass(frozen=True)
-class Received:
-    """One netlink message as read: header fields and what follows it."""
-
-    type: int
-    flags: int
-    seq: int
-    payload: bytes
-
-
-def decode_messages(data: bytes) -> list[Received]:
-    out, at = [], 0
-    while at + _HDR.size <= len(data):
-        length, kind, flags, seq, _ = _HDR.unpack_from(data, at)
-        if length < _HDR.size or at + length > len(data):
-            raise ValueError(f"truncated netlink message at byte {at}")
-        out.append(Received(kind, flags, seq,
-                            data[at + _HDR.size:at + length]))
-        at += (length + 3) & ~3
-    return out
-
-
-def parse_attrs(data: bytes) -> dict[int, bytes]:
-    """Attribute type (flags masked) -> payload."""
-    out, at = {}, 0
-    while at + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, at)
-        if length < 4:
-            break
-        out[kind & 0x3FFF] = data[at + 4:at + length]
-        at += (length + 3) & ~3
-    return out
-
-
-def error_of(msg: Received) -> tuple[int, int, str]:
-    """An NLMSG_ERROR's (errno, seq it answers, the kernel's text)."""
-    code, = struct.unpack_from("=i", msg.payload)
-    seq = _HDR.unpack_from(msg.payload, 4)[3]
-    text = ""
-    if msg.flags & 0x200:                         # NLM_F_ACK_TLVS
-        inner_len = _HDR.size if msg.flags & 0x100 else \
-            _HDR.unpack_from(msg.payload, 4)[0]   # NLM_F_CAPPED
-        tlvs = parse_attrs(msg.payload[4 + ((inner_len + 3) & ~3):])
-        text = tlvs.get(NLMSGERR_ATTR_MSG, b"").rstrip(b"\0").decode()
-    return -code, seq, text
-
-
 def dumped_names(data: bytes, seq: int, get: int, table: bytes,
                  into: list[str]) -> tuple[bool, bool]:
     """Add to ``into`` the names that one read of a chain or set dump
@@ -299,11 +247,11 @@ def dumped_names(data: bytes, seq: int, get: int, table: bytes,
     """
     chains = get == NFT_MSG_GETCHAIN
     at, intr = 0, False
-    while at + _HDR.size <= len(data):
-        length, kind, flags, got, _ = _HDR.unpack_from(data, at)
-        if length < _HDR.size or at + length > len(data):
+    while at + HDR.size <= len(data):
+        length, kind, flags, got, _ = HDR.unpack_from(data, at)
+        if length < HDR.size or at + length > len(data):
             raise ValueError(f"truncated netlink message at byte {at}")
-        end, p = at + length, at + _HDR.size + _NFGEN.size
+        end, p = at + length, at + HDR.size + _NFGEN.size
         at += (length + 3) & ~3
         if got != seq:
             continue
@@ -316,7 +264,7 @@ def dumped_names(data: bytes, seq: int, get: int, table: bytes,
         intr = intr or bool(flags & NLM_F_DUMP_INTR)
         name, set_flags, mine = None, 0, False
         while p + 4 <= end:
-            size, attribute = _ATTR.unpack_from(data, p)
+            size, attribute = ATTR.unpack_from(data, p)
             if size < 4:
                 break
             attribute &= 0x3FFF

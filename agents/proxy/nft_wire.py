@@ -39,18 +39,14 @@ from typing import NamedTuple
 
 from agents.proxy.nfnetlink import (
     NFNL_SUBSYS_NFTABLES,
-    NLA_F_NESTED,
-    PAD,
     DeleteElements,
     Operation,
-    attr,
     encode_key,
     message,
-    nested,
-    strz,
 )
 from agents.proxy.nft_plan import CONTAINERS, Chain, Element, NftPlan, ServiceObjects
 from agents.proxy.nft_render import PartialChange
+from base.netlink import NLA_F_NESTED, PAD, attr, nested, strz
 
 NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE = 0, 3, 6
 NFT_MSG_DELRULE, NFT_MSG_NEWSETELEM = 8, 12

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from base.kube.client import ApiError, KubeClient
 from base.kube.informer import Informer
@@ -22,6 +23,8 @@ from controlplane.events import NORMAL, WARNING, EventRecorder, NullRecorder
 log = logging.getLogger("controlplane.controllers")
 SYNC_TIMEOUT = 30.0
 POLL = 0.5
+SLOW_START_INITIAL = 1   # kube-controller-manager's SlowStartInitialBatchSize
+WRITERS = 16             # concurrent pod writes of one controller
 
 
 class Controller:
@@ -39,6 +42,7 @@ class Controller:
         self.queue = WorkQueue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._writers: ThreadPoolExecutor | None = None
 
     # --- to implement ----------------------------------------------------------
 
@@ -80,6 +84,43 @@ class Controller:
             raise
         self.recorder.event(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {name}")
 
+    def create_pods(self, owner: dict, pods: list[dict]) -> tuple[list[dict], Exception | None]:
+        """Create pods as kube-controller-manager's slowStartBatch does: in parallel
+        batches of 1, 2, 4, ..., stopping after the first batch with a failure, so a
+        quota or admission refusal costs one call and a burst of hundreds a few round
+        trips, not one each.  Returns the pods not created (failed or skipped) and
+        the first error, for the caller to lower its expectations and raise."""
+        done, size = 0, SLOW_START_INITIAL
+        while done < len(pods):
+            batch = pods[done:done + size]
+            errors = self._write_all(self.create_pod, owner, batch)
+            done += len(batch)
+            failed = [pod for pod, err in zip(batch, errors) if err]
+            if failed:
+                return failed + pods[done:], next(e for e in errors if e)
+            size *= 2
+        return [], None
+
+    def delete_pods(self, owner: dict, pods: list[dict]) -> tuple[list[dict], Exception | None]:
+        """Delete pods all at once, as the ReplicaSet controller does; returns the pods
+        not deleted and the first error."""
+        errors = self._write_all(self.delete_pod, owner, pods)
+        failed = [pod for pod, err in zip(pods, errors) if err]
+        return failed, next((e for e in errors if e), None)
+
+    def _write_all(self, write, owner: dict, pods: list[dict]) -> list[Exception | None]:
+        def attempt(pod: dict) -> Exception | None:
+            try:
+                write(owner, pod)
+            except Exception as err:   # handed back to the caller to raise
+                return err
+            return None
+        if len(pods) <= 1:
+            return [attempt(pod) for pod in pods]
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix=f"{self.name}-write")
+        return list(self._writers.map(attempt, pods))
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"ctl-{self.name}", daemon=True)
         self._thread.start()
@@ -89,6 +130,8 @@ class Controller:
         self.queue.shutdown()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._writers is not None:
+            self._writers.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         for informer in self.informers.values():

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from base.jsoncopy import json_copy
-from base.kube.client import ApiError
 from controlplane.api.selectors import label_selector_requirements, matches_labels
 from controlplane.controllers.base import Controller
 from controlplane.controllers.naming import generated_name
@@ -209,14 +208,14 @@ class ReplicaSetController(Controller):
         if names or doomed:
             # Expect before acting: the informer may report a pod before create() returns.
             self.expectations.expect(key, set(names), set(doomed))
-        try:
-            for name in names:
-                self.create_pod(rs, pod_from_template(rs, name))
-            for pod in plan.delete:
-                self.delete_pod(rs, pod)
-        except ApiError:
-            self.expectations.forget(key)
-            raise
+        # A plan creates or deletes, never both.  Pods not written will never be
+        # observed: stop expecting them (upstream lowers its expectations so).
+        unmade, create_error = self.create_pods(rs, [pod_from_template(rs, n) for n in names])
+        kept, delete_error = self.delete_pods(rs, list(plan.delete))
+        for pod in unmade + kept:
+            self.expectations.observe_delete(key, pod["metadata"]["name"])
+        if create_error or delete_error:
+            raise create_error or delete_error
         if not plan.create and not plan.delete:
             self._write_status(rs, pods)
 

@@ -4,8 +4,14 @@ Filters as kube-scheduler's default plugins do — node Ready and not
 unschedulable, NoSchedule/NoExecute taints tolerated, nodeSelector and
 required node affinity matched, spec.nodeName honoured — then prefers the
 node with the fewest pods of the same owner, then the fewest pods (spreading).
-Pods bound but not yet seen back through the informer are "assumed" on their
-node, so a burst of 50 pods spreads instead of piling onto one node.
+
+As kube-scheduler, it keeps its own cache of where pods are (`Placement`,
+counted per node and per owner, so a decision costs O(nodes), not O(pods)),
+and binds asynchronously: a pod is "assumed" on its node at once, the next
+pod is scheduled against that, and the binding itself is written by a small
+pool of binder threads.  A failed binding forgets the assumption and puts the
+pod back in the queue.  So a burst of pods is limited by the API's write rate,
+not by one round trip per pod.
 
 The API has no pods/binding subresource; binding sets spec.nodeName with a
 merge patch guarded by the pod's resourceVersion.  Each binding is a Scheduled
@@ -15,7 +21,10 @@ shape).
 """
 from __future__ import annotations
 
+import logging
 import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from base.kube.client import ApiError
@@ -31,8 +40,49 @@ from controlplane.controllers.objects import (
 )
 from controlplane.events import NORMAL, WARNING
 
+log = logging.getLogger("controlplane.controllers")
 SCHEDULER_NAME = "default-scheduler"
 RETRY_UNSCHEDULABLE = 5.0
+BINDERS = 16
+
+
+class Placement:
+    """Where each pod is, bound or assumed: pod uid -> (node, owner uid or "").
+
+    Counted as it changes, so `counts` is O(1).  Thread-safe: the informer's
+    thread, the scheduling loop and the binders all write it."""
+
+    def __init__(self):
+        self._where: dict[str, tuple[str, str]] = {}
+        self._on_node: Counter = Counter()
+        self._of_owner: Counter = Counter()
+        self._lock = threading.Lock()
+
+    def place(self, uid: str, node: str, owner: str) -> None:
+        with self._lock:
+            self._remove(uid)
+            self._where[uid] = (node, owner)
+            self._on_node[node] += 1
+            if owner:
+                self._of_owner[node, owner] += 1
+
+    def remove(self, uid: str) -> None:
+        with self._lock:
+            self._remove(uid)
+
+    def _remove(self, uid: str) -> None:
+        where = self._where.pop(uid, None)
+        if where is None:
+            return
+        node, owner = where
+        self._on_node[node] -= 1
+        if owner:
+            self._of_owner[node, owner] -= 1
+
+    def counts(self, node: str, owner: str) -> tuple[int, int]:
+        """(pods of `owner` on `node`, all pods on `node`)."""
+        with self._lock:
+            return (self._of_owner[node, owner] if owner else 0), self._on_node[node]
 
 
 @dataclass(frozen=True)
@@ -116,8 +166,8 @@ def needs_scheduling(pod: dict) -> bool:
             and (spec.get("schedulerName") or SCHEDULER_NAME) == SCHEDULER_NAME)
 
 
-def choose_node(pod: dict, nodes: list[dict], placed: list[tuple[str, str]]) -> Decision:
-    """placed: (node name, owner uid or "") of every pod already on a node."""
+def choose_node(pod: dict, nodes: list[dict], placed: Placement) -> Decision:
+    """placed: every pod already on a node, or assumed there."""
     reasons: dict[str, int] = {}
 
     def reject(reason: str) -> None:
@@ -140,14 +190,13 @@ def choose_node(pod: dict, nodes: list[dict], placed: list[tuple[str, str]]) -> 
         detail = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
         return Decision(None, f"0/{len(nodes)} nodes are available: {detail}. "
                               "preemption: not eligible due to preemptionPolicy=Never.")
-    ref = controller_ref(pod)
-    owner = ref.get("uid", "") if ref else ""
+    owner = owner_uid(pod)
+    return Decision(min(feasible, key=lambda name: (*placed.counts(name, owner), name)))
 
-    def score(name: str) -> tuple:
-        same = sum(1 for node, uid in placed if node == name and owner and uid == owner)
-        total = sum(1 for node, _ in placed if node == name)
-        return (same, total, name)
-    return Decision(min(feasible, key=score))
+
+def owner_uid(pod: dict) -> str:
+    ref = controller_ref(pod)
+    return ref.get("uid", "") if ref else ""
 
 
 class Scheduler(Controller):
@@ -156,16 +205,27 @@ class Scheduler(Controller):
 
     def __init__(self, client, informers, recorder=None):
         super().__init__(client, informers, recorder)
-        self._assumed: dict[str, tuple[str, str]] = {}   # pod uid -> (node, owner uid)
+        self.placement = Placement()
+        self._assumed: set[str] = set()   # uids bound or binding, not yet seen bound
         self._lock = threading.Lock()
+        self._binders = ThreadPoolExecutor(BINDERS, thread_name_prefix="scheduler-bind")
         self.watch("pods", self._on_pod)
         self.watch("nodes", self._on_node)
 
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
+        self._binders.shutdown(wait=False, cancel_futures=True)
+
     def _on_pod(self, kind: str, pod: dict, old: dict | None) -> None:
         uid = pod["metadata"].get("uid")
-        if kind == "DELETED" or pod["spec"].get("nodeName"):
+        node = pod["spec"].get("nodeName")
+        if kind == "DELETED" or is_terminal(pod):
+            self.placement.remove(uid)
+        elif node:
+            self.placement.place(uid, node, owner_uid(pod))
+        if kind == "DELETED" or node:
             with self._lock:
-                self._assumed.pop(uid, None)
+                self._assumed.discard(uid)
         if kind != "DELETED" and needs_scheduling(pod):
             self.queue.add(key_of(pod))
 
@@ -173,19 +233,6 @@ class Scheduler(Controller):
         for pod in self.cached("pods"):
             if needs_scheduling(pod):
                 self.queue.add(key_of(pod))
-
-    def _placed(self) -> list[tuple[str, str]]:
-        placed = []
-        seen = set()
-        for pod in self.cached("pods"):
-            node = pod["spec"].get("nodeName")
-            if node and not is_terminal(pod):
-                ref = controller_ref(pod)
-                placed.append((node, ref.get("uid", "") if ref else ""))
-                seen.add(pod["metadata"].get("uid"))
-        with self._lock:
-            placed += [v for uid, v in self._assumed.items() if uid not in seen]
-        return placed
 
     def reconcile(self, key: str) -> None:
         pod = self.get_cached("pods", key)
@@ -195,29 +242,37 @@ class Scheduler(Controller):
         with self._lock:
             if uid in self._assumed:
                 return
-        decision = choose_node(pod, self.cached("nodes"), self._placed())
-        namespace, name = split_key(key)
+        decision = choose_node(pod, self.cached("nodes"), self.placement)
         if decision.node is None:
             self.recorder.event(pod, WARNING, "FailedScheduling", decision.message)
             self._mark_unschedulable(pod, decision.message)
             self.queue.add_after(key, RETRY_UNSCHEDULABLE)
             return
-        ref = controller_ref(pod)
         with self._lock:
-            self._assumed[uid] = (decision.node, ref.get("uid", "") if ref else "")
+            self._assumed.add(uid)
+        self.placement.place(uid, decision.node, owner_uid(pod))
+        self._binders.submit(self._bind, key, pod, decision.node)
+
+    def _bind(self, key: str, pod: dict, node: str) -> None:
+        """The binding cycle, on a binder thread: write spec.nodeName, or forget the assumption."""
+        namespace, name = split_key(key)
+        uid = pod["metadata"].get("uid")
         try:
             self.client.patch("pods", name, {
                 "metadata": {"resourceVersion": pod["metadata"]["resourceVersion"]},
-                "spec": {"nodeName": decision.node}}, namespace)
-        except ApiError as err:
+                "spec": {"nodeName": node}}, namespace)
+        except Exception as err:   # the pod goes back to the queue, whatever broke
             with self._lock:
-                self._assumed.pop(uid, None)
-            if err.not_found:
+                self._assumed.discard(uid)
+            self.placement.remove(uid)
+            if isinstance(err, ApiError) and err.not_found:
                 return
-            raise
+            if not isinstance(err, (ApiError, OSError)):
+                log.exception("scheduler: binding %s to %s failed", key, node)
+            self.queue.add_rate_limited(key)
+            return
         self.recorder.event(pod, NORMAL, "Scheduled",
-                            f"Successfully assigned {namespace}/{name} to {decision.node}")
-
+                            f"Successfully assigned {namespace}/{name} to {node}")
     def _mark_unschedulable(self, pod: dict, message: str) -> None:
         current = condition(pod, "PodScheduled") or {}
         if current.get("status") == "False" and current.get("message") == message:

@@ -31,6 +31,7 @@ from controlplane.kubelet.volumes import Sources, VolumePlan, plan_volumes
 
 log = logging.getLogger("controlplane.kubelet")
 HEARTBEAT_SECONDS = 5.0
+RELIST_SECONDS = 1.0       # the PLEG's relist period: how soon an ended container is seen
 SERVICES_SYNC_WAIT = 5.0   # how long a container start waits for the first list of Services
 
 
@@ -57,6 +58,7 @@ class Kubelet:
         self._workers: dict[str, PodWorker] = {}
         self._stopping = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
+        self._relist_thread: threading.Thread | None = None
         self.lease = NodeLease(client, node_name, time_factor=time_factor)
         self.informer = Informer(client, "pods", self._on_pod,
                                  field_selector=f"spec.nodeName={node_name}")
@@ -75,6 +77,9 @@ class Kubelet:
         self._heartbeat_thread = threading.Thread(target=self._heartbeats, daemon=True,
                                                   name=f"kubelet-heartbeat-{self.node_name}")
         self._heartbeat_thread.start()
+        self._relist_thread = threading.Thread(target=self._relists, daemon=True,
+                                               name=f"kubelet-relist-{self.node_name}")
+        self._relist_thread.start()
         self.lease.start(node["metadata"].get("uid", ""))
         self.services.start()
         self.informer.start()
@@ -91,8 +96,9 @@ class Kubelet:
         deadline = time.monotonic() + timeout
         for worker in workers:
             worker.stop(max(0.0, deadline - time.monotonic()))
-        if self._heartbeat_thread is not None:
-            self._heartbeat_thread.join(timeout)
+        for thread in (self._heartbeat_thread, self._relist_thread):
+            if thread is not None:
+                thread.join(timeout)
         self.lease.stop(timeout)
 
     def wait_synced(self, timeout: float) -> bool:
@@ -167,6 +173,17 @@ class Kubelet:
                 self._post_heartbeat()
             except (ApiError, OSError) as err:   # the next beat tries again
                 log.warning("node %s heartbeat: %s", self.node_name, err)
+
+    def _relists(self) -> None:
+        """One pass over the node's pods a period, in one thread: a pod whose
+        container ended is woken; the others sleep on (see PodWorker.relist)."""
+        while not self._stopping.wait(RELIST_SECONDS):
+            for worker in self.workers:
+                try:
+                    worker.relist()
+                except Exception:   # one pod's runtime error must not end the relist
+                    log.exception("node %s: relist of %s/%s failed", self.node_name,
+                                  worker.namespace, worker.name)
 
     def _post_heartbeat(self) -> None:
         node = self.client.get("nodes", self.node_name)

@@ -29,10 +29,11 @@ from controlplane.kubelet.probes import ProbeTracker, run_probe
 from controlplane.kubelet.sandbox import ContainerConfigError, console_config, sandbox_config
 from controlplane.kubelet.serviceaccount import VolumeSetupError, service_account_volumes
 from controlplane.kubelet.status import ContainerRecord, PodRecord, pod_status
-from controlplane.kubelet.volumesync import PodVolumes
+from controlplane.kubelet.volumesync import VOLUME_SYNC_SECONDS, PodVolumes
 
 log = logging.getLogger("controlplane.kubelet")
 TICK = 0.1
+RESYNC = 10.0              # a settled pod looks again this often (the kubelet's sync period)
 LISTEN_WAIT = 5.0          # longest wait for the built-in server's listeners
 BACKOFF_START = 1.0
 BACKOFF_MAX = 10.0
@@ -78,6 +79,14 @@ class PodWorker:
         """A ConfigMap or Secret changed: volumes and waiting containers look again."""
         self.volumes.config_changed()
         self._wake.set()
+
+    def relist(self) -> None:
+        """From the kubelet's relist (its PLEG): wake the worker when a container it
+        holds for running has ended, so a settled pod needs no timer of its own."""
+        for container in self.record.containers:
+            if container.running and not self.runtime.container_state(container.handle).running:
+                self._wake.set()
+                return
 
     def mark_gone(self) -> None:
         self._gone = True
@@ -257,9 +266,14 @@ class PodWorker:
                 self.runtime.signal_container(container.handle, signal.SIGKILL)
 
     def _next_wait(self) -> float:
+        """Soon while a container starts or backs off; else when a probe or a volume
+        sync is due; else RESYNC: a pod change, a config change and the kubelet's
+        relist (a container ended) wake the worker before that."""
         now = time.monotonic()
-        waits = [TICK if any(not c.started or c.backoff_until for c in self.record.containers)
-                 else 0.5]
+        waits = [TICK if any((c.running and not c.started) or c.backoff_until or c.config_retry
+                             for c in self.record.containers) else RESYNC]
+        if self.volumes.syncs_periodically:
+            waits.append(VOLUME_SYNC_SECONDS)
         for container in self.record.containers:
             for tracker in (container.readiness, container.liveness):
                 if tracker is not None:

@@ -50,6 +50,11 @@ class PodVolumes:
     def config_changed(self) -> None:
         self._dirty = True
 
+    @property
+    def syncs_periodically(self) -> bool:
+        """Whether a volume follows the API (its files are compared once a period)."""
+        return has_api_data(self.worker.pod)
+
     # --- before the sandbox ----------------------------------------------------
 
     def set_up(self) -> VolumePlan:

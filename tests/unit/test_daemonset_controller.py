@@ -15,7 +15,7 @@ from controlplane.controllers.daemonset import (
     plan_nodes,
     target_node,
 )
-from controlplane.controllers.scheduler import choose_node
+from controlplane.controllers.scheduler import Placement, choose_node
 from support.controller_harness import NODES as HARNESS_NODES
 from support.controller_harness import WORKERS as HARNESS_WORKERS
 from support.controller_harness import InProcessCluster
@@ -136,7 +136,7 @@ def test_pods_are_pinned_with_matchfields_and_carry_tolerations_and_labels():
     assert ("node.kubernetes.io/network-unavailable", "NoSchedule") in keys
     assert "nodeName" not in pod["spec"] and target_node(pod) == "w2"
     # the scheduler binds it to exactly that node, even a cordoned one's neighbours aside
-    assert choose_node(pod, lab_nodes(), []).node == "w2"
+    assert choose_node(pod, lab_nodes(), Placement()).node == "w2"
 
 
 def test_failed_pods_are_replaced_and_surplus_pods_removed_oldest_kept():
