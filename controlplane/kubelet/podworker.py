@@ -38,6 +38,7 @@ LISTEN_WAIT = 5.0          # longest wait for the built-in server's listeners
 BACKOFF_START = 1.0
 BACKOFF_MAX = 10.0
 SETUP_RETRY = 1.0
+STATUS_RETRY = 0.5         # a status write that failed (the tick's period before RESYNC)
 CONFIG_RETRY = 1.0         # a container whose environment cannot be built yet
 
 
@@ -121,9 +122,12 @@ class PodWorker:
                     return
                 try:
                     self._tick()
-                except ApiError as err:   # the next tick writes the status again
+                    wait = self._next_wait()
+                except (ApiError, OSError, http.client.HTTPException) as err:
+                    # an unreachable or refusing API: the status is written again soon
                     log.warning("%s/%s: %s", self.namespace, self.name, err)
-                self._sleep(self._next_wait())
+                    wait = STATUS_RETRY
+                self._sleep(wait)
         finally:
             self.kubelet.worker_done(self)
 

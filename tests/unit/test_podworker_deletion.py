@@ -76,3 +76,29 @@ def test_a_stopping_kubelet_stops_retrying():
     worker.request_stop()
     worker._finish_deletion()
     assert len(client.deletes) == 0
+
+
+def test_a_status_write_that_cannot_reach_the_api_is_retried_soon_and_the_worker_lives():
+    """A settled pod sleeps until woken (RESYNC); a failed status write must not wait that
+    long, and a socket error must not end the worker (a node cut off, then back)."""
+    kubelet = Kubelet(FlakyClient())
+    kubelet.done = []
+    kubelet.worker_done = kubelet.done.append
+    pod = terminating_pod()
+    del pod["metadata"]["deletionTimestamp"]
+    worker = PodWorker(kubelet, pod)
+    worker._created = True
+    ticks = []
+
+    def tick():
+        ticks.append(len(ticks))
+        if len(ticks) <= 2:
+            raise (ConnectionRefusedError(111, "Connection refused") if len(ticks) == 1
+                   else ApiError(503, "ServiceUnavailable", "try again", "PATCH", "/pods"))
+        worker.request_stop()
+    worker._tick = tick
+    worker._next_wait = lambda: podworker.RESYNC
+    worker.start()
+    worker.thread.join(3 * podworker.STATUS_RETRY + 2)
+    assert not worker.thread.is_alive(), "a failed write waited for the resync period"
+    assert ticks == [0, 1, 2] and kubelet.done == [worker]
