@@ -263,8 +263,10 @@ class Scheduler(Controller):
                 "spec": {"nodeName": node}}, namespace)
         except Exception as err:   # the pod goes back to the queue, whatever broke
             with self._lock:
+                seen_bound = uid not in self._assumed   # a write that did land, say
                 self._assumed.discard(uid)
-            self.placement.remove(uid)
+            if not seen_bound:
+                self.placement.remove(uid)
             if isinstance(err, ApiError) and err.not_found:
                 return
             if not isinstance(err, (ApiError, OSError)):
