@@ -234,6 +234,14 @@ class KubeClient:
             headers["Authorization"] = f"Bearer {self.credentials.token}"
         return headers
 
+    def close_thread_connection(self) -> None:
+        """Close the calling thread's kept-alive connection, if it has one (a pool
+        thread on its way out: the connection would otherwise stay open)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            conn.close()
+
     def _connection(self) -> http.client.HTTPSConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
+from base.idlepool import IdlePool
 from base.kube.client import ApiError, KubeClient
 from base.kube.informer import Informer
 from controlplane.controllers.queue import WorkQueue
@@ -42,7 +42,7 @@ class Controller:
         self.queue = WorkQueue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._writers: ThreadPoolExecutor | None = None
+        self._writers: IdlePool | None = None
 
     # --- to implement ----------------------------------------------------------
 
@@ -118,8 +118,13 @@ class Controller:
         if len(pods) <= 1:
             return [attempt(pod) for pod in pods]
         if self._writers is None:
-            self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix=f"{self.name}-write")
-        return list(self._writers.map(attempt, pods))
+            self._writers = self.pool(f"{self.name}-write")
+        return self._writers.map(attempt, pods)
+
+    def pool(self, name: str, size: int = WRITERS) -> IdlePool:
+        """Threads for parallel API writes; idle ones end and close their connection."""
+        return IdlePool(size, name, on_exit=getattr(self.client, "close_thread_connection",
+                                                    None))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"ctl-{self.name}", daemon=True)
@@ -131,7 +136,7 @@ class Controller:
         if self._thread is not None:
             self._thread.join(timeout)
         if self._writers is not None:
-            self._writers.shutdown(wait=False, cancel_futures=True)
+            self._writers.shutdown()
 
     def _run(self) -> None:
         for informer in self.informers.values():

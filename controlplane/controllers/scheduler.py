@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from base.kube.client import ApiError
@@ -208,13 +207,13 @@ class Scheduler(Controller):
         self.placement = Placement()
         self._assumed: set[str] = set()   # uids bound or binding, not yet seen bound
         self._lock = threading.Lock()
-        self._binders = ThreadPoolExecutor(BINDERS, thread_name_prefix="scheduler-bind")
+        self._binders = self.pool("scheduler-bind", BINDERS)
         self.watch("pods", self._on_pod)
         self.watch("nodes", self._on_node)
 
     def stop(self, timeout: float = 5.0) -> None:
         super().stop(timeout)
-        self._binders.shutdown(wait=False, cancel_futures=True)
+        self._binders.shutdown()
 
     def _on_pod(self, kind: str, pod: dict, old: dict | None) -> None:
         uid = pod["metadata"].get("uid")
