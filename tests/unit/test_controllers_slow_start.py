@@ -51,49 +51,42 @@ class CountingPods:
         self._write(name, self.deleted)
 
 
-def controller(api: CountingPods) -> Controller:
-    return Controller(api, {})
+def written(method: str, count: int, refuse=()) -> tuple[CountingPods, list[dict], Exception]:
+    """(the API, what was not written, the error) after a controller's create_pods or
+    delete_pods of `count` pods."""
+    api = CountingPods(refuse)
+    ctl = Controller(api, {})
+    try:
+        return (api, *getattr(ctl, method)(OWNER, pods(count)))
+    finally:
+        ctl.stop()
+
+
+def names(pods_: list[dict]) -> list[str]:
+    return [p["metadata"]["name"] for p in pods_]
 
 
 def test_a_burst_is_created_in_parallel_and_all_of_it_is_written():
-    api = CountingPods()
-    ctl = controller(api)
-    try:
-        unmade, error = ctl.create_pods(OWNER, pods(40))
-    finally:
-        ctl.stop()
+    api, unmade, error = written("create_pods", 40)
     assert (unmade, error) == ([], None)
-    assert sorted(api.created) == sorted(p["metadata"]["name"] for p in pods(40))
+    assert sorted(api.created) == sorted(names(pods(40)))
     assert api.most_in_flight > 1
 
 
 def test_a_failing_batch_stops_the_rest_and_hands_back_what_was_not_created():
     # batches: [web-0], [web-1, web-2], [web-3 .. web-6], ...: web-4 fails in the third
-    api = CountingPods(refuse={"web-4"})
-    ctl = controller(api)
-    try:
-        unmade, error = ctl.create_pods(OWNER, pods(20))
-    finally:
-        ctl.stop()
+    api, unmade, error = written("create_pods", 20, refuse={"web-4"})
     assert isinstance(error, ApiError) and error.status == 403
     assert sorted(api.created) == sorted(f"web-{i}" for i in (0, 1, 2, 3, 5, 6))
-    assert [p["metadata"]["name"] for p in unmade] == ["web-4"] + [f"web-{i}" for i in range(7, 20)]
+    assert names(unmade) == ["web-4"] + [f"web-{i}" for i in range(7, 20)]
 
 
 def test_the_first_pod_alone_probes_a_refusal():
-    api = CountingPods(refuse={"web-0"})
-    ctl = controller(api)
-    unmade, error = ctl.create_pods(OWNER, pods(500))
-    ctl.stop()
+    api, unmade, error = written("create_pods", 500, refuse={"web-0"})
     assert api.created == [] and len(unmade) == 500 and error.status == 403
 
 
 def test_deletes_go_at_once_and_failures_are_handed_back():
-    api = CountingPods(refuse={"web-2"})
-    ctl = controller(api)
-    try:
-        kept, error = ctl.delete_pods(OWNER, pods(6))
-    finally:
-        ctl.stop()
+    api, kept, error = written("delete_pods", 6, refuse={"web-2"})
     assert sorted(api.deleted) == ["web-0", "web-1", "web-3", "web-4", "web-5"]
-    assert [p["metadata"]["name"] for p in kept] == ["web-2"] and error.status == 403
+    assert names(kept) == ["web-2"] and error.status == 403
