@@ -164,7 +164,7 @@ def requests(lines: list[str]) -> list[Request] | None:
     return None if any(r is None for r in out) else out
 
 
-def apply(requests: list[Request], where: str) -> None:
+def apply(batch: list[Request], where: str) -> None:
     """Send the requests in order from the calling thread's network namespace;
     the first refusal raises CommandError naming its `ip` line and the errno,
     as `ip -batch` would, and nothing after it is sent."""
@@ -172,7 +172,7 @@ def apply(requests: list[Request], where: str) -> None:
         sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         sock.bind((0, 0))
         sock.settimeout(TIMEOUT)
-        for seq, req in enumerate(requests, start=1):
+        for seq, req in enumerate(batch, start=1):
             try:
                 sock.sendall(req.encode(seq))
                 code, text = _answer(sock, seq)
