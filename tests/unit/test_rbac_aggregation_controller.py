@@ -39,13 +39,23 @@ def test_aggregated_rules_follow_the_selectors_in_name_order_once_each():
     assert PODS in aggregated_rules(everything, roles + [everything])
 
 
-def wait_for_rules(client, name, wanted, timeout=10.0):
+def wait_for_rules(client, name, wanted, timeout=30.0):
+    """The role's rules once they equal `wanted`, or as they are after `timeout`
+    (generous: on a loaded 2-core CI machine a first list and write once took
+    longer than 10 s)."""
     deadline = time.monotonic() + timeout
     while True:
         rules = client.get("clusterroles", name).get("rules") or []
         if rules == wanted or time.monotonic() > deadline:
             return rules
         time.sleep(0.05)
+
+
+def seen(informer, controller) -> str:
+    """What the controller had to go on, for a failure's message."""
+    cached = informer.get("monitoring") or {}
+    return (f"informer synced: {informer.wait_synced(0)}, roles cached: {len(informer.items())}, "
+            f"cached monitoring rules: {cached.get('rules')}, keys queued: {len(controller.queue)}")
 
 
 @pytest.fixture
@@ -71,11 +81,12 @@ def test_the_controller_fills_and_follows_an_aggregated_role(server, tmp_path):
     informer.start()
     controller.start()
     try:
-        assert wait_for_rules(admin, "monitoring", [PODS]) == [PODS]
+        assert wait_for_rules(admin, "monitoring", [PODS]) == [PODS], seen(informer, controller)
         admin.create("clusterroles", role("mon-nodes", [NODES], {LABEL: "true"}))
-        assert wait_for_rules(admin, "monitoring", [NODES, PODS]) == [NODES, PODS]
+        assert wait_for_rules(admin, "monitoring", [NODES, PODS]) == [NODES, PODS], \
+            seen(informer, controller)
         admin.delete("clusterroles", "mon-pods")
-        assert wait_for_rules(admin, "monitoring", [NODES]) == [NODES]
+        assert wait_for_rules(admin, "monitoring", [NODES]) == [NODES], seen(informer, controller)
         # the bootstrap roles were created aggregated: nothing for the controller to change
         view = admin.get("clusterroles", "view")
         assert {"verbs": ["get", "list", "watch"], "apiGroups": ["apps"],
