@@ -21,6 +21,7 @@ passes its spec's, 0.1 by default; 1.0 is Kubernetes' own timing).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 import time
 
@@ -54,6 +55,7 @@ CONTROLLERS = (DeploymentController, ReplicaSetController, Scheduler, EndpointsC
                StatefulSetController, DaemonSetController, JobController,
                TTLAfterFinishedController, CronJobController, ReplicationControllerController)
 STOP_TIMEOUT = 5.0
+KUBELET_STARTERS = 8       # kubelets starting at once
 
 
 class ControlPlane:
@@ -127,8 +129,11 @@ class ControlPlane:
         self._started = True
         for recorder in self.recorders:
             recorder.start()
-        for kubelet in self.kubelets:
-            kubelet.start()
+        # Each kubelet's start is a few round trips from its own node: 50 of them one
+        # after the other took 4.7 s of a 50-node lab's `up`.
+        with concurrent.futures.ThreadPoolExecutor(KUBELET_STARTERS) as pool:
+            for started in [pool.submit(kubelet.start) for kubelet in self.kubelets]:
+                started.result()
         for controller in self.controllers:
             controller.start()
         for informer in self.informers.values():
