@@ -42,6 +42,7 @@ from labd.addons import (
 )
 from labd.components import (
     kubelet_clients,
+    start_agent_fork_server,
     start_outside_world,
     start_policy_agents,
     start_proxy_agents,
@@ -80,6 +81,7 @@ def run(name: str) -> int:
     signals = Signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     with ExitStack() as lab_life:
         lab = lab_life.enter_context(_Timed("network", LabNetwork(spec, paths, state)))
+        start_agent_fork_server(spec, lab)      # imports while the API server starts
         api = lab_life.enter_context(_Timed("api server", ApiServer(
             paths.api, cluster_info(spec), node_grace_period=spec.node_monitor_grace_period)))
         supervisor = lab_life.enter_context(_Timed("supervisor", Supervisor(lab)))

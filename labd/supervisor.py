@@ -50,11 +50,22 @@ class Supervisor:
             self._thread.join(timeout=5)
 
     def add(self, key: str, host: str, argv: list[str]) -> Program:
-        program = Program(key, host, argv)
-        program.record = self.lab.spawn(host, argv, role=key)
-        self.programs[key] = program
-        self.on_change()
-        return program
+        return self.add_all([(key, host, argv)])[0]
+
+    def add_all(self, programs: list[tuple[str, str, list[str]]]) -> list[Program]:
+        """Start (key, host, argv) programs; the state is written once, after the
+        last (a hundred agents had written it two hundred times)."""
+        added = []
+        try:
+            for key, host, argv in programs:
+                program = Program(key, host, argv)
+                program.record = self.lab.spawn(host, argv, role=key, save=False)
+                self.programs[key] = program
+                added.append(program)
+        finally:
+            self.lab.save_state()
+            self.on_change()
+        return added
 
     def remove(self, key: str, timeout: float = 5.0) -> None:
         """Stop a program for good (its node is leaving): by its recorded PID."""

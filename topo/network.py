@@ -9,6 +9,9 @@ process started in a host is recorded in the state folder as it appears
 (with its namespace's inode and cookie), so a crashed lab can still be
 cleaned up by what it wrote down.  Processes enter a host's network, mount
 and UTS namespaces (`enter_argv`), so a pod's programs see its hostname.
+Once `start_fork_server` has run, programs it preloaded (the node agents)
+start as forks of that warm interpreter instead (topo/forkspawn.py), in the
+same namespaces, recorded the same way.
 
 A lab with zones and `interZoneLatency` gets netem on the igw's zone
 interfaces when the kernel has netem; when it has not, the lab runs without
@@ -30,6 +33,7 @@ from base.cri import PodSandboxConfig
 from base.errors import CommandError, LabError, UsageError
 from base.groupcommit import GroupCommit
 from topo.cleanup import processes_in_netns, stop_processes
+from topo.forkspawn import ForkServer, ForkServerError
 from topo.hosts import LabBridge, LabHost, configure, connect, wait_links_up
 from topo.iptables_alt import apply_in_host as use_iptables_backend
 from topo.netns import enter_argv, netns_cookie, run_in, started_at
@@ -73,6 +77,7 @@ class LabNetwork:
         # only once a write holding it is done; writing (~60 ms at a thousand
         # pods) takes at most a fifth of the time.
         self._save_shared = GroupCommit(self._save_locked, spacing=4.0)
+        self._fork_server: ForkServer | None = None
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -118,10 +123,13 @@ class LabNetwork:
                    str(node.pod_block.network_address + i + 1))     # as made one by one
                   for node in self.spec.nodes for i in range(node.static_pods)]
         # A few at once: each waits on the kernel (namespaces, `ip`) part of its time.
+        started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(STATIC_POD_WORKERS) as pool:
             for done in [pool.submit(self.add_pod, *pod) for pod in static]:
                 done.result()
         self._save()
+        if static:
+            log.info("%d static pods up in %.2f s", len(static), time.monotonic() - started)
 
     def stop(self) -> None:
         """Stop every process in the lab's namespaces, then the hosts."""
@@ -137,6 +145,8 @@ class LabNetwork:
                 self._terminate(name)
             self._node_side.close()
             self.state.processes.clear()
+            if self._fork_server is not None:
+                self._fork_server.close()
 
     # --- pods ----------------------------------------------------------------
 
@@ -277,16 +287,53 @@ class LabNetwork:
 
     # --- processes -------------------------------------------------------------
 
-    def spawn(self, host: str, argv: list[str], role: str = "") -> ProcessRecord:
-        """Start argv inside a host, detached, with its output in the lab log."""
+    def start_fork_server(self, host: str, modules: list[str]) -> None:
+        """From now on, start `python -m M` programs of these modules as forks of one
+        interpreter that has imported them, run in `host` (agents/forkserver.py)."""
+        server = ForkServer(modules)
+        try:
+            self.spawn(host, server.argv(), role="forkserver", pass_fds=(server.pass_fd,))
+        except BaseException:
+            server.close()
+            raise
+        server.started()
+        self._fork_server = server
+
+    def spawn(self, host: str, argv: list[str], role: str = "", *, save: bool = True,
+              **popen_args) -> ProcessRecord:
+        """Start argv inside a host, detached, with its output in the lab log.
+        save=False: recorded in memory only, for a caller starting many at once
+        that then calls save_state() (a crashed lab's cleanup finds the
+        processes of its namespaces anyway)."""
+        server = self._fork_server
+        if server is not None and server.serves(argv):
+            try:
+                return self._spawn_forked(server, host, argv, role, save)
+            except ForkServerError as err:
+                log.warning("%s; %s starts the usual way from now on", err, role or argv[2])
         with open(self.paths.log, "ab") as logfile:
-            _, record = self.popen_in(host, argv, role=role, stdin=subprocess.DEVNULL,
-                                      stdout=logfile, stderr=subprocess.STDOUT)
+            _, record = self.popen_in(host, argv, role=role, save=save, stdin=subprocess.DEVNULL,
+                                      stdout=logfile, stderr=subprocess.STDOUT, **popen_args)
         return record
 
+    def _spawn_forked(self, server: ForkServer, host: str, argv: list[str], role: str,
+                      save: bool) -> ProcessRecord:
+        with self._lock:
+            node = self.nodes.get(host)
+            if node is None:
+                raise LabError(f"host {host} is gone")
+            target = node.pid
+        pid, start = server.spawn(target, argv, str(self.paths.log))
+        entry = ProcessRecord(host, pid, start, list(argv), role)
+        with self._lock:
+            self.state.processes.append(entry)
+            if save:
+                self._save()
+        return entry
+
     def popen_in(self, host: str, argv: list[str], *, role: str = "", record: bool = True,
-                 new_session: bool = True, **popen_args) -> tuple[subprocess.Popen,
-                                                                  ProcessRecord | None]:
+                 save: bool = True, new_session: bool = True,
+                 **popen_args) -> tuple[subprocess.Popen, ProcessRecord | None]:
         """Start argv in a host's namespaces; the caller owns the Popen (and
         reaps it).  record: write it into the state folder (not for short
         commands: a crashed lab's cleanup finds every process of its
@@ -304,7 +351,8 @@ class LabNetwork:
         entry = ProcessRecord(host, proc.pid, started_at(proc.pid), list(argv), role)
         with self._lock:
             self.state.processes.append(entry)
-            self._save()
+            if save:
+                self._save()
         return proc, entry
 
     def record_environ(self, host: str, env: dict[str, str]) -> None:
@@ -439,6 +487,10 @@ class LabNetwork:
     def _save_locked(self) -> None:
         with self._lock:
             self._save()
+
+    def save_state(self) -> None:
+        """Write the state file now (after spawns made with save=False)."""
+        self._save_locked()
 
 
 
