@@ -85,7 +85,7 @@ def run(name: str) -> int:
         api = lab_life.enter_context(_Timed("api server", ApiServer(
             paths.api, cluster_info(spec), node_grace_period=spec.node_monitor_grace_period)))
         supervisor = lab_life.enter_context(_Timed("supervisor", Supervisor(lab)))
-        supervisor.on_change = lambda: _save_agents(state, paths, supervisor)
+        supervisor.on_change = lambda: _save_agents(state, lab, supervisor)
         serve_api(api, lab, spec, state, paths)
         # Start everything, then wait for everything: the waits overlap.
         start_proxy_agents(spec, lab, api, supervisor)
@@ -180,9 +180,9 @@ def serve_api(api: ApiServer, lab: LabNetwork, spec, state: LabState, paths: Lab
     state.kubeconfig = str(api.write_kubeconfig(paths.kubeconfig, state.api_url))
 
 
-def _save_agents(state: LabState, paths: LabPaths, supervisor: Supervisor) -> None:
+def _save_agents(state: LabState, lab: LabNetwork, supervisor: Supervisor) -> None:
     state.agents = supervisor.summary()
-    write_state(paths, state)
+    lab.save_state()        # under the lab's lock, as its own writes
 
 
 def main() -> int:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from base.errors import CommandError, LabError
+from base.setns import setns
 
 MNEXEC = "mnexec"
 NSENTER = "nsenter"
@@ -123,9 +124,7 @@ def enter_netns(pid: int) -> None:
     ensure_lab_namespace(pid)
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
     try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"setns into the netns of {pid}: {os.strerror(code)}")
+        setns(fd, "net")
     finally:
         os.close(fd)
 
@@ -202,10 +201,7 @@ def set_uts_hostname(pid: int, hostname: str) -> None:
                            f"namespace (pid {pid} shares it)")
 
         def rename() -> None:
-            if _libc.setns(fd, CLONE_NEWUTS) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, f"setns into the UTS namespace of {pid}: "
-                                    f"{os.strerror(code)}")
+            setns(fd, "uts")
             if uts_inode("thread-self") != target:
                 raise LabError(f"thread is not in the UTS namespace of {pid}")
             socket.sethostname(hostname)

@@ -22,8 +22,6 @@ the batch: nothing else can be touched.
 from __future__ import annotations
 
 import bisect
-import ctypes
-import os
 import socket
 import struct
 import threading
@@ -50,6 +48,7 @@ from base.netlink import (
     parse_attrs,
     strz,
 )
+from base.setns import setns
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -61,7 +60,6 @@ NFT_SET_ANONYMOUS, NFT_SET_MAP = 0x1, 0x8
 NFT_MSG_DELSETELEM, NFT_MSG_NEWGEN, NFT_MSG_GETGEN = 14, 15, 16
 NFTA_GEN_ID = 1
 NFPROTO_IPV4 = 2
-CLONE_NEWNET = 0x40000000
 _NFGEN = struct.Struct("=BBH")          # nfgenmsg: family version res_id(BE)
 _PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
 
@@ -304,11 +302,8 @@ def _socket_in(netns: str | None) -> socket.socket:
 
     def enter() -> None:
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
             with open(f"/run/netns/{netns}", "rb") as ns:
-                if libc.setns(ns.fileno(), CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, os.strerror(err))
+                setns(ns.fileno(), "net")
             made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
                                       NETLINK_NETFILTER))
         except OSError as exc:

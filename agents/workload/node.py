@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import json
 import os
@@ -40,12 +39,11 @@ import threading
 from agents.workload.__main__ import config_from_args
 from agents.workload.config import PortSpec, WorkloadConfig, WorkloadConfigError, WorkloadError
 from agents.workload.server import AccessLog, WorkloadServer
+from base.setns import setns
 
-CLONE_NEWNET = 0x40000000
 MAX_MESSAGE = 64 * 1024
 TERMINATE = (signal.SIGTERM, signal.SIGINT)
 IGNORED = (signal.SIGCHLD, signal.SIGWINCH, signal.SIGURG, signal.SIGCONT)
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def open_listeners(netns: str, config: WorkloadConfig) -> list[socket.socket]:
@@ -56,9 +54,7 @@ def open_listeners(netns: str, config: WorkloadConfig) -> list[socket.socket]:
     def make() -> None:
         fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, f"setns {netns}: {os.strerror(code)}")
+            setns(fd, "net")
         finally:
             os.close(fd)
         made: list[socket.socket] = []
