@@ -2,12 +2,11 @@
 idle connections do.
 
 The scheduler's binders and a controller's pod writers run a burst of API
-writes in parallel, each thread on its own kept-alive connection.  With a
-plain ThreadPoolExecutor those threads, and their connections, stay for the
-life of the process: a burst of 16 leaves 16 connections open at the API
-server for ever.  Here a thread that has waited `idle` seconds for work
-ends, running `on_exit` first (closing its connection), and the pool starts
-threads again, up to `size`, when work comes.
+writes in parallel.  With a plain ThreadPoolExecutor those threads stay for
+the life of the process.  Here a thread that has waited `idle` seconds for
+work ends, running `on_exit` first, and the pool starts threads again, up to
+`size`, when work comes.  (The connections they used are the API client's:
+its pool closes them once idle, base/kube/transport.py.)
 """
 from __future__ import annotations
 

@@ -9,13 +9,11 @@ back as ApiError carrying the HTTP status and the server's Status message.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import socket
 import ssl
 import tempfile
-import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from dataclasses import dataclass
 import yaml
 
 from base.errors import SvclabError
+from base.kube.transport import Connection, Pool
 
 # resource -> (API prefix, namespaced)
 RESOURCES = {
@@ -102,23 +101,9 @@ def path_for(resource: str, namespace: str | None = None, name: str | None = Non
 SocketFactory = Callable[[str, int, float], socket.socket]
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """An HTTPS connection whose TCP socket comes from a factory (e.g. one that
-    opens it inside a lab host's network namespace)."""
-
-    def __init__(self, host: str, port: int, *, timeout: float,
-                 context: ssl.SSLContext, socket_factory: SocketFactory):
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._socket_factory = socket_factory
-        self._ssl_context = context
-
-    def connect(self) -> None:
-        raw = self._socket_factory(self.host, self.port, self.timeout)
-        self.sock = self._ssl_context.wrap_socket(raw, server_hostname=self.host)
-
-
 class KubeClient:
-    """Thread-safe: each thread keeps its own keep-alive connection.
+    """Thread-safe: threads share the client's pool of keep-alive connections
+    (base/kube/transport.py), as a client-go process shares its transport.
 
     socket_factory(host, port, timeout) -> a connected socket, for a client
     whose traffic must leave from somewhere else than this process's
@@ -135,7 +120,8 @@ class KubeClient:
         self._context.check_hostname = False   # the lab CA signs by IP; CA is pinned
         if credentials.cert_pem:
             _load_client_cert(self._context, credentials.cert_pem, credentials.key_pem)
-        self._local = threading.local()
+        self._pool = Pool(lambda: self._connect(self.timeout))
+        self._header_lines = self._headers()
 
     @classmethod
     def from_kubeconfig(cls, path: str, server: str | None = None) -> KubeClient:
@@ -197,7 +183,7 @@ class KubeClient:
                                          ("fieldSelector", field_selector)) if v})
         return Watch(self._connect(timeout=timeout_seconds + 30),
                      path_for(resource, namespace) + "?" + urllib.parse.urlencode(params),
-                     self._headers())
+                     self._header_lines)
 
     # --- plumbing --------------------------------------------------------------
 
@@ -205,23 +191,23 @@ class KubeClient:
                 params: dict | None = None, content_type: str = "application/json") -> dict:
         if params:
             path += "?" + urllib.parse.urlencode(params)
-        headers = self._headers()
+        headers = self._header_lines
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
-            headers["Content-Type"] = content_type
-        for attempt in (1, 2):   # a kept-alive connection may have been closed
-            conn = self._connection()
+            headers = {**headers, "Content-Type": content_type}
+        while True:
+            conn, reused = self._pool.take()
             try:
-                conn.request(method, path, body=payload, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-                break
-            except (http.client.HTTPException, ConnectionError, ssl.SSLError, OSError):
+                response = conn.request(method, path, headers, payload)
+            except (ConnectionError, ssl.SSLError, OSError):
                 conn.close()
-                self._local.conn = None
-                if attempt == 2:
-                    raise
+                if reused:       # a kept-alive connection the server had closed: once more
+                    continue
+                raise
+            self._pool.give(conn)
+            break
+        data = response.body
         parsed = json.loads(data) if data else {}
         if response.status >= 400:
             raise ApiError(response.status, parsed.get("reason", response.reason),
@@ -234,56 +220,61 @@ class KubeClient:
             headers["Authorization"] = f"Bearer {self.credentials.token}"
         return headers
 
-    def close_thread_connection(self) -> None:
-        """Close the calling thread's kept-alive connection, if it has one (a pool
-        thread on its way out: the connection would otherwise stay open)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            self._local.conn = None
-            conn.close()
+    def close(self) -> None:
+        """Close the idle kept-alive connections (ones in use close when given back)."""
+        self._pool.close()
 
-    def _connection(self) -> http.client.HTTPSConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect(self.timeout)
-        return conn
-
-    def _connect(self, timeout: float) -> http.client.HTTPSConnection:
+    def _connect(self, timeout: float) -> Connection:
         if self.socket_factory is not None:
-            return _HTTPSConnection(self._host, self._port, timeout=timeout,
-                                    context=self._context, socket_factory=self.socket_factory)
-        return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
-                                           context=self._context)
+            raw = self.socket_factory(self._host, self._port, timeout)
+        else:
+            raw = socket.create_connection((self._host, self._port), timeout)
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = self._context.wrap_socket(raw, server_hostname=self._host)
+        except BaseException:
+            raw.close()
+            raise
+        return Connection(sock, f"{self._host}:{self._port}")
 
 
 class Watch:
     """A streaming watch: iterate for (type, object) events; close() to stop."""
 
-    def __init__(self, conn: http.client.HTTPSConnection, path: str, headers: dict):
+    def __init__(self, conn: Connection, path: str, headers: dict):
         self._conn = conn
-        conn.request("GET", path, headers=headers)
-        self._response = conn.getresponse()
-        if self._response.status >= 400:
-            data = self._response.read()
-            parsed = json.loads(data) if data else {}
+        try:
+            conn.send("GET", path, headers)
+            status, reason, answer = conn.read_head()
+            if status >= 400 or answer.get("transfer-encoding", "").lower() != "chunked":
+                data = conn._read_body("GET", status, answer)
+                parsed = json.loads(data) if data else {}
+                raise ApiError(status, parsed.get("reason", reason),
+                               parsed.get("message", ""), "WATCH", path)
+        except BaseException:
             conn.close()
-            raise ApiError(self._response.status, parsed.get("reason", ""),
-                           parsed.get("message", ""), "WATCH", path)
+            raise
 
     def __iter__(self) -> Iterator[tuple[str, dict]]:
-        while True:
-            line = self._response.readline()
-            if not line:
-                return
-            if line.strip():
-                event = json.loads(line)
-                yield event["type"], event["object"]
+        pending = b""
+        try:
+            for chunk in self._conn.chunks():
+                pending += chunk
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    if line.strip():
+                        event = json.loads(line)
+                        yield event["type"], event["object"]
+        except (OSError, ValueError):     # ProtocolError is an OSError
+            if self._conn.reusable:      # not closed by close() from another thread
+                raise
+            return
+        if pending.strip():
+            event = json.loads(pending)
+            yield event["type"], event["object"]
 
     def close(self) -> None:
-        try:
-            self._conn.sock and self._conn.sock.shutdown(2)
-        except OSError:
-            pass
+        self._conn.shutdown()
         self._conn.close()
 
 

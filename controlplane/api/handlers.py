@@ -34,7 +34,7 @@ from controlplane.api.streams.routes import (
     Upgrade,
 )
 from controlplane.api.strict import check_strict, check_strict_apply
-from controlplane.api.watch import WatchRequest, watch_events
+from controlplane.api.watch import IDLE, WatchRequest, watch_events
 
 DEFAULT_WATCH_TIMEOUT = 1800.0
 RETURN_DELETED_OBJECT = ("services", "pods")   # as the real registries do; others answer a Status
@@ -68,7 +68,8 @@ class Response:
 
 @dataclass
 class Stream:
-    """A watch: ``events`` yields JSON-ready WatchEvent dicts."""
+    """A watch: ``events`` yields JSON-ready WatchEvent dicts, and None when the
+    next one will take a while (the writer flushes then)."""
 
     events: Iterator[dict]
     content_type: str = "application/json"
@@ -287,11 +288,13 @@ class Api:
                              float(q.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT))
         as_table = _wants_table(request.headers)
         include = q.get("includeObject", "Metadata")
-        events = watch_events(self.registry.store, watch, self.stopped)  # may raise 410
+        events = watch_events(self.registry.store, watch, self.stopped,  # may raise 410
+                              mark_idle=True)
         view = self.registry.view
-        return Stream(self._event(route.rt, (kind, obj if kind == "BOOKMARK"
-                                             else view(route.rt, obj)), as_table, include)
-                      for kind, obj in events)
+        return Stream(None if item is IDLE else
+                      self._event(route.rt, (item[0], item[1] if item[0] == "BOOKMARK"
+                                             else view(route.rt, item[1])), as_table, include)
+                      for item in events)
 
     @staticmethod
     def _event(rt: ResourceType, item: tuple[str, dict], as_table: bool, include: str) -> dict:

@@ -42,6 +42,7 @@ from controlplane.api.jws import SigningKey
 from controlplane.api.rbac.bootstrap_policy import ensure_bootstrap_policy
 from controlplane.api.rbac.gate import RequestGate
 from controlplane.api.registry import ClusterConfig, Registry
+from controlplane.api.request_head import LeanRequestHead
 from controlplane.api.store import Store
 from controlplane.api.streams.responses import StreamedResponses
 from controlplane.api.streams.routes import ByteStream, Upgrade
@@ -55,7 +56,7 @@ IDLE_TIMEOUT = 300.0
 SHUTDOWN_POLL_SECONDS = 0.05
 
 
-class _Handler(StreamedResponses, BaseHTTPRequestHandler):
+class _Handler(LeanRequestHead, StreamedResponses, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "svclab-apiserver"
     timeout = IDLE_TIMEOUT
@@ -108,11 +109,7 @@ class _Handler(StreamedResponses, BaseHTTPRequestHandler):
 
     def _header_dict(self) -> dict:
         """Lower-case names; a repeated header's values joined with ", " (as HTTP allows)."""
-        headers: dict[str, str] = {}
-        for name, value in self.headers.items():
-            name = name.lower()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        return headers
+        return self.headers.lowered()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
@@ -132,9 +129,11 @@ class _Handler(StreamedResponses, BaseHTTPRequestHandler):
         self._start_chunked(stream.content_type)
         try:
             for event in stream.events:
+                if event is None:        # nothing more ready: send what is written
+                    self.wfile.flush()
+                    continue
                 line = _encoded_event(event)
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
-                self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (TimeoutError, BrokenPipeError, ConnectionResetError, ssl.SSLError):

@@ -1,7 +1,8 @@
 """Watch streams: initial state, then changes from the store's event history.
 
 :func:`watch_events` is a generator of ``(type, object)`` pairs that ends on
-timeout, server shutdown, or when the consumer stops asking (client gone).
+timeout, server shutdown, or when the consumer stops asking (client gone);
+asked to, it yields ``IDLE`` (None) whenever it is about to wait for changes.
 resourceVersion semantics follow the apiserver: unset or "0" starts with
 synthetic ADDED events for the current state; a number N streams what came
 after N (410 Expired when N is older than the history); ``sendInitialEvents``
@@ -21,6 +22,7 @@ from controlplane.api.store import Store
 
 BOOKMARK_INTERVAL = 10.0
 POLL = 0.5
+IDLE = None   # yielded when nothing more is ready: time to flush
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,12 @@ def bookmark(rt: ResourceType, rv: int, initial_end: bool = False) -> dict:
     return {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}
 
 
-def watch_events(store: Store, req: WatchRequest, stopped: Callable[[], bool]
-                 ) -> Iterator[tuple[str, dict]]:
-    """(event type, object) pairs until timeout, shutdown or ``stopped()``.
+def watch_events(store: Store, req: WatchRequest, stopped: Callable[[], bool], *,
+                 mark_idle: bool = False) -> Iterator[tuple[str, dict] | None]:
+    """(event type, object) pairs until timeout, shutdown or ``stopped()``;
+    with ``mark_idle``, also IDLE (None) before each wait for changes: a
+    writer sends what it has then, one flush for a burst of events instead
+    of one per event.
 
     The starting point is checked here, eagerly (410 Expired raises before
     any byte of the response is sent); the returned generator streams.
@@ -73,11 +78,11 @@ def watch_events(store: Store, req: WatchRequest, stopped: Callable[[], bool]
                 raise expired(f"too old resource version: {rv_text} "
                               f"({store.oldest_watchable_rv() + 1})")
             initial = []
-    return _stream(store, req, stopped, initial, start)
+    return _stream(store, req, stopped, initial, start, mark_idle)
 
 
 def _stream(store: Store, req: WatchRequest, stopped: Callable[[], bool], initial: list[dict],
-            start: int) -> Iterator[tuple[str, dict]]:
+            start: int, mark_idle: bool) -> Iterator[tuple[str, dict] | None]:
     rt = req.resource
     for obj in initial:
         yield "ADDED", obj
@@ -90,6 +95,8 @@ def _stream(store: Store, req: WatchRequest, stopped: Callable[[], bool], initia
         remaining = deadline - time.monotonic()
         if remaining <= 0 or stopped():
             return
+        if mark_idle:
+            yield IDLE
         with store.lock:
             store.wait_for_change(last, min(POLL, remaining))
             if store.closed:

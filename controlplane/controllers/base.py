@@ -122,9 +122,9 @@ class Controller:
         return self._writers.map(attempt, pods)
 
     def pool(self, name: str, size: int = WRITERS) -> IdlePool:
-        """Threads for parallel API writes; idle ones end and close their connection."""
-        return IdlePool(size, name, on_exit=getattr(self.client, "close_thread_connection",
-                                                    None))
+        """Threads for parallel API writes; idle ones end (the client's pool closes
+        the connections they used once those are idle)."""
+        return IdlePool(size, name)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"ctl-{self.name}", daemon=True)
