@@ -51,7 +51,7 @@ from labd.components import (
     wait_for_proxy_agents,
 )
 from labd.control import ControlServer, record_to_json
-from labd.credentials import identity_client
+from labd.credentials import in_process_client
 from labd.elb import alb_controller_for, cloud_controller_for, start_elb
 from labd.nodes import NodeMembership
 from labd.supervisor import Supervisor
@@ -96,10 +96,10 @@ def run(name: str) -> int:
         api.pod_streams = runtime = LabPodRuntime(lab)    # exec, attach, port-forward, logs
         # Each component as its own identity (controlplane/identities.py), RBAC-bound.
         control_plane = lab_life.enter_context(_Timed("control plane", ControlPlane(
-            identity_client(api, KUBE_CONTROLLER_MANAGER), runtime,
+            in_process_client(api, KUBE_CONTROLLER_MANAGER), runtime,
             [n.name for n in spec.nodes], builtin_images={"coredns": coredns},
             node_clients=kubelet_clients(spec, lab, api),
-            scheduler_client=identity_client(api, KUBE_SCHEDULER),
+            scheduler_client=in_process_client(api, KUBE_SCHEDULER),
             # kubelets report 4x per grace period
             heartbeat_seconds=min(5.0, spec.node_monitor_grace_period / 4),
             # Leases and Job back-off on the lab's clock
@@ -107,9 +107,9 @@ def run(name: str) -> int:
             # clusterDNS, and each node's resolver from the VPC's DHCP
             kubelet_dns=KubeletDns((cluster_dns_ip(spec),), CLUSTER_DOMAIN, vpc_dns(spec)))))
         cloud = lab_life.enter_context(_Timed("cloud controller", cloud_controller_for(
-            spec, lab, elb, identity_client(api, CLOUD_CONTROLLER_MANAGER))))
+            spec, lab, elb, in_process_client(api, CLOUD_CONTROLLER_MANAGER))))
         lab_life.enter_context(_Timed("alb controller", alb_controller_for(
-            spec, lab, elb, identity_client(api, AWS_LOAD_BALANCER_CONTROLLER))))
+            spec, lab, elb, in_process_client(api, AWS_LOAD_BALANCER_CONTROLLER))))
         install_cluster_dns(admin, spec)
         ensure_alb_ingress_class(admin)     # the IngressClass `alb`, as the Helm chart installs
         nodes = NodeMembership(spec, lab, api, admin, supervisor, control_plane,

@@ -181,9 +181,8 @@ class KubeClient:
                   "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
         params.update({k: v for k, v in (("labelSelector", label_selector),
                                          ("fieldSelector", field_selector)) if v})
-        return Watch(self._connect(timeout=timeout_seconds + 30),
-                     path_for(resource, namespace) + "?" + urllib.parse.urlencode(params),
-                     self._header_lines)
+        return self.open_watch(path_for(resource, namespace) + "?"
+                               + urllib.parse.urlencode(params), timeout_seconds + 30)
 
     # --- plumbing --------------------------------------------------------------
 
@@ -213,6 +212,10 @@ class KubeClient:
             raise ApiError(response.status, parsed.get("reason", response.reason),
                            parsed.get("message", data.decode(errors="replace")), method, path)
         return parsed
+
+    def open_watch(self, target: str, timeout: float) -> Watch:
+        """A watch of target (path?query) on a connection of its own."""
+        return Watch(self._connect(timeout), target, self._header_lines)
 
     def _headers(self) -> dict:
         headers = {"Accept": "application/json", "User-Agent": "svclab-agent"}

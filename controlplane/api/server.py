@@ -84,20 +84,7 @@ class _Handler(LeanRequestHead, StreamedResponses, BaseHTTPRequestHandler):
         owner = self.server.owner
         peer = (self.connection.getpeercert(binary_form=True)
                 if isinstance(self.connection, ssl.SSLSocket) else None)
-        user = owner.authenticator.authenticate(peer, self.headers.get("Authorization"))
-        if user is None:
-            self._send(Response(401, errors.unauthorized().to_status()))
-            return
-        headers = self._header_dict()
-        try:    # RBAC (and impersonation, node restriction): controlplane/api/rbac/gate.py
-            acting, _ = owner.gate.admit(user, self.command, self.path, headers, body)
-        except errors.StatusError as exc:
-            self._send(Response(exc.code, exc.to_status()))
-            return
-        request = Request(self.command, self.path, headers, body, acting)
-        result = owner.api.dispatch(request)
-        log.debug("%s %s %s -> %s", user.name, self.command, self.path,
-                  result.code if isinstance(result, Response) else type(result).__name__)
+        result = owner.handle(self.command, self.path, self._header_dict(), body, peer)
         if isinstance(result, Stream):
             self._stream(result)
         elif isinstance(result, ByteStream):
@@ -312,6 +299,25 @@ class ApiServer:
                   "current-context": f"{user}@svclab"}
         certs.write_private(Path(path), yaml.safe_dump(config, sort_keys=False).encode())
         return Path(path)
+
+    # ---- requests ---------------------------------------------------------
+    def handle(self, method: str, target: str, headers: dict, body: bytes,
+               peer_der: bytes | None = None) -> Response | Stream | ByteStream | Upgrade:
+        """One request, whoever carried it: authenticated (client certificate
+        or bearer token), admitted (RBAC, impersonation, node restriction:
+        controlplane/api/rbac/gate.py), then dispatched.  ``headers`` have
+        lower-case names."""
+        user = self.authenticator.authenticate(peer_der, headers.get("authorization"))
+        if user is None:
+            return Response(401, errors.unauthorized().to_status())
+        try:
+            acting, _ = self.gate.admit(user, method, target, headers, body)
+        except errors.StatusError as exc:
+            return Response(exc.code, exc.to_status())
+        result = self.api.dispatch(Request(method, target, headers, body, acting))
+        log.debug("%s %s %s -> %s", user.name, method, target,
+                  result.code if isinstance(result, Response) else type(result).__name__)
+        return result
 
     # ---- pod IPs (for the kubelet / CNI of the workloads issue) ----------
     def allocate_pod_ip(self, node: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from base.kube.client import ApiError, Credentials, KubeClient
 from controlplane import identities as ids
 from labd.addons import coredns_service_account
-from labd.credentials import identity_client
+from labd.credentials import identity_client, in_process_client
 
 SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "rogue"},
            "spec": {"ports": [{"port": 80}]}}
@@ -99,3 +99,23 @@ def test_the_table_names_every_component_the_lab_runs():
     assert all(not identity.user.startswith("kubernetes-admin")
                and "system:masters" not in identity.groups
                for identity in [*ids.COMPONENTS.values(), ids.kubelet(NODE)])
+
+
+IN_DAEMON = ("kube-controller-manager", "kube-scheduler", "cloud-controller-manager")
+
+
+@pytest.mark.parametrize(("identity", "allowed", "refused", "words"),
+                         [case[1:] for case in CASES if case[0] in IN_DAEMON],
+                         ids=[case[0] for case in CASES if case[0] in IN_DAEMON])
+def test_components_in_the_daemon_are_held_to_their_role_in_process_too(
+        shared_server, identity, allowed, refused, words):
+    """The lab's controllers call the API server in its process (labd/credentials.py's
+    in_process_client): the same RBAC answers as over HTTPS."""
+    client = in_process_client(shared_server, identity)
+    allowed(client)
+    before = shared_server.store.resource_version
+    with pytest.raises(ApiError) as err:
+        refused(client)
+    assert err.value.status == 403, err.value
+    assert words in err.value.message
+    assert shared_server.store.resource_version == before
