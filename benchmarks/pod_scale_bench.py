@@ -202,7 +202,7 @@ def scale_once(paths: LabPaths, counter: Counter, count: int, nodes: int, before
     """Scale 0 -> count; the seconds until all run and are ready endpoints, and memory."""
     kubectl(paths, "scale", "deployment", NAME, "--replicas=0")
     _wait_gone(counter, timeout)
-    print(f"  scale 0 -> {count}", flush=True)
+    print(f"  scale 0 -> {count}; {machine_speed()}", flush=True)
     started = time.monotonic()
     kubectl(paths, "scale", "deployment", NAME, f"--replicas={count}")
     seconds = wait_for(count, counter, started, timeout)
@@ -245,6 +245,20 @@ def load_line() -> str:
     return f"load average {' '.join(load)} on {os.cpu_count()} cores"
 
 
+def machine_speed() -> str:
+    """Milliseconds for a fixed pure-Python loop, best of three.  This VM's
+    CPU is not always as fast: the same loop took 105-115 ms in some runs of
+    the twelfth session and 170-300 ms in others, and the lab's figures move
+    with it.  Read a run's seconds next to the speed it had."""
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.perf_counter(), 0
+        for i in range(2_000_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - started)
+    return f"machine speed: a fixed loop took {best * 1000:.0f} ms (a fast phase: ~110 ms)"
+
+
 def settle(quiet: float = 1.0, longest: float = 300.0) -> None:
     """Until the 1-minute load average is below `quiet` (at most `longest` s): the
     kernel goes on freeing a big lab's namespaces well after it is down."""
@@ -285,6 +299,7 @@ def main() -> int:
         if results:
             settle()          # the 1,000 pods' teardown goes on after the lab is gone
         nodes, pods = (int(x) for x in args.big_lab.split("x"))
+        print(machine_speed(), flush=True)
         seconds = big_lab_up(nodes, pods)
         print(f"`svclab up` of {nodes} nodes x {pods} static pods: {seconds:.1f} s "
               f"(target <= {TARGET_BIG_LAB_S:.0f} s: "

@@ -46,7 +46,7 @@ class InProcessClient(KubeClient):
             payload = json.dumps(body).encode()
             headers = {**headers, "content-type": content_type,
                        "content-length": str(len(payload))}
-        result = self._server.handle(method, path, headers, payload)
+        result = self._serve(method, path, headers, payload)
         if not isinstance(result, Response):
             _close(result)
             raise ApiError(400, "BadRequest", "a streaming answer to a plain request",
@@ -54,7 +54,7 @@ class InProcessClient(KubeClient):
         return _parsed(result, method, path)
 
     def open_watch(self, target: str, timeout: float) -> InProcessWatch:
-        result = self._server.handle("GET", target, self._lower, b"")
+        result = self._serve("GET", target, self._lower, b"")
         if isinstance(result, Stream):
             return InProcessWatch(result)
         _close(result)
@@ -64,6 +64,11 @@ class InProcessClient(KubeClient):
 
     def close(self) -> None:
         """Nothing is kept open between requests."""
+
+    def _serve(self, method: str, target: str, headers: dict, body: bytes):
+        if self._server.stopped:      # as a stopped server's closed port answers
+            raise ConnectionRefusedError(f"{method} {target}: the API server has stopped")
+        return self._server.handle(method, target, headers, body)
 
 
 class InProcessWatch:

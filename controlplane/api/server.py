@@ -301,6 +301,10 @@ class ApiServer:
         return Path(path)
 
     # ---- requests ---------------------------------------------------------
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
+
     def handle(self, method: str, target: str, headers: dict, body: bytes,
                peer_der: bytes | None = None) -> Response | Stream | ByteStream | Upgrade:
         """One request, whoever carried it: authenticated (client certificate

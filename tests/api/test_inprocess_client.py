@@ -100,3 +100,12 @@ def test_a_watch_the_role_does_not_allow_is_forbidden(api_server):
     with pytest.raises(ApiError) as err:
         proxy.watch("secrets", "0", "default")
     assert err.value.status == 403 and 'cannot watch resource "secrets"' in err.value.message
+
+
+def test_a_stopped_server_refuses_as_its_closed_port_would(api_server):
+    client = in_process_client(api_server, ids.ADMIN)
+    api_server.stop()
+    with pytest.raises(ConnectionRefusedError):
+        client.list("services")
+    with pytest.raises(ConnectionRefusedError):
+        client.watch("services", "0")
