@@ -248,8 +248,9 @@ def load_line() -> str:
 def machine_speed() -> str:
     """Milliseconds for a fixed pure-Python loop, best of three.  This VM's
     CPU is not always as fast: the same loop took 105-115 ms in some runs of
-    the twelfth session and 170-300 ms in others, and the lab's figures move
-    with it.  Read a run's seconds next to the speed it had."""
+    the twelfth session and 155-300 ms in others, and the lab's figures move
+    with it.  It also counts what still runs (a scale-down's namespaces
+    being freed).  Read a run's seconds next to the speed it had."""
     best = float("inf")
     for _ in range(3):
         started, total = time.perf_counter(), 0

@@ -199,7 +199,7 @@ class KubeClient:
             conn, reused = self._pool.take()
             try:
                 response = conn.request(method, path, headers, payload)
-            except (ConnectionError, ssl.SSLError, OSError):
+            except OSError:      # a socket, TLS or protocol error (ProtocolError)
                 conn.close()
                 if reused:       # a kept-alive connection the server had closed: once more
                     continue
@@ -250,7 +250,7 @@ class Watch:
             conn.send("GET", path, headers)
             status, reason, answer = conn.read_head()
             if status >= 400 or answer.get("transfer-encoding", "").lower() != "chunked":
-                data = conn._read_body("GET", status, answer)
+                data = conn.read_body("GET", status, answer)
                 parsed = json.loads(data) if data else {}
                 raise ApiError(status, parsed.get("reason", reason),
                                parsed.get("message", ""), "WATCH", path)

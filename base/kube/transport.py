@@ -68,7 +68,7 @@ class Connection:
                 body: bytes | None = None) -> Response:
         self.send(method, target, headers, body)
         status, reason, answer = self.read_head()
-        return Response(status, reason, answer, self._read_body(method, status, answer))
+        return Response(status, reason, answer, self.read_body(method, status, answer))
 
     def read_head(self) -> tuple[int, str, dict[str, str]]:
         """The status line and headers of the next response."""
@@ -122,7 +122,7 @@ class Connection:
         except OSError:
             pass
 
-    def _read_body(self, method: str, status: int, headers: dict[str, str]) -> bytes:
+    def read_body(self, method: str, status: int, headers: dict[str, str]) -> bytes:
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             return b""
         if headers.get("transfer-encoding", "").lower() == "chunked":
