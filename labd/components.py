@@ -82,10 +82,27 @@ def policy_agent_argv(spec: ClusterSpec, node: NodeSpec, kubeconfig: Path,
             "--node", node.name, "--mode", spec.proxy_mode, "--netns-inode", str(netns)]
 
 
-def start_policy_agents(spec: ClusterSpec, lab: LabNetwork, api,
-                        supervisor: Supervisor) -> None:
-    """One policy agent per node, as calico-node's service account, in-lab."""
-    supervisor.add_all([_policy_agent(spec, lab, api, r) for r in _node_records(lab)])
+def start_policy_agents(spec: ClusterSpec, lab: LabNetwork, api, supervisor: Supervisor,
+                        timeout: float = AGENT_READY_TIMEOUT) -> None:
+    """One policy agent per node, as calico-node's service account, in-lab,
+    each started once its node's proxy agent has synced: kube-proxy's agent
+    inserts its KUBE-* jumps at the top of FORWARD, and the policy agent's
+    jump must end up above them (it moves itself back to rule 1 when it
+    syncs).  Node by node, not after all nodes' proxies: a 50-node lab's
+    slowest proxy does not hold back the other 49 policy agents."""
+    deadline = time.monotonic() + timeout
+    pending = {r.name: r for r in _node_records(lab)}
+    while pending:
+        synced = [r for r in pending.values() if _healthy(r.pid, HEALTHZ_PORT)]
+        if synced:
+            supervisor.add_all([_policy_agent(spec, lab, api, r) for r in synced])
+            for record in synced:
+                del pending[record.name]
+        elif time.monotonic() > deadline:
+            raise LabTimeout(f"proxy agents not healthy after {timeout:.0f} s on "
+                             f"{', '.join(sorted(pending))}; see the lab log")
+        else:
+            time.sleep(0.05)
 
 
 def start_policy_agent(spec: ClusterSpec, lab: LabNetwork, api, supervisor: Supervisor,
@@ -121,11 +138,6 @@ def kubelet_client(spec: ClusterSpec, lab: LabNetwork, api, record) -> KubeClien
 def _api_server(spec: ClusterSpec) -> str:
     control = next(n for n in spec.nodes if n.is_control_plane)
     return f"https://{control.address}:{API_PORT}"
-
-
-def wait_for_proxy_agents(lab: LabNetwork, timeout: float = AGENT_READY_TIMEOUT) -> None:
-    """Wait until every node's agent reports a successful sync on :10256."""
-    _wait_healthy(lab, "proxy agents", HEALTHZ_PORT, timeout)
 
 
 def wait_for_policy_agents(lab: LabNetwork, timeout: float = AGENT_READY_TIMEOUT) -> None:

@@ -48,7 +48,6 @@ from labd.components import (
     start_proxy_agents,
     wait_for_outside_dns,
     wait_for_policy_agents,
-    wait_for_proxy_agents,
 )
 from labd.control import ControlServer, record_to_json
 from labd.credentials import in_process_client
@@ -116,11 +115,7 @@ def run(name: str) -> int:
                                cloud.set_static_dns)
         lab_life.enter_context(_Timed("control socket", ControlServer(
             paths.control, _control_handlers(lab, state, stopping, nodes))))
-        wait_for_proxy_agents(lab)
-        # After the proxy agents' first sync: kube-proxy's agent inserts its
-        # KUBE-* jumps at the top of FORWARD, the policy agent's jump must
-        # end up above them (it moves itself back to rule 1 when it syncs).
-        start_policy_agents(spec, lab, api, supervisor)
+        start_policy_agents(spec, lab, api, supervisor)   # each after its node's proxy syncs
         wait_for_outside_dns(spec, lab)
         wait_for_cluster_dns(admin)
         wait_for_policy_agents(lab)
