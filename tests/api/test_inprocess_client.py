@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from base.kube.client import ApiError, KubeClient
+from base.kube.client import ApiError, Credentials, KubeClient
 from controlplane import identities as ids
+from controlplane.api.inprocess import InProcessClient
 from labd.credentials import in_process_client
 
 SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
@@ -55,8 +56,9 @@ def test_errors_carry_the_status_reason_and_message(local):
 
 
 def test_a_token_the_server_does_not_know_is_refused(api_server):
-    client = in_process_client(api_server, ids.KUBE_PROXY)
-    client._lower = {**client._lower, "authorization": "Bearer not-a-token"}
+    client = InProcessClient(api_server, Credentials(
+        server=f"https://{api_server.addresses[0]}", ca_pem=api_server.ca.cert_pem.decode(),
+        token="not-a-token"))
     with pytest.raises(ApiError) as err:
         client.list("services")
     assert err.value.status == 401
