@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dnslib import DNSRecord
@@ -90,19 +91,10 @@ def start_policy_agents(spec: ClusterSpec, lab: LabNetwork, api, supervisor: Sup
     jump must end up above them (it moves itself back to rule 1 when it
     syncs).  Node by node, not after all nodes' proxies: a 50-node lab's
     slowest proxy does not hold back the other 49 policy agents."""
-    deadline = time.monotonic() + timeout
-    pending = {r.name: r for r in _node_records(lab)}
-    while pending:
-        synced = [r for r in pending.values() if _healthy(r.pid, HEALTHZ_PORT)]
-        if synced:
-            supervisor.add_all([_policy_agent(spec, lab, api, r) for r in synced])
-            for record in synced:
-                del pending[record.name]
-        elif time.monotonic() > deadline:
-            raise LabTimeout(f"proxy agents not healthy after {timeout:.0f} s on "
-                             f"{', '.join(sorted(pending))}; see the lab log")
-        else:
-            time.sleep(0.05)
+    records = {r.name: r for r in _node_records(lab)}
+    _wait_healthy(lab, "proxy agents", HEALTHZ_PORT, timeout,
+                  on_healthy=lambda names: supervisor.add_all(
+                      [_policy_agent(spec, lab, api, records[n]) for n in names]))
 
 
 def start_policy_agent(spec: ClusterSpec, lab: LabNetwork, api, supervisor: Supervisor,
@@ -153,15 +145,23 @@ def wait_for_node_agents(lab: LabNetwork, node: str,
 
 
 def _wait_healthy(lab: LabNetwork, what: str, port: int, timeout: float,
-                  only: str | None = None) -> None:
+                  only: str | None = None,
+                  on_healthy: Callable[[list[str]], None] | None = None) -> None:
+    """Until every node's agent answers 200 on port; on_healthy gets the
+    names of the nodes whose agents did since the last look."""
     deadline = time.monotonic() + timeout
     pending = {r.name: r.pid for r in _node_records(lab) if only in (None, r.name)}
     while pending:
-        pending = {name: pid for name, pid in pending.items() if not _healthy(pid, port)}
+        healthy = [name for name, pid in pending.items() if _healthy(pid, port)]
+        for name in healthy:
+            del pending[name]
+        if healthy and on_healthy is not None:
+            on_healthy(healthy)
         if pending and time.monotonic() > deadline:
             raise LabTimeout(f"{what} not healthy after {timeout:.0f} s on "
                              f"{', '.join(sorted(pending))}; see the lab log")
-        time.sleep(0.05)
+        if pending:
+            time.sleep(0.05)
 
 
 def _healthy(pid: int, port: int) -> bool:

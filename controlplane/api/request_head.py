@@ -15,11 +15,10 @@ MAX_HEADERS = 100
 
 
 class Headers:
-    """A request's headers: `get` ignores case (repeats joined with ", ", as HTTP
-    allows), `items()` gives them as sent."""
+    """A request's headers: `get` ignores case; a repeated header's values are
+    joined with ", " (as HTTP allows)."""
 
     def __init__(self, pairs: list[tuple[str, str]]):
-        self._pairs = pairs
         self._by_name: dict[str, str] = {}
         for name, value in pairs:
             key = name.lower()
@@ -29,17 +28,8 @@ class Headers:
     def get(self, name: str, default: str | None = None) -> str | None:
         return self._by_name.get(name.lower(), default)
 
-    def __getitem__(self, name: str) -> str | None:
-        return self._by_name.get(name.lower())
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._by_name
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._pairs)
-
     def lowered(self) -> dict[str, str]:
-        """Lower-case names to values (a repeated header's values joined)."""
+        """Lower-case names to values."""
         return dict(self._by_name)
 
 
