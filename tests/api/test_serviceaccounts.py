@@ -135,10 +135,16 @@ def test_the_token_authenticates_as_the_service_account(cluster, kubectl, team):
                                    "system:authenticated"}
 
 
-def test_the_account_gets_exactly_its_bindings(cluster, kubectl, team):
+@pytest.fixture(scope="module")
+def reads_pods(kubectl, team) -> str:
+    """The namespace's default ServiceAccount may list its pods (a Role and binding)."""
     kubectl("create", "role", "pod-reader", "--verb=list", "--resource=pods", "-n", team)
     kubectl("create", "rolebinding", "robot-reads", "--role=pod-reader",
             f"--serviceaccount={team}:default", "-n", team)
+    return team
+
+
+def test_the_account_gets_exactly_its_bindings(cluster, kubectl, team, reads_pods):
     robot = as_token(cluster, kubectl("create", "token", "default", "-n", team).strip())
     assert wait_until("the binding to take effect", lambda: status_of(robot, team) == 200)
     assert status_of(robot, "default") == 403
@@ -184,7 +190,7 @@ def volumes_of(cluster, name: str, namespace: str = NS):
     return found["sandbox"].volumes if found else None
 
 
-def test_a_pod_gets_a_token_bound_to_it(cluster, kubectl, team):
+def test_a_pod_gets_a_token_bound_to_it(cluster, kubectl, team, reads_pods):
     cluster.client.create("pods", pod("web-1"), team)
     volumes = wait_until("web-1's sandbox", lambda: volumes_of(cluster, "web-1"))
     assert [v.path for v in volumes] == [MOUNT_PATH]
@@ -198,7 +204,7 @@ def test_a_pod_gets_a_token_bound_to_it(cluster, kubectl, team):
     assert seen["kubernetes.io"]["pod"] == {"name": "web-1", "uid": live["metadata"]["uid"]}
     assert live["spec"]["serviceAccountName"] == "default"
     in_pod = as_token(cluster, files["token"])
-    assert status_of(in_pod, team) == 200          # the binding of the test above
+    assert status_of(in_pod, team) == 200          # reads_pods's binding
     cluster.client.delete("pods", "web-1", team, grace_period=0)
     wait_until("web-1 gone", lambda: cluster.get("pods", "web-1", team) is None)
     assert status_of(in_pod, team) == 401
@@ -230,7 +236,8 @@ def test_a_pod_waits_for_its_service_account(cluster, kubectl, team):
     assert claims(dict(volumes[0].files)["token"])["sub"] == f"system:serviceaccount:{NS}:later"
 
 
-def test_kubectl_binds_a_token_to_a_pod_that_dies_with_it(cluster, kubectl, team):
+def test_kubectl_binds_a_token_to_a_pod_that_dies_with_it(cluster, kubectl, team,
+                                                           reads_pods):
     cluster.client.create("pods", pod("target"), team)
     uid = wait_until("target", lambda: cluster.get("pods", "target", team))["metadata"]["uid"]
     token = kubectl("create", "token", "default", "-n", team, "--bound-object-kind", "Pod",
