@@ -71,6 +71,7 @@ class LabNetwork:
         self._pod_seq = 0
         self._pending: dict[tuple[str, str], ipaddress.IPv4Address] = {}   # pods being made
         self._pod_hosts: dict[tuple[str, str], str] = {}   # (namespace, name) -> pod host
+        self._pod_ips: dict[str, set[int]] = {}   # node -> its pods' addresses (as integers)
         self._node_side = NodeSide()
         # Pods come and go by the hundred: their hosts reach the state file in
         # shared writes (base/groupcommit.py), each pod call still returning
@@ -398,6 +399,7 @@ class LabNetwork:
         self.state.hosts[config.host] = record
         if record.kind == "pod":
             self._pod_hosts[(record.namespace, record.name)] = config.host
+            self._pod_ips.setdefault(record.node, set()).update(_ints(record.addresses))
         if record.netns not in self.state.netns_seen:
             self.state.netns_seen.append(record.netns)
             cookie = getattr(node, "netns_cookie", None) or netns_cookie(node.pid)
@@ -437,6 +439,7 @@ class LabNetwork:
         record = self.state.hosts.pop(host, None)
         if record is not None and record.kind == "pod":
             self._pod_hosts.pop((record.namespace, record.name), None)
+            self._pod_ips.get(record.node, set()).difference_update(_ints(record.addresses))
         if node is None:
             return
         node.terminate()
@@ -453,25 +456,22 @@ class LabNetwork:
 
     def _pick_pod_ip(self, node_index: int, wanted: str | None) -> ipaddress.IPv4Address:
         block = self.spec.nodes[node_index].pod_block
-        # Strings, not IPv4Address: parsing every pod's address for each new
-        # pod was O(pods) of slow parsing, a second of CPU per hundred pods at 1,000.
-        node_name = self.spec.nodes[node_index].name     # only its pods use its block
-        used = {a for r in self.state.hosts.values() if r.kind == "pod" and r.node == node_name
-                for a in r.addresses}
-        used.update(str(a) for a in self._pending.values())
+        # Integers kept as pods come and go: collecting and parsing every pod's
+        # address for each new pod was O(pods), seconds of CPU at a thousand.
+        used = self._pod_ips.get(self.spec.nodes[node_index].name, set())
+        used = used | {int(a) for a in self._pending.values()}
         if wanted is not None:
             address = ipaddress.IPv4Address(wanted)
             if address not in block or address in (block.network_address,
                                                    block.broadcast_address):
                 raise UsageError(f"ip: {address} is not a pod address in {block}")
-            if str(address) in used:
+            if int(address) in used:
                 raise UsageError(f"ip: {address} is already used by another pod")
             return address
         first = int(block.network_address) + 1
         for value in range(first, first + block.num_addresses - 2):
-            address = ipaddress.IPv4Address(value)
-            if str(address) not in used:
-                return address
+            if value not in used:
+                return ipaddress.IPv4Address(value)
         raise LabError(f"pod block {block} of node "
                        f"{self.spec.nodes[node_index].name} is full")
 
@@ -492,6 +492,10 @@ class LabNetwork:
         """Write the state file now (after spawns made with save=False)."""
         self._save_locked()
 
+
+
+def _ints(addresses) -> set[int]:
+    return {int(ipaddress.IPv4Address(a)) for a in addresses}
 
 
 def inter_zone_latency_notice(paths: LabPaths) -> str | None:

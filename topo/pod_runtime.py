@@ -53,7 +53,12 @@ from topo.pidwait import wait_for_child
 from topo.pod_volumes import VolumeError, encode_plan, set_up_in_pod, update_volume
 from topo.sessions import KILL_WAIT, Child, ExecProcess, FailedExec, Stdio, find_program, open_stdio
 from topo.state import HostRecord, ProcessRecord
-from topo.workload_host import WorkloadHosts, builtin_server_args, raise_open_files_limit
+from topo.workload_host import (
+    ServedChild,
+    WorkloadHosts,
+    builtin_server_args,
+    raise_open_files_limit,
+)
 
 SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # How long an exited container's last output may take to reach its log.
@@ -309,6 +314,12 @@ class LabPodRuntime:
             run.child.kill_group(signum)
 
     def listening(self, handle: ContainerHandle, port: int, protocol: str) -> bool:
+        with self._lock:
+            run = self._runs.get(handle)
+        if run is not None and isinstance(run.child, ServedChild):
+            # Its node's server bound the ports before it answered; reading the
+            # pod's /proc/net/tcp walks the kernel's whole connection table.
+            return not run.child.ended and f"{port}/{protocol.upper()}" in run.child.ports
         return socket_listening(handle.pid, port, protocol)
 
     # --- exec (probes and streams) -----------------------------------------------

@@ -76,8 +76,10 @@ class LabPaths:
         return self.root / "hosts"
 
 
-@dataclass
+@dataclass(frozen=True)
 class HostRecord:
+    """A host of the lab as the state file keeps it; replaced, never changed (the
+    state file's writer keeps each record's JSON once encoded)."""
     host: str
     kind: str
     name: str
@@ -91,6 +93,9 @@ class HostRecord:
     @property
     def proc(self) -> ProcRef:
         return ProcRef(self.pid, self.start)
+
+    def to_json(self) -> dict:
+        return {**vars(self), "addresses": list(self.addresses)}
 
 
 @dataclass
@@ -126,14 +131,16 @@ class LabState:
     # namespace is gone, a cookie never; cleanup checks both.
     netns_cookies: dict[str, int] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
+    def to_json(self, hosts: bool = True) -> dict:
         """As dataclasses.asdict would, by hand: asdict deep-copies every value
         recursively, which at a thousand pods cost most of a state write."""
         data = dict(vars(self))
         data["agents"] = {k: dict(v) if isinstance(v, dict) else v
                           for k, v in self.agents.items()}
-        data["hosts"] = {k: {**vars(h), "addresses": list(h.addresses)}
-                         for k, h in self.hosts.items()}
+        if hosts:
+            data["hosts"] = {k: h.to_json() for k, h in self.hosts.items()}
+        else:
+            del data["hosts"]
         data["processes"] = [{**vars(p), "argv": list(p.argv)} for p in self.processes]
         data["netns_seen"] = list(self.netns_seen)
         data["netns_cookies"] = dict(self.netns_cookies)
@@ -186,10 +193,34 @@ def write_state(paths: LabPaths, state: LabState) -> None:
     with _WRITE_LOCK:
         # Compact: json's C encoder does not indent (indent=1 took the pure
         # Python encoder, ~10x slower at a thousand pods).
-        text = json.dumps(state.to_json(), separators=(",", ":"))
+        text = _encode(state)
         tmp = paths.state.with_suffix(f".tmp.{os.getpid()}.{threading.get_ident()}")
         tmp.write_text(text)
         os.replace(tmp, paths.state)
+
+
+# id(record) -> (record, its JSON): a pod's record is encoded once, not at every
+# write of the file while it lives (a thousand pods, hundreds of writes).
+_ENCODED_HOSTS: dict[int, tuple[HostRecord, str]] = {}
+
+
+def _encode(state: LabState) -> str:
+    """state.to_json() as compact JSON, each host from _ENCODED_HOSTS (under _WRITE_LOCK)."""
+    parts, encoded = [], {}
+    for key, record in state.hosts.items():
+        cached = _ENCODED_HOSTS.get(id(record))
+        if cached is None or cached[0] is not record:
+            cached = (record, _compact(record.to_json()))
+        encoded[id(record)] = cached
+        parts.append(f"{_compact(key)}:{cached[1]}")
+    _ENCODED_HOSTS.clear()
+    _ENCODED_HOSTS.update(encoded)
+    rest = _compact(state.to_json(hosts=False))     # never empty: name, daemon_pid, ...
+    return rest[:-1] + ',"hosts":{' + ",".join(parts) + "}}"
+
+
+def _compact(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def read_state(paths: LabPaths) -> LabState:

@@ -59,6 +59,9 @@ class ServedChild:
         self.server = server
         self.ident = ident
         self.pid = pid             # the pod's sandbox: /proc/PID/net shows its sockets
+        # What the server reported bound ("80/TCP") before it answered: a kubelet
+        # asking whether the port listens need not read the pod's socket table.
+        self.ports: frozenset[str] = frozenset()
         self.code: int | None = None
         self.ended = False
         self._done = threading.Event()
@@ -113,7 +116,9 @@ class NodeServer:
                    "root": f"/proc/{pod_pid}/root", "args": args}
         self._send(message, [log_fd])
         reply = self._wait_reply(ident)
-        if not reply.get("ok"):
+        if reply.get("ok"):
+            child.ports = frozenset(str(p).upper() for p in reply.get("ports") or ())
+        else:
             child.end(int(reply.get("code", 1)))
         return child
 

@@ -353,8 +353,7 @@ class Api:
             if isinstance(applied, dict):
                 check_strict_apply(applied, route.rt.kind, route.rt.api_version,
                                    route.namespace or "", route.name)
-        existed = (self.registry.store.get(route.rt.plural, route.namespace or "", route.name)
-                   is not None)
+        existed = self.registry.store.contains(route.rt.plural, route.namespace or "", route.name)
         if self.rbac is not None and route.rt.plural in RBAC_KINDS:   # check the result
             self._check_rbac_write(request, route, self.registry.patch(
                 route.rt, route.namespace or "", route.name, ctype, request.body,

@@ -71,6 +71,12 @@ def _is_view(rt: ResourceType) -> bool:
     return BY_PLURAL[rt.plural] is not rt
 
 
+# Patch types whose body is JSON, where a null can only be written `null`
+# (an apply patch is YAML: `~`, `Null`, an empty value).
+_JSON_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+                     "application/strategic-merge-patch+json")
+
+
 def _without_nulls(value):
     """JSON null means "unset" in Kubernetes objects."""
     if isinstance(value, dict):
@@ -125,7 +131,7 @@ class Registry:
                 and matches_fields(fields, o)], rv
 
     def _require_namespace(self, rt: ResourceType, namespace: str) -> None:
-        if rt.namespaced and self.store.get("namespaces", "", namespace) is None:
+        if rt.namespaced and not self.store.contains("namespaces", "", namespace):
             raise errors.not_found("namespaces", "", namespace)
 
     # ---- create ---------------------------------------------------------
@@ -154,8 +160,7 @@ class Registry:
             if strategy.admit is not None:
                 obj = strategy.admit(obj, self.store)
             self._raise_invalid(rt, obj, strategy.validate(obj) + strategy.validate_create(obj))
-            if self.store.get(rt.plural, namespace if rt.namespaced else "",
-                              meta["name"]) is not None:
+            if self.store.contains(rt.plural, namespace if rt.namespaced else "", meta["name"]):
                 raise errors.already_exists(rt.plural, rt.group, meta["name"])
             new_state = None
             if rt.plural == "services":
@@ -180,10 +185,11 @@ class Registry:
                 self._note_pod_ip(stored)
             return stored
 
-    def _check_body(self, rt: ResourceType, namespace: str, body) -> dict:
+    def _check_body(self, rt: ResourceType, namespace: str, body, nulls: bool = True) -> dict:
+        """body as the object to store; nulls=False: it has no null (JSON) values."""
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
-        obj = _without_nulls(body)
+        obj = _without_nulls(body) if nulls else body
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
         if kind and kind != rt.kind or api_version and api_version != rt.api_version:
             raise errors.bad_request(f"the API version in the data ({api_version}) does not match "
@@ -293,7 +299,10 @@ class Registry:
             want_rv = (patched.get("metadata") or {}).get("resourceVersion")
             if want_rv and want_rv != old["metadata"]["resourceVersion"]:
                 raise errors.conflict(rt.plural, rt.group, name)
-            patched = self._check_body(rt, namespace, patched)
+            # The stored object holds no nulls; a JSON patch without the token
+            # `null` adds none (stripping walks the whole object, on every write).
+            patched = self._check_body(rt, namespace, patched, nulls=not content_type.startswith(
+                _JSON_PATCH_TYPES) or b"null" in raw)
             patched["metadata"]["name"] = name
             return self._commit_update(rt, old, patched, subresource, dry_run)
 

@@ -100,11 +100,19 @@ class Store:
                 return 0
             return self._history[0].rv - 1
 
-    def get(self, resource: str, namespace: str, name: str) -> dict | None:
+    def get(self, resource: str, namespace: str, name: str, *,
+            read_only: bool = False) -> dict | None:
+        """A copy of the object, or None; ``read_only=True`` as for list()."""
         with self.lock:
             self.expire()
             obj = self._objects.get(resource, {}).get((namespace, name))
-            return json_copy(obj) if obj is not None else None
+            return json_copy(obj) if obj is not None and not read_only else obj
+
+    def contains(self, resource: str, namespace: str, name: str) -> bool:
+        """Whether the object exists (get() without the copy)."""
+        with self.lock:
+            self.expire()
+            return (namespace, name) in self._objects.get(resource, {})
 
     def list(self, resource: str, namespace: str | None = None, *,
              read_only: bool = False) -> tuple[list[dict], int]:

@@ -359,6 +359,10 @@ def test_a_built_in_server_pod_has_no_process_and_answers_as_itself(lab):
     record = next(r for r in lab.network.state.hosts.values() if r.name == "served-1")
     assert processes_in_netns({record.netns}) == []
     assert wait_until("listening", lambda: lab.runtime.listening(handle, 80, "TCP"))
+    # What the node's server reported bound is what the pod's socket table shows.
+    assert socket_listening(record.pid, 80, "TCP")
+    assert not lab.runtime.listening(handle, 8080, "TCP")
+    assert not lab.runtime.listening(handle, 80, "UDP")
     assert node_get(lab, ip, "/hostname") == "served-1"
     assert node_get(lab, ip, "/ready") == "ready"
     code, out, _ = run(lab, "served-1", "hostname")      # exec still enters the pod
@@ -373,6 +377,7 @@ def test_a_built_in_server_pod_has_no_process_and_answers_as_itself(lab):
     assert wait_until("ended after its grace", lambda: not lab.runtime.container_state(
         handle).running, timeout=10)
     assert lab.runtime.container_state(handle).exit_code == 0
+    assert not lab.runtime.listening(handle, 80, "TCP")
     lab.runtime.remove_pod("default", "served-1")
 
 

@@ -329,7 +329,7 @@ def ensure_bootstrap_policy(registry: Registry) -> list[str]:
         rt = BY_PLURAL[plural]
         for obj in objects:
             name = obj["metadata"]["name"]
-            if registry.store.get(plural, "", name) is not None:
+            if registry.store.contains(plural, "", name):
                 continue
             try:
                 registry.create(rt, "", obj)

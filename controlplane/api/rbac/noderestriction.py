@@ -61,7 +61,7 @@ def check(attrs: Attributes, store: Store, body: bytes = b"") -> None:
             raise _refuse("pods", attrs.name, f'node "{node}" can only create pods with '
                                               f"spec.nodeName set to itself")
         return
-    pod = store.get("pods", attrs.namespace, attrs.name) if attrs.name else None
+    pod = store.get("pods", attrs.namespace, attrs.name, read_only=True) if attrs.name else None
     bound = ((pod or {}).get("spec") or {}).get("nodeName", "")
     if pod is None or bound == node:
         return
