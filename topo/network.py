@@ -72,6 +72,7 @@ class LabNetwork:
         self._pending: dict[tuple[str, str], ipaddress.IPv4Address] = {}   # pods being made
         self._pod_hosts: dict[tuple[str, str], str] = {}   # (namespace, name) -> pod host
         self._pod_ips: dict[str, set[int]] = {}   # node -> its pods' addresses (as integers)
+        self._node_hosts: dict[str, str] = {}     # node name -> its host (nodes join, leave)
         self._node_side = NodeSide()
         # Pods come and go by the hundred: their hosts reach the state file in
         # shared writes (base/groupcommit.py), each pod call still returning
@@ -206,8 +207,7 @@ class LabNetwork:
                 self.state.processes = [p for p in self.state.processes
                                         if p.host != record.host]
                 veth = self._links.pop(record.host)
-                node = next((self.nodes.get(r.host) for r in self.state.hosts.values()
-                             if r.kind == "node" and r.name == record.node), None)
+                node = self.nodes.get(self._node_hosts.get(record.node, ""))
                 sandbox = self.nodes.pop(record.host, None)
                 self._terminate(record.host)
                 cookie = self.state.netns_cookies.get(str(record.netns))
@@ -236,9 +236,11 @@ class LabNetwork:
 
     def node_host(self, node_name: str) -> str:
         """The host of a node by its Kubernetes name (nodes join and leave)."""
-        for record in self.state.hosts.values():
-            if record.kind == "node" and record.name == node_name:
-                return record.host
+        # An index, not a scan of state.hosts: kubelets call this while other
+        # threads add pods, and a dict must not change size under its iteration.
+        host = self._node_hosts.get(node_name)
+        if host is not None:
+            return host
         raise UsageError(f"node: no node {node_name!r}; nodes: "
                          + ", ".join(n.name for n in self.spec.nodes))
 
@@ -279,7 +281,8 @@ class LabNetwork:
             self._save()
 
     def pods(self) -> list[HostRecord]:
-        return [r for r in self.state.hosts.values() if r.kind == "pod"]
+        with self._lock:
+            return [r for r in self.state.hosts.values() if r.kind == "pod"]
 
     def find_pod(self, name: str, namespace: str) -> HostRecord | None:
         """A pod's host record by its Kubernetes name, or None."""
@@ -400,6 +403,8 @@ class LabNetwork:
         if record.kind == "pod":
             self._pod_hosts[(record.namespace, record.name)] = config.host
             self._pod_ips.setdefault(record.node, set()).update(_ints(record.addresses))
+        elif record.kind == "node":
+            self._node_hosts[record.name] = record.host
         if record.netns not in self.state.netns_seen:
             self.state.netns_seen.append(record.netns)
             cookie = getattr(node, "netns_cookie", None) or netns_cookie(node.pid)
@@ -418,8 +423,7 @@ class LabNetwork:
             self.state.processes = [p for p in self.state.processes if p.host != host]
         link = self._links.pop(host, None)
         if isinstance(link, str):
-            node = next((self.nodes.get(r.host) for r in self.state.hosts.values()
-                         if record and r.kind == "node" and r.name == record.node), None)
+            node = self.nodes.get(self._node_hosts.get(record.node, "")) if record else None
             if node is not None:
                 self._node_side.delete_link(node.pid, record.node, link)
         elif link is not None:
@@ -440,6 +444,8 @@ class LabNetwork:
         if record is not None and record.kind == "pod":
             self._pod_hosts.pop((record.namespace, record.name), None)
             self._pod_ips.get(record.node, set()).difference_update(_ints(record.addresses))
+        elif record is not None and record.kind == "node":
+            self._node_hosts.pop(record.name, None)
         if node is None:
             return
         node.terminate()

@@ -113,6 +113,10 @@ class PodWorker:
                 except (PodRuntimeError, ApiError, ContainerConfigError) as err:
                     log.warning("%s/%s: cannot start yet: %s", self.namespace, self.name, err)
                     self._sleep(SETUP_RETRY)
+                except Exception:   # a kubelet retries a failed sync, whatever failed
+                    log.exception("%s/%s: starting the pod failed; trying again in %g s",
+                                  self.namespace, self.name, SETUP_RETRY)
+                    self._sleep(SETUP_RETRY)
             while not self._stop.is_set():
                 if self._gone:
                     self._teardown()
@@ -127,6 +131,9 @@ class PodWorker:
                     # an unreachable or refusing API: the status is written again soon
                     log.warning("%s/%s: %s", self.namespace, self.name, err)
                     wait = STATUS_RETRY
+                except Exception:   # as above: the pod's worker lives on
+                    log.exception("%s/%s: syncing the pod failed", self.namespace, self.name)
+                    wait = SETUP_RETRY
                 self._sleep(wait)
         finally:
             self.kubelet.worker_done(self)

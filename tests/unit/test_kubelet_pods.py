@@ -63,6 +63,27 @@ def test_a_running_pod_reports_ips_conditions_and_container_status(cluster):
     assert container["containerID"] == handle.container_id
 
 
+def test_a_pod_whose_start_failed_unexpectedly_is_started_again(cluster, caplog):
+    """A kubelet retries a failed pod sync whatever went wrong: an unexpected error
+    (a bug, say) in starting the container once must not leave the pod
+    ContainerCreating for good, as it did when the worker's thread ended."""
+    start, failed = cluster.runtime.start_container, []
+
+    def fails_once(*args, **kwargs):
+        if not failed:
+            failed.append(args[:2])
+            raise RuntimeError("dictionary changed size during iteration")
+        return start(*args, **kwargs)
+    cluster.runtime.start_container = fails_once
+    create_pod(cluster, "flaky")
+    status = wait_until("flaky ready", lambda: (
+        condition(status_of(cluster, "flaky"), "Ready") == "True" and status_of(cluster, "flaky")))
+    assert failed == [("default", "flaky")]
+    assert len(cluster.runtime.running("default", "flaky")) == 1
+    assert status["containerStatuses"][0]["restartCount"] == 0
+    assert "default/flaky: starting the pod failed" in caplog.text
+
+
 def test_a_dead_container_is_restarted_with_a_count(cluster):
     create_pod(cluster, "crashy")
     wait_until("crashy ready", lambda: condition(status_of(cluster, "crashy"), "Ready") == "True")
