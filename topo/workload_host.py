@@ -94,8 +94,9 @@ class NodeServer:
         path = lab.paths.files / node_host / CONTROL_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._replies: dict[int, dict] = {}
-        self._reply_ready = threading.Condition(self._lock)
+        # ident -> (set when answered, [the answer]): each caller waits on its
+        # own event (one condition for all woke every waiting kubelet per answer).
+        self._replies: dict[int, tuple[threading.Event, list[dict]]] = {}
         self._children: dict[int, ServedChild] = {}
         self._next = 0
         self.alive = True
@@ -112,10 +113,15 @@ class NodeServer:
             self._next += 1
             ident = self._next
             child = self._children[ident] = ServedChild(self, ident, pod_pid)
+            self._replies[ident] = (threading.Event(), [])
         message = {"op": "serve", "id": ident, "netns": f"/proc/{pod_pid}/ns/net",
                    "root": f"/proc/{pod_pid}/root", "args": args}
-        self._send(message, [log_fd])
-        reply = self._wait_reply(ident)
+        try:
+            self._send(message, [log_fd])
+            reply = self._wait_reply(ident)
+        finally:
+            with self._lock:
+                self._replies.pop(ident, None)
         if reply.get("ok"):
             child.ports = frozenset(str(p).upper() for p in reply.get("ports") or ())
         else:
@@ -142,17 +148,13 @@ class NodeServer:
             socket.send_fds(self._sock, [data], list(fds))
 
     def _wait_reply(self, ident: int) -> dict:
-        deadline = time.monotonic() + REPLY_TIMEOUT
-        with self._lock:
-            while ident not in self._replies:
-                left = deadline - time.monotonic()
-                if not self.alive:
-                    raise LabError(f"the workload server of {self.node_host} ended")
-                if left <= 0:
-                    raise LabTimeout(f"the workload server of {self.node_host} did not "
-                                     f"answer in {REPLY_TIMEOUT} s")
-                self._reply_ready.wait(left)
-            return self._replies.pop(ident)
+        answered, answer = self._replies[ident]
+        if not answered.wait(REPLY_TIMEOUT):
+            raise LabTimeout(f"the workload server of {self.node_host} did not "
+                             f"answer in {REPLY_TIMEOUT} s")
+        if not answer:
+            raise LabError(f"the workload server of {self.node_host} ended")
+        return answer[0]
 
     def _read(self) -> None:
         try:
@@ -168,14 +170,18 @@ class NodeServer:
                         child.end(int(message.get("code", 0)))
                 else:
                     with self._lock:
-                        self._replies[message.get("id")] = message
-                        self._reply_ready.notify_all()
+                        waiting = self._replies.get(message.get("id"))
+                    if waiting is not None:
+                        waiting[1].append(message)
+                        waiting[0].set()
         except (OSError, ValueError):
             pass
         with self._lock:
             self.alive = False
             children, self._children = list(self._children.values()), {}
-            self._reply_ready.notify_all()
+            waiting = list(self._replies.values())
+        for answered, _ in waiting:     # no answer: _wait_reply raises "ended"
+            answered.set()
         for child in children:          # the server is gone: so are its pods' servers
             child.end(KILLED)
 

@@ -400,6 +400,25 @@ def test_a_served_container_killed_gives_137_and_a_taken_port_fails_it(lab):
     lab.runtime.remove_pod("default", "served-2")
 
 
+def test_containers_of_a_node_server_that_died_end_137_and_start_again_on_a_new_one(lab):
+    first_ip = lab.runtime.create_pod("default", "served-3", NODE, PodSandboxConfig("served-3"))
+    first = lab.runtime.start_container("default", "served-3", "main",
+                                        builtin("served-3", first_ip), {})
+    assert lab.runtime.listening(first, 80, "TCP")
+    [server] = [p for p in lab.network.state.processes if p.role == "workload-server"]
+    os.kill(server.pid, signal.SIGKILL)
+    assert wait_until("ended", lambda: not lab.runtime.container_state(first).running)
+    assert lab.runtime.container_state(first).exit_code == 137
+    assert not lab.runtime.listening(first, 80, "TCP")
+    again = lab.runtime.start_container("default", "served-3", "main",
+                                        builtin("served-3", first_ip), {})
+    assert lab.runtime.listening(again, 80, "TCP")
+    assert node_get(lab, first_ip, "/hostname") == "served-3"
+    [new] = [p for p in lab.network.state.processes if p.role == "workload-server"]
+    assert new.pid != server.pid
+    lab.runtime.remove_pod("default", "served-3")
+
+
 def test_a_namespace_is_known_by_its_cookie_too(lab):
     """An inode alone may name another lab's namespace later: the lab keeps the
     namespace's cookie, and processes of a namespace with another cookie are
