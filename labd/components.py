@@ -179,8 +179,7 @@ def _healthy(pid: int, port: int) -> bool:
 
 
 def _node_records(lab: LabNetwork):
-    return sorted((r for r in lab.state.hosts.values() if r.kind == "node"),
-                  key=lambda r: r.host)
+    return sorted(lab.node_records(), key=lambda r: r.host)
 
 
 def write_outside_records(path: Path, records: dict[str, list[str]]) -> None:

@@ -284,6 +284,11 @@ class LabNetwork:
         with self._lock:
             return [r for r in self.state.hosts.values() if r.kind == "pod"]
 
+    def node_records(self) -> list[HostRecord]:
+        """The nodes' records, taken under the lab's lock (kubelets add pods meanwhile)."""
+        with self._lock:
+            return [self.state.hosts[host] for host in self._node_hosts.values()]
+
     def find_pod(self, name: str, namespace: str) -> HostRecord | None:
         """A pod's host record by its Kubernetes name, or None."""
         with self._lock:

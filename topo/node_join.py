@@ -33,7 +33,7 @@ IGW = "igw"
 
 def node_hosts(lab: LabNetwork) -> dict[str, str]:
     """Kubernetes node name -> its host."""
-    return {r.name: r.host for r in lab.state.hosts.values() if r.kind == "node"}
+    return {r.name: r.host for r in lab.node_records()}
 
 
 def next_node_host(lab: LabNetwork) -> str:
