@@ -25,6 +25,7 @@ import pytest
 from mininet.log import setLogLevel
 
 from base.cri import ConsoleConfig, PodSandboxConfig, StreamTargetError
+from base.errors import UsageError
 from base.waiting import wait_until
 from topo.cleanup import processes_in_netns
 from topo.crilog import parse_line
@@ -417,6 +418,21 @@ def test_containers_of_a_node_server_that_died_end_137_and_start_again_on_a_new_
     [new] = [p for p in lab.network.state.processes if p.role == "workload-server"]
     assert new.pid != server.pid
     lab.runtime.remove_pod("default", "served-3")
+
+
+def test_a_pod_gets_the_lowest_free_address_and_a_taken_one_is_refused(lab):
+    first = lab.network.add_pod("addr-a", "default", NODE)
+    second = lab.network.add_pod("addr-b", "default", NODE)
+    assert first.addresses != second.addresses
+    with pytest.raises(UsageError, match=f"ip: {first.addresses[0]} is already used"):
+        lab.network.add_pod("addr-c", "default", NODE, ip=first.addresses[0])
+    with pytest.raises(UsageError, match="is not a pod address"):
+        lab.network.add_pod("addr-c", "default", NODE, ip="192.168.200.7")
+    lab.network.remove_pod("addr-a", "default")
+    third = lab.network.add_pod("addr-c", "default", NODE)
+    assert third.addresses == first.addresses       # freed, and the lowest free
+    for name in ("addr-b", "addr-c"):
+        lab.network.remove_pod(name, "default")
 
 
 def test_a_namespace_is_known_by_its_cookie_too(lab):
