@@ -4,8 +4,8 @@ idle connections do.
 The scheduler's binders and a controller's pod writers run a burst of API
 writes in parallel.  With a plain ThreadPoolExecutor those threads stay for
 the life of the process.  Here a thread that has waited `idle` seconds for
-work ends, running `on_exit` first, and the pool starts threads again, up to
-`size`, when work comes.  (The connections they used are the API client's:
+work ends, and the pool starts threads again, up to `size`, when work
+comes.  (The connections they used are the API client's:
 its pool closes them once idle, base/kube/transport.py.)
 """
 from __future__ import annotations
@@ -18,12 +18,10 @@ from concurrent.futures import Future
 
 
 class IdlePool:
-    def __init__(self, size: int, name: str, idle: float = 5.0,
-                 on_exit: Callable[[], None] | None = None):
+    def __init__(self, size: int, name: str, idle: float = 5.0):
         self.size = size
         self.name = name
         self.idle = idle
-        self.on_exit = on_exit
         self._cond = threading.Condition()
         self._items: deque = deque()
         self._threads = 0
@@ -63,26 +61,22 @@ class IdlePool:
             self._cond.notify_all()
 
     def _work(self) -> None:
-        try:
-            while True:
-                with self._cond:
-                    deadline = time.monotonic() + self.idle
-                    while not self._items and not self._closed:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._waiting += 1
-                        self._cond.wait(left)
-                        self._waiting -= 1
-                    if not self._items:
-                        self._threads -= 1
-                        return
-                    future, fn, args = self._items.popleft()
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn(*args))
-                    except BaseException as err:   # handed to whoever waits on the future
-                        future.set_exception(err)
-        finally:
-            if self.on_exit is not None:
-                self.on_exit()
+        while True:
+            with self._cond:
+                deadline = time.monotonic() + self.idle
+                while not self._items and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._waiting += 1
+                    self._cond.wait(left)
+                    self._waiting -= 1
+                if not self._items:
+                    self._threads -= 1
+                    return
+                future, fn, args = self._items.popleft()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as err:   # handed to whoever waits on the future
+                    future.set_exception(err)

@@ -24,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from concurrent.futures import Future
 
 from base.errors import LabError, LabTimeout
 
@@ -94,9 +95,9 @@ class NodeServer:
         path = lab.paths.files / node_host / CONTROL_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        # ident -> (set when answered, [the answer]): each caller waits on its
-        # own event (one condition for all woke every waiting kubelet per answer).
-        self._replies: dict[int, tuple[threading.Event, list[dict]]] = {}
+        # ident -> its answer to come: each caller waits on its own (one
+        # condition for all woke every waiting kubelet at each answer).
+        self._replies: dict[int, Future] = {}
         self._children: dict[int, ServedChild] = {}
         self._next = 0
         self.alive = True
@@ -113,7 +114,7 @@ class NodeServer:
             self._next += 1
             ident = self._next
             child = self._children[ident] = ServedChild(self, ident, pod_pid)
-            self._replies[ident] = (threading.Event(), [])
+            self._replies[ident] = Future()
         message = {"op": "serve", "id": ident, "netns": f"/proc/{pod_pid}/ns/net",
                    "root": f"/proc/{pod_pid}/root", "args": args}
         try:
@@ -148,13 +149,11 @@ class NodeServer:
             socket.send_fds(self._sock, [data], list(fds))
 
     def _wait_reply(self, ident: int) -> dict:
-        answered, answer = self._replies[ident]
-        if not answered.wait(REPLY_TIMEOUT):
+        try:
+            return self._replies[ident].result(REPLY_TIMEOUT)
+        except TimeoutError:
             raise LabTimeout(f"the workload server of {self.node_host} did not "
-                             f"answer in {REPLY_TIMEOUT} s")
-        if not answer:
-            raise LabError(f"the workload server of {self.node_host} ended")
-        return answer[0]
+                             f"answer in {REPLY_TIMEOUT} s") from None
 
     def _read(self) -> None:
         try:
@@ -170,18 +169,18 @@ class NodeServer:
                         child.end(int(message.get("code", 0)))
                 else:
                     with self._lock:
-                        waiting = self._replies.get(message.get("id"))
-                    if waiting is not None:
-                        waiting[1].append(message)
-                        waiting[0].set()
+                        answer = self._replies.get(message.get("id"))
+                    if answer is not None and not answer.done():
+                        answer.set_result(message)
         except (OSError, ValueError):
             pass
         with self._lock:
             self.alive = False
             children, self._children = list(self._children.values()), {}
             waiting = list(self._replies.values())
-        for answered, _ in waiting:     # no answer: _wait_reply raises "ended"
-            answered.set()
+        for answer in waiting:          # this thread alone sets answers
+            if not answer.done():
+                answer.set_exception(LabError(f"the workload server of {self.node_host} ended"))
         for child in children:          # the server is gone: so are its pods' servers
             child.end(KILLED)
 

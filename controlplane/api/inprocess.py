@@ -88,9 +88,7 @@ class InProcessWatch:
                 if event is not None:              # None: the stream is about to wait
                     yield event["type"], json_copy(event["object"])
         finally:
-            close = getattr(self._events, "close", None)
-            if close is not None:
-                close()
+            _close_events(self._events)
 
     def close(self) -> None:
         self._closed.set()
@@ -114,6 +112,11 @@ def _phrase(code: int) -> str:
 
 
 def _close(result) -> None:
-    close = getattr(getattr(result, "events", None), "close", None)
+    _close_events(getattr(result, "events", None))
+
+
+def _close_events(events) -> None:
+    """End a stream's generator (its watch stops waiting on the store)."""
+    close = getattr(events, "close", None)
     if close is not None:
         close()

@@ -23,17 +23,17 @@ def test_work_runs_in_parallel_and_results_come_back_in_order():
         pool.shutdown()
 
 
-def test_idle_threads_end_and_run_their_exit_then_work_starts_them_again():
-    exits = []
-    pool = IdlePool(3, "t", idle=0.2, on_exit=lambda: exits.append(threading.get_ident()))
+def test_idle_threads_end_then_work_starts_them_again():
+    pool = IdlePool(3, "t", idle=0.2)
     barrier = threading.Barrier(3, timeout=5)
-    pool.map(lambda _: barrier.wait(), range(3))
-    assert pool.threads == 3
+    workers = pool.map(lambda _: (barrier.wait(), threading.current_thread())[1], range(3))
+    assert pool.threads == 3 and len(set(workers)) == 3
     wait_until("idle threads gone", lambda: pool.threads == 0, timeout=5)
-    assert len(set(exits)) == 3               # each closed what it held, once
-    assert pool.map(lambda n: n + 1, [1]) == [2]
+    assert not any(worker.is_alive() for worker in workers)
+    [(answer, again)] = pool.map(lambda n: (n + 1, threading.current_thread()), [1])
+    assert answer == 2 and again not in workers
     wait_until("gone again", lambda: pool.threads == 0, timeout=5)
-    assert len(exits) == 4
+    wait_until("its thread ended", lambda: not again.is_alive(), timeout=5)
     pool.shutdown()
 
 
