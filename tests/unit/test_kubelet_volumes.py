@@ -258,7 +258,10 @@ def test_a_container_waits_for_its_secret_key_then_starts_with_it(cluster):
         {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}])
     wait_until("CreateContainerConfigError",
                lambda: waiting_reason(cluster, "api") == "CreateContainerConfigError")
-    assert 'Error: secret "db" not found' in events(cluster, "api", "Failed")
+    # The kubelet's Events are written by its recorder's thread, after or
+    # before the status that shows the reason (as upstream's broadcaster).
+    failed = wait_until("a Failed event", lambda: events(cluster, "api", "Failed"))
+    assert 'Error: secret "db" not found' in failed
     cluster.client.create("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {
         "name": "db", "namespace": "default"}, "stringData": {"password": "s3cret"}})
     info = wait_until("api started", lambda: next(
