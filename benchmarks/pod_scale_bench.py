@@ -88,10 +88,11 @@ def used_memory() -> int:
 
 
 def lab_pss(paths: LabPaths) -> tuple[int, int]:
-    """(sum of PSS, number of processes) of the lab's daemon and everything in its hosts."""
+    """(sum of PSS, number of processes) of the lab's daemon, its API server's
+    process and everything in its hosts."""
     state = read_state(paths)
     inodes = set(state.netns_seen)
-    pids = {state.daemon_pid}
+    pids = {state.daemon_pid} | ({state.apiserver_pid} if state.apiserver_pid else set())
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue

@@ -59,8 +59,8 @@ KUBELET_STARTERS = 8       # kubelets starting at once
 
 
 class ControlPlane:
-    def __init__(self, client: KubeClient, runtime: PodRuntime, node_names: list[str], *,
-                 python: str = sys.executable,
+    def __init__(self, client: KubeClient, runtime: PodRuntime | None, node_names: list[str], *,
+                 controllers: bool = True, python: str = sys.executable,
                  builtin_images: dict[str, list[str]] | None = None,
                  node_clients: dict[str, KubeClient] | None = None,
                  scheduler_client: KubeClient | None = None,
@@ -70,17 +70,23 @@ class ControlPlane:
         scheduler_client: the scheduler's writes (default: `client`);
         node_clients: per node, the client its kubelet uses (in the lab: one
         whose connections leave from the node, so a cut-off node stops
-        reporting, as a real one does); default: `client`."""
+        reporting, as a real one does); default: `client`;
+        controllers=False: the kubelets only (the lab runs its controllers
+        beside the API server, in that server's process); runtime=None: the
+        controllers only (no nodes)."""
+        if runtime is None and node_names:
+            raise ValueError("kubelets need a pod runtime")
         self.client = client
         self.runtime = runtime
-        self.informers = {r: Informer(client, r) for r in SHARED_RESOURCES}
+        self.informers = ({r: Informer(client, r) for r in SHARED_RESOURCES}
+                          if controllers else {})
         self.recorders: list[EventRecorder] = []
         own = {Scheduler: scheduler_client or client}
         options = {JobController: {"time_factor": time_factor}}
         self.controllers = [cls(own.get(cls, client), self._informers_for(cls),
                                 self._recorder(own.get(cls, client), cls.component),
                                 **options.get(cls, {}))
-                            for cls in CONTROLLERS]
+                            for cls in (CONTROLLERS if controllers else ())]
         node_clients = node_clients or {}
         self._kubelet_options = {"python": python, "builtin_images": builtin_images,
                                  "heartbeat": heartbeat_seconds, "time_factor": time_factor,
@@ -152,7 +158,8 @@ class ControlPlane:
             deadline = time.monotonic() + timeout
             for part in parts:
                 part.stop(max(0.0, deadline - time.monotonic()))
-        self.runtime.close()
+        if self.runtime is not None:
+            self.runtime.close()
 
     def __enter__(self) -> ControlPlane:
         try:

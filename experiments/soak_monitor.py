@@ -60,8 +60,10 @@ def open_files(pid: int) -> int | None:
 
 
 def components(state: LabState) -> dict[str, int]:
-    """The lab's own long-running programs: the daemon and its agents."""
+    """The lab's own long-running programs: the daemon, the API server's process
+    and the agents."""
     return {"daemon": state.daemon_pid,
+            **({"apiserver": state.apiserver_pid} if state.apiserver_pid else {}),
             **{key: info["pid"] for key, info in sorted(state.agents.items())
                if info.get("pid")}}
 

@@ -26,7 +26,7 @@ def identity_client(api, identity: Identity, server: str | None = None,
                     socket_factory: SocketFactory | None = None) -> KubeClient:
     """A client speaking as identity (default server: the API's first listener)."""
     url = server or f"https://{api.addresses[0]}"
-    return KubeClient(Credentials(server=url, ca_pem=api.ca.cert_pem.decode(),
+    return KubeClient(Credentials(server=url, ca_pem=api.ca_pem.decode(),
                                   token=mint(api, identity)),
                       socket_factory=socket_factory)
 
@@ -35,7 +35,7 @@ def in_process_client(api, identity: Identity) -> InProcessClient:
     """A client speaking as identity whose requests api handles in this process
     (same authentication, RBAC and answers; no TLS or HTTP)."""
     return InProcessClient(api, Credentials(server=f"https://{api.addresses[0]}",
-                                            ca_pem=api.ca.cert_pem.decode(),
+                                            ca_pem=api.ca_pem.decode(),
                                             token=mint(api, identity)))
 
 

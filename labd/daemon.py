@@ -2,9 +2,11 @@
 
 `svclab up` validates the spec, writes it into the state folder and starts
 `python -m labd.daemon NAME` detached.  The daemon builds the lab (hosts and
-links), the API server, the per-node proxy and policy agents, the outside
-world, the ELB and its cloud controller, the control plane (controllers and
-kubelets) and cluster DNS; marks the state ready once all of them answer;
+links), starts the API server with the controllers and the scheduler in a
+process of their own (labd/apiproc.py), the per-node proxy and policy
+agents, the outside world, the ELB and its cloud controller, the kubelets
+(with their streaming endpoint for the API server) and cluster DNS; marks
+the state ready once all of them answer;
 serves the control socket; and on SIGTERM (or a `stop` request) tears
 everything down in reverse order and removes its state folder.  If it is
 killed, what it recorded lets `svclab clean` finish the job.
@@ -14,7 +16,6 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -25,21 +26,16 @@ from mininet.log import setLogLevel
 
 from base.kube.client import KubeClient
 from base.signals import Signals
-from controlplane.api.server import ApiServer
 from controlplane.cloud.alb_controller import ensure_alb_ingress_class
 from controlplane.control_plane import ControlPlane
-from controlplane.identities import (
-    AWS_LOAD_BALANCER_CONTROLLER,
-    CLOUD_CONTROLLER_MANAGER,
-    KUBE_CONTROLLER_MANAGER,
-    KUBE_SCHEDULER,
-)
+from controlplane.identities import AWS_LOAD_BALANCER_CONTROLLER, CLOUD_CONTROLLER_MANAGER
 from controlplane.kubelet.dns import KubeletDns
 from labd.addons import (
     coredns_stand_in,
     install_cluster_dns,
     wait_for_cluster_dns,
 )
+from labd.apiproc import ApiProcess, streams_socket
 from labd.components import (
     kubelet_clients,
     start_agent_fork_server,
@@ -50,11 +46,13 @@ from labd.components import (
     wait_for_policy_agents,
 )
 from labd.control import ControlServer, record_to_json
-from labd.credentials import in_process_client
+from labd.credentials import identity_client
 from labd.elb import alb_controller_for, cloud_controller_for, start_elb
 from labd.nodes import NodeMembership
+from labd.podstreams import PodStreamServer
 from labd.supervisor import Supervisor
-from topo.apihost import cluster_info, listener_in_netns, loopback_listener
+from topo.apihost import listener_in_netns, loopback_listener
+from topo.labroot import remove_lab_root
 from topo.netns import ProcRef
 from topo.network import LabNetwork
 from topo.plan import CLUSTER_DOMAIN, cluster_dns_ip, vpc_dns
@@ -80,25 +78,28 @@ def run(name: str) -> int:
     signals = Signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     with ExitStack() as lab_life:
         lab = lab_life.enter_context(_Timed("network", LabNetwork(spec, paths, state)))
+        api = lab_life.enter_context(_Timed("api server", ApiProcess(
+            paths, api_listeners(lab, spec, state),
+            node_grace_period=spec.node_monitor_grace_period)))
         start_agent_fork_server(spec, lab)      # imports while the API server starts
-        api = lab_life.enter_context(_Timed("api server", ApiServer(
-            paths.api, cluster_info(spec), node_grace_period=spec.node_monitor_grace_period)))
         supervisor = lab_life.enter_context(_Timed("supervisor", Supervisor(lab)))
         supervisor.on_change = lambda: _save_agents(state, lab, supervisor)
-        serve_api(api, lab, spec, state, paths)
+        record_api(api, state, paths)
         # Start everything, then wait for everything: the waits overlap.
         start_proxy_agents(spec, lab, api, supervisor)
         start_outside_world(spec, lab, supervisor)
         elb = start_elb(spec, lab, supervisor, api)
         admin = KubeClient.from_kubeconfig(str(paths.kubeconfig))
         coredns = coredns_stand_in(spec)    # in-cluster: its pod's service-account token
-        api.pod_streams = runtime = LabPodRuntime(lab)    # exec, attach, port-forward, logs
-        # Each component as its own identity (controlplane/identities.py), RBAC-bound.
-        control_plane = lab_life.enter_context(_Timed("control plane", ControlPlane(
-            in_process_client(api, KUBE_CONTROLLER_MANAGER), runtime,
-            [n.name for n in spec.nodes], builtin_images={"coredns": coredns},
+        runtime = LabPodRuntime(lab)
+        # exec, attach, port-forward and logs, as the API server's process asks
+        lab_life.enter_context(PodStreamServer(runtime, streams_socket(paths)))
+        # The kubelets, each as its node (controlplane/identities.py), RBAC-bound; the
+        # controllers and the scheduler run beside the API server (labd/apiproc.py).
+        control_plane = lab_life.enter_context(_Timed("kubelets", ControlPlane(
+            admin, runtime, [n.name for n in spec.nodes], controllers=False,
+            builtin_images={"coredns": coredns},
             node_clients=kubelet_clients(spec, lab, api),
-            scheduler_client=in_process_client(api, KUBE_SCHEDULER),
             # kubelets report 4x per grace period
             heartbeat_seconds=min(5.0, spec.node_monitor_grace_period / 4),
             # Leases and Job back-off on the lab's clock
@@ -106,9 +107,9 @@ def run(name: str) -> int:
             # clusterDNS, and each node's resolver from the VPC's DHCP
             kubelet_dns=KubeletDns((cluster_dns_ip(spec),), CLUSTER_DOMAIN, vpc_dns(spec)))))
         cloud = lab_life.enter_context(_Timed("cloud controller", cloud_controller_for(
-            spec, lab, elb, in_process_client(api, CLOUD_CONTROLLER_MANAGER))))
+            spec, lab, elb, identity_client(api, CLOUD_CONTROLLER_MANAGER))))
         lab_life.enter_context(_Timed("alb controller", alb_controller_for(
-            spec, lab, elb, in_process_client(api, AWS_LOAD_BALANCER_CONTROLLER))))
+            spec, lab, elb, identity_client(api, AWS_LOAD_BALANCER_CONTROLLER))))
         install_cluster_dns(admin, spec)
         ensure_alb_ingress_class(admin)     # the IngressClass `alb`, as the Helm chart installs
         nodes = NodeMembership(spec, lab, api, admin, supervisor, control_plane,
@@ -129,7 +130,7 @@ def run(name: str) -> int:
         state.ready = False
         write_state(paths, state)
     faulthandler.cancel_dump_traceback_later()
-    shutil.rmtree(paths.root, ignore_errors=True)
+    remove_lab_root(paths)
     return 0
 
 
@@ -164,15 +165,20 @@ def _control_handlers(lab: LabNetwork, state: LabState, stopping: threading.Even
     }
 
 
-def serve_api(api: ApiServer, lab: LabNetwork, spec, state: LabState, paths: LabPaths) -> None:
-    """Listen on the host's loopback (kubectl) and on the control plane's :6443."""
+def api_listeners(lab: LabNetwork, spec, state: LabState) -> list:
+    """The API server listens on the host's loopback (kubectl) and on the control
+    plane's :6443; the daemon opens both (the second inside that node)."""
     control_node = next(lab.nodes[r.host] for r in state.hosts.values()
                         if r.kind == "node" and spec.node(r.name).is_control_plane)
-    local = api.add_listener(loopback_listener())
-    api.add_listener(listener_in_netns(control_node.pid))
-    api.start()
-    state.api_url = f"https://{local}"
+    return [loopback_listener(), listener_in_netns(control_node.pid)]
+
+
+def record_api(api: ApiProcess, state: LabState, paths: LabPaths) -> None:
+    """Its process (for `svclab clean`), its address and the admin's kubeconfig."""
+    state.apiserver_pid, state.apiserver_start = api.pid, api.start_time
+    state.api_url = f"https://{api.addresses[0]}"
     state.kubeconfig = str(api.write_kubeconfig(paths.kubeconfig, state.api_url))
+    write_state(paths, state)
 
 
 def _save_agents(state: LabState, lab: LabNetwork, supervisor: Supervisor) -> None:

@@ -23,6 +23,7 @@ from labd.control import ControlClient
 from topo.apihost import kubectl_path
 from topo.cleanup import CleanReport, clean_lab, stop_processes
 from topo.iptables_alt import describe as describe_iptables
+from topo.labroot import make_lab_root
 from topo.netns import MNEXEC, ProcRef, ensure_lab_namespace
 from topo.network import host_exec_argv
 from topo.plan import plan_lab, render_plan
@@ -61,7 +62,7 @@ def up(name: str, spec_file: str | None = None, proxy_mode: str | None = None,
     paths = LabPaths(name)
     _refuse_if_present(paths)
     started = time.monotonic()
-    paths.root.mkdir(parents=True, mode=0o700)
+    make_lab_root(paths)
     _write_spec(paths, spec_file, proxy_mode)
     with open(paths.log, "ab") as logfile:
         daemon = subprocess.Popen([sys.executable, "-m", "labd.daemon", name],

@@ -33,7 +33,6 @@ import yaml
 from base.errors import LabTimeout
 from base.kube.client import ApiError, KubeClient
 from base.waiting import wait_until
-from controlplane.api.bootstrap import register_node
 from controlplane.control_plane import ControlPlane
 from labd.components import (
     kubelet_client,
@@ -61,7 +60,7 @@ class NodeMembership:
 
     spec: ClusterSpec
     lab: LabNetwork
-    api: object                       # the in-process ApiServer (its registry, its CA)
+    api: object                       # the API server's process (labd/apiproc.py)
     admin: KubeClient
     supervisor: Supervisor
     control_plane: ControlPlane
@@ -79,7 +78,7 @@ class NodeMembership:
             node = spec.nodes[-1]
             started = time.monotonic()
             record = node_join.join(self.lab, spec, node)
-            register_node(self.api.registry, node_info(spec, node))
+            self.api.register_node(node_info(spec, node))
             start_proxy_agent(spec, self.lab, self.api, self.supervisor, record)
             start_policy_agent(spec, self.lab, self.api, self.supervisor, record)
             self.control_plane.add_kubelet(node.name,

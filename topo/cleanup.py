@@ -10,12 +10,12 @@ removing the state folder leaves nothing of the lab.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from dataclasses import dataclass, field
 
 from base.errors import LabError
+from topo.labroot import remove_lab_root
 from topo.netns import ProcRef, netns_cookie, netns_inode, own_netns_inode, start_time
 from topo.state import LabPaths, read_state
 
@@ -99,6 +99,8 @@ def clean_lab(name: str) -> CleanReport:
             report.daemon_stopped = True
             stop_processes([state.daemon], timeout=10.0)
         recorded = [p.proc for p in state.processes] + [h.proc for h in state.hosts.values()]
+        if state.apiserver is not None:      # it ends on its own when the daemon is gone
+            recorded.append(state.apiserver)
         inodes = set(state.netns_seen) | {h.netns for h in state.hosts.values()}
         victims = list(dict.fromkeys(recorded + processes_in_netns(inodes,
                                                                     cookies=state.cookies())))
@@ -108,6 +110,6 @@ def clean_lab(name: str) -> CleanReport:
     if report.survivors:
         raise LabError(f"lab {name!r}: processes {report.survivors} did not stop; "
                        f"state kept in {paths.root}")
-    shutil.rmtree(paths.root, ignore_errors=True)
+    remove_lab_root(paths)
     report.state_removed = True
     return report

@@ -40,6 +40,7 @@ MS_PRIVATE = 0x40000
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p)
+_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
 T = TypeVar("T")
 
 
@@ -243,6 +244,16 @@ def mount(source: str | None, target: str, fstype: str | None = None, flags: int
     if _libc.mount(raw(source), raw(target), raw(fstype), flags, raw(data)) != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"mount {source or fstype or ''} on {target}: {os.strerror(code)}")
+
+
+MNT_DETACH = 2
+
+
+def umount(target: str, flags: int = 0) -> None:
+    """umount2(2) in the calling thread's mount namespace; OSError names the target."""
+    if _libc.umount2(target.encode(), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"umount {target}: {os.strerror(code)}")
 
 
 SO_NETNS_COOKIE = 71       # Linux 5.14+: a namespace's 64-bit ID, never reused

@@ -7,6 +7,7 @@ written here.  Writes are atomic (write, then rename).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -120,6 +121,9 @@ class LabState:
     ready: bool = False
     api_url: str = ""
     kubeconfig: str = ""
+    # The API server's own process (labd/apiproc.py); 0 until it runs.
+    apiserver_pid: int = 0
+    apiserver_start: int = 0
     # Supervised agents: key (e.g. proxy/NODE) -> {"pid": ..., "restarts": ...}
     agents: dict = field(default_factory=dict)
     hosts: dict[str, HostRecord] = field(default_factory=dict)
@@ -146,6 +150,16 @@ class LabState:
         data["netns_cookies"] = dict(self.netns_cookies)
         return data
 
+    def snapshot(self) -> LabState:
+        """A copy to write while the lab goes on changing: its containers are
+        copied, the records in them shared (hosts are frozen, processes are
+        never changed once recorded)."""
+        return dataclasses.replace(
+            self, agents={k: dict(v) if isinstance(v, dict) else v
+                          for k, v in self.agents.items()},
+            hosts=dict(self.hosts), processes=list(self.processes),
+            netns_seen=list(self.netns_seen), netns_cookies=dict(self.netns_cookies))
+
     def cookies(self) -> dict[int, int]:
         """inode -> cookie of the namespaces whose cookie is known."""
         return {int(inode): cookie for inode, cookie in self.netns_cookies.items()}
@@ -160,6 +174,10 @@ class LabState:
     @property
     def daemon(self) -> ProcRef:
         return ProcRef(self.daemon_pid, self.daemon_start)
+
+    @property
+    def apiserver(self) -> ProcRef | None:
+        return ProcRef(self.apiserver_pid, self.apiserver_start) if self.apiserver_pid else None
 
     def find_host(self, name: str, namespace: str | None = None) -> HostRecord:
         """Resolve a user-facing host name: node, pod (with namespace), client, igw...

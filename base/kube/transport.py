@@ -166,6 +166,7 @@ class Pool:
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._reaped = False          # in the reaper's set (once: its lock is the process's)
 
     def take(self) -> tuple[Connection, bool]:
         with self._lock:
@@ -188,7 +189,12 @@ class Pool:
                 del self._idle[:len(extra)]
         for old in extra:
             old.close()
-        _Reaper.watch(self)
+        if not self._reaped:
+            # Once per pool: every request of every client ends here, and a lock
+            # shared by all of them, taken each time, queued a thousand pod
+            # workers behind one another (each hand-off waits for the GIL).
+            self._reaped = True
+            _Reaper.watch(self)
 
     def idle_count(self) -> int:
         with self._lock:

@@ -36,7 +36,7 @@ from base.cri import PodStreams
 from controlplane.api import certs, errors
 from controlplane.api.allocators import IPRange
 from controlplane.api.auth import Authenticator, User
-from controlplane.api.bootstrap import NodeMonitor, bootstrap
+from controlplane.api.bootstrap import NodeMonitor, bootstrap, register_node
 from controlplane.api.handlers import Api, Request, Response, Stream
 from controlplane.api.jws import SigningKey
 from controlplane.api.rbac.bootstrap_policy import ensure_bootstrap_policy
@@ -277,6 +277,14 @@ class ApiServer:
     @property
     def ca_cert_path(self) -> Path:
         return self.state_dir / "ca.crt"
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.ca.cert_pem
+
+    def register_node(self, info: dict) -> dict:
+        """A node's Node object, as its kubelet registers it (bootstrap.register_node)."""
+        return register_node(self.registry, info)
 
     def mint_token(self, user: str, groups: tuple[str, ...] = ()) -> str:
         """A new bearer token for an in-lab agent."""

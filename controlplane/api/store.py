@@ -106,7 +106,10 @@ class Store:
         with self.lock:
             self.expire()
             obj = self._objects.get(resource, {}).get((namespace, name))
-            return json_copy(obj) if obj is not None and not read_only else obj
+        # Copied outside the lock (a stored dict is never changed, only replaced):
+        # hundreds of request threads queue for it, and each hand-off of a
+        # contended lock also waits for the interpreter's.
+        return json_copy(obj) if obj is not None and not read_only else obj
 
     def contains(self, resource: str, namespace: str, name: str) -> bool:
         """Whether the object exists (get() without the copy)."""
@@ -125,18 +128,17 @@ class Store:
             self.expire()
             objs = self._objects.get(resource, {})
             keys = sorted(k for k in objs if namespace is None or k[0] == namespace)
-            if read_only:
-                return [objs[k] for k in keys], self._rv
-            return [json_copy(objs[k]) for k in keys], self._rv
+            found, rv = [objs[k] for k in keys], self._rv
+        return (found if read_only else [json_copy(obj) for obj in found]), rv
 
     def put(self, resource: str, obj: dict, event_type: str) -> dict:
         """Store ``obj`` (create or replace) under a new resourceVersion."""
+        stored = json_copy(obj)         # before the lock, as get() copies after it
         with self.lock:
             self.expire()
             self._rv += 1
             meta = obj["metadata"]
-            meta["resourceVersion"] = str(self._rv)
-            stored = json_copy(obj)
+            meta["resourceVersion"] = stored["metadata"]["resourceVersion"] = str(self._rv)
             namespace = meta.get("namespace", "")
             self._objects.setdefault(resource, {})[(namespace, meta["name"])] = stored
             self._arm(resource, namespace, meta["name"])

@@ -34,9 +34,14 @@ def test_up_and_down_leave_the_host_as_it_was():
     during = host_snapshot()
     inodes, cookies = lab_namespaces(name)
     assert processes_in_netns(inodes, cookies=cookies), "agents, resolver and shells run"
+    state = read_state(LabPaths(name))
+    # The API server (with its controllers) runs in a process of its own.
+    assert state.apiserver is not None and state.apiserver.alive()
+    assert state.apiserver_pid != state.daemon_pid
     svclab("down", "--name", name)
     after = host_snapshot()
     assert after == before
+    assert not state.apiserver.alive()
     assert processes_in_netns(inodes, cookies=cookies) == []
     # Nothing of the lab ever appeared in the host namespace, even while up.
     assert during["links"] == before["links"] and during["routes"] == before["routes"]
@@ -76,7 +81,13 @@ def test_clean_after_kill_9_leaves_nothing_of_the_lab():
     inodes, cookies = lab_namespaces(name)
     assert len(inodes) >= 10
     os.kill(state["daemon_pid"], signal.SIGKILL)
-    time.sleep(0.3)
+    # The API server's process ends on its own once the daemon's end of their
+    # channel closes.
+    apiserver = ProcRef(state["apiserver_pid"], state["apiserver_start"])
+    deadline = time.monotonic() + 20
+    while apiserver.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not apiserver.alive()
     left = processes_in_netns(inodes, cookies=cookies)
     assert left, "the killed lab should have left processes behind for clean to find"
 
