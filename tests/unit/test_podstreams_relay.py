@@ -105,8 +105,8 @@ def _read_all(fd: int, timeout: float = 5.0) -> bytes:
 
 def test_exec_hands_over_the_process_streams_and_reports_its_exit_code(relay):
     runtime, remote = relay
-    session = remote.exec("default", "web", "app", ["sh", "-c", "tr a-z A-Z; echo oops >&2; exit 3"],
-                          stdin=True, tty=False)
+    script = "tr a-z A-Z; echo oops >&2; exit 3"
+    session = remote.exec("default", "web", "app", ["sh", "-c", script], stdin=True, tty=False)
     os.write(session.stdin, b"hello\n")
     session.close_stdin()                 # both copies closed: the process reads EOF
     assert _read_all(session.stdout) == b"HELLO\n"
