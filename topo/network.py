@@ -77,8 +77,8 @@ class LabNetwork:
         # Pods come and go by the hundred: their hosts reach the state file in
         # shared writes (base/groupcommit.py), each pod call still returning
         # only once a write holding it is done; writing (~60 ms at a thousand
-        # pods) takes at most a fifth of the time.
-        self._save_shared = GroupCommit(self._save_locked, spacing=4.0)
+        # pods) takes at most a fifth of a core.
+        self._save_shared = GroupCommit(self._save_copy, spacing=4.0)
         self._write_lock = threading.Lock()     # one state file write at a time
         self._fork_server: ForkServer | None = None
 
@@ -505,7 +505,7 @@ class LabNetwork:
         with self._write_lock:
             write_state(self.paths, self.state)
 
-    def _save_locked(self) -> None:
+    def _save_copy(self) -> None:
         """Write the state file from a copy, without the lab's lock.  Hundreds of
         pod workers queue for that lock while pods start, and a lock is not
         fair: the writer waited up to 6.6 s for it at a thousand pods while
@@ -519,7 +519,7 @@ class LabNetwork:
 
     def save_state(self) -> None:
         """Write the state file now (after spawns made with save=False)."""
-        self._save_locked()
+        self._save_copy()
 
 
 
