@@ -21,10 +21,7 @@ from base.kube.client import KubeClient
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agents.proxy", description=__doc__)
-    # kube-proxy's own minSyncPeriod: a change after a quiet spell is applied at
-    # once, a burst of them at most once a second (a thousand endpoints starting
-    # made six agents rewrite that Service's chains ten times a second each).
-    add_agent_arguments(parser, min_sync_period=1.0, healthz="0.0.0.0:10256",
+    add_agent_arguments(parser, min_sync_period=0.1, healthz="0.0.0.0:10256",
                         metrics="0.0.0.0:10249")
     parser.add_argument("--proxy-mode", choices=("iptables", "nftables"),
                         default="iptables")

@@ -53,7 +53,7 @@ class AgentConfig:
     node: str
     cluster_cidr: str = "192.168.0.0/16"
     service_cidr: str = "10.96.0.0/12"
-    min_sync_period: float = 1.0            # kube-proxy's default
+    min_sync_period: float = 0.1
     sync_period: float = 30.0
     healthz: tuple[str, int] | None = ("0.0.0.0", 10256)
     metrics: tuple[str, int] | None = ("0.0.0.0", 10249)
