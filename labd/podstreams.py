@@ -11,8 +11,8 @@ the lab's folder (`PodStreamServer`) and the API server calls it through
 The streams' bytes never pass through here.  The daemon starts the exec (or
 joins the console, or connects the port inside the pod) and hands the file
 descriptors over (SCM_RIGHTS); the API server reads and writes them as it
-did when both ran in one process.  What crosses the socket is one JSON line
-message per call and one per answer (base/msgwire.py):
+did when both ran in one process.  What crosses the socket (SOCK_SEQPACKET)
+is one JSON message per call and one per answer (base/msgwire.py):
 
     {"op": "exec", "namespace", "pod", "container", "argv", "stdin", "tty"}
     {"op": "attach", "namespace", "pod", "container", "stdin", "tty"}
