@@ -84,7 +84,7 @@ def run(name: str) -> int:
         start_agent_fork_server(spec, lab)      # imports while the API server starts
         supervisor = lab_life.enter_context(_Timed("supervisor", Supervisor(lab)))
         supervisor.on_change = lambda: _save_agents(state, lab, supervisor)
-        record_api(api, state, paths)
+        record_api(api, lab, state, paths)
         # Start everything, then wait for everything: the waits overlap.
         start_proxy_agents(spec, lab, api, supervisor)
         start_outside_world(spec, lab, supervisor)
@@ -173,12 +173,13 @@ def api_listeners(lab: LabNetwork, spec, state: LabState) -> list:
     return [loopback_listener(), listener_in_netns(control_node.pid)]
 
 
-def record_api(api: ApiProcess, state: LabState, paths: LabPaths) -> None:
-    """Its process (for `svclab clean`), its address and the admin's kubeconfig."""
+def record_api(api: ApiProcess, lab: LabNetwork, state: LabState, paths: LabPaths) -> None:
+    """Its process (for `svclab clean`), its address and the admin's kubeconfig,
+    written through the lab's own state writes."""
     state.apiserver_pid, state.apiserver_start = api.pid, api.start_time
     state.api_url = f"https://{api.addresses[0]}"
     state.kubeconfig = str(api.write_kubeconfig(paths.kubeconfig, state.api_url))
-    write_state(paths, state)
+    lab.save_state()
 
 
 def _save_agents(state: LabState, lab: LabNetwork, supervisor: Supervisor) -> None:

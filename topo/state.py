@@ -153,10 +153,9 @@ class LabState:
     def snapshot(self) -> LabState:
         """A copy to write while the lab goes on changing: its containers are
         copied, the records in them shared (hosts are frozen, processes are
-        never changed once recorded)."""
+        never changed once recorded, `agents` is replaced whole)."""
         return dataclasses.replace(
-            self, agents={k: dict(v) if isinstance(v, dict) else v
-                          for k, v in self.agents.items()},
+            self, agents=dict(self.agents),
             hosts=dict(self.hosts), processes=list(self.processes),
             netns_seen=list(self.netns_seen), netns_cookies=dict(self.netns_cookies))
 
