@@ -12,7 +12,9 @@ built-in workload server (image svclab/workload) from 0 in a lab of N nodes
     proportional set sizes (PSS) of the lab's processes;
 
 then the wall time of `svclab up` for a 50-node lab with 10 static pods per
-node.  Figures print next to the targets and next to the figures of main
+node.  Each scale-up and the big lab start on a quiet machine (its CPUs 90 %
+idle over 3 s: the kernel frees the last run's namespaces for a minute or
+more).  Figures print next to the targets and next to the figures of main
 before this work.  Needs root.  Not a test: it prints figures, it does not
 assert them.  It loads the machine: run it alone.
 
@@ -203,7 +205,8 @@ def scale_once(paths: LabPaths, counter: Counter, count: int, nodes: int, before
     """Scale 0 -> count; the seconds until all run and are ready endpoints, and memory."""
     kubectl(paths, "scale", "deployment", NAME, "--replicas=0")
     _wait_gone(counter, timeout)
-    print(f"  scale 0 -> {count}; {machine_speed()}", flush=True)
+    waited = quiet_cpu()
+    print(f"  scale 0 -> {count}; {machine_speed()}; quiet after {waited:.0f} s", flush=True)
     started = time.monotonic()
     kubectl(paths, "scale", "deployment", NAME, f"--replicas={count}")
     seconds = wait_for(count, counter, started, timeout)
@@ -261,13 +264,31 @@ def machine_speed() -> str:
     return f"machine speed: a fixed loop took {best * 1000:.0f} ms (a fast phase: ~110 ms)"
 
 
-def settle(quiet: float = 1.0, longest: float = 300.0) -> None:
-    """Until the 1-minute load average is below `quiet` (at most `longest` s): the
-    kernel goes on freeing a big lab's namespaces well after it is down."""
-    deadline = time.monotonic() + longest
-    while os.getloadavg()[0] >= quiet and time.monotonic() < deadline:
-        time.sleep(2)
-    print(f"settled: {load_line()}", flush=True)
+def cpu_idle(seconds: float) -> float:
+    """The machine's idle share (0..1) over the next `seconds`, from /proc/stat."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as handle:
+            ticks = [int(x) for x in handle.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]          # total, idle + iowait
+    total, idle = sample()
+    time.sleep(seconds)
+    total2, idle2 = sample()
+    return (idle2 - idle) / max(1, total2 - total)
+
+
+def quiet_cpu(idle: float = 0.9, window: float = 3.0, longest: float = 300.0) -> float:
+    """Wait until the CPUs are `idle` idle over a `window` (at most `longest` s); the
+    seconds waited.  The kernel frees a scale-down's namespaces for a minute or
+    more after the pods are gone; a run started then measures that too."""
+    started = time.monotonic()
+    while cpu_idle(window) < idle and time.monotonic() - started < longest:
+        pass
+    return time.monotonic() - started
+
+
+def settle() -> None:
+    waited = quiet_cpu()
+    print(f"settled after {waited:.0f} s: {load_line()}", flush=True)
 
 
 def main() -> int:

@@ -26,8 +26,10 @@ KUBE_DNS_IP_OFFSET = 10          # 10.96.0.10
 VPC_DOMAIN = "ec2.internal"
 POD_TMP_SIZE = "256m"            # a pod's private /tmp (tmpfs): memory, capped
 # The lab is IPv4; IPv6 autoconfiguration would only add noise to captures.
-IPV4_ONLY = (("net.ipv6.conf.all.disable_ipv6", "1"),
-             ("net.ipv6.conf.default.disable_ipv6", "1"))
+# The kernel writes `all` to every interface and to `default` as well, so an
+# interface made later (a pod's veth) starts without IPv6 too.  Each write
+# takes the kernel's rtnl lock, which a thousand pods' veths contend for.
+IPV4_ONLY = (("net.ipv6.conf.all.disable_ipv6", "1"),)
 
 
 @dataclass(frozen=True)
@@ -383,9 +385,10 @@ def plan_pod(spec: ClusterSpec, node_index: int, host: str, name: str,
         pod=pod,
         link=LinkPlan(node_host or node_host_name(node_index), veth, host, "eth0"),
         node_batch=(f"link set dev {veth} up", f"route add {ip}/32 dev {veth} scope link"),
+        # Calico's per-interface settings; the veth forwards already, as every
+        # interface of a node made after its ip_forward=1.
         node_sysctls=((f"net.ipv4.conf.{veth}.proxy_arp", "1"),
-                      (f"net.ipv4.neigh.{veth}.proxy_delay", "0"),
-                      (f"net.ipv4.conf.{veth}.forwarding", "1")))
+                      (f"net.ipv4.neigh.{veth}.proxy_delay", "0")))
 
 
 def render_node_rules(spec: ClusterSpec) -> str:

@@ -5,10 +5,12 @@ Pods, Namespaces and NetworkPolicies; each event is turned into the policy
 model (agents/policy/model.py), and only an event that changes the model
 asks the bounded-frequency runner for a sync.  A sync takes one consistent
 snapshot of the model, computes this node's rules (pure), renders them and
-applies them in one transaction -- unless the rendered rules equal the ones
-applied last, then nothing is written.  The periodic full resync applies
-again whatever it renders, which repairs rules someone else removed.  A
-failed apply leaves the old rules in force and is retried as a full sync.
+applies them in one transaction -- unless the rules it enforces (policy
+chains, isolated pods) equal the last sync's, then nothing is read or run,
+or the rendered rules equal the ones applied last, then nothing is written.
+The periodic full resync applies again whatever it renders, which repairs
+rules someone else removed.  A failed apply leaves the old rules in force
+and is retried as a full sync.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agents.node_agent import NodeAgent
-from agents.policy.compute import compute_node_rules
+from agents.policy.compute import NodeRules, compute_node_rules
 from agents.policy.metrics import PolicyMetrics
 from agents.policy.model import (
     Cluster,
@@ -72,6 +74,7 @@ class PolicyAgent(NodeAgent):
         self._models: dict[str, dict[str, object]] = {r: {} for r in PARSERS}
         self._version = 0             # highest resourceVersion seen
         self.last_applied: str | None = None
+        self._last_enforced: NodeRules | None = None   # of the last good sync
         self.synced = threading.Event()
         self.informers = {r: informer_factory(client, r, self._handler(r)) for r in PARSERS}
 
@@ -128,13 +131,17 @@ class PolicyAgent(NodeAgent):
         cluster, version = self.snapshot()
         try:
             rules = compute_node_rules(cluster, self.config.node)
-            rendered = self.backend.render(rules)
-            applied = (full or rendered.repair
-                       or rendered.rules_text != self.last_applied)
+            enforced = rules.enforced()
+            applied = False
+            if full or enforced != self._last_enforced:
+                rendered = self.backend.render(rules)
+                applied = (full or rendered.repair
+                           or rendered.rules_text != self.last_applied)
             if applied:
-                self.last_applied = None       # unknown until the apply succeeds
+                self.last_applied = self._last_enforced = None   # unknown until it succeeds
                 self.backend.apply(rendered)
                 self.last_applied = rendered.rules_text
+            self._last_enforced = enforced
         except Exception:
             self.metrics.errors += 1
             raise                              # the runner retries with a full sync

@@ -107,6 +107,13 @@ class NodeRules:
             "allow_rules": sum(len(c.rules) for c in self.chains),
         }
 
+    def enforced(self) -> NodeRules:
+        """What the renderers write: the chains and the workloads isolated in some
+        direction (a pod isolated in neither has no rule of its own)."""
+        return NodeRules(self.node, tuple(w for w in self.workloads
+                                          if w.ingress is not None or w.egress is not None),
+                         self.chains)
+
     def chain(self, name: str) -> PolicyChain:
         for c in self.chains:
             if c.name == name:

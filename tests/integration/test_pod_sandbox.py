@@ -33,7 +33,7 @@ from topo.hosts import kept_under_tmp
 from topo.netns import ProcRef, call_in_netns, netns_cookie
 from topo.network import LabNetwork, host_exec_argv
 from topo.node_probes import socket_listening
-from topo.plan import etc_hosts_for_pod
+from topo.plan import cali_name, etc_hosts_for_pod
 from topo.pod_runtime import LabPodRuntime
 from topo.spec import parse_spec
 from topo.state import LabPaths, LabState, write_state
@@ -147,6 +147,23 @@ def test_hostname_hosts_and_hostname_files_are_the_pods(lab):
     assert run(lab, "db-0", "getent", "hosts", "db-0")[1].split() == [
         db, "db-0.db.default.svc.cluster.local", "db-0"]
     assert "nameserver 10.96.0.10" in run(lab, "web-1", "cat", "/etc/resolv.conf")[1]
+
+
+def test_the_pod_is_ipv4_only_and_its_veth_answers_arp_for_the_gateway(lab):
+    lab.pod("v4-1")
+    assert run(lab, "v4-1", "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6",
+               "/proc/sys/net/ipv6/conf/lo/disable_ipv6")[1].split() == ["1", "1"]
+    assert run(lab, "v4-1", "ip", "-6", "addr", "show") == (0, "", "")
+    node = next(r for r in lab.network.state.hosts.values() if r.kind == "node"
+                and r.name == NODE)
+    veth = cali_name("default", "v4-1")
+
+    def settings() -> list[str]:
+        paths = (f"/proc/sys/net/ipv4/conf/{veth}/forwarding",
+                 f"/proc/sys/net/ipv4/conf/{veth}/proxy_arp",
+                 f"/proc/sys/net/ipv4/neigh/{veth}/proxy_delay")
+        return [open(path).read().strip() for path in paths]
+    assert call_in_netns(node.pid, settings, timeout=10) == ["1", "1", "0"]
 
 
 def test_the_environment_is_the_containers_and_nothing_of_the_host(lab, monkeypatch):

@@ -38,10 +38,12 @@ class RecordingBackend:
 
     def __init__(self):
         self.applied = []
+        self.renders = 0              # the real backend reads the kernel's table here
         self.fail_next = False
         self._rules = {}
 
     def render(self, rules) -> Rendered:
+        self.renders += 1
         text = repr(rules)
         self._rules[text] = rules
         return Rendered(text, text)
@@ -155,6 +157,22 @@ def test_without_policies_only_this_nodes_pods_ask_for_a_sync(agent):
     assert agent.runner.requests == before + 2
     agent.sync(full=False)
     assert [w.name for w in agent.backend.applied[-1].workloads] == ["web"]
+
+
+def test_a_pod_no_policy_isolates_reads_and_writes_nothing(agent):
+    # Without a policy a new local pod has no rule of its own: the sync neither
+    # reads the kernel's table nor applies, as felix leaves an open pod alone.
+    renders = agent.backend.renders
+    agent.send("pods", "ADDED", pod("web2", NODE, "192.168.1.11", {"app": "web"}))
+    agent.sync(full=False)
+    assert (agent.backend.renders, len(agent.backend.applied)) == (renders, 1)
+    assert parse_metric(agent.metrics.render(), "svclab_policy_workloads") == 2
+    agent.send("networkpolicies", "ADDED", policy("deny", {"app": "web"}))
+    agent.sync(full=False)
+    agent.send("pods", "ADDED", pod("web3", NODE, "192.168.1.12", {"app": "web"}))
+    agent.sync(full=False)                  # an isolated pod: its chains are written
+    assert [w.name for w in agent.backend.applied[-1].enforced().workloads] == [
+        "web", "web2", "web3"]
 
 
 def test_with_a_policy_pods_elsewhere_ask_for_a_sync_and_reach_the_rules(agent):
