@@ -20,6 +20,9 @@ The child ends when that pair closes, so a daemon killed with -9 takes it
 along; its PID is in the state file, and `svclab clean` stops it as well.
 
     python -m labd.apiproc NAME --control-fd FD --listen-fd FD [--listen-fd FD]
+
+It reads the lab's spec from the lab's folder, as the daemon does (the
+node monitor's grace period, the lab's clock).
 """
 from __future__ import annotations
 
@@ -65,11 +68,9 @@ class ApiProcess:
     It answers what the daemon's components asked the in-process server:
     `addresses`, `ca_pem`, `mint_token`, `write_kubeconfig`, `register_node`."""
 
-    def __init__(self, paths: LabPaths, listeners: list[socket.socket], *,
-                 node_grace_period: float | None):
+    def __init__(self, paths: LabPaths, listeners: list[socket.socket]):
         self.paths = paths
         self.listeners = listeners
-        self.node_grace_period = node_grace_period
         self.addresses: list[str] = []
         self.ca_pem = b""
         self.popen: subprocess.Popen | None = None
@@ -83,8 +84,6 @@ class ApiProcess:
                 "--control-fd", str(theirs.fileno())]
         for sock in self.listeners:
             argv += ["--listen-fd", str(sock.fileno())]
-        if self.node_grace_period is not None:
-            argv += ["--node-grace-period", str(self.node_grace_period)]
         try:
             with open(self.paths.log, "ab") as logfile:
                 self.popen = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL,
@@ -164,11 +163,10 @@ class ApiProcess:
 
 # --- the API server's process ------------------------------------------------------------
 
-def serve(paths: LabPaths, control: socket.socket, listen_fds: list[int],
-          node_grace_period: float | None) -> int:
+def serve(paths: LabPaths, control: socket.socket, listen_fds: list[int]) -> int:
     spec = load_spec(paths.spec)
     with ApiServer(paths.api, cluster_info(spec),
-                   node_grace_period=node_grace_period) as api:
+                   node_grace_period=spec.node_monitor_grace_period) as api:
         for fd in listen_fds:
             api.add_listener(socket.socket(fileno=fd))
         api.pod_streams = RemotePodStreams(streams_socket(paths))
@@ -218,7 +216,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--listen-fd", type=int, action="append", default=[])
-    parser.add_argument("--node-grace-period", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s apiserver %(name)s %(levelname)s %(message)s")
@@ -227,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     control = socket.socket(fileno=args.control_fd)
     started = time.monotonic()
     try:
-        return serve(LabPaths(args.name), control, args.listen_fd, args.node_grace_period)
+        return serve(LabPaths(args.name), control, args.listen_fd)
     except Exception:
         log.exception("the API server's process failed")
         return 1

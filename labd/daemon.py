@@ -79,8 +79,7 @@ def run(name: str) -> int:
     with ExitStack() as lab_life:
         lab = lab_life.enter_context(_Timed("network", LabNetwork(spec, paths, state)))
         api = lab_life.enter_context(_Timed("api server", ApiProcess(
-            paths, api_listeners(lab, spec, state),
-            node_grace_period=spec.node_monitor_grace_period)))
+            paths, api_listeners(lab, spec, state))))
         start_agent_fork_server(spec, lab)      # imports while the API server starts
         supervisor = lab_life.enter_context(_Timed("supervisor", Supervisor(lab)))
         supervisor.on_change = lambda: _save_agents(state, lab, supervisor)

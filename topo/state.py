@@ -153,10 +153,10 @@ class LabState:
     def snapshot(self) -> LabState:
         """A copy to write while the lab goes on changing: its containers are
         copied, the records in them shared (hosts are frozen, processes are
-        never changed once recorded, `agents` is replaced whole)."""
+        never changed once recorded); `agents` is shared, as it is only ever
+        replaced whole."""
         return dataclasses.replace(
-            self, agents=dict(self.agents),
-            hosts=dict(self.hosts), processes=list(self.processes),
+            self, hosts=dict(self.hosts), processes=list(self.processes),
             netns_seen=list(self.netns_seen), netns_cookies=dict(self.netns_cookies))
 
     def cookies(self) -> dict[int, int]:
