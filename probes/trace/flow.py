@@ -195,27 +195,65 @@ def _changes(before: tuple[AddrPort, AddrPort], after: tuple[AddrPort, AddrPort]
     return tuple(changes)
 
 
-Peers = dict[tuple[str, str], tuple[str, str]]     # (host, interface) -> its veth peer
+# (host, interface) -> the other end of its veth: a host's interface, or a bridge's port
+Peers = dict[tuple[str, str], tuple[str, str]]
 
 
-def _veth_order(packets: list[CapturedPacket], peers: Peers) -> list[CapturedPacket]:
-    """Put each receive on a veth right after the send on its peer.
+def _wire_order(packets: list[CapturedPacket], peers: Peers) -> list[CapturedPacket]:
+    """Order sightings as the packet travelled: each receive after its send.
 
-    A packet keeps the timestamp it got when it entered the sending host, so
-    the receiving end of a veth can look earlier than the send; the link plan
-    knows which end comes first.
+    A packet can keep the timestamp it got on entering the sending host, so
+    the receiving end of a link can look earlier than the send, or tie with
+    it.  The link plan says which sightings are the two ends of one wire: a
+    veth's two ends, or two hosts' ports on one bridge (the bridge itself is
+    not captured; it changes no address, so the send is the one carrying the
+    same addresses).  A topological sort keeps each host's own sightings in
+    capture order, puts every receive after its send, and otherwise keeps
+    capture order.
     """
-    ordered = list(packets)
-    for packet in list(ordered):
-        peer = peers.get((packet.host, packet.interface))
-        if packet.direction != "in" or peer is None:
+    count = len(packets)
+    after: list[set[int]] = [set() for _ in range(count)]
+    last_on_host: dict[str, int] = {}
+    for index, packet in enumerate(packets):
+        if packet.host in last_on_host:
+            after[last_on_host[packet.host]].add(index)
+        last_on_host[packet.host] = index
+        sender = _sender(packets, index, peers)
+        if sender is not None:
+            after[sender].add(index)
+    waiting = [0] * count
+    for successors in after:
+        for successor in successors:
+            waiting[successor] += 1
+    ready = [i for i in range(count) if not waiting[i]]
+    order: list[int] = []
+    while ready:
+        current = min(ready)
+        ready.remove(current)
+        order.append(current)
+        for successor in after[current]:
+            waiting[successor] -= 1
+            if not waiting[successor]:
+                ready.append(successor)
+    if len(order) < count:      # contradictory stamps and links: keep capture order
+        return list(packets)
+    return [packets[i] for i in order]
+
+
+def _sender(packets: list[CapturedPacket], index: int, peers: Peers) -> int | None:
+    """The index of the send at the far end of the wire `packets[index]` arrived on."""
+    packet = packets[index]
+    far = peers.get((packet.host, packet.interface))
+    if packet.direction != "in" or far is None:
+        return None
+    for i, other in enumerate(packets):
+        if other.direction != "out" or other.host == packet.host:
             continue
-        here = ordered.index(packet)
-        sender = next((i for i, p in enumerate(ordered) if (p.host, p.interface) == peer
-                       and p.direction == "out"), None)
-        if sender is not None and sender > here:
-            ordered.insert(sender, ordered.pop(here))
-    return ordered
+        end = (other.host, other.interface)
+        same_wire = end == far or peers.get(end, (None,))[0] == far[0]
+        if same_wire and (other.src, other.dst) == (packet.src, packet.dst):
+            return i
+    return None
 
 
 def sightings_of(packets: list[CapturedPacket], start: tuple[AddrPort, AddrPort] | None = None,
@@ -225,13 +263,13 @@ def sightings_of(packets: list[CapturedPacket], start: tuple[AddrPort, AddrPort]
 
     start: the tuple the sending program used on start_host (a translation
     done on the sending host itself shows against it).  peers: veth ends,
-    to order a receive after its send (see _veth_order).
+    to order a receive after its send (see _wire_order).
     """
     last_on_host: dict[str, tuple[AddrPort, AddrPort]] = {}
     if start is not None and start_host is not None:
         last_on_host[start_host] = start
     out = []
-    ordered = _veth_order(_first_sightings(sorted(packets, key=_order)), peers or {})
+    ordered = _wire_order(_first_sightings(sorted(packets, key=_order)), peers or {})
     for packet in ordered:
         here = (packet.src, packet.dst)
         before = last_on_host.get(packet.host)

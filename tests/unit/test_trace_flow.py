@@ -70,6 +70,43 @@ def test_the_seed_flow_is_followed_through_every_translation():
     assert leg.packets == 14 and "172.31.0.5" not in str(leg)
 
 
+# The lab's other wires: hosts' ports on the inet and vpc bridges (not captured).
+BRIDGED = {**PEERS,
+           ("client", "eth0"): ("inet", "inet-eth2"), ("igw", "eth1"): ("inet", "inet-eth1"),
+           ("igw", "eth0"): ("vpc", "vpc-eth1"), ("ip-172-31-0-11", "eth0"): ("vpc", "vpc-eth2"),
+           ("ip-172-31-0-12", "eth0"): ("vpc", "vpc-eth3")}
+
+
+def test_a_receive_across_a_bridge_follows_its_send_even_when_stamped_first():
+    """A receive stamped the same as, or before, its send on a bridge still comes after it."""
+    far = AddrPort("192.168.2.1", 80)
+    packets = [
+        pkt("client", "eth0", "out", 10.001, CLIENT, PUBLIC),
+        pkt("igw", "eth1", "in", 10.002, CLIENT, PUBLIC),
+        pkt("igw", "eth0", "out", 10.003, CLIENT, PRIVATE),
+        pkt("ip-172-31-0-11", "eth0", "in", 10.003, CLIENT, PRIVATE),
+        pkt("ip-172-31-0-11", "eth0", "out", 10.004, MASQ, far),
+        pkt("ip-172-31-0-12", "eth0", "in", 10.0035, MASQ, far),     # stamped before the send
+        pkt("ip-172-31-0-12", "eth0", "out", 10.006, far, MASQ, "SA", SISN, ISN + 1),
+        pkt("ip-172-31-0-11", "eth0", "in", 10.007, far, MASQ, "SA", SISN, ISN + 1),
+        pkt("ip-172-31-0-11", "eth0", "out", 10.008, PRIVATE, CLIENT, "SA", SISN, ISN + 1),
+        pkt("igw", "eth0", "in", 10.009, PRIVATE, CLIENT, "SA", SISN, ISN + 1),
+        pkt("client", "eth0", "in", 10.010, PUBLIC, CLIENT, "SA", SISN, ISN + 1),  # a tie
+        pkt("igw", "eth1", "out", 10.010, PUBLIC, CLIENT, "SA", SISN, ISN + 1),
+    ]
+    (leg,) = follow(packets, origin(), BRIDGED)
+    assert [(s.host, s.direction) for s in leg.request] == [
+        ("client", "out"), ("igw", "in"), ("igw", "out"), ("ip-172-31-0-11", "in"),
+        ("ip-172-31-0-11", "out"), ("ip-172-31-0-12", "in")]
+    assert [(s.host, s.direction) for s in leg.reply] == [
+        ("ip-172-31-0-12", "out"), ("ip-172-31-0-11", "in"), ("ip-172-31-0-11", "out"),
+        ("igw", "in"), ("igw", "out"), ("client", "in")]
+    assert leg.reply[-1].changes == () and str(leg.reply[-1].src) == str(PUBLIC)
+    # Without the link plan, capture order (a receive first on a tie) is all there is.
+    (blind,) = follow(packets, origin())
+    assert [s.host for s in blind.reply][-2:] == ["client", "igw"]
+
+
 def test_the_story_reads_like_the_seed():
     legs = follow(seed_packets(), origin(), PEERS)
     decision = Decision("ip-172-31-0-11", 0, "kube-proxy (iptables)",
