@@ -11,6 +11,7 @@ same names means what a user sees in svclab matches a real node.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 CLUSTER_PREFIX = "KUBE-SVC-"
@@ -23,7 +24,10 @@ SERVICE_CHAIN_PREFIXES = (CLUSTER_PREFIX, LOCAL_PREFIX, EXTERNAL_PREFIX,
                           FIREWALL_PREFIX, ENDPOINT_PREFIX, "KUBE-XLB-")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _hash16(text: str) -> str:
+    # Remembered: a sync names every endpoint's chain again, and base64's
+    # base32 is written in Python (a thousand endpoints, six proxies, each sync).
     digest = hashlib.sha256(text.encode()).digest()
     return base64.b32encode(digest).decode()[:16]
 
