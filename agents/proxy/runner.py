@@ -4,6 +4,13 @@ A sync runs when something changed, but never sooner than `min_interval`
 after the previous one (changes arriving meanwhile are batched), and at least
 every `max_interval` even with no change (a full resync that repairs rules
 someone else removed).  A failed sync is retried after `retry_interval`.
+
+The lab's agents use a `min_interval` of 100 ms where kube-proxy's default is
+1 s, so a test sees a Service's rules at once.  A sync that took long (a
+thousand endpoints changing, six agents on two cores) would then follow the
+last almost back to back; so a change-driven sync also waits `rest` times
+the last sync's own duration after it ended.  Quick syncs are not affected:
+with rest 2, only a sync over a third of `min_interval` delays the next.
 """
 from __future__ import annotations
 
@@ -20,11 +27,14 @@ class BoundedFrequencyRunner:
 
     def __init__(self, fn: Callable[[bool], None], min_interval: float,
                  max_interval: float, retry_interval: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, rest: float = 2.0):
         if min_interval < 0 or max_interval <= 0 or min_interval > max_interval:
             raise ValueError("need 0 <= min_interval <= max_interval and max_interval > 0")
+        if rest < 0:
+            raise ValueError("need rest >= 0")
         self.fn = fn
         self.min_interval = min_interval
+        self.rest = rest
         self.max_interval = max_interval
         self.retry_interval = retry_interval
         self.clock = clock
@@ -33,6 +43,8 @@ class BoundedFrequencyRunner:
         self._full_pending = True
         self._stopping = False
         self._last_run = float("-inf")
+        self._last_end = float("-inf")
+        self._last_took = 0.0
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> BoundedFrequencyRunner:
@@ -64,7 +76,8 @@ class BoundedFrequencyRunner:
         """Seconds until the next sync should run (0 = now); pure given state."""
         since = now - self._last_run
         if self._pending:
-            return max(0.0, self.min_interval - since)
+            rested = self.rest * self._last_took - (now - self._last_end)
+            return max(0.0, self.min_interval - since, rested)
         return max(0.0, self.max_interval - since)
 
     def _loop(self) -> None:
@@ -88,3 +101,8 @@ class BoundedFrequencyRunner:
                 with self._wake:
                     self._pending = self._full_pending = True
                     self._last_run = self.clock() - self.min_interval + self.retry_interval
+                    self._last_took = 0.0
+                continue
+            with self._wake:
+                self._last_end = self.clock()
+                self._last_took = self._last_end - self._last_run

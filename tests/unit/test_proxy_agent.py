@@ -202,3 +202,41 @@ def test_bounded_frequency_runner_batches_changes_and_resyncs_periodically():
     assert runner.next_delay(clock()) == pytest.approx(0.6)
     with pytest.raises(ValueError):
         BoundedFrequencyRunner(lambda full: None, min_interval=5, max_interval=1)
+
+
+def test_after_a_long_sync_the_runner_rests_twice_as_long_before_the_next():
+    clock = FakeClock()
+    runner = BoundedFrequencyRunner(lambda full: None, min_interval=0.1, max_interval=30.0,
+                                    clock=clock)
+
+    def synced(took: float) -> None:
+        runner._pending = False
+        runner._last_run, runner._last_end, runner._last_took = clock(), clock() + took, took
+        clock.now += took
+        runner.request()
+    synced(0.02)                # a quick sync: min_interval alone decides
+    assert runner.next_delay(clock()) == pytest.approx(0.08)
+    synced(0.25)                # a thousand endpoints: the next waits 0.5 s after it
+    assert runner.next_delay(clock()) == pytest.approx(0.5)
+    clock.now += 0.3
+    assert runner.next_delay(clock()) == pytest.approx(0.2)
+    runner._pending = False     # with nothing to do, only the periodic resync is due
+    assert runner.next_delay(clock()) == pytest.approx(30.0 - 0.55)
+    with pytest.raises(ValueError):
+        BoundedFrequencyRunner(lambda full: None, min_interval=0.1, max_interval=1, rest=-1)
+
+
+def test_the_running_loop_measures_each_sync_and_rests_after_a_long_one():
+    starts: list[float] = []
+
+    def sync(full: bool) -> None:
+        starts.append(time.monotonic())
+        time.sleep(0.15 if len(starts) == 2 else 0.0)
+    with BoundedFrequencyRunner(sync, min_interval=0.02, max_interval=30.0) as runner:
+        deadline = time.monotonic() + 10
+        while len(starts) < 3 and time.monotonic() < deadline:
+            runner.request()            # changes keep coming
+            time.sleep(0.005)
+    assert len(starts) >= 3
+    assert starts[1] - starts[0] >= 0.02
+    assert starts[2] - starts[1] >= 0.15 + 2 * 0.15       # its run, then twice that
