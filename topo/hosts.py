@@ -116,9 +116,6 @@ def configure(host, config: HostConfig, files: Path) -> None:
         rules = files / "rules.iptables"
         rules.write_text(config.iptables)
         steps.append(f"iptables-restore --noflush < {shlex.quote(str(rules))}")
-    if config.kind == "pod":
-        steps += private_run_steps(kept_under_run(files),
-                                   write_projected(files / "volumes", config.volumes))
     if config.private_tmp:
         # Last: every file above may live under the machine's /tmp (a test's state folder).
         steps += private_tmp_steps(kept_under_tmp())
@@ -176,25 +173,6 @@ def kept_under_run(files: Path) -> tuple[str, ...]:
     if files.is_relative_to("/run") and files != Path("/run"):
         return (f"/run/{files.relative_to('/run').parts[0]}",)
     return ()
-
-
-def private_run_steps(kept: tuple[str, ...], projected: tuple[tuple[str, str], ...]) -> list[str]:
-    """Shell steps that give a pod a tmpfs of its own on /run (so /var/run): `lock`,
-    `shm` as a container has them, the `kept` folders of the machine's /run, and each
-    projected (source folder, target under /run) bound read-only. Assembled at /mnt,
-    then moved onto /run, as private_tmp_steps does for /tmp."""
-    stage = POD_TMP_STAGING
-    steps = [f"mount -t tmpfs -o mode=755,nosuid,nodev,size={POD_RUN_SIZE} "
-             f"svclab-pod-run {stage}",
-             f"mkdir -m 1777 {stage}/lock", f"ln -s /dev/shm {stage}/shm"]
-    binds = [(path, path, "") for path in kept] + [(source, target, ",ro")
-                                                   for source, target in projected]
-    for source, target, options in binds:
-        staged = shlex.quote(stage + target.removeprefix("/run"))
-        steps += [f"mkdir -p {staged}",
-                  f"mount -n --bind -o bind{options} {shlex.quote(source)} {staged}"]
-    steps.append(f"mount -n --move {stage} /run")
-    return steps
 
 
 def wait_links_up(node, timeout: float = LINK_TIMEOUT) -> None:

@@ -213,7 +213,9 @@ class PodSandbox:
             self._private_tmp()
 
     def _private_run(self) -> None:
-        """A tmpfs of the pod's own on /run (so /var/run), as hosts.private_run_steps."""
+        """A tmpfs of the pod's own on /run (so /var/run): `lock` and `shm` as a
+        container has them, the folders of the machine's /run the lab's programs
+        use, and each projected volume read-only; assembled aside, then moved."""
         stage = POD_TMP_STAGING
         mount("svclab-pod-run", stage, "tmpfs", MS_NOSUID | MS_NODEV,
               f"mode=755,size={POD_RUN_SIZE}")

@@ -262,7 +262,7 @@ def sightings_of(packets: list[CapturedPacket], start: tuple[AddrPort, AddrPort]
     """Ordered sightings of one packet, with the changes made on each host.
 
     start: the tuple the sending program used on start_host (a translation
-    done on the sending host itself shows against it).  peers: veth ends,
+    done on the sending host itself shows against it).  peers: the link plan's wires,
     to order a receive after its send (see _wire_order).
     """
     last_on_host: dict[str, tuple[AddrPort, AddrPort]] = {}

@@ -27,6 +27,7 @@ from mininet.log import setLogLevel
 from base.cri import ConsoleConfig, PodSandboxConfig, StreamTargetError
 from base.errors import UsageError
 from base.waiting import wait_until
+from controlplane.kubelet.serviceaccount import MOUNT_PATH, projected_files
 from topo.cleanup import processes_in_netns
 from topo.crilog import parse_line
 from topo.hosts import kept_under_tmp
@@ -195,6 +196,23 @@ def test_tmp_is_private_to_each_pod(lab):
     kept = "".join(f"{path.removeprefix('/tmp/')}\n" for path in kept_under_tmp())
     assert run(lab, "tmp-b", "ls", "-A", "/tmp") == (0, kept, "")
     assert run(lab, "tmp-a", "sh", "-c", "mount | grep ' /tmp '")[1].startswith("svclab-pod-tmp")
+
+
+
+def test_run_is_the_pods_own_tmpfs_with_its_token_read_only(lab):
+    lab.pod("run-a", volumes=(projected_files("eyJtoken", "ca", "default"),))
+    lab.pod("run-b")
+    assert run(lab, "run-a", "sh", "-c", "mount | grep ' /run '")[1].startswith("svclab-pod-run")
+    assert run(lab, "run-a", "stat", "-c", "%a", "/run/lock") == (0, "1777\n", "")
+    assert run(lab, "run-a", "readlink", "/run/shm") == (0, "/dev/shm\n", "")
+    assert run(lab, "run-a", "cat", f"{MOUNT_PATH}/token") == (0, "eyJtoken", "")
+    code, _, err = run(lab, "run-a", "sh", "-c", f"echo x > {MOUNT_PATH}/token")
+    assert code != 0 and "Read-only file system" in err
+    # The other pod's /run is its own: no token there, and a file made in one
+    # pod's /run is not in the other's.
+    assert run(lab, "run-b", "ls", "/run/secrets")[0] != 0
+    assert run(lab, "run-a", "touch", "/run/only-a") == (0, "", "")
+    assert run(lab, "run-b", "ls", "/run/only-a")[0] != 0
 
 
 # --- exec -------------------------------------------------------------------------------

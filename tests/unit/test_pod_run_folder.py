@@ -1,5 +1,6 @@
-"""A pod's own /run (no root): where the kubelet's projected token lands and how the
-steps that build it look, and the pod plan carrying the kubelet's volumes."""
+"""A pod's own /run (no root): where the kubelet's projected token lands, which of
+the machine's /run a pod keeps, and the pod plan carrying the kubelet's volumes.
+(The /run itself, as a pod sees it: tests/integration/test_pod_sandbox.py.)"""
 from __future__ import annotations
 
 import ipaddress
@@ -10,7 +11,7 @@ import pytest
 from base.cri import PodSandboxConfig, ProjectedFiles
 from base.errors import LabError
 from controlplane.kubelet.serviceaccount import MOUNT_PATH, projected_files
-from topo.hosts import kept_under_run, private_run_steps, write_projected
+from topo.hosts import kept_under_run, write_projected
 from topo.plan import plan_pod
 from topo.spec import load_spec
 
@@ -29,14 +30,6 @@ def test_projected_files_are_written_one_folder_per_volume(tmp_path):
 def test_only_folders_under_run_can_be_projected(tmp_path):
     with pytest.raises(LabError, match="/etc/app"):
         write_projected(tmp_path, (ProjectedFiles("/etc/app", (("a", "b"),)),))
-
-
-def test_the_pods_run_is_a_tmpfs_with_the_token_read_only_and_the_lab_state_kept():
-    steps = private_run_steps(("/run/svclab",), (("/s/0", "/run/secrets/kubernetes.io/x"),))
-    assert steps[0].startswith("mount -t tmpfs") and steps[0].endswith(" /mnt")
-    assert "mount -n --bind -o bind /run/svclab /mnt/svclab" in steps
-    assert "mount -n --bind -o bind,ro /s/0 /mnt/secrets/kubernetes.io/x" in steps
-    assert steps[-1] == "mount -n --move /mnt /run"
 
 
 def test_the_lab_state_folder_is_kept_only_when_it_lives_under_run(tmp_path):
