@@ -4,11 +4,8 @@ Small classes in Mininet's style: a host is created (its shell starts in a new
 network and mount namespace), configured once from a HostConfig, and
 terminated.  Bridges are Linux bridges *inside* a namespace of their own, so a
 lab leaves no interface, bridge or route in the host's namespace.  Pods are
-not Mininet hosts (topo/pod_sandbox.py holds their namespaces without a
-process) but share the pieces here: a pod's /etc files, a tmpfs /tmp and a
-tmpfs /run (with the kubelet's read-only projected folders, e.g. the
-service-account token under /run/secrets), mounted in its own mount
-namespace only, so nothing propagates to the machine or to other pods.
+not Mininet hosts: topo/pod_sandbox.py holds their namespaces without a
+process and sets up their /etc files, /tmp and /run.
 """
 from __future__ import annotations
 
@@ -17,7 +14,6 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,14 +23,12 @@ from mininet.nodelib import LinuxBridge
 
 from base.errors import LabError, LabTimeout
 from topo.netns import netns_inode, run_in, set_uts_hostname, start_time
-from topo.plan import POD_TMP_SIZE, HostConfig, LinkPlan
+from topo.plan import HostConfig, LinkPlan
 
 # Importing mininet makes every logger created afterwards a MininetLogger with
 # a handler of its own (so each of our log lines would print twice); undo that.
 logging.setLoggerClass(logging.Logger)
 LINK_TIMEOUT = 5.0
-POD_TMP_STAGING = "/mnt"          # where a pod's /tmp and /run are assembled before they move
-POD_RUN_SIZE = "4m"
 
 
 class _Namespaced:
@@ -116,63 +110,8 @@ def configure(host, config: HostConfig, files: Path) -> None:
         rules = files / "rules.iptables"
         rules.write_text(config.iptables)
         steps.append(f"iptables-restore --noflush < {shlex.quote(str(rules))}")
-    if config.private_tmp:
-        # Last: every file above may live under the machine's /tmp (a test's state folder).
-        steps += private_tmp_steps(kept_under_tmp())
     if steps:
         run_in(host.pid, ["sh", "-ec", "\n".join(steps)], where=config.host)
-
-
-def kept_under_tmp() -> tuple[str, ...]:
-    """The folders under the machine's /tmp that a pod's programs need: where
-    svclab and its Python live when the checkout (or its venv) is under /tmp,
-    as a CI clone may be.  Their top-level folder under /tmp, each once."""
-    needed = {Path(__file__).resolve().parents[1], Path(sys.prefix).resolve(),
-              Path(sys.executable).resolve().parent}
-    return tuple(sorted({f"/tmp/{p.relative_to('/tmp').parts[0]}" for p in needed
-                         if p.is_relative_to("/tmp") and p != Path("/tmp")}))
-
-
-def private_tmp_steps(kept: tuple[str, ...]) -> list[str]:
-    """Shell steps that give a pod a tmpfs of its own on /tmp, with `kept`
-    folders of the machine's /tmp bound into it.  The tmpfs is made at /mnt
-    first (the pod's mount namespace is private: the machine's /mnt is not
-    touched), the kept folders are bound into it while the machine's /tmp is
-    still visible, and then it moves onto /tmp with them."""
-    steps = [f"mount -t tmpfs -o mode=1777,nosuid,nodev,size={POD_TMP_SIZE} "
-             f"svclab-pod-tmp {POD_TMP_STAGING}"]
-    for path in kept:
-        staged = shlex.quote(POD_TMP_STAGING + path.removeprefix("/tmp"))
-        steps += [f"mkdir -p {staged}", f"mount --bind {shlex.quote(path)} {staged}"]
-    steps.append(f"mount --move {POD_TMP_STAGING} /tmp")
-    return steps
-
-
-def write_projected(folder: Path, volumes) -> tuple[tuple[str, str], ...]:
-    """Write each projected volume's files into a folder of its own under folder;
-    (that folder, where the pod sees it) for each."""
-    placed = []
-    for index, volume in enumerate(volumes):
-        target = volume.path.replace("/var/run/", "/run/", 1)
-        if not target.startswith("/run/"):
-            raise LabError(f"projected volume {volume.path}: svclab mounts these under "
-                           "/run (/var/run) only")
-        source = folder / str(index)
-        source.mkdir(parents=True, exist_ok=True)
-        for name, content in volume.files:
-            (source / name).write_text(content)
-            (source / name).chmod(0o644)
-        placed.append((str(source), target))
-    return tuple(placed)
-
-
-def kept_under_run(files: Path) -> tuple[str, ...]:
-    """The folder under the machine's /run that pods keep seeing: the lab's state
-    folder's top one (/run/svclab), where the lab's own programs find their files."""
-    files = Path(files).resolve()
-    if files.is_relative_to("/run") and files != Path("/run"):
-        return (f"/run/{files.relative_to('/run').parts[0]}",)
-    return ()
 
 
 def wait_links_up(node, timeout: float = LINK_TIMEOUT) -> None:

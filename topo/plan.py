@@ -26,15 +26,14 @@ KUBE_DNS_IP_OFFSET = 10          # 10.96.0.10
 VPC_DOMAIN = "ec2.internal"
 POD_TMP_SIZE = "256m"            # a pod's private /tmp (tmpfs): memory, capped
 # The lab is IPv4; IPv6 autoconfiguration would only add noise to captures.
-# The kernel writes `all` to every interface and to `default` as well, so an
-# interface made later (a pod's veth) starts without IPv6 too.  Each write
-# takes the kernel's rtnl lock, which a thousand pods' veths contend for.
+# A lab host writes `all`, which the kernel applies to every interface and to
+# `default`, so interfaces made later (a pod veth's node end) start without
+# IPv6 too.  A pod writes only `default`, before its veth exists: `all` (and
+# any interface's own) only tries the rtnl lock and restarts the write while
+# another thread holds it -- a spin that took a third of the lab daemon's CPU
+# while a thousand pods started -- and `default` takes no lock.  A pod's eth0
+# starts without IPv6; its lo keeps ::1, as a real pod's.
 IPV4_ONLY = (("net.ipv6.conf.all.disable_ipv6", "1"),)
-# A pod writes only `default`, before its veth exists: the kernel sets
-# `default` without the rtnl lock, while `all` (and any interface's own) only
-# tries the lock and restarts the write when another thread holds it -- a
-# spin that took a third of the lab daemon's CPU while a thousand pods
-# started.  Its eth0 starts without IPv6; its lo keeps ::1, as a real pod's.
 POD_IPV4_ONLY = (("net.ipv6.conf.default.disable_ipv6", "1"),)
 
 

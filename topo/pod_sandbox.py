@@ -34,19 +34,13 @@ import os
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 from base.errors import CommandError, LabError, LabTimeout
 from topo import rtnetlink
-from topo.hosts import (
-    POD_RUN_SIZE,
-    POD_TMP_STAGING,
-    kept_under_run,
-    kept_under_tmp,
-    write_projected,
-)
 from topo.netns import (
     CLONE_FS,
     CLONE_NEWNET,
@@ -72,10 +66,49 @@ from topo.netns import (
 )
 from topo.plan import POD_TMP_SIZE, HostConfig
 
+POD_TMP_STAGING = "/mnt"          # where a pod's /tmp and /run are assembled before they move
+POD_RUN_SIZE = "4m"
 SETUP_TIMEOUT = 15.0
 LINK_TIMEOUT = 5.0
 IP_TIMEOUT = 15.0
 POD_INTERFACE = "eth0"
+
+
+def kept_under_tmp() -> tuple[str, ...]:
+    """The folders under the machine's /tmp that a pod's programs need: where
+    svclab and its Python live when the checkout (or its venv) is under /tmp,
+    as a CI clone may be.  Their top-level folder under /tmp, each once."""
+    needed = {Path(__file__).resolve().parents[1], Path(sys.prefix).resolve(),
+              Path(sys.executable).resolve().parent}
+    return tuple(sorted({f"/tmp/{p.relative_to('/tmp').parts[0]}" for p in needed
+                         if p.is_relative_to("/tmp") and p != Path("/tmp")}))
+
+
+def write_projected(folder: Path, volumes) -> tuple[tuple[str, str], ...]:
+    """Write each projected volume's files into a folder of its own under folder;
+    (that folder, where the pod sees it) for each."""
+    placed = []
+    for index, volume in enumerate(volumes):
+        target = volume.path.replace("/var/run/", "/run/", 1)
+        if not target.startswith("/run/"):
+            raise LabError(f"projected volume {volume.path}: svclab mounts these under "
+                           "/run (/var/run) only")
+        source = folder / str(index)
+        source.mkdir(parents=True, exist_ok=True)
+        for name, content in volume.files:
+            (source / name).write_text(content)
+            (source / name).chmod(0o644)
+        placed.append((str(source), target))
+    return tuple(placed)
+
+
+def kept_under_run(files: Path) -> tuple[str, ...]:
+    """The folder under the machine's /run that pods keep seeing: the lab's state
+    folder's top one (/run/svclab), where the lab's own programs find their files."""
+    files = Path(files).resolve()
+    if files.is_relative_to("/run") and files != Path("/run"):
+        return (f"/run/{files.relative_to('/run').parts[0]}",)
+    return ()
 
 
 def run_ip_batch(lines: list[str], where: str) -> None:

@@ -34,8 +34,8 @@ class BoundedFrequencyRunner:
             raise ValueError("need rest >= 0")
         self.fn = fn
         self.min_interval = min_interval
-        self.rest = rest
         self.max_interval = max_interval
+        self.rest = rest
         self.retry_interval = retry_interval
         self.clock = clock
         self._wake = threading.Condition()
@@ -43,8 +43,7 @@ class BoundedFrequencyRunner:
         self._full_pending = True
         self._stopping = False
         self._last_run = float("-inf")
-        self._last_end = float("-inf")
-        self._last_took = 0.0
+        self._rested_at = float("-inf")     # the last sync's end + rest x its duration
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> BoundedFrequencyRunner:
@@ -76,8 +75,7 @@ class BoundedFrequencyRunner:
         """Seconds until the next sync should run (0 = now); pure given state."""
         since = now - self._last_run
         if self._pending:
-            rested = self.rest * self._last_took - (now - self._last_end)
-            return max(0.0, self.min_interval - since, rested)
+            return max(0.0, self.min_interval - since, self._rested_at - now)
         return max(0.0, self.max_interval - since)
 
     def _loop(self) -> None:
@@ -101,8 +99,8 @@ class BoundedFrequencyRunner:
                 with self._wake:
                     self._pending = self._full_pending = True
                     self._last_run = self.clock() - self.min_interval + self.retry_interval
-                    self._last_took = 0.0
+                    self._rested_at = float("-inf")
                 continue
             with self._wake:
-                self._last_end = self.clock()
-                self._last_took = self._last_end - self._last_run
+                ended = self.clock()
+                self._rested_at = ended + self.rest * (ended - self._last_run)

@@ -30,12 +30,12 @@ from base.waiting import wait_until
 from controlplane.kubelet.serviceaccount import MOUNT_PATH, projected_files
 from topo.cleanup import processes_in_netns
 from topo.crilog import parse_line
-from topo.hosts import kept_under_tmp
 from topo.netns import ProcRef, call_in_netns, netns_cookie
 from topo.network import LabNetwork, host_exec_argv
 from topo.node_probes import socket_listening
 from topo.plan import cali_name, etc_hosts_for_pod
 from topo.pod_runtime import LabPodRuntime
+from topo.pod_sandbox import kept_under_tmp
 from topo.spec import parse_spec
 from topo.state import LabPaths, LabState, write_state
 

@@ -11,8 +11,8 @@ import pytest
 from base.cri import PodSandboxConfig, ProjectedFiles
 from base.errors import LabError
 from controlplane.kubelet.serviceaccount import MOUNT_PATH, projected_files
-from topo.hosts import kept_under_run, write_projected
 from topo.plan import plan_pod
+from topo.pod_sandbox import kept_under_run, write_projected
 from topo.spec import load_spec
 
 

@@ -211,7 +211,7 @@ def test_after_a_long_sync_the_runner_rests_twice_as_long_before_the_next():
 
     def synced(took: float) -> None:
         runner._pending = False
-        runner._last_run, runner._last_end, runner._last_took = clock(), clock() + took, took
+        runner._last_run, runner._rested_at = clock(), clock() + took + 2 * took
         clock.now += took
         runner.request()
     synced(0.02)                # a quick sync: min_interval alone decides
